@@ -1,1 +1,92 @@
-fn main() {}
+//! The `trellis` command. Thin: it parses arguments, sets up logging and hands over to
+//! the library that does the work.
+
+mod proxy;
+mod sample;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Trellis: a service mesh. Secure, reliable, observable calls between services.
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `trellis_proxy=debug` (env TRELLIS_LOG).
+    #[arg(long, global = true, env = "TRELLIS_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the data-plane proxy from a static configuration file.
+    ///
+    /// SIGHUP reloads the file (a bad file is refused and the running configuration
+    /// kept); SIGTERM or SIGINT drains in-flight requests and exits.
+    Proxy {
+        /// The proxy configuration (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a small sample HTTP service (HTTP/1.1 and HTTP/2), for demos and benchmarks.
+    SampleServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Name the service answers with (`hello from NAME`, `x-served-by: NAME`).
+        #[arg(long, default_value = "sample")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Proxy { config } => proxy::run(&config).await,
+            Command::SampleServer { listen, name } => sample::run(listen, &name).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

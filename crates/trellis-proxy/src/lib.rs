@@ -1,0 +1,24 @@
+//! The Trellis data plane: the proxy that runs beside every service instance.
+//!
+//! Owns the request path (accept → detect → HTTP server or TCP forwarder → route →
+//! backend → balancer → endpoint), the admin server and the proxy's metrics. It must not
+//! depend on the control plane; configuration arrives as a [`config::ProxyConfig`].
+//!
+//! [`Proxy::start`] is the one wiring function: reading it shows how the pieces fit.
+
+mod admin;
+mod app;
+pub mod balance;
+pub mod config;
+pub mod detect;
+pub mod drain;
+pub mod endpoint;
+pub mod http;
+pub mod io;
+mod listener;
+pub mod state;
+pub mod tcp;
+pub mod telemetry;
+
+pub use app::{Proxy, Shared, StartError};
+pub use config::ProxyConfig;

@@ -1,0 +1,917 @@
+#!/usr/bin/env python3
+"""Trellis benchmark runner (stdlib only).
+
+Measures, side by side and on this machine, for HTTP/1.1 and HTTP/2 (h2c
+prior knowledge):
+
+  direct        load generator -> nginx origin
+  trellis-1hop  load generator -> trellis -> origin
+  trellis-2hop  load generator -> trellis A -(h2)-> trellis B -(h1)-> origin
+  haproxy       load generator -> HAProxy (mode http) -> origin
+  nginx-proxy   load generator -> nginx (proxy_pass, upstream keepalive) -> origin
+
+See bench/README.md for the method and how to read the output.
+Normally started through bench/run.sh, which installs the tools and builds
+the trellis binary first.
+"""
+
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+MIB = 1024 * 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# --------------------------------------------------------------------------
+# settings
+
+HOST = "127.0.0.1"
+PORTS = {
+    "origin_h1": 18000,
+    "origin_h2": 18001,
+    "trellis_a": 18010,
+    "trellis_b": 18011,
+    "haproxy": 18020,
+    "nginx_proxy": 18030,
+    "admin_a": 17101,
+    "admin_b": 17102,
+}
+
+SCENARIOS = ["direct", "trellis-1hop", "trellis-2hop", "haproxy", "nginx-proxy"]
+PROTOCOLS = ["h1", "h2"]
+PROTO_TITLE = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c, prior knowledge)"}
+HOPS = {"direct": 0, "trellis-1hop": 1, "trellis-2hop": 2, "haproxy": 1, "nginx-proxy": 1}
+DESCRIPTION = {
+    "direct": "load generator → nginx origin",
+    "trellis-1hop": "→ trellis → origin (h1)",
+    "trellis-2hop": "→ trellis A → (h2) → trellis B → (h1) origin",
+    "haproxy": "→ HAProxy (mode http, keep-alive) → origin (h1)",
+    "nginx-proxy": "→ nginx proxy_pass (upstream keepalive, HTTP/1.1) → origin (h1)",
+}
+
+SAT_CONNECTIONS = 32
+LAT_CONNECTIONS = 16
+LAT_RATE = 1000
+
+GOALS = {
+    "added_p50_ms": 0.10,
+    "added_p99_ms": 0.20,
+    "idle_rss_mib": 10.0,
+    "peak_rss_mib": 20.0,
+}
+
+
+def env_float(name, default):
+    v = os.environ.get(name, "").strip()
+    return float(v) if v else default
+
+
+def env_int(name, default):
+    v = os.environ.get(name, "").strip()
+    return int(v) if v else default
+
+
+def env_list(name, default, allowed):
+    v = os.environ.get(name, "").strip()
+    if not v:
+        return list(default)
+    items = [x.strip() for x in v.split(",") if x.strip()]
+    for x in items:
+        if x not in allowed:
+            die(f"{name}: unknown value {x!r} (allowed: {', '.join(allowed)})")
+    return [x for x in allowed if x in items]
+
+
+def die(msg):
+    print(f"bench: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+ROUNDS = env_int("BENCH_ROUNDS", 1 if QUICK else 3)
+DURATION = env_float("BENCH_DURATION", 2 if QUICK else 10)      # saturation run, s
+LAT_DURATION = env_float("BENCH_LAT_DURATION", DURATION)        # fixed-rate run, s
+WARMUP = env_float("BENCH_WARMUP", 0.5 if QUICK else 2)          # s, not recorded
+SELECTED_SCENARIOS = env_list("BENCH_SCENARIOS", SCENARIOS, SCENARIOS)
+SELECTED_PROTOCOLS = env_list("BENCH_PROTOCOLS", PROTOCOLS, PROTOCOLS)
+TRELLIS_BIN = os.environ.get("TRELLIS_BIN") or os.path.join(REPO, "target", "release", "trellis")
+OUT = os.environ.get("BENCH_OUT") or os.path.join(HERE, "RESULTS.md")
+PIDFILE = os.environ.get("BENCH_PIDFILE", "")
+NCPU = os.cpu_count() or 1
+CLIENT_CPU = os.environ.get("BENCH_CLIENT_CPU", "0")
+SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "1" if NCPU >= 2 else "0")
+STARTUP_TIMEOUT = 15.0
+
+if ROUNDS < 1 or DURATION <= 0 or LAT_DURATION <= 0:
+    die("BENCH_ROUNDS must be >= 1 and durations > 0")
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+class Proc:
+    """A server process we started, in its own process group, pinned to SERVER_CPU."""
+
+    def __init__(self, name, argv, workdir, env=None):
+        self.name = name
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.log_file = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.popen = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU] + argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=full_env,
+            cwd=workdir,
+        )
+        self.pid = self.popen.pid  # taskset execs, so this is the server's pid
+        if PIDFILE:
+            with open(PIDFILE, "a") as f:
+                f.write(f"{self.pid}\n")
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return "\n".join("    " + l for l in lines[-n:])
+        except OSError:
+            return ""
+
+    def tree(self):
+        """pid of this process and all its descendants (nginx master + workers)."""
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children") as f:
+                        todo.extend(int(x) for x in f.read().split())
+            except OSError:
+                pass
+        return out
+
+    def stop(self):
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        # whatever is left in the group (e.g. nginx workers) goes too
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.log_file.close()
+
+
+RUNNING = []
+
+
+def start(name, argv, workdir, env=None):
+    p = Proc(name, argv, workdir, env)
+    RUNNING.append(p)
+    return p
+
+
+def stop_all():
+    while RUNNING:
+        RUNNING.pop().stop()
+
+
+def proc_status_kib(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def proc_cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+        fields = data[data.rindex(")") + 2:].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+# --------------------------------------------------------------------------
+# readiness and probes
+
+
+def port_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((HOST, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def check_ports():
+    taken = [p for p in sorted(PORTS.values()) if not port_free(p)]
+    if taken:
+        die("port(s) already in use on 127.0.0.1: " + ", ".join(map(str, taken))
+            + " — the benchmark needs 18000-18099 and 17100-17199 free; stop whatever listens there")
+
+
+def wait_port(proc, port, timeout=STARTUP_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited (code {proc.popen.returncode}) before listening on {port}:\n{proc.log_tail()}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} not listening on {port} after {timeout:.0f}s:\n{proc.log_tail()}")
+
+
+def http_get(port, path="/", timeout=2.0):
+    c = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def wait_ready(proc, admin_port, timeout=STARTUP_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited (code {proc.popen.returncode}) during startup:\n{proc.log_tail()}")
+        try:
+            status, _ = http_get(admin_port, "/ready", timeout=0.5)
+            if status == 200:
+                return
+            last = f"/ready answered {status}"
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} not ready on admin {admin_port} after {timeout:.0f}s ({last}):\n{proc.log_tail()}")
+
+
+def probe(port, proto):
+    """One request through the path under test, in the protocol under test."""
+    if proto == "h1":
+        last = None
+        for _ in range(40):
+            try:
+                status, body = http_get(port)
+                if status == 200 and body == b"ok\n":
+                    return
+                last = f"status {status}, body {body[:60]!r}"
+            except OSError as e:
+                last = str(e)
+            time.sleep(0.05)
+        raise RuntimeError(f"HTTP/1.1 probe on {port} failed: {last}")
+    last = None
+    for _ in range(40):
+        r = subprocess.run(["h2load", "-n", "2", "-c", "1", f"http://{HOST}:{port}/"],
+                           capture_output=True, text=True, timeout=10)
+        m = re.search(r"status codes: (\d+) 2xx", r.stdout)
+        if m and int(m.group(1)) == 2:
+            return
+        last = (r.stdout + r.stderr).strip().splitlines()[-3:]
+        time.sleep(0.05)
+    raise RuntimeError(f"HTTP/2 probe on {port} failed: {last}")
+
+
+# --------------------------------------------------------------------------
+# configs
+
+NGINX_COMMON = """\
+worker_processes 1;
+daemon off;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}.err warn;
+events {{ worker_connections 4096; multi_accept on; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/{name}-tmp/body;
+  proxy_temp_path {dir}/{name}-tmp/proxy;
+  fastcgi_temp_path {dir}/{name}-tmp/fastcgi;
+  uwsgi_temp_path {dir}/{name}-tmp/uwsgi;
+  scgi_temp_path {dir}/{name}-tmp/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+{body}
+}}
+"""
+
+ORIGIN_BODY = """\
+  server {{
+    listen {host}:{h1};
+    listen {host}:{h2} http2;
+    default_type text/plain;
+    location / {{ return 200 "ok\\n"; }}
+  }}
+"""
+
+NGINX_PROXY_BODY = """\
+  upstream origin {{
+    server {host}:{origin};
+    keepalive 64;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+  }}
+  server {{
+    listen {host}:{port}{h2};
+    location / {{
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;
+    }}
+  }}
+"""
+
+HAPROXY_CFG = """\
+global
+    maxconn 20000
+    nbthread 1
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+
+frontend fe
+    bind {host}:{port}{h2}
+    default_backend be
+
+backend be
+    server origin {host}:{origin}
+"""
+
+TRELLIS_1HOP = """\
+listeners:
+  - name: web
+    address: {host}:{port}
+    protocol: auto
+    routes:
+      - backend: origin
+backends:
+  - name: origin
+    protocol: http1
+    endpoints: [{host}:{origin}]
+    loadBalancer: ewma
+admin: {host}:{admin}
+"""
+
+TRELLIS_OUTBOUND = """\
+listeners:
+  - name: outbound
+    address: {host}:{port}
+    protocol: auto
+    routes:
+      - backend: inbound
+backends:
+  - name: inbound
+    protocol: http2
+    endpoints: [{host}:{next}]
+    loadBalancer: ewma
+admin: {host}:{admin}
+"""
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def nginx_start(name, body, workdir):
+    os.makedirs(os.path.join(workdir, f"{name}-tmp"), exist_ok=True)
+    conf = write(os.path.join(workdir, f"{name}.conf"),
+                 NGINX_COMMON.format(dir=workdir, name=name, body=body))
+    return start(name, ["nginx", "-p", workdir, "-e", os.path.join(workdir, f"{name}.err"), "-c", conf], workdir)
+
+
+def start_origin(workdir):
+    p = nginx_start("origin", ORIGIN_BODY.format(host=HOST, h1=PORTS["origin_h1"], h2=PORTS["origin_h2"]), workdir)
+    wait_port(p, PORTS["origin_h1"])
+    wait_port(p, PORTS["origin_h2"])
+    return p
+
+
+def start_scenario(scenario, proto, workdir):
+    """Starts the proxies of a scenario; returns (client port, [proxy Proc])."""
+    h2 = proto == "h2"
+    if scenario == "direct":
+        return PORTS["origin_h2" if h2 else "origin_h1"], []
+    if scenario == "haproxy":
+        cfg = write(os.path.join(workdir, "haproxy.cfg"), HAPROXY_CFG.format(
+            host=HOST, port=PORTS["haproxy"], origin=PORTS["origin_h1"], h2=" proto h2" if h2 else ""))
+        p = start("haproxy", ["haproxy", "-db", "-f", cfg], workdir)
+        wait_port(p, PORTS["haproxy"])
+        return PORTS["haproxy"], [p]
+    if scenario == "nginx-proxy":
+        p = nginx_start("nginx-proxy", NGINX_PROXY_BODY.format(
+            host=HOST, port=PORTS["nginx_proxy"], origin=PORTS["origin_h1"], h2=" http2" if h2 else ""), workdir)
+        wait_port(p, PORTS["nginx_proxy"])
+        return PORTS["nginx_proxy"], [p]
+    if scenario == "trellis-1hop":
+        cfg = write(os.path.join(workdir, "trellis.yaml"), TRELLIS_1HOP.format(
+            host=HOST, port=PORTS["trellis_a"], origin=PORTS["origin_h1"], admin=PORTS["admin_a"]))
+        p = start("trellis", [TRELLIS_BIN, "proxy", "--config", cfg], workdir)
+        wait_ready(p, PORTS["admin_a"])
+        wait_port(p, PORTS["trellis_a"])
+        return PORTS["trellis_a"], [p]
+    if scenario == "trellis-2hop":
+        cfg_b = write(os.path.join(workdir, "trellis-b.yaml"), TRELLIS_1HOP.format(
+            host=HOST, port=PORTS["trellis_b"], origin=PORTS["origin_h1"], admin=PORTS["admin_b"]))
+        cfg_a = write(os.path.join(workdir, "trellis-a.yaml"), TRELLIS_OUTBOUND.format(
+            host=HOST, port=PORTS["trellis_a"], next=PORTS["trellis_b"], admin=PORTS["admin_a"]))
+        b = start("trellis-b", [TRELLIS_BIN, "proxy", "--config", cfg_b], workdir)
+        wait_ready(b, PORTS["admin_b"])
+        wait_port(b, PORTS["trellis_b"])
+        a = start("trellis-a", [TRELLIS_BIN, "proxy", "--config", cfg_a], workdir)
+        wait_ready(a, PORTS["admin_a"])
+        wait_port(a, PORTS["trellis_a"])
+        return PORTS["trellis_a"], [a, b]
+    raise ValueError(scenario)
+
+
+# --------------------------------------------------------------------------
+# load generators (pinned to CLIENT_CPU)
+
+
+def client(argv, timeout):
+    r = subprocess.run(["taskset", "-c", CLIENT_CPU] + argv, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed (code {r.returncode}): {(r.stderr or r.stdout).strip()[-400:]}")
+    return r.stdout
+
+
+def saturate(port, proto, seconds):
+    """Closed-loop saturation run; returns (requests completed, req/s, errors)."""
+    url = f"http://{HOST}:{port}/"
+    timeout = seconds + 60
+    if proto == "h1":
+        out = client(["wrk", "-t", "1", "-c", str(SAT_CONNECTIONS), "-d", f"{seconds:g}s", "--timeout", "5s", url], timeout)
+        m = re.search(r"(\d+) requests in ([\d.]+)(m?s|m)\b", out)
+        rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+        if not m or not rps:
+            raise RuntimeError(f"cannot parse wrk output:\n{out}")
+        errors = 0
+        e = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+        if e:
+            errors += int(e.group(1))
+        e = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if e:
+            errors += sum(int(x) for x in e.groups())
+        return int(m.group(1)), float(rps.group(1)), errors
+    out = client(["h2load", "-t", "1", "-c", str(SAT_CONNECTIONS), "-m", "1", "-D", f"{seconds:g}", url], timeout)
+    fin = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
+    req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if not fin or not req or not codes:
+        raise RuntimeError(f"cannot parse h2load output:\n{out}")
+    done = int(req.group(3))
+    errors = int(req.group(5)) + int(req.group(6)) + int(req.group(7)) + int(codes.group(3)) + int(codes.group(4))
+    return done, float(fin.group(3)), errors
+
+
+OHA_JSON_FLAGS = None
+
+
+def oha_json_flags():
+    global OHA_JSON_FLAGS
+    if OHA_JSON_FLAGS is None:
+        h = subprocess.run(["oha", "--help"], capture_output=True, text=True).stdout
+        if "--output-format" in h:
+            OHA_JSON_FLAGS = ["--output-format", "json"]
+        elif "--json" in h:
+            OHA_JSON_FLAGS = ["--json"]
+        else:
+            die("installed oha has no JSON output flag (need --output-format json or -j)")
+        for flag in ("--latency-correction", "--http2", "--no-tui", "-q", "-z"):
+            if flag not in h:
+                die(f"installed oha does not support {flag}; install a newer one: cargo install oha --locked")
+    return OHA_JSON_FLAGS
+
+
+def fixed_rate(port, proto, seconds):
+    """Open-loop run at LAT_RATE req/s over LAT_CONNECTIONS with latency correction."""
+    argv = ["oha", "--no-tui", *oha_json_flags(), "-z", f"{seconds:g}s", "-c", str(LAT_CONNECTIONS),
+            "-q", str(LAT_RATE), "--latency-correction"]
+    if proto == "h2":
+        argv.append("--http2")
+    argv.append(f"http://{HOST}:{port}/")
+    data = json.loads(client(argv, seconds + 60))
+    pct = data.get("latencyPercentiles") or {}
+
+    def ms(key):
+        v = pct.get(key)
+        return None if v is None else v * 1000.0
+
+    summary = data.get("summary", {})
+    codes = data.get("statusCodeDistribution", {}) or {}
+    ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
+    bad = sum(v for k, v in codes.items() if not str(k).startswith("2"))
+    errors = bad + sum((data.get("errorDistribution") or {}).values())
+    return {
+        "p50": ms("p50"),
+        "p99": ms("p99"),
+        "p999": ms("p99.9"),
+        "lat_rps": summary.get("requestsPerSec"),
+        "lat_ok": ok,
+        "lat_errors": errors,
+    }
+
+
+# --------------------------------------------------------------------------
+# one measurement
+
+
+def measure(scenario, proto, base_dir, tag):
+    workdir = tempfile.mkdtemp(prefix=f"{tag}-", dir=base_dir)
+    res = {"scenario": scenario, "proto": proto}
+    try:
+        start_origin(workdir)
+        port, proxies = start_scenario(scenario, proto, workdir)
+        probe(port, proto)
+        time.sleep(0.2)
+        pids = [pid for p in proxies for pid in p.tree()]
+        if proxies:
+            per_proc = [sum(proc_status_kib(pid, "VmRSS") for pid in p.tree()) for p in proxies]
+            res["idle_rss"] = sum(per_proc) / 1024.0
+            res["idle_rss_max_proc"] = max(per_proc) / 1024.0
+        if WARMUP > 0:
+            saturate(port, proto, WARMUP)
+        res.update(fixed_rate(port, proto, LAT_DURATION))
+        before = sum(proc_cpu_ticks(pid) for pid in pids)
+        done, rps, errors = saturate(port, proto, DURATION)
+        after = sum(proc_cpu_ticks(pid) for pid in pids)
+        res.update({"requests": done, "rps": rps, "sat_errors": errors})
+        if proxies:
+            for p in proxies:
+                if not p.alive():
+                    raise RuntimeError(f"{p.name} died during the run:\n{p.log_tail()}")
+            per_proc = [sum(proc_status_kib(pid, "VmHWM") for pid in p.tree()) for p in proxies]
+            res["peak_rss"] = sum(per_proc) / 1024.0
+            res["peak_rss_max_proc"] = max(per_proc) / 1024.0
+            cpu_ms = (after - before) * 1000.0 / CLK_TCK
+            res["cpu_ms_per_10k"] = cpu_ms / done * 10000.0 if done else None
+    except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
+        res["failed"] = str(e)
+        log(f"  FAILED: {e}")
+    finally:
+        stop_all()
+    return res
+
+
+# --------------------------------------------------------------------------
+# report
+
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None and "failed" not in r]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, nd=2, suffix=""):
+    return "—" if v is None else f"{v:,.{nd}f}{suffix}"
+
+
+def fmt_signed(v, nd=3):
+    return "—" if v is None else f"{v:+.{nd}f}"
+
+
+def summarize(results):
+    """results[proto][scenario] -> list of per-round dicts; returns medians."""
+    summary = {}
+    for proto, by_sc in results.items():
+        summary[proto] = {}
+        for sc, rows in by_sc.items():
+            s = {k: med(rows, k) for k in ("rps", "p50", "p99", "p999", "idle_rss", "peak_rss",
+                                           "idle_rss_max_proc", "peak_rss_max_proc", "cpu_ms_per_10k")}
+            s["errors"] = sum((r.get("sat_errors") or 0) + (r.get("lat_errors") or 0) for r in rows)
+            s["failed"] = [r["failed"] for r in rows if "failed" in r]
+            s["ok_rounds"] = sum(1 for r in rows if "failed" not in r)
+            s["rounds"] = len(rows)
+            summary[proto][sc] = s
+        d = summary[proto].get("direct")
+        for sc, s in summary[proto].items():
+            hops = HOPS[sc]
+            s["ratio"] = (s["rps"] / d["rps"]) if d and d["rps"] and s["rps"] is not None else None
+            for k in ("p50", "p99", "p999"):
+                if hops and d and d[k] is not None and s[k] is not None:
+                    s["added_" + k] = (s[k] - d[k]) / hops
+                else:
+                    s["added_" + k] = None
+    return summary
+
+
+def protocol_table(proto, summ):
+    lines = [
+        f"### {PROTO_TITLE[proto]}",
+        "",
+        "| scenario | hops | throughput (req/s) | × direct | p50 ms | p99 ms | p99.9 ms "
+        "| +p50 ms/hop | +p99 ms/hop | +p99.9 ms/hop | idle RSS MiB | peak RSS MiB | CPU ms/10k req | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for sc in SCENARIOS:
+        s = summ.get(sc)
+        if s is None:
+            continue
+        if s["ok_rounds"] == 0:
+            lines.append(f"| {sc} | {HOPS[sc]} | failed | | | | | | | | | | | |")
+            continue
+        name = sc if s["ok_rounds"] == s["rounds"] else f"{sc} ({s['ok_rounds']}/{s['rounds']} rounds)"
+        lines.append("| " + " | ".join([
+            name, str(HOPS[sc]), fmt(s["rps"], 0), fmt(s["ratio"], 3),
+            fmt(s["p50"], 3), fmt(s["p99"], 3), fmt(s["p999"], 3),
+            fmt_signed(s["added_p50"]), fmt_signed(s["added_p99"]), fmt_signed(s["added_p999"]),
+            fmt(s["idle_rss"], 1), fmt(s["peak_rss"], 1), fmt(s["cpu_ms_per_10k"], 1),
+            str(s["errors"]),
+        ]) + " |")
+    lines.append("")
+    return lines
+
+
+def verdict(ok):
+    return "—" if ok is None else ("**PASS**" if ok else "**FAIL**")
+
+
+def goals_table(summary):
+    lines = [
+        "### Goals (Trellis)",
+        "",
+        "| goal | protocol | measured | target | result |",
+        "|---|---|--:|--:|---|",
+    ]
+    for proto in SELECTED_PROTOCOLS:
+        summ = summary.get(proto, {})
+        t1 = summ.get("trellis-1hop")
+        t2 = summ.get("trellis-2hop")
+        for other, label in (("haproxy", "HAProxy"), ("nginx-proxy", "nginx as proxy")):
+            o = summ.get(other)
+            if t1 and o and t1["rps"] is not None and o["rps"] is not None:
+                lines.append(f"| 1-hop saturation throughput ≥ {label} | {proto} | {fmt(t1['rps'], 0)} req/s "
+                             f"| ≥ {fmt(o['rps'], 0)} req/s | {verdict(t1['rps'] >= o['rps'])} |")
+        for sc, s in (("1-hop", t1), ("2-hop", t2)):
+            if not s:
+                continue
+            for k, g in (("p50", "added_p50_ms"), ("p99", "added_p99_ms")):
+                v = s["added_" + k]
+                ok = None if v is None else v <= GOALS[g]
+                lines.append(f"| added {k} per hop at {LAT_RATE:,} req/s ({sc}) | {proto} | {fmt_signed(v)} ms "
+                             f"| ≤ {GOALS[g]:.2f} ms | {verdict(ok)} |")
+        for sc, s in (("1-hop", t1), ("2-hop", t2)):
+            if not s:
+                continue
+            for k, g, label in (("idle_rss_max_proc", "idle_rss_mib", "idle"),
+                                ("peak_rss_max_proc", "peak_rss_mib", "peak at saturation")):
+                v = s[k]
+                ok = None if v is None else v <= GOALS[g]
+                lines.append(f"| RSS per proxy process, {label} ({sc}) | {proto} | {fmt(v, 1)} MiB "
+                             f"| ≤ {GOALS[g]:.0f} MiB | {verdict(ok)} |")
+    if len(lines) == 4:
+        lines.append("| (no trellis scenario measured) | | | | — |")
+    lines.append("")
+    return lines
+
+
+def cmd_version(argv, pattern=None):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        text = (r.stdout + r.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "not found"
+    line = text.splitlines()[0] if text else "?"
+    if pattern:
+        m = re.search(pattern, text)
+        if m:
+            line = m.group(0)
+    return line.strip()
+
+
+def lscpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        m = re.search(r"^Model name:\s*(.+)$", out, re.M)
+        return m.group(1).strip() if m else "?"
+    except OSError:
+        return "?"
+
+
+def trellis_version():
+    rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    v = f"git {rev or '?'}{' (uncommitted changes)' if dirty else ''}"
+    if os.path.exists(TRELLIS_BIN):
+        mtime = datetime.datetime.fromtimestamp(os.path.getmtime(TRELLIS_BIN)).strftime("%Y-%m-%d %H:%M")
+        v += f", binary built {mtime}"
+    return v
+
+
+def environment():
+    return [
+        ("date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
+        ("nproc", str(NCPU)),
+        ("CPU", lscpu_model()),
+        ("kernel", f"{platform.system()} {platform.release()}"),
+        ("trellis", trellis_version()),
+        ("nginx", cmd_version(["nginx", "-v"], r"nginx/\S+")),
+        ("HAProxy", cmd_version(["haproxy", "-v"], r"HAProxy version \S+")),
+        ("wrk", cmd_version(["wrk", "--version"], r"wrk \S+")),
+        ("h2load", cmd_version(["h2load", "--version"], r"nghttp2/\S+")),
+        ("oha", cmd_version(["oha", "--version"])),
+        ("rustc", cmd_version(["rustc", "--version"])),
+    ]
+
+
+def method_text():
+    return f"""\
+- Everything runs on 127.0.0.1 on this one machine. Load generators are pinned
+  to CPU {CLIENT_CPU} (`taskset -c {CLIENT_CPU}`); the origin and the proxies share CPU {SERVER_CPU}
+  (`taskset -c {SERVER_CPU}`), so a proxy's throughput is bounded by what it leaves
+  of that core to the origin, as a sidecar's would be.
+- Origin: nginx, 1 worker, `return 200 "ok\\n"`, HTTP/1.1 on :{PORTS['origin_h1']} and h2c
+  (prior knowledge) on :{PORTS['origin_h2']}. Every proxy talks HTTP/1.1 with keep-alive to
+  the origin; for the HTTP/2 table only the client side is h2c. trellis-2hop:
+  A → B over HTTP/2 (backend `protocol: http2`), B → origin HTTP/1.1.
+- HAProxy: `mode http`, 1 thread, `http-reuse always`; h2 via `proto h2` on the bind.
+  nginx as proxy: separate instance, 1 worker, `proxy_pass` to an upstream with
+  `keepalive 64`, `proxy_http_version 1.1`; h2 via `listen … http2`.
+- Per round, per protocol, per scenario, fresh processes (origin and proxies):
+  start, wait for readiness (trellis: admin `/ready` = 200), one probe request,
+  idle RSS (sum of VmRSS of the proxy processes), {WARMUP:g} s unrecorded warm-up at
+  saturation, then
+  1. fixed rate: `oha -z {LAT_DURATION:g}s -c {LAT_CONNECTIONS} -q {LAT_RATE} --latency-correction [--http2]`,
+     p50/p99/p99.9 from oha's JSON output (latency measured from the scheduled
+     send time, so queueing delay counts);
+  2. saturation: {SAT_CONNECTIONS} connections for {DURATION:g} s, `wrk -t1 -c{SAT_CONNECTIONS}` (HTTP/1.1) or
+     `h2load -t1 -c{SAT_CONNECTIONS} -m1` (HTTP/2, one stream per connection); proxy CPU is the
+     utime+stime delta (/proc/PID/stat, all threads, all processes of the proxy)
+     over this run, divided by completed requests, × 10,000, in ms;
+  3. peak RSS: sum of VmHWM (/proc/PID/status) over the proxy processes
+     (nginx: master + worker; trellis-2hop: A + B).
+- {ROUNDS} round(s); rounds alternate the order of the scenarios (forward, reversed, …).
+  Every number is the median over rounds. “× direct” is throughput / direct
+  throughput; “+pXX ms/hop” is (scenario − direct) / number of proxy hops.
+  `errors` counts non-2xx responses and socket errors over all runs.
+- Goals: RSS per proxy process is the largest single proxy process (for
+  2-hop, the larger of A and B); added latency per hop must be within target
+  for both the 1-hop and the 2-hop chain.
+"""
+
+
+def report(summary, started, elapsed):
+    lines = ["# Trellis benchmark results", ""]
+    if QUICK:
+        lines += ["> Quick smoke run (`BENCH_QUICK=1`): one short round — numbers are indicative only.", ""]
+    lines += ["| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in environment()]
+    lines += [f"| settings | rounds {ROUNDS}, saturation {DURATION:g} s, fixed-rate {LAT_DURATION:g} s, "
+              f"warm-up {WARMUP:g} s |",
+              f"| run time | {elapsed / 60:.1f} min (started {started}) |", ""]
+    lines += ["## Results", ""]
+    for proto in SELECTED_PROTOCOLS:
+        lines += protocol_table(proto, summary.get(proto, {}))
+    lines += goals_table(summary)
+    failures = [(proto, sc, f) for proto in summary for sc, s in summary[proto].items() for f in s["failed"]]
+    if failures:
+        lines += ["### Failures", ""]
+        for proto, sc, f in failures:
+            first = f.strip().splitlines()[0] if f.strip() else "?"
+            lines.append(f"- {proto} {sc}: {first}")
+        lines.append("")
+    lines += ["## Scenarios", ""]
+    lines += [f"- **{sc}**: {DESCRIPTION[sc]}" for sc in SCENARIOS if sc in SELECTED_SCENARIOS]
+    lines += ["", "## Method", "", method_text()]
+    return "\n".join(lines)
+
+
+def raw_section(results):
+    lines = ["<details><summary>Per-round values</summary>", "",
+             "| round | protocol | scenario | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | CPU ms/10k |",
+             "|--:|---|---|--:|--:|--:|--:|--:|--:|"]
+    for proto in SELECTED_PROTOCOLS:
+        for sc in SCENARIOS:
+            for i, r in enumerate(results.get(proto, {}).get(sc, [])):
+                if "failed" in r:
+                    lines.append(f"| {i + 1} | {proto} | {sc} | failed | | | | | |")
+                    continue
+                lines.append(f"| {i + 1} | {proto} | {sc} | {fmt(r.get('rps'), 0)} | {fmt(r.get('p50'), 3)} "
+                             f"| {fmt(r.get('p99'), 3)} | {fmt(r.get('p999'), 3)} | {fmt(r.get('peak_rss'), 1)} "
+                             f"| {fmt(r.get('cpu_ms_per_10k'), 1)} |")
+    lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+
+
+def preflight():
+    for tool in ("taskset", "nginx", "haproxy", "wrk", "h2load", "oha"):
+        if not shutil.which(tool):
+            die(f"{tool} not found on PATH (bench/run.sh installs it)")
+    if any(sc.startswith("trellis") for sc in SELECTED_SCENARIOS):
+        if not os.access(TRELLIS_BIN, os.X_OK):
+            die(f"trellis binary not found at {TRELLIS_BIN}; build it with "
+                f"`cargo build --release -p trellis-cli`, or set BENCH_SCENARIOS to skip the trellis scenarios")
+    oha_json_flags()
+    check_ports()
+
+
+def on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def main():
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    preflight()
+    started = datetime.datetime.now().strftime("%H:%M:%S")
+    t0 = time.monotonic()
+    base_dir = os.environ.get("BENCH_TMPDIR") or tempfile.mkdtemp(prefix="trellis-bench-")
+    plan = [(proto, sc) for proto in SELECTED_PROTOCOLS for sc in SELECTED_SCENARIOS]
+    results = {proto: {sc: [] for sc in SELECTED_SCENARIOS} for proto in SELECTED_PROTOCOLS}
+    per_run = WARMUP + LAT_DURATION + DURATION + 1.5
+    log(f"{ROUNDS} round(s) × {len(plan)} runs, ~{ROUNDS * len(plan) * per_run / 60:.1f} min; configs and logs in {base_dir}")
+    try:
+        for rnd in range(ROUNDS):
+            order = plan if rnd % 2 == 0 else list(reversed(plan))
+            for n, (proto, sc) in enumerate(order):
+                log(f"round {rnd + 1}/{ROUNDS} [{n + 1}/{len(order)}] {proto} {sc}")
+                r = measure(sc, proto, base_dir, f"r{rnd + 1}-{proto}-{sc}")
+                if "failed" not in r:
+                    log(f"  {fmt(r['rps'], 0)} req/s, p50 {fmt(r['p50'], 3)} ms, p99 {fmt(r['p99'], 3)} ms, "
+                        f"p99.9 {fmt(r['p999'], 3)} ms"
+                        + (f", peak RSS {fmt(r.get('peak_rss'), 1)} MiB, CPU {fmt(r.get('cpu_ms_per_10k'), 1)} ms/10k"
+                           if r.get("peak_rss") is not None else ""))
+                results[proto][sc].append(r)
+    finally:
+        stop_all()
+    elapsed = time.monotonic() - t0
+    summary = summarize(results)
+    text = report(summary, started, elapsed) + "\n" + raw_section(results)
+    with open(OUT, "w") as f:
+        f.write(text)
+    with open(os.path.join(base_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(text)
+    log(f"done in {elapsed / 60:.1f} min; written to {OUT}")
+    failed = any(s["failed"] for p in summary.values() for s in p.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        stop_all()
+        sys.exit(130)

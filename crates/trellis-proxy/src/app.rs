@@ -1,0 +1,280 @@
+//! Wiring: `Proxy::start` builds the whole data plane from a configuration, top-down,
+//! and `Proxy` is the handle that reloads it and drains it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+
+use crate::admin;
+use crate::config::{ConfigError, ProxyConfig};
+use crate::drain::Drain;
+use crate::listener::{self, Running};
+use crate::state::Snapshot;
+use crate::telemetry::{Metrics, ReloadLabels};
+
+/// What every part of a running proxy shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration version in force; replaced whole on reload.
+    pub state: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
+    pub drain: Drain,
+    /// Addresses listeners are actually bound to (differs from the config for port 0).
+    bound: Mutex<HashMap<String, SocketAddr>>,
+}
+
+impl Shared {
+    /// The configuration in force, with the addresses actually bound.
+    pub fn effective_config(&self) -> ProxyConfig {
+        let mut config = ProxyConfig::clone(&self.state.load().config);
+        if let Ok(bound) = self.bound.lock() {
+            for l in &mut config.listeners {
+                if let Some(addr) = bound.get(&l.name) {
+                    l.address = *addr;
+                }
+            }
+        }
+        config
+    }
+}
+
+/// Why the proxy could not start or take a new configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{what}: cannot bind {addr}: {error}")]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        // Not a `source`: the message already says it, and error reporters that walk
+        // the cause chain would say it twice.
+        error: std::io::Error,
+    },
+    #[error("admin: the admin address cannot change without a restart (running on {running}, new config says {requested})")]
+    AdminChanged {
+        running: SocketAddr,
+        requested: SocketAddr,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A running proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listeners: tokio::sync::Mutex<HashMap<String, Running>>,
+    admin_addr: SocketAddr,
+    admin_task: JoinHandle<()>,
+    housekeeping: JoinHandle<()>,
+}
+
+/// How often pooled connections are checked for idleness.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Proxy {
+    /// Binds every listener and the admin server and starts serving.
+    pub async fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
+        config.validate()?;
+        let admin_socket = listener::bind(config.admin).map_err(|error| StartError::Bind {
+            what: "admin".into(),
+            addr: config.admin,
+            error,
+        })?;
+        let admin_addr = admin_socket
+            .local_addr()
+            .map_err(|error| StartError::Bind {
+                what: "admin".into(),
+                addr: config.admin,
+                error,
+            })?;
+        let sockets = bind_new(&config, &HashMap::new())?;
+        let shared = Arc::new(Shared {
+            state: ArcSwap::from_pointee(Snapshot::build(config, None)),
+            metrics: Metrics::new(),
+            drain: Drain::new(),
+            bound: Mutex::new(HashMap::new()),
+        });
+        let mut running = HashMap::new();
+        start_listeners(sockets, &shared, &mut running)?;
+        let admin_task = tokio::spawn(admin::serve(admin_socket, shared.clone()));
+        let housekeeping = tokio::spawn(housekeeping(shared.clone()));
+        tracing::info!(admin = %admin_addr, listeners = running.len(), "proxy started");
+        Ok(Proxy {
+            shared,
+            listeners: tokio::sync::Mutex::new(running),
+            admin_addr,
+            admin_task,
+            housekeeping,
+        })
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The address a listener is bound to.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.shared.bound.lock().ok()?.get(name).copied()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The configuration in force, with bound addresses.
+    pub fn effective_config(&self) -> ProxyConfig {
+        self.shared.effective_config()
+    }
+
+    /// Reads a configuration file and applies it; on any error the running
+    /// configuration stays in force and the error is returned.
+    pub async fn reload_file(&self, path: &Path) -> Result<(), StartError> {
+        let result = match ProxyConfig::load(path) {
+            Ok(config) => self.apply(config).await,
+            Err(e) => Err(e.into()),
+        };
+        self.count_reload(&result);
+        result
+    }
+
+    /// Applies a new configuration without dropping connections or requests: listeners
+    /// whose address is unchanged keep their socket, new ones are bound first (so a
+    /// bind failure changes nothing), and the new routes apply to the next request on
+    /// every connection.
+    pub async fn reload(&self, config: ProxyConfig) -> Result<(), StartError> {
+        let result = self.apply(config).await;
+        self.count_reload(&result);
+        result
+    }
+
+    fn count_reload(&self, result: &Result<(), StartError>) {
+        let labels = ReloadLabels {
+            result: if result.is_ok() { "success" } else { "failure" },
+        };
+        self.shared.metrics.reloads.get_or_create(&labels).inc();
+    }
+
+    async fn apply(&self, config: ProxyConfig) -> Result<(), StartError> {
+        config.validate()?;
+        let running_admin = self.shared.state.load().config.admin;
+        if config.admin != running_admin {
+            return Err(StartError::AdminChanged {
+                running: running_admin,
+                requested: config.admin,
+            });
+        }
+        let mut running = self.listeners.lock().await;
+        let kept: HashMap<String, SocketAddr> = running
+            .iter()
+            .map(|(name, r)| (name.clone(), r.configured))
+            .collect();
+        let sockets = bind_new(&config, &kept)?;
+        let wanted: HashMap<String, SocketAddr> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.address))
+            .collect();
+
+        let previous = self.shared.state.load_full();
+        self.shared
+            .state
+            .store(Arc::new(Snapshot::build(config, Some(&previous))));
+
+        // Listeners removed or moved stop accepting; their connections carry on.
+        let gone: Vec<String> = running
+            .iter()
+            .filter(|(name, r)| wanted.get(*name) != Some(&r.configured))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(r) = running.remove(&name) {
+                tracing::info!(listener = %name, address = %r.address, "listener stopped");
+                r.stop();
+            }
+            if let Ok(mut bound) = self.shared.bound.lock() {
+                bound.remove(&name);
+            }
+        }
+        start_listeners(sockets, &self.shared, &mut running)?;
+        tracing::info!(listeners = running.len(), "configuration applied");
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the configured drain
+    /// timeout, and returns how many connections were still open at the deadline.
+    pub async fn shutdown(&self) -> usize {
+        let deadline = self.shared.state.load().config.drain_timeout.get();
+        tracing::info!(?deadline, "draining");
+        let left = self.shared.drain.drain(deadline).await;
+        self.listeners.lock().await.clear();
+        self.admin_task.abort();
+        self.housekeeping.abort();
+        left
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.admin_task.abort();
+        self.housekeeping.abort();
+    }
+}
+
+type NewSockets = Vec<(String, SocketAddr, tokio::net::TcpListener)>;
+
+/// Binds the listeners of `config` not already running at the same address.
+fn bind_new(
+    config: &ProxyConfig,
+    kept: &HashMap<String, SocketAddr>,
+) -> Result<NewSockets, StartError> {
+    let mut sockets = Vec::new();
+    for l in &config.listeners {
+        if kept.get(&l.name) == Some(&l.address) {
+            continue;
+        }
+        let socket = listener::bind(l.address).map_err(|error| StartError::Bind {
+            what: format!("listener {}", l.name),
+            addr: l.address,
+            error,
+        })?;
+        sockets.push((l.name.clone(), l.address, socket));
+    }
+    Ok(sockets)
+}
+
+fn start_listeners(
+    sockets: NewSockets,
+    shared: &Arc<Shared>,
+    running: &mut HashMap<String, Running>,
+) -> Result<(), StartError> {
+    for (name, configured, socket) in sockets {
+        let r =
+            listener::spawn(name.clone(), configured, socket, shared.clone()).map_err(|error| {
+                StartError::Bind {
+                    what: format!("listener {name}"),
+                    addr: configured,
+                    error,
+                }
+            })?;
+        tracing::info!(listener = %name, address = %r.address, "listening");
+        if let Ok(mut bound) = shared.bound.lock() {
+            bound.insert(name.clone(), r.address);
+        }
+        running.insert(name, r);
+    }
+    Ok(())
+}
+
+async fn housekeeping(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    loop {
+        tick.tick().await;
+        for endpoint in shared.state.load().endpoints() {
+            endpoint.close_idle();
+        }
+    }
+}

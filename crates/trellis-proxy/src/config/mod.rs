@@ -1,0 +1,402 @@
+//! The proxy's static configuration: the YAML document `trellis proxy --config FILE`
+//! reads, parsed once into typed structs and validated before anything is bound.
+//!
+//! Every error names the field it is about (`listeners[0].routes[0].backend: …`), so an
+//! operator can find the mistake without reading the proxy's source.
+
+mod duration;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use self::duration::{Duration, ParseDurationError};
+
+/// The whole proxy configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Where the proxy accepts traffic.
+    pub listeners: Vec<ListenerConfig>,
+    /// Named groups of endpoints that routes send traffic to.
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// Address of the admin server (`/live`, `/ready`, `/metrics`, `/config`).
+    /// Default `127.0.0.1:7191`.
+    #[serde(default = "defaults::admin")]
+    pub admin: SocketAddr,
+    /// How long a draining proxy waits for in-flight requests before it exits.
+    /// Default `30s`.
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: Duration,
+    /// Largest request head (request line and headers) accepted, in bytes; larger heads
+    /// are answered with 431. Default 65536.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// Address to bind; port 0 picks a free port.
+    pub address: SocketAddr,
+    /// What the listener expects its clients to speak. Default `auto`.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// With `protocol: auto`, how long to wait for the client's first bytes before
+    /// treating the connection as opaque TCP (so server-speaks-first protocols work).
+    /// Default `1s`.
+    #[serde(default = "defaults::detect_timeout")]
+    pub detect_timeout: Duration,
+    /// A client connection with no bytes moving and no request in flight for this long
+    /// is closed. Default `5m`.
+    #[serde(default = "defaults::listener_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Where traffic goes. A listener has one default route for now.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// The protocol a listener expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// Detect HTTP/2, HTTP/1 or opaque TCP from the first bytes.
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+    /// HTTP/2 carrying gRPC: proxy errors are answered as gRPC statuses.
+    Grpc,
+    Tcp,
+}
+
+/// A route from a listener to a backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name of the backend that receives the traffic.
+    pub backend: String,
+    /// Time allowed from sending a request until the backend's response headers
+    /// arrive, connecting included; past it the client gets 504. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// A named set of endpoints and how to reach them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    /// What the endpoints speak. Default `http1`; gRPC traffic needs `http2`.
+    #[serde(default)]
+    pub protocol: BackendProtocol,
+    /// `host:port` strings, or `{address, weight}` maps.
+    pub endpoints: Vec<EndpointConfig>,
+    /// Default `ewma`.
+    #[serde(default)]
+    pub load_balancer: LoadBalancer,
+    /// Time allowed to open a TCP connection to an endpoint. Default `1s`.
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Idle pooled connections to endpoints are closed after this long. Default `90s`.
+    #[serde(default = "defaults::pool_idle_timeout")]
+    pub idle_timeout: Duration,
+}
+
+/// The protocol a backend's endpoints speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    #[default]
+    Http1,
+    Http2,
+}
+
+/// How a backend spreads requests over its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalancer {
+    /// Power of two choices over peak-EWMA latency weighted by outstanding requests.
+    #[default]
+    Ewma,
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Power of two choices over outstanding requests.
+    LeastRequest,
+}
+
+/// One endpoint of a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EndpointFields {
+    address: SocketAddr,
+    #[serde(default = "defaults::weight")]
+    weight: u32,
+}
+
+/// One endpoint of a backend: an address and a relative weight (default 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+impl<'de> Deserialize<'de> for EndpointConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EndpointVisitor;
+        impl<'de> Visitor<'de> for EndpointVisitor {
+            type Value = EndpointConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address such as \"127.0.0.1:8080\" or a map {address, weight}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EndpointConfig, E> {
+                let address = v.parse().map_err(|_| {
+                    E::custom(format!("invalid endpoint address {v:?}: expected IP:PORT"))
+                })?;
+                Ok(EndpointConfig {
+                    address,
+                    weight: defaults::weight(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EndpointConfig, A::Error> {
+                let fields =
+                    EndpointFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(EndpointConfig {
+                    address: fields.address,
+                    weight: fields.weight,
+                })
+            }
+        }
+        d.deserialize_any(EndpointVisitor)
+    }
+}
+
+mod defaults {
+    use super::Duration;
+    use std::net::SocketAddr;
+
+    pub fn admin() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7191))
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_header_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn detect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn listener_idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn pool_idle_timeout() -> Duration {
+        Duration::from_secs(90)
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+}
+
+/// A configuration that cannot be used, with the path of the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Largest weight accepted, so weight sums never overflow.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+impl ProxyConfig {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Parses and validates a YAML document.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let mut failed_at = None;
+        let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize::<_, ProxyConfig>(de).map_err(|e| {
+                failed_at = Some(e.path().to_string());
+                e.into_inner()
+            })
+        });
+        let config = parsed.map_err(|e| {
+            let field = failed_at
+                .filter(|p| p != ".")
+                .unwrap_or_else(|| "config".into());
+            // The parser's message may carry a source snippet over several lines; the
+            // first line says what is wrong, and the field path says where.
+            ConfigError::invalid(field, parser_message(&e.to_string()))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot: unique names, references that resolve,
+    /// combinations that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(ConfigError::invalid(
+                "listeners",
+                "at least one listener is required",
+            ));
+        }
+        let mut backend_names = HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let at = format!("backends[{i}]");
+            check_name(&format!("{at}.name"), &b.name)?;
+            if !backend_names.insert(b.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.name"),
+                    format!("duplicate backend name {:?}", b.name),
+                ));
+            }
+            for (j, e) in b.endpoints.iter().enumerate() {
+                if e.weight == 0 || e.weight > MAX_WEIGHT {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.endpoints[{j}].weight"),
+                        format!("must be between 1 and {MAX_WEIGHT}, got {}", e.weight),
+                    ));
+                }
+            }
+            if b.connect_timeout.get().is_zero() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.connectTimeout"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+
+        let mut listener_names = HashSet::new();
+        let mut addresses = HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let at = format!("listeners[{i}]");
+            check_name(&format!("{at}.name"), &l.name)?;
+            if !listener_names.insert(l.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
+            }
+            if l.address.port() != 0 && !addresses.insert(l.address) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.address"),
+                    format!("{} is used by another listener", l.address),
+                ));
+            }
+            if l.address == self.admin && l.address.port() != 0 {
+                return Err(ConfigError::invalid(
+                    format!("{at}.address"),
+                    format!("{} is the admin address", l.address),
+                ));
+            }
+            match l.routes.len() {
+                0 => {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.routes"),
+                        "a listener needs a route",
+                    ))
+                }
+                1 => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.routes[1]"),
+                        "a listener has one default route; route matching is not supported yet",
+                    ))
+                }
+            }
+            for (j, r) in l.routes.iter().enumerate() {
+                let field = format!("{at}.routes[{j}]");
+                let Some(backend) = self.backends.iter().find(|b| b.name == r.backend) else {
+                    let known: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+                    return Err(ConfigError::invalid(
+                        format!("{field}.backend"),
+                        format!(
+                            "no backend named {:?} (known: {})",
+                            r.backend,
+                            known.join(", ")
+                        ),
+                    ));
+                };
+                if l.protocol == ListenerProtocol::Grpc
+                    && backend.protocol != BackendProtocol::Http2
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.backend"),
+                        format!(
+                            "gRPC needs HTTP/2 end to end, but backend {:?} has protocol http1",
+                            backend.name
+                        ),
+                    ));
+                }
+                if l.protocol == ListenerProtocol::Tcp && r.timeout.is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.timeout"),
+                        "request timeouts apply to HTTP; a tcp listener has none",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns the YAML parser's `error: line 6 column 18: what` (possibly followed by a source
+/// snippet) into `what (line 6, column 18)`.
+fn parser_message(message: &str) -> String {
+    let first = message.lines().next().unwrap_or_default().trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let located = first.strip_prefix("line ").and_then(|rest| {
+        let (line, rest) = rest.split_once(" column ")?;
+        let (column, what) = rest.split_once(": ")?;
+        Some(format!("{what} (line {line}, column {column})"))
+    });
+    located.unwrap_or_else(|| first.to_string())
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            field,
+            format!("{name:?} is not a valid name: use 1 to 63 letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

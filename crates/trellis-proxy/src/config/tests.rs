@@ -1,0 +1,164 @@
+use super::*;
+
+const EXAMPLE: &str = r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:8000
+    protocol: auto
+    routes:
+      - backend: web-app
+backends:
+  - name: web-app
+    endpoints: [127.0.0.1:8080]
+    loadBalancer: ewma
+admin: 127.0.0.1:7191
+"#;
+
+#[test]
+fn parses_the_documented_example_with_defaults() {
+    let config = ProxyConfig::from_yaml(EXAMPLE).expect("example parses");
+    let l = &config.listeners[0];
+    assert_eq!(l.name, "web");
+    assert_eq!(l.protocol, ListenerProtocol::Auto);
+    assert_eq!(l.detect_timeout, Duration::from_secs(1));
+    let b = &config.backends[0];
+    assert_eq!(b.protocol, BackendProtocol::Http1);
+    assert_eq!(b.load_balancer, LoadBalancer::Ewma);
+    assert_eq!(
+        b.endpoints,
+        vec![EndpointConfig {
+            address: "127.0.0.1:8080".parse().expect("addr"),
+            weight: 1
+        }]
+    );
+    assert_eq!(config.drain_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn endpoints_take_weights_in_map_form() {
+    let yaml = EXAMPLE.replace(
+        "endpoints: [127.0.0.1:8080]",
+        "endpoints:\n      - 127.0.0.1:8080\n      - {address: 127.0.0.1:8081, weight: 3}",
+    );
+    let config = ProxyConfig::from_yaml(&yaml).expect("parses");
+    let weights: Vec<u32> = config.backends[0]
+        .endpoints
+        .iter()
+        .map(|e| e.weight)
+        .collect();
+    assert_eq!(weights, vec![1, 3]);
+}
+
+#[test]
+fn effective_config_round_trips_through_json() {
+    let config = ProxyConfig::from_yaml(EXAMPLE).expect("parses");
+    let json = serde_json::to_value(&config).expect("serializes");
+    assert_eq!(json["listeners"][0]["detectTimeout"], "1s");
+    assert_eq!(json["backends"][0]["loadBalancer"], "ewma");
+    let back: ProxyConfig = serde_json::from_value(json).expect("reads back");
+    assert_eq!(back, config);
+}
+
+/// Each broken document and the start of the error it must produce.
+#[test]
+fn errors_name_the_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("protocol: auto", "protocol: htp", "listeners[0].protocol: "),
+        (
+            "loadBalancer: ewma",
+            "loadBalancer: random",
+            "backends[0].loadBalancer: ",
+        ),
+        (
+            "loadBalancer: ewma",
+            "loadBalancer: ewma\n    colour: red",
+            "backends[0]",
+        ),
+        (
+            "- backend: web-app",
+            "- backend: nope",
+            "listeners[0].routes[0].backend: no backend named \"nope\"",
+        ),
+        (
+            "address: 127.0.0.1:8000",
+            "address: nowhere",
+            "listeners[0].address: ",
+        ),
+        (
+            "[127.0.0.1:8080]",
+            "[localhost]",
+            "backends[0].endpoints[0]: ",
+        ),
+        (
+            "[127.0.0.1:8080]",
+            "[{address: 127.0.0.1:1, weight: 0}]",
+            "backends[0].endpoints[0].weight: must be between",
+        ),
+        ("name: web\n", "name: \"we b\"\n", "listeners[0].name: "),
+        (
+            "routes:\n      - backend: web-app",
+            "routes: []",
+            "listeners[0].routes: a listener needs a route",
+        ),
+        (
+            "protocol: auto",
+            "protocol: tcp\n    idleTimeout: soon",
+            "listeners[0].idleTimeout: invalid duration",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let yaml = EXAMPLE.replacen(from, to, 1);
+        assert_ne!(yaml, EXAMPLE, "case {to:?} did not change the document");
+        let err = ProxyConfig::from_yaml(&yaml).expect_err(to).to_string();
+        assert!(
+            err.starts_with(want),
+            "case {to:?}: got {err:?}, want prefix {want:?}"
+        );
+        assert!(!err.contains('\n'), "error spans lines: {err:?}");
+    }
+}
+
+#[test]
+fn unknown_field_error_names_the_field() {
+    let yaml = EXAMPLE.replace("loadBalancer: ewma", "loadBalancer: ewma\n    colour: red");
+    let err = ProxyConfig::from_yaml(&yaml)
+        .expect_err("unknown field")
+        .to_string();
+    assert!(err.contains("colour"), "{err}");
+}
+
+#[test]
+fn grpc_listener_needs_an_http2_backend() {
+    let yaml = EXAMPLE.replace("protocol: auto", "protocol: grpc");
+    let err = ProxyConfig::from_yaml(&yaml)
+        .expect_err("grpc over http1")
+        .to_string();
+    assert!(err.contains("gRPC needs HTTP/2"), "{err}");
+}
+
+#[test]
+fn duplicate_names_are_refused() {
+    let yaml = EXAMPLE.replace(
+        "admin: 127.0.0.1:7191",
+        "  - name: web-app\n    endpoints: []\nadmin: 127.0.0.1:7191",
+    );
+    let err = ProxyConfig::from_yaml(&yaml)
+        .expect_err("duplicate")
+        .to_string();
+    assert_eq!(err, "backends[1].name: duplicate backend name \"web-app\"");
+}
+
+#[test]
+fn not_yaml_is_an_error_not_a_panic() {
+    for text in ["", "{", "listeners: 3", "- a\n- b", "\u{0}\u{1}"] {
+        assert!(ProxyConfig::from_yaml(text).is_err(), "{text:?} parsed");
+    }
+}
+
+#[test]
+fn unreadable_file_names_the_path() {
+    let err = ProxyConfig::load(Path::new("/nonexistent/trellis.yaml")).expect_err("missing");
+    assert!(err
+        .to_string()
+        .starts_with("cannot read config file /nonexistent/trellis.yaml"));
+}

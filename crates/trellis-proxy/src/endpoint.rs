@@ -1,0 +1,326 @@
+//! One endpoint of a backend and the connections to it: a keep-alive pool of HTTP/1.1
+//! connections, or one multiplexed HTTP/2 connection, plus plain TCP for opaque traffic.
+//!
+//! An `Endpoint` outlives configuration reloads that keep its address and settings, so
+//! its pooled connections and load statistics carry over.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::balance::Load;
+use crate::config::BackendProtocol;
+
+/// Request bodies sent to endpoints.
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Idle HTTP/1.1 connections kept per endpoint; more are closed when they finish.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+/// How connections to an endpoint are made. Two endpoints with equal settings and
+/// address are the same endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectSettings {
+    pub protocol: BackendProtocol,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Why a request or connection to an endpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("request to {addr} failed: {source}")]
+    Request {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+struct IdleConn {
+    sender: http1::SendRequest<BoxBody>,
+    since: Instant,
+}
+
+/// An endpoint: where it is, how to reach it, its pooled connections and its load.
+pub struct Endpoint {
+    addr: SocketAddr,
+    settings: ConnectSettings,
+    load: Load,
+    idle_h1: Mutex<Vec<IdleConn>>,
+    h2: Mutex<Option<http2::SendRequest<BoxBody>>>,
+    /// Serializes HTTP/2 connection attempts so concurrent requests share one connection.
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("settings", &self.settings)
+            .field("in_flight", &self.load.in_flight())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr, settings: ConnectSettings) -> Self {
+        Self {
+            addr,
+            settings,
+            load: Load::new(),
+            idle_h1: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn settings(&self) -> ConnectSettings {
+        self.settings
+    }
+
+    pub fn load(&self) -> &Load {
+        &self.load
+    }
+
+    /// Opens a TCP connection, within the connect timeout.
+    pub async fn connect_tcp(&self) -> Result<TcpStream, EndpointError> {
+        let timeout = self.settings.connect_timeout;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| EndpointError::ConnectTimeout {
+                addr: self.addr,
+                timeout,
+            })?
+            .map_err(|source| EndpointError::Connect {
+                addr: self.addr,
+                source,
+            })?;
+        // Proxied requests are small writes that must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Sends a request over a pooled connection. The request must already have the form
+    /// the endpoint's protocol needs (see `http::forward`).
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<BoxBody>,
+    ) -> Result<Response<Incoming>, EndpointError> {
+        match self.settings.protocol {
+            BackendProtocol::Http1 => self.send_h1(req).await,
+            BackendProtocol::Http2 => self.send_h2(req).await,
+        }
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<BoxBody>,
+    ) -> Result<Response<Incoming>, EndpointError> {
+        // A pooled connection may have been closed by the endpoint since it was last
+        // used. Hyper hands the request back when it was not written, so it is sent again
+        // on another connection; at most a few times, then on a fresh one.
+        for _ in 0..3 {
+            let Some(mut sender) = self.take_idle_h1() else {
+                break;
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.return_when_ready(sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => {
+                        return Err(EndpointError::Request {
+                            addr: self.addr,
+                            source: e.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+        let mut sender = self.connect_h1(false).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| EndpointError::Request {
+                addr: self.addr,
+                source,
+            })?;
+        self.return_when_ready(sender);
+        Ok(resp)
+    }
+
+    /// Sends a request that asks to upgrade the connection (WebSocket and the like) on a
+    /// connection of its own, which is never pooled.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<BoxBody>,
+    ) -> Result<Response<Incoming>, EndpointError> {
+        let mut sender = self.connect_h1(true).await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| EndpointError::Request {
+                addr: self.addr,
+                source,
+            })
+    }
+
+    async fn connect_h1(
+        &self,
+        with_upgrades: bool,
+    ) -> Result<http1::SendRequest<BoxBody>, EndpointError> {
+        let stream = self.connect_tcp().await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| EndpointError::Handshake {
+                addr: self.addr,
+                source,
+            })?;
+        let addr = self.addr;
+        if with_upgrades {
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(%addr, error = %e, "endpoint connection ended");
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%addr, error = %e, "endpoint connection ended");
+                }
+            });
+        }
+        Ok(sender)
+    }
+
+    fn take_idle_h1(&self) -> Option<http1::SendRequest<BoxBody>> {
+        let mut idle = self.idle_h1.lock().ok()?;
+        let max_idle = self.settings.idle_timeout;
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < max_idle && conn.sender.is_ready() {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection back in the pool once its current response has been read.
+    fn return_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<BoxBody>) {
+        let endpoint = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let Some(endpoint) = endpoint.upgrade() else {
+                return;
+            };
+            let Ok(mut idle) = endpoint.idle_h1.lock() else {
+                return;
+            };
+            if idle.len() < MAX_IDLE_PER_ENDPOINT {
+                idle.push(IdleConn {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    /// Closes pooled connections idle for longer than the idle timeout.
+    pub fn close_idle(&self) {
+        let max_idle = self.settings.idle_timeout;
+        if let Ok(mut idle) = self.idle_h1.lock() {
+            idle.retain(|c| c.since.elapsed() < max_idle && !c.sender.is_closed());
+        }
+    }
+
+    /// Idle HTTP/1.1 connections in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.idle_h1.lock().map(|i| i.len()).unwrap_or(0)
+    }
+
+    async fn send_h2(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, EndpointError> {
+        let mut sender = self.h2_sender().await?;
+        sender
+            .ready()
+            .await
+            .map_err(|source| EndpointError::Request {
+                addr: self.addr,
+                source,
+            })?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| EndpointError::Request {
+                addr: self.addr,
+                source,
+            })
+    }
+
+    async fn h2_sender(&self) -> Result<http2::SendRequest<BoxBody>, EndpointError> {
+        if let Some(sender) = self.open_h2() {
+            return Ok(sender);
+        }
+        let _connecting = self.h2_connecting.lock().await;
+        if let Some(sender) = self.open_h2() {
+            return Ok(sender);
+        }
+        let stream = self.connect_tcp().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .adaptive_window(true)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| EndpointError::Handshake {
+                addr: self.addr,
+                source,
+            })?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "endpoint connection ended");
+            }
+        });
+        if let Ok(mut slot) = self.h2.lock() {
+            *slot = Some(sender.clone());
+        }
+        Ok(sender)
+    }
+
+    fn open_h2(&self) -> Option<http2::SendRequest<BoxBody>> {
+        let slot = self.h2.lock().ok()?;
+        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+}

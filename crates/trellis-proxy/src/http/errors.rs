@@ -1,0 +1,169 @@
+//! The one place where a failure of the proxy becomes the response a client sees: an
+//! HTTP status with a short `trellis-error` reason, or for gRPC a trailers-only response
+//! with the matching `grpc-status`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::endpoint::{BoxBody, EndpointError};
+
+/// Header naming why the proxy answered instead of the backend.
+pub const ERROR_HEADER: &str = "trellis-error";
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("backend {backend} has no endpoints")]
+    NoEndpoints { backend: Arc<str> },
+    #[error("no response within the route timeout of {0:?}")]
+    RequestTimeout(Duration),
+    #[error("backend {backend} speaks HTTP/2, which cannot carry an HTTP/1 upgrade")]
+    UpgradeUnsupported { backend: Arc<str> },
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+}
+
+/// gRPC status codes the proxy answers with.
+const GRPC_UNAVAILABLE: &str = "14";
+const GRPC_DEADLINE_EXCEEDED: &str = "4";
+const GRPC_UNIMPLEMENTED: &str = "12";
+
+impl ProxyError {
+    /// The HTTP status for this failure.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Endpoint(e) => match e {
+                EndpointError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                EndpointError::Connect { .. }
+                | EndpointError::Handshake { .. }
+                | EndpointError::Request { .. } => StatusCode::BAD_GATEWAY,
+            },
+        }
+    }
+
+    /// A short, stable reason, sent in the `trellis-error` header and used as a label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoEndpoints { .. } => "no endpoints",
+            ProxyError::RequestTimeout(_) => "request timeout",
+            ProxyError::UpgradeUnsupported { .. } => "upgrade unsupported",
+            ProxyError::Endpoint(e) => match e {
+                EndpointError::ConnectTimeout { .. } => "connect timeout",
+                EndpointError::Connect { .. } => "connect failed",
+                EndpointError::Handshake { .. } => "handshake failed",
+                EndpointError::Request { .. } => "upstream failed",
+            },
+        }
+    }
+
+    fn grpc_status(&self) -> &'static str {
+        match self.status() {
+            StatusCode::GATEWAY_TIMEOUT => GRPC_DEADLINE_EXCEEDED,
+            _ if matches!(self, ProxyError::UpgradeUnsupported { .. }) => GRPC_UNIMPLEMENTED,
+            _ => GRPC_UNAVAILABLE,
+        }
+    }
+
+    /// The response the client gets. gRPC clients read the status from `grpc-status`,
+    /// so they get HTTP 200 with a trailers-only response.
+    pub fn to_response(&self, grpc: bool) -> Response<BoxBody> {
+        let reason = HeaderValue::from_static(self.reason());
+        let mut builder = Response::builder().header(ERROR_HEADER, reason.clone());
+        let body = if grpc {
+            builder = builder
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/grpc")
+                .header("grpc-status", self.grpc_status())
+                .header("grpc-message", reason);
+            Bytes::new()
+        } else {
+            builder = builder
+                .status(self.status())
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
+            Bytes::from(format!("{}\n", self))
+        };
+        builder
+            .body(full(body))
+            .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+    }
+}
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// True when the request is gRPC (`content-type: application/grpc…`).
+pub fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 1))
+    }
+
+    #[test]
+    fn statuses_and_reasons() {
+        let cases: Vec<(ProxyError, u16, &str, &str)> = vec![
+            (
+                ProxyError::NoEndpoints {
+                    backend: "b".into(),
+                },
+                503,
+                "no endpoints",
+                "14",
+            ),
+            (
+                ProxyError::RequestTimeout(Duration::from_secs(1)),
+                504,
+                "request timeout",
+                "4",
+            ),
+            (
+                EndpointError::ConnectTimeout {
+                    addr: addr(),
+                    timeout: Duration::from_secs(1),
+                }
+                .into(),
+                504,
+                "connect timeout",
+                "4",
+            ),
+            (
+                EndpointError::Connect {
+                    addr: addr(),
+                    source: std::io::ErrorKind::ConnectionRefused.into(),
+                }
+                .into(),
+                502,
+                "connect failed",
+                "14",
+            ),
+        ];
+        for (err, status, reason, grpc) in cases {
+            let resp = err.to_response(false);
+            assert_eq!(resp.status().as_u16(), status, "{err}");
+            assert_eq!(resp.headers()[ERROR_HEADER], reason);
+            let resp = err.to_response(true);
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers()["grpc-status"], grpc, "{err}");
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! One HTTP request through the proxy: route → backend → balancer → endpoint, with the
+//! request and response rewritten between the client's and the backend's HTTP versions.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::errors::{is_grpc, ProxyError};
+use crate::balance::InFlight;
+use crate::config::{BackendProtocol, ListenerProtocol};
+use crate::endpoint::{BoxBody, BoxError, Endpoint};
+use crate::state::{Listener, Route};
+use crate::Shared;
+
+/// What every request on one client connection shares.
+pub struct ConnContext {
+    pub shared: Arc<Shared>,
+    /// The listener as it was when the connection was accepted; used if a reload has
+    /// removed it since.
+    pub listener: Arc<Listener>,
+    /// Requests on this connection whose responses are not finished.
+    pub active: Arc<AtomicUsize>,
+}
+
+impl ConnContext {
+    fn current_listener(&self) -> Arc<Listener> {
+        self.shared
+            .state
+            .load()
+            .listeners
+            .get(&*self.listener.name)
+            .cloned()
+            .unwrap_or_else(|| self.listener.clone())
+    }
+}
+
+/// Serves one request. Never fails: every error becomes a response.
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<ConnContext>,
+) -> Result<Response<BoxBody>, Infallible> {
+    let active = ActiveRequest::new(ctx.active.clone());
+    let started = Instant::now();
+    let listener = ctx.current_listener();
+    let route = &listener.route;
+    let grpc = listener.protocol == ListenerProtocol::Grpc || is_grpc(&req);
+    let client_version = req.version();
+
+    let (mut resp, error) = match proxy(req, route, &ctx.shared).await {
+        Ok((resp, in_flight)) => {
+            let (parts, body) = resp.into_parts();
+            let body = Guarded {
+                inner: body,
+                _guards: (in_flight, active),
+            };
+            let body = body.map_err(BoxError::from).boxed();
+            (Response::from_parts(parts, body), "")
+        }
+        Err(err) => {
+            tracing::debug!(listener = %listener.name, error = %err, "request failed");
+            (err.to_response(grpc), err.reason())
+        }
+    };
+    ctx.shared.metrics.record_request(
+        &route.labels,
+        resp.status().as_u16(),
+        error,
+        started.elapsed(),
+    );
+    *resp.version_mut() = client_version;
+    Ok(resp)
+}
+
+/// Forwards a request and returns the backend's response with the request still counted
+/// as in flight on its endpoint.
+async fn proxy(
+    req: Request<Incoming>,
+    route: &Route,
+    shared: &Arc<Shared>,
+) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+    let backend = &route.backend;
+    let endpoint = backend.pick().ok_or_else(|| ProxyError::NoEndpoints {
+        backend: backend.name.clone(),
+    })?;
+    let in_flight = InFlight::new(endpoint.clone());
+    let upgrade = is_upgrade(&req);
+    if upgrade && backend.protocol == BackendProtocol::Http2 {
+        return Err(ProxyError::UpgradeUnsupported {
+            backend: backend.name.clone(),
+        });
+    }
+    let started = Instant::now();
+    let send = async {
+        if upgrade {
+            forward_upgrade(req, &endpoint, shared).await
+        } else {
+            let req = to_backend(req, backend.protocol, endpoint.addr());
+            Ok(endpoint.send(req).await?)
+        }
+    };
+    let resp = match route.timeout {
+        Some(limit) => tokio::time::timeout(limit, send)
+            .await
+            .map_err(|_| ProxyError::RequestTimeout(limit))??,
+        None => send.await?,
+    };
+    endpoint.load().observe_rtt(started.elapsed());
+    Ok((from_backend(resp), in_flight))
+}
+
+/// Passes an `Upgrade` request (WebSocket and the like) to the backend on a connection of
+/// its own; if the backend switches protocols, both upgraded streams are joined.
+async fn forward_upgrade(
+    mut req: Request<Incoming>,
+    endpoint: &Arc<Endpoint>,
+    shared: &Arc<Shared>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let protocol = req.headers().get(header::UPGRADE).cloned();
+    let mut req = to_backend(req, BackendProtocol::Http1, endpoint.addr());
+    if let Some(protocol) = protocol {
+        req.headers_mut().insert(header::UPGRADE, protocol);
+        req.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let mut resp = endpoint.send_upgrade(req).await?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let backend_upgrade = hyper::upgrade::on(&mut resp);
+        let guard = shared.drain.track();
+        tokio::spawn(async move {
+            let _guard = guard;
+            match tokio::join!(client_upgrade, backend_upgrade) {
+                (Ok(client), Ok(backend)) => {
+                    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                        tracing::debug!(error = %e, "upgraded connection ended");
+                    }
+                }
+                (c, b) => tracing::debug!(client = ?c.err(), backend = ?b.err(), "upgrade failed"),
+            }
+        });
+    }
+    Ok(resp)
+}
+
+/// True for an HTTP/1 request asking to switch protocols.
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has(req.headers(), "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Headers that describe one connection, not the message, and so never cross a proxy
+/// (RFC 9110 section 7.6.1); HTTP/2 forbids them outright.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    // `te: trailers` is how gRPC says it understands trailers; any other `te` value
+    // is about this hop only.
+    let keeps_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    headers.remove(header::TE);
+    if keeps_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Rewrites a client's request into what the backend's protocol expects: origin-form
+/// URI and a `host` header for HTTP/1.1, absolute URI (`:authority`) for HTTP/2.
+fn to_backend(
+    req: Request<Incoming>,
+    protocol: BackendProtocol,
+    endpoint: std::net::SocketAddr,
+) -> Request<BoxBody> {
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    // The proxy answered `100 Continue` itself when it started reading the body.
+    parts.headers.remove(header::EXPECT);
+    let authority = parts
+        .uri
+        .authority()
+        .cloned()
+        .or_else(|| {
+            let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+            host.parse::<Authority>().ok()
+        })
+        .unwrap_or_else(|| {
+            Authority::try_from(endpoint.to_string()).unwrap_or(Authority::from_static("localhost"))
+        });
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or(PathAndQuery::from_static("/"));
+    match protocol {
+        BackendProtocol::Http1 => {
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::from(path);
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.entry(header::HOST).or_insert(host);
+            }
+        }
+        BackendProtocol::Http2 => {
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+            let mut uri = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority)
+                .path_and_query(path.clone())
+                .build();
+            if uri.is_err() {
+                uri = Uri::builder().path_and_query(path).build();
+            }
+            if let Ok(uri) = uri {
+                parts.uri = uri;
+            }
+        }
+    }
+    Request::from_parts(parts, body.map_err(BoxError::from).boxed())
+}
+
+/// Strips the backend connection's own headers from its response. The response to an
+/// upgrade keeps `upgrade` and `connection`, which the client needs to switch.
+fn from_backend(mut resp: Response<Incoming>) -> Response<Incoming> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return resp;
+    }
+    strip_hop_by_hop(resp.headers_mut());
+    resp
+}
+
+/// Counts a request as active on its client connection until dropped.
+struct ActiveRequest(Arc<AtomicUsize>);
+
+impl ActiveRequest {
+    fn new(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps guards alive until the body is finished or dropped,
+    /// so load and activity counts cover the whole response, not just its headers.
+    struct Guarded<B, G> {
+        #[pin]
+        inner: B,
+        _guards: G,
+    }
+}
+
+impl<B: Body, G> Body for Guarded<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut headers);
+        let mut names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["te", "x-kept"]);
+        assert_eq!(headers[header::TE], "trailers");
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let req = Request::builder()
+            .header(header::CONNECTION, "keep-alive, Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .body(())
+            .expect("request");
+        assert!(is_upgrade(&req));
+        let req = Request::builder()
+            .header(header::UPGRADE, "websocket")
+            .body(())
+            .expect("request");
+        assert!(!is_upgrade(&req));
+    }
+}

@@ -1,0 +1,121 @@
+//! The HTTP side of a client connection: a hyper HTTP/1.1 or HTTP/2 server whose every
+//! request goes through `forward::handle`, closed gracefully on drain or when idle.
+
+pub mod errors;
+pub mod forward;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use self::forward::ConnContext;
+use crate::drain;
+use crate::io::{Activity, TrackedIo};
+use crate::state::Listener;
+use crate::Shared;
+
+/// Runs a hyper server connection to completion, asking it to finish when draining or
+/// idle: HTTP/1 closes after the response in progress, HTTP/2 sends GOAWAY and lets open
+/// streams end. A macro because hyper's two connection types share no trait for it.
+macro_rules! drive {
+    ($conn:expr, $drain:expr, $idle:expr) => {{
+        let conn = $conn;
+        let mut drain = $drain;
+        let idle = $idle;
+        tokio::pin!(conn);
+        tokio::pin!(idle);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "client connection ended with an error");
+                    }
+                    break;
+                }
+                _ = drain.signaled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = &mut idle, if !closing => {
+                    tracing::debug!("closing idle client connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }};
+}
+
+/// Which HTTP server to run on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http1,
+    Http2,
+}
+
+/// Serves HTTP on one accepted connection until the client leaves, the connection is
+/// idle past the listener's idle timeout, or the proxy drains.
+pub async fn serve<I>(
+    io: I,
+    version: Version,
+    listener: Arc<Listener>,
+    shared: Arc<Shared>,
+    drain: drain::Watch,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let active = Arc::new(AtomicUsize::new(0));
+    let idle_timeout = listener.idle_timeout;
+    let max_header_bytes = shared.state.load().config.max_header_bytes;
+    let ctx = Arc::new(ConnContext {
+        shared,
+        listener,
+        active: active.clone(),
+    });
+    let io = TokioIo::new(TrackedIo::new(io, activity.clone()));
+    let service = service_fn(move |req| forward::handle(req, ctx.clone()));
+    let idle = idle_expired(activity, active, idle_timeout);
+
+    match version {
+        Version::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .keep_alive(true)
+                // hyper's smallest allowed buffer; the head limit below is what counts.
+                .max_buf_size(max_header_bytes.max(8192))
+                .max_header_size(max_header_bytes)
+                .serve_connection(io, service)
+                .with_upgrades();
+            drive!(conn, drain, idle);
+        }
+        Version::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+                .adaptive_window(true)
+                .serve_connection(io, service);
+            drive!(conn, drain, idle);
+        }
+    }
+}
+
+/// Resolves once the connection has moved no byte and had no request in flight for
+/// `timeout`.
+async fn idle_expired(activity: Activity, active: Arc<AtomicUsize>, timeout: Duration) {
+    loop {
+        let idle_for = activity.idle_for();
+        if idle_for >= timeout && active.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let wait = timeout
+            .saturating_sub(idle_for)
+            .max(Duration::from_millis(100));
+        tokio::time::sleep(wait).await;
+    }
+}

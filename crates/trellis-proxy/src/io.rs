@@ -1,0 +1,221 @@
+//! Stream wrappers shared by every connection path: replaying bytes consumed by protocol
+//! detection, and recording activity so idle connections can be found.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pin_project_lite::pin_project! {
+    /// A stream that first yields `prefix` (bytes already read while detecting the
+    /// protocol), then reads from the inner stream. Writes go straight through.
+    pub struct PrefixedIo<T> {
+        prefix: Bytes,
+        #[pin]
+        inner: T,
+    }
+}
+
+impl<T> PrefixedIo<T> {
+    pub fn new(prefix: Bytes, inner: T) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for PrefixedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for PrefixedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// When a connection last moved a byte, as milliseconds since a fixed origin, shared
+/// between the stream and whoever watches it for idleness.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    origin: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last byte moved.
+    pub fn idle_for(&self) -> std::time::Duration {
+        let now = self.origin.elapsed().as_millis() as u64;
+        std::time::Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that records activity and counts the bytes read from and written to it.
+    pub struct TrackedIo<T> {
+        #[pin]
+        inner: T,
+        activity: Activity,
+        read: u64,
+        written: u64,
+    }
+}
+
+impl<T> TrackedIo<T> {
+    pub fn new(inner: T, activity: Activity) -> Self {
+        Self {
+            inner,
+            activity,
+            read: 0,
+            written: 0,
+        }
+    }
+
+    /// Bytes read from the stream so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// Bytes written to the stream so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for TrackedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            *this.read += n as u64;
+            this.activity.touch();
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            *this.written += n as u64;
+            this.activity.touch();
+        }
+        res
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            *this.written += n as u64;
+            this.activity.touch();
+        }
+        res
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn prefix_is_read_before_the_stream() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(b" world").await.expect("write");
+        drop(a);
+        let mut io = PrefixedIo::new(Bytes::from_static(b"hello"), b);
+        let mut out = String::new();
+        io.read_to_string(&mut out).await.expect("read");
+        assert_eq!(out, "hello world");
+    }
+
+    #[tokio::test]
+    async fn tracked_io_counts_both_ways() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut io = TrackedIo::new(a, Activity::new());
+        io.write_all(b"abc").await.expect("write");
+        b.write_all(b"hello").await.expect("write");
+        let mut buf = [0u8; 5];
+        io.read_exact(&mut buf).await.expect("read");
+        assert_eq!((io.bytes_read(), io.bytes_written()), (5, 3));
+    }
+}

@@ -1,0 +1,186 @@
+//! The compiled configuration the request path reads: listeners with their resolved
+//! routes and backends with live endpoints. A new `Snapshot` is built for every config
+//! version and swapped in atomically; requests read whichever snapshot was current when
+//! they arrived and never wait on a lock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::balance::{Balancer, Weighted};
+use crate::config::{
+    BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, ProxyConfig,
+};
+use crate::endpoint::{ConnectSettings, Endpoint};
+use crate::telemetry::RouteLabels;
+
+/// One configuration version, ready to serve.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<ProxyConfig>,
+    pub listeners: HashMap<String, Arc<Listener>>,
+    pub backends: HashMap<String, Arc<Backend>>,
+}
+
+/// A listener's settings and its route.
+#[derive(Debug)]
+pub struct Listener {
+    pub name: Arc<str>,
+    pub address: SocketAddr,
+    pub protocol: ListenerProtocol,
+    pub detect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub route: Route,
+}
+
+/// Where a listener's traffic goes.
+#[derive(Debug)]
+pub struct Route {
+    pub backend: Arc<Backend>,
+    pub timeout: Option<Duration>,
+    pub labels: RouteLabels,
+}
+
+/// A backend: its endpoints and how to choose among them.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: Arc<str>,
+    pub protocol: BackendProtocol,
+    endpoints: Vec<Weighted>,
+    balancer: Balancer,
+}
+
+impl Backend {
+    fn build(
+        config: &BackendConfig,
+        reuse: &HashMap<(SocketAddr, ConnectSettings), Arc<Endpoint>>,
+    ) -> Self {
+        let settings = ConnectSettings {
+            protocol: config.protocol,
+            connect_timeout: config.connect_timeout.get(),
+            idle_timeout: config.idle_timeout.get(),
+        };
+        let endpoints: Vec<Weighted> = config
+            .endpoints
+            .iter()
+            .map(|e| Weighted {
+                weight: e.weight,
+                endpoint: reuse
+                    .get(&(e.address, settings))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(e.address, settings))),
+            })
+            .collect();
+        Self {
+            name: config.name.as_str().into(),
+            protocol: config.protocol,
+            balancer: Balancer::new(config.load_balancer, &endpoints),
+            endpoints,
+        }
+    }
+
+    /// The endpoint for the next request or connection.
+    pub fn pick(&self) -> Option<Arc<Endpoint>> {
+        self.balancer
+            .pick(&self.endpoints)
+            .map(|w| w.endpoint.clone())
+    }
+
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.endpoints.iter().map(|w| &w.endpoint)
+    }
+}
+
+impl Snapshot {
+    /// Compiles a validated configuration. Endpoints of `previous` with the same address
+    /// and connection settings are carried over with their pools and load statistics.
+    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>) -> Self {
+        let mut reuse = HashMap::new();
+        for backend in previous.iter().flat_map(|p| p.backends.values()) {
+            for endpoint in backend.endpoints() {
+                reuse.insert((endpoint.addr(), endpoint.settings()), endpoint.clone());
+            }
+        }
+        let backends: HashMap<String, Arc<Backend>> = config
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), Arc::new(Backend::build(b, &reuse))))
+            .collect();
+        let listeners = config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                let listener = build_listener(l, &backends)?;
+                Some((l.name.clone(), Arc::new(listener)))
+            })
+            .collect();
+        Self {
+            config: Arc::new(config),
+            listeners,
+            backends,
+        }
+    }
+
+    /// Every distinct endpoint, for housekeeping such as closing idle connections.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.backends.values().flat_map(|b| b.endpoints())
+    }
+}
+
+/// `None` only for a listener whose route names an unknown backend, which validation
+/// has already refused.
+fn build_listener(
+    config: &ListenerConfig,
+    backends: &HashMap<String, Arc<Backend>>,
+) -> Option<Listener> {
+    let route = config.routes.first()?;
+    let backend = backends.get(&route.backend)?.clone();
+    let name: Arc<str> = config.name.as_str().into();
+    Some(Listener {
+        address: config.address,
+        protocol: config.protocol,
+        detect_timeout: config.detect_timeout.get(),
+        idle_timeout: config.idle_timeout.get(),
+        route: Route {
+            labels: RouteLabels {
+                listener: name.clone(),
+                backend: backend.name.clone(),
+            },
+            backend,
+            timeout: route.timeout.map(|t| t.get()),
+        },
+        name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    routes: [{backend: app}]
+backends:
+  - name: app
+    endpoints: [127.0.0.1:1, 127.0.0.1:2]
+"#;
+
+    #[test]
+    fn reload_keeps_unchanged_endpoints_and_replaces_changed_ones() {
+        let first = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
+        let changed = CONFIG.replace("127.0.0.1:2", "127.0.0.1:3");
+        let second = Snapshot::build(
+            ProxyConfig::from_yaml(&changed).expect("valid"),
+            Some(&first),
+        );
+        let old: Vec<_> = first.endpoints().cloned().collect();
+        let new: Vec<_> = second.endpoints().cloned().collect();
+        assert!(Arc::ptr_eq(&old[0], &new[0]), "127.0.0.1:1 was rebuilt");
+        assert_eq!(new[1].addr(), "127.0.0.1:3".parse().expect("addr"));
+        let route = &second.listeners["web"].route;
+        assert_eq!(&*route.labels.backend, "app");
+    }
+}

@@ -1,0 +1,80 @@
+//! Opaque TCP: a client connection joined to a connection to one endpoint of the route's
+//! backend, bytes copied both ways. When one side finishes sending, the other side's
+//! write half is shut down and the opposite direction keeps flowing (half-close).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::balance::InFlight;
+use crate::drain;
+use crate::io::{Activity, TrackedIo};
+use crate::state::Listener;
+use crate::Shared;
+
+/// Forwards one client connection until both directions are done, the connection is
+/// idle for the listener's idle timeout, or the drain deadline ends the process.
+pub async fn forward<I>(
+    client: I,
+    listener: Arc<Listener>,
+    shared: Arc<Shared>,
+    _drain: drain::Watch,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let route = &listener.route;
+    let labels = &route.labels;
+    let metrics = &shared.metrics;
+    let Some(endpoint) = route.backend.pick() else {
+        tracing::warn!(listener = %listener.name, backend = %route.backend.name, "no endpoints; closing TCP connection");
+        metrics.tcp_connect_errors.get_or_create(labels).inc();
+        return;
+    };
+    let _in_flight = InFlight::new(endpoint.clone());
+    let upstream = match endpoint.connect_tcp().await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(listener = %listener.name, error = %e, "closing TCP connection");
+            metrics.tcp_connect_errors.get_or_create(labels).inc();
+            return;
+        }
+    };
+    metrics.tcp_connections.get_or_create(labels).inc();
+    let started = Instant::now();
+    let activity = Activity::new();
+    let mut client = TrackedIo::new(client, activity.clone());
+    let mut upstream = TrackedIo::new(upstream, activity.clone());
+    tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = res {
+                tracing::debug!(listener = %listener.name, error = %e, "TCP connection ended");
+            }
+        }
+        _ = idle_expired(&activity, listener.idle_timeout) => {
+            tracing::debug!(listener = %listener.name, "closing idle TCP connection");
+        }
+    }
+    metrics
+        .tcp_read_bytes
+        .get_or_create(labels)
+        .inc_by(client.bytes_read());
+    metrics
+        .tcp_write_bytes
+        .get_or_create(labels)
+        .inc_by(client.bytes_written());
+    metrics
+        .tcp_duration
+        .get_or_create(labels)
+        .observe(started.elapsed().as_secs_f64());
+}
+
+async fn idle_expired(activity: &Activity, timeout: Duration) {
+    loop {
+        let idle_for = activity.idle_for();
+        if idle_for >= timeout {
+            return;
+        }
+        tokio::time::sleep(timeout - idle_for).await;
+    }
+}

@@ -1,0 +1,222 @@
+//! The proxy's Prometheus metrics, named as DESIGN section 7 says (`trellis_*`), served
+//! as OpenMetrics text on the admin port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of one HTTP request series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: Arc<str>,
+    pub backend: Arc<str>,
+    pub status: u16,
+    pub class: &'static str,
+    /// Why the proxy answered instead of the backend (`connect timeout`, …), else empty.
+    pub error: &'static str,
+}
+
+/// Labels of request latency.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub listener: Arc<str>,
+    pub backend: Arc<str>,
+}
+
+/// Labels of accepted connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub listener: Arc<str>,
+    pub protocol: &'static str,
+}
+
+/// Labels of a configuration reload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
+/// Every metric the proxy keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram>,
+    pub connections: Family<ConnectionLabels, Counter>,
+    pub connections_open: Family<ConnectionLabels, Gauge>,
+    pub tcp_connections: Family<RouteLabels, Counter>,
+    pub tcp_connect_errors: Family<RouteLabels, Counter>,
+    pub tcp_read_bytes: Family<RouteLabels, Counter>,
+    pub tcp_write_bytes: Family<RouteLabels, Counter>,
+    pub tcp_duration: Family<RouteLabels, Histogram>,
+    pub reloads: Family<ReloadLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+fn connection_histogram() -> Histogram {
+    Histogram::new([0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0])
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        registry.register(
+            "trellis_requests",
+            "HTTP requests answered, by listener, backend, status and proxy error",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "trellis_request_duration_seconds",
+            "Time from receiving a request to sending its response headers",
+            request_duration.clone(),
+        );
+        let connections = Family::default();
+        registry.register(
+            "trellis_connections",
+            "Client connections accepted, by detected protocol",
+            connections.clone(),
+        );
+        let connections_open = Family::default();
+        registry.register(
+            "trellis_connections_open",
+            "Client connections currently open",
+            connections_open.clone(),
+        );
+        let tcp_connections = Family::default();
+        registry.register(
+            "trellis_tcp_connections",
+            "Opaque TCP connections forwarded to a backend",
+            tcp_connections.clone(),
+        );
+        let tcp_connect_errors = Family::default();
+        registry.register(
+            "trellis_tcp_connect_errors",
+            "Opaque TCP connections closed because no endpoint could be reached",
+            tcp_connect_errors.clone(),
+        );
+        let tcp_read_bytes = Family::default();
+        registry.register(
+            "trellis_tcp_read_bytes",
+            "Bytes read from clients of forwarded TCP connections",
+            tcp_read_bytes.clone(),
+        );
+        let tcp_write_bytes = Family::default();
+        registry.register(
+            "trellis_tcp_write_bytes",
+            "Bytes written to clients of forwarded TCP connections",
+            tcp_write_bytes.clone(),
+        );
+        let tcp_duration = Family::<RouteLabels, Histogram>::new_with_constructor(
+            connection_histogram as fn() -> _,
+        );
+        registry.register(
+            "trellis_tcp_connection_duration_seconds",
+            "Lifetime of forwarded TCP connections",
+            tcp_duration.clone(),
+        );
+        let reloads = Family::default();
+        registry.register(
+            "trellis_config_reloads",
+            "Configuration reloads, by result",
+            reloads.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            connections,
+            connections_open,
+            tcp_connections,
+            tcp_connect_errors,
+            tcp_read_bytes,
+            tcp_write_bytes,
+            tcp_duration,
+            reloads,
+        }
+    }
+
+    /// Records one answered HTTP request.
+    pub fn record_request(
+        &self,
+        route: &RouteLabels,
+        status: u16,
+        error: &'static str,
+        elapsed: Duration,
+    ) {
+        let labels = RequestLabels {
+            listener: route.listener.clone(),
+            backend: route.backend.clone(),
+            status,
+            class: status_class(status),
+            error,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration
+            .get_or_create(route)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The metrics as OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            // Writing to a String cannot fail; keep whatever was written.
+            tracing::warn!("metrics encoding stopped early");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_encoded_with_their_labels() {
+        let metrics = Metrics::new();
+        let route = RouteLabels {
+            listener: "web".into(),
+            backend: "app".into(),
+        };
+        metrics.record_request(&route, 503, "no endpoints", Duration::from_millis(3));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"trellis_requests_total{listener="web",backend="app",status="503",class="5xx",error="no endpoints"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("trellis_request_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+}
