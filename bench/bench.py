@@ -106,9 +106,10 @@ def log(msg):
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 ROUNDS = env_int("BENCH_ROUNDS", 1 if QUICK else 3)
-DURATION = env_float("BENCH_DURATION", 2 if QUICK else 10)      # saturation run, s
-LAT_DURATION = env_float("BENCH_LAT_DURATION", DURATION)        # fixed-rate run, s
-WARMUP = env_float("BENCH_WARMUP", 0.5 if QUICK else 2)          # s, not recorded
+# whole seconds: wrk and h2load take durations in seconds
+DURATION = env_int("BENCH_DURATION", 2 if QUICK else 10)        # saturation run, s
+LAT_DURATION = env_int("BENCH_LAT_DURATION", DURATION)          # fixed-rate run, s
+WARMUP = env_int("BENCH_WARMUP", 1 if QUICK else 2)              # s, not recorded
 SELECTED_SCENARIOS = env_list("BENCH_SCENARIOS", SCENARIOS, SCENARIOS)
 SELECTED_PROTOCOLS = env_list("BENCH_PROTOCOLS", PROTOCOLS, PROTOCOLS)
 TRELLIS_BIN = os.environ.get("TRELLIS_BIN") or os.path.join(REPO, "target", "release", "trellis")
@@ -373,7 +374,7 @@ NGINX_PROXY_BODY = """\
 
 HAPROXY_CFG = """\
 global
-    maxconn 20000
+    maxconn 4096
     nbthread 1
 
 defaults

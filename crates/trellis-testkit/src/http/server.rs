@@ -46,7 +46,7 @@ pub enum ServerProtocol {
 /// | `/echo` | 200, the request body streamed back, `content-type` copied |
 /// | `/delay/{ms}` | sleeps `ms` milliseconds, then 200 `slept {ms}\n` |
 /// | `/status/{code}` | that status, body `status {code}\n` |
-/// | `/headers` | 200, `version: HTTP/1.1` (or `HTTP/2.0`), then one `name: value` line per request header, sorted by name |
+/// | `/headers` | 200, `version: HTTP/1.1` (or `HTTP/2.0`), then `:authority: …` when the URI has one, then one `name: value` line per request header, sorted by name |
 /// | `/trailers` | 200 `with trailers\n`, then the trailer `x-checksum: ok` (HTTP/1.1 sends trailers only when the request carries `te: trailers`) |
 /// | `/stream/{n}` | 200, `n` body frames `chunk {i}\n` |
 /// | `/ws` | with `upgrade: websocket`: 101, then raw byte echo on the upgraded connection until EOF; otherwise 400 |
@@ -223,6 +223,10 @@ fn describe_headers(req: &Request<Incoming>) -> String {
     // A stable sort keeps repeated headers in the order they arrived.
     pairs.sort_by_key(|(name, _)| *name);
     let mut body = format!("version: {:?}\n", req.version());
+    // HTTP/2 carries the host as the `:authority` pseudo-header, part of the URI.
+    if let Some(authority) = req.uri().authority() {
+        body.push_str(&format!(":authority: {authority}\n"));
+    }
     for (name, value) in pairs {
         body.push_str(&format!(
             "{name}: {}\n",

@@ -1,0 +1,60 @@
+//! End-to-end tests of the proxy: real sockets on loopback, real sample servers from
+//! `trellis-testkit`, the proxy started in-process on port 0.
+
+mod balancers;
+mod grpc;
+mod http;
+mod lifecycle;
+mod malformed;
+mod tcp;
+mod timeouts;
+
+use std::net::SocketAddr;
+
+use trellis_proxy::{Proxy, ProxyConfig};
+
+/// Starts a proxy from YAML. `{admin}` defaults to port 0.
+pub async fn start(yaml: &str) -> Proxy {
+    let mut yaml = yaml.to_string();
+    if !yaml.contains("admin:") {
+        yaml.push_str("\nadmin: 127.0.0.1:0\n");
+    }
+    let config =
+        ProxyConfig::from_yaml(&yaml).unwrap_or_else(|e| panic!("test config: {e}\n{yaml}"));
+    Proxy::start(config).await.expect("proxy starts")
+}
+
+/// A one-listener, one-backend configuration.
+pub fn simple(
+    listener_protocol: &str,
+    backend_protocol: &str,
+    endpoints: &[SocketAddr],
+    extra_route: &str,
+) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|e| e.to_string()).collect();
+    format!(
+        r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    protocol: {listener_protocol}
+    routes:
+      - backend: app
+        {extra_route}
+backends:
+  - name: app
+    protocol: {backend_protocol}
+    endpoints: [{}]
+"#,
+        endpoints.join(", ")
+    )
+}
+
+/// `http://ADDR{path}` for the listener `web`.
+pub fn url(proxy: &Proxy, path: &str) -> String {
+    format!("http://{}{path}", addr(proxy))
+}
+
+pub fn addr(proxy: &Proxy) -> SocketAddr {
+    proxy.listener_addr("web").expect("listener web")
+}

@@ -1,0 +1,84 @@
+//! Opaque TCP: declared and detected, half-close, server-speaks-first protocols.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use trellis_testkit::assert_eventually;
+use trellis_testkit::tcp::{SpeakFirstServer, TcpEchoServer};
+
+use super::{addr, simple, start};
+
+#[tokio::test]
+async fn declared_tcp_echoes_and_half_closes() {
+    let server = TcpEchoServer::start().await.expect("server");
+    let proxy = start(&simple("tcp", "http1", &[server.addr()], "")).await;
+    let mut conn = TcpStream::connect(addr(&proxy)).await.expect("connect");
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    conn.write_all(&payload).await.expect("write");
+    // Half-close: we are done sending, but the echo must still arrive in full.
+    conn.shutdown().await.expect("shutdown write");
+    let mut echoed = Vec::new();
+    conn.read_to_end(&mut echoed)
+        .await
+        .expect("read until the server closes");
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload);
+
+    let metrics = proxy.metrics().encode();
+    assert_eventually!(
+        proxy
+            .metrics()
+            .encode()
+            .contains("trellis_tcp_read_bytes_total{listener=\"web\",backend=\"app\"} 200000"),
+        "tcp bytes not counted: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn detected_tcp_carries_bytes_that_look_like_nothing_known() {
+    let server = TcpEchoServer::start().await.expect("server");
+    let proxy = start(&simple("auto", "http1", &[server.addr()], "")).await;
+    let mut conn = TcpStream::connect(addr(&proxy)).await.expect("connect");
+    conn.write_all(b"\x00\x01binary protocol\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 19];
+    conn.read_exact(&mut buf).await.expect("echo");
+    assert_eq!(&buf, b"\x00\x01binary protocol\r\n");
+}
+
+#[tokio::test]
+async fn server_speaks_first_protocols_work_through_auto_detection() {
+    let server = SpeakFirstServer::start(b"220 mail.example ESMTP ready\r\n")
+        .await
+        .expect("server");
+    let yaml = simple("auto", "http1", &[server.addr()], "")
+        .replace("protocol: auto", "protocol: auto\n    detectTimeout: 100ms");
+    let proxy = start(&yaml).await;
+    let mut conn = TcpStream::connect(addr(&proxy)).await.expect("connect");
+    let mut greeting = [0u8; 30];
+    conn.read_exact(&mut greeting)
+        .await
+        .expect("greeting arrives although we sent nothing");
+    assert_eq!(&greeting, b"220 mail.example ESMTP ready\r\n");
+    conn.write_all(b"EHLO me\r\n").await.expect("write");
+    let mut echo = [0u8; 9];
+    conn.read_exact(&mut echo).await.expect("echo");
+    assert_eq!(&echo, b"EHLO me\r\n");
+}
+
+#[tokio::test]
+async fn unreachable_tcp_backend_closes_the_client_connection() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let proxy = start(&simple("tcp", "http1", &[dead], "")).await;
+    let mut conn = TcpStream::connect(addr(&proxy)).await.expect("connect");
+    let mut buf = Vec::new();
+    let n = conn.read_to_end(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eventually!(proxy
+        .metrics()
+        .encode()
+        .contains("trellis_tcp_connect_errors_total{listener=\"web\",backend=\"app\"} 1"));
+}
