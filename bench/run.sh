@@ -69,9 +69,15 @@ export BENCH_TMPDIR="$WORK"
 export BENCH_PIDFILE="$WORK/pids"
 : > "$BENCH_PIDFILE"
 
+PY_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM HUP
+  if [ -n "$PY_PID" ] && kill -0 "$PY_PID" 2>/dev/null; then
+    kill -TERM "$PY_PID" 2>/dev/null || true   # the runner stops its processes itself
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$PY_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$PY_PID" 2>/dev/null || true
+  fi
   # Stop every process group the runner started (normally already gone).
   if [ -f "$BENCH_PIDFILE" ]; then
     while read -r pid; do
@@ -96,4 +102,12 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-python3 "$BENCH_DIR/bench.py"
+# In the background + wait, so that a signal to this script is handled at once.
+python3 "$BENCH_DIR/bench.py" &
+PY_PID=$!
+set +e
+wait "$PY_PID"
+rc=$?
+set -e
+PY_PID=""
+exit "$rc"
