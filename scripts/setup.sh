@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Trellis needs to build, test and benchmark, when missing.
+# Safe to run again: it installs nothing that is already there.
+set -euo pipefail
+
+packages=(
+  protobuf-compiler libprotobuf-dev   # protoc, for regenerating the control-plane API
+  nginx haproxy                       # reference proxies for the benchmark
+  wrk nghttp2-client                  # load generators (wrk, h2load)
+  iptables iproute2                   # transparent interception and network-namespace tests
+  procps util-linux                   # ps, taskset
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "error: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts nginx on install; the tests and benchmark start their own instances.
+if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+  $sudo systemctl stop nginx || true
+fi
