@@ -140,6 +140,35 @@ mod tests {
         assert_eq!(classify(&line), Some(Protocol::Http1));
     }
 
+    /// Random input never panics, and a decision never changes when more bytes arrive:
+    /// detection may stop at the first decisive byte.
+    #[test]
+    fn random_input_gets_a_stable_decision() {
+        let seeds: [&[u8]; 4] = [b"GET / HTTP/1.1\r\n", H2_PREFACE, b"POST ", b""];
+        for round in 0..20_000u32 {
+            let mut input = seeds[round as usize % seeds.len()].to_vec();
+            let cut = fastrand::usize(..=input.len());
+            input.truncate(cut);
+            let noise = fastrand::usize(..64);
+            input.extend((0..noise).map(|_| {
+                const ALPHABET: &[u8] = b" \r\nGETHP/1.0";
+                if fastrand::bool() {
+                    fastrand::u8(..)
+                } else {
+                    ALPHABET[fastrand::usize(..ALPHABET.len())]
+                }
+            }));
+            let mut decided = None;
+            for end in 0..=input.len() {
+                match (decided, classify(&input[..end])) {
+                    (Some(before), Some(now)) => assert_eq!(before, now, "{:?}", &input[..end]),
+                    (Some(_), None) => panic!("decision withdrawn at {:?}", &input[..end]),
+                    (None, now) => decided = now,
+                }
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silence_means_tcp_after_the_timeout() {
         let (_client, mut server) = tokio::io::duplex(64);

@@ -270,21 +270,35 @@ impl Endpoint {
     }
 
     async fn send_h2(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, EndpointError> {
+        let request_error = |source| EndpointError::Request {
+            addr: self.addr,
+            source,
+        };
         let mut sender = self.h2_sender().await?;
-        sender
-            .ready()
-            .await
-            .map_err(|source| EndpointError::Request {
-                addr: self.addr,
-                source,
-            })?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|source| EndpointError::Request {
-                addr: self.addr,
-                source,
-            })
+        sender.ready().await.map_err(request_error)?;
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => match e.take_message() {
+                // The connection went away (GOAWAY, reset) before the request was sent:
+                // forget it and send once more on a new one.
+                Some(unsent) => {
+                    self.forget_h2();
+                    let mut sender = self.h2_sender().await?;
+                    sender.ready().await.map_err(request_error)?;
+                    sender.send_request(unsent).await.map_err(request_error)
+                }
+                None => Err(request_error(e.into_error())),
+            },
+        }
+    }
+
+    /// Drops the shared HTTP/2 connection so the next request opens a new one. If
+    /// another request already replaced it, that costs one extra connection, which is
+    /// rare and harmless.
+    fn forget_h2(&self) {
+        if let Ok(mut slot) = self.h2.lock() {
+            *slot = None;
+        }
     }
 
     async fn h2_sender(&self) -> Result<http2::SendRequest<BoxBody>, EndpointError> {
