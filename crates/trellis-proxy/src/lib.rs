@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod http;
 pub mod io;
 mod listener;
+pub mod route;
 pub mod state;
 pub mod tcp;
 pub mod telemetry;

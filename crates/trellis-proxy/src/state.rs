@@ -13,7 +13,7 @@ use crate::config::{
     BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, ProxyConfig,
 };
 use crate::endpoint::{ConnectSettings, Endpoint};
-use crate::telemetry::RouteLabels;
+use crate::route::Route;
 
 /// One configuration version, ready to serve.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub struct Snapshot {
     pub backends: HashMap<String, Arc<Backend>>,
 }
 
-/// A listener's settings and its route.
+/// A listener's settings and its routes.
 #[derive(Debug)]
 pub struct Listener {
     pub name: Arc<str>,
@@ -31,15 +31,15 @@ pub struct Listener {
     pub protocol: ListenerProtocol,
     pub detect_timeout: Duration,
     pub idle_timeout: Duration,
-    pub route: Route,
+    /// Tried in order; the first that matches takes the request.
+    pub routes: Vec<Route>,
 }
 
-/// Where a listener's traffic goes.
-#[derive(Debug)]
-pub struct Route {
-    pub backend: Arc<Backend>,
-    pub timeout: Option<Duration>,
-    pub labels: RouteLabels,
+impl Listener {
+    /// The route for a request: the first whose match fits.
+    pub fn route_for<B>(&self, req: &http::Request<B>) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(req))
+    }
 }
 
 /// A backend: its endpoints and how to choose among them.
@@ -52,7 +52,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn build(
+    pub(crate) fn build(
         config: &BackendConfig,
         reuse: &HashMap<(SocketAddr, ConnectSettings), Arc<Endpoint>>,
     ) -> Self {
@@ -134,22 +134,19 @@ fn build_listener(
     config: &ListenerConfig,
     backends: &HashMap<String, Arc<Backend>>,
 ) -> Option<Listener> {
-    let route = config.routes.first()?;
-    let backend = backends.get(&route.backend)?.clone();
     let name: Arc<str> = config.name.as_str().into();
+    let routes = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Route::build(r, i, &name, |b| backends.get(b).cloned()))
+        .collect::<Option<Vec<_>>>()?;
     Some(Listener {
         address: config.address,
         protocol: config.protocol,
         detect_timeout: config.detect_timeout.get(),
         idle_timeout: config.idle_timeout.get(),
-        route: Route {
-            labels: RouteLabels {
-                listener: name.clone(),
-                backend: backend.name.clone(),
-            },
-            backend,
-            timeout: route.timeout.map(|t| t.get()),
-        },
+        routes,
         name,
     })
 }
@@ -180,7 +177,10 @@ backends:
         let new: Vec<_> = second.endpoints().cloned().collect();
         assert!(Arc::ptr_eq(&old[0], &new[0]), "127.0.0.1:1 was rebuilt");
         assert_eq!(new[1].addr(), "127.0.0.1:3".parse().expect("addr"));
-        let route = &second.listeners["web"].route;
-        assert_eq!(&*route.labels.backend, "app");
+        let route = &second.listeners["web"].routes[0];
+        assert_eq!(
+            &*route.first_backend().expect("backend").labels.backend,
+            "app"
+        );
     }
 }

@@ -23,11 +23,15 @@ pub async fn forward<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let route = &listener.route;
-    let labels = &route.labels;
     let metrics = &shared.metrics;
-    let Some(endpoint) = route.backend.pick() else {
-        tracing::warn!(listener = %listener.name, backend = %route.backend.name, "no endpoints; closing TCP connection");
+    // Validation gives a tcp listener exactly one route.
+    let Some(target) = listener.routes.first().and_then(|r| r.pick_backend()) else {
+        tracing::warn!(listener = %listener.name, "no backend; closing TCP connection");
+        return;
+    };
+    let labels = &target.labels;
+    let Some(endpoint) = target.backend.pick() else {
+        tracing::warn!(listener = %listener.name, backend = %target.backend.name, "no endpoints; closing TCP connection");
         metrics.tcp_connect_errors.get_or_create(labels).inc();
         return;
     };

@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
     pub listener: Arc<str>,
+    pub route: Arc<str>,
     pub backend: Arc<str>,
     pub status: u16,
     pub class: &'static str,
@@ -22,10 +23,12 @@ pub struct RequestLabels {
     pub error: &'static str,
 }
 
-/// Labels of request latency.
+/// Labels of request latency and TCP traffic: where it came in, which route took it,
+/// which backend served it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RouteLabels {
     pub listener: Arc<str>,
+    pub route: Arc<str>,
     pub backend: Arc<str>,
 }
 
@@ -159,6 +162,7 @@ impl Metrics {
     ) {
         let labels = RequestLabels {
             listener: route.listener.clone(),
+            route: route.route.clone(),
             backend: route.backend.clone(),
             status,
             class: status_class(status),
@@ -206,12 +210,13 @@ mod tests {
         let metrics = Metrics::new();
         let route = RouteLabels {
             listener: "web".into(),
+            route: "0".into(),
             backend: "app".into(),
         };
         metrics.record_request(&route, 503, "no endpoints", Duration::from_millis(3));
         let text = metrics.encode();
         assert!(
-            text.contains(r#"trellis_requests_total{listener="web",backend="app",status="503",class="5xx",error="no endpoints"} 1"#),
+            text.contains(r#"trellis_requests_total{listener="web",route="0",backend="app",status="503",class="5xx",error="no endpoints"} 1"#),
             "{text}"
         );
         assert!(

@@ -5,6 +5,7 @@
 //! operator can find the mistake without reading the proxy's source.
 
 mod duration;
+mod route;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -15,6 +16,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use self::duration::{Duration, ParseDurationError};
+pub use self::route::{PathMatch, RouteConfig, RouteMatch, ValueMatch, WeightedBackend};
 
 /// The whole proxy configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +61,8 @@ pub struct ListenerConfig {
     /// is closed. Default `5m`.
     #[serde(default = "defaults::listener_idle_timeout")]
     pub idle_timeout: Duration,
-    /// Where traffic goes. A listener has one default route for now.
+    /// Where traffic goes: the first route whose `match` fits the request. A `tcp`
+    /// listener has exactly one route, without `match`.
     pub routes: Vec<RouteConfig>,
 }
 
@@ -75,18 +78,6 @@ pub enum ListenerProtocol {
     /// HTTP/2 carrying gRPC: proxy errors are answered as gRPC statuses.
     Grpc,
     Tcp,
-}
-
-/// A route from a listener to a backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Name of the backend that receives the traffic.
-    pub backend: String,
-    /// Time allowed from sending a request until the backend's response headers
-    /// arrive, connecting included; past it the client gets 504. Unset: no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
 }
 
 /// A named set of endpoints and how to reach them.
@@ -318,43 +309,25 @@ impl ProxyConfig {
                     format!("{} is the admin address", l.address),
                 ));
             }
-            match l.routes.len() {
-                0 => {
-                    return Err(ConfigError::invalid(
-                        format!("{at}.routes"),
-                        "a listener needs a route",
-                    ))
-                }
-                1 => {}
-                _ => {
-                    return Err(ConfigError::invalid(
-                        format!("{at}.routes[1]"),
-                        "a listener has one default route; route matching is not supported yet",
-                    ))
-                }
+            if l.routes.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.routes"),
+                    "a listener needs a route",
+                ));
+            }
+            if l.protocol == ListenerProtocol::Tcp && l.routes.len() > 1 {
+                return Err(ConfigError::invalid(
+                    format!("{at}.routes[1]"),
+                    "a tcp listener has exactly one route: bytes carry nothing to match on",
+                ));
             }
             for (j, r) in l.routes.iter().enumerate() {
                 let field = format!("{at}.routes[{j}]");
-                let Some(backend) = self.backends.iter().find(|b| b.name == r.backend) else {
-                    let known: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+                r.validate(&field)?;
+                if l.protocol == ListenerProtocol::Tcp && r.matches.is_some() {
                     return Err(ConfigError::invalid(
-                        format!("{field}.backend"),
-                        format!(
-                            "no backend named {:?} (known: {})",
-                            r.backend,
-                            known.join(", ")
-                        ),
-                    ));
-                };
-                if l.protocol == ListenerProtocol::Grpc
-                    && backend.protocol != BackendProtocol::Http2
-                {
-                    return Err(ConfigError::invalid(
-                        format!("{field}.backend"),
-                        format!(
-                            "gRPC needs HTTP/2 end to end, but backend {:?} has protocol http1",
-                            backend.name
-                        ),
+                        format!("{field}.match"),
+                        "a tcp listener cannot match on requests",
                     ));
                 }
                 if l.protocol == ListenerProtocol::Tcp && r.timeout.is_some() {
@@ -362,6 +335,36 @@ impl ProxyConfig {
                         format!("{field}.timeout"),
                         "request timeouts apply to HTTP; a tcp listener has none",
                     ));
+                }
+                for (k, wb) in r.weighted_backends().iter().enumerate() {
+                    let field = if r.backend.is_some() {
+                        format!("{field}.backend")
+                    } else {
+                        format!("{field}.backends[{k}].name")
+                    };
+                    let Some(backend) = self.backends.iter().find(|b| b.name == wb.name) else {
+                        let known: Vec<&str> =
+                            self.backends.iter().map(|b| b.name.as_str()).collect();
+                        return Err(ConfigError::invalid(
+                            field,
+                            format!(
+                                "no backend named {:?} (known: {})",
+                                wb.name,
+                                known.join(", ")
+                            ),
+                        ));
+                    };
+                    if l.protocol == ListenerProtocol::Grpc
+                        && backend.protocol != BackendProtocol::Http2
+                    {
+                        return Err(ConfigError::invalid(
+                            field,
+                            format!(
+                                "gRPC needs HTTP/2 end to end, but backend {:?} has protocol http1",
+                                backend.name
+                            ),
+                        ));
+                    }
                 }
             }
         }

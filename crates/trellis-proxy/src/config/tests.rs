@@ -63,6 +63,16 @@ fn effective_config_round_trips_through_json() {
 #[test]
 fn errors_name_the_field() {
     let cases: &[(&str, &str, &str)] = &[
+        ("- backend: web-app", "- backends: [{name: web-app, weight: 2000000}]", "listeners[0].routes[0].backends[0].weight: must be between 0 and 1000000"),
+        ("- backend: web-app", "- backends: [{name: nope}]", "listeners[0].routes[0].backends[0].name: no backend named \"nope\""),
+        ("- backend: web-app", "- backend: web-app\n        backends: [{name: web-app}]", "listeners[0].routes[0].backends: give either"),
+        ("- backend: web-app", "- timeout: 1s", "listeners[0].routes[0].backend: a route needs"),
+        ("- backend: web-app", "- backend: web-app\n        match: {path: {prefix: api}}", "listeners[0].routes[0].match.path: \"api\" must start with '/'"),
+        ("- backend: web-app", "- backend: web-app\n        match: {path: {regex: \"(\"}}", "listeners[0].routes[0].match.path.regex: invalid regular expression"),
+        ("- backend: web-app", "- backend: web-app\n        match: {headers: [{name: x, exact: a, regex: b}]}", "listeners[0].routes[0].match.headers[0]: give exactly one"),
+        ("- backend: web-app", "- backend: web-app\n        match: {method: get}", "listeners[0].routes[0].match.method: \"get\" is not"),
+        ("- backend: web-app", "- backend: web-app\n        match: {colour: red}", "listeners[0].routes[0].match.colour: unknown field"),
+        ("protocol: auto", "protocol: tcp\n    routes:\n      - backend: web-app\n        match: {method: GET}\n    x-unused: 1", "listeners[0].x-unused: unknown field"),
         ("protocol: auto", "protocol: htp", "listeners[0].protocol: "),
         (
             "loadBalancer: ewma",

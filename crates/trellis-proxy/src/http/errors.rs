@@ -17,6 +17,10 @@ pub const ERROR_HEADER: &str = "trellis-error";
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    #[error("no route on listener {listener} matches the request")]
+    NoRoute { listener: Arc<str> },
+    #[error("route {route} has no backend with a weight above 0")]
+    NoBackend { route: Arc<str> },
     #[error("backend {backend} has no endpoints")]
     NoEndpoints { backend: Arc<str> },
     #[error("no response within the route timeout of {0:?}")]
@@ -36,7 +40,10 @@ impl ProxyError {
     /// The HTTP status for this failure.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoBackend { .. } | ProxyError::NoEndpoints { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Endpoint(e) => match e {
@@ -51,6 +58,8 @@ impl ProxyError {
     /// A short, stable reason, sent in the `trellis-error` header and used as a label.
     pub fn reason(&self) -> &'static str {
         match self {
+            ProxyError::NoRoute { .. } => "no route",
+            ProxyError::NoBackend { .. } => "no backend",
             ProxyError::NoEndpoints { .. } => "no endpoints",
             ProxyError::RequestTimeout(_) => "request timeout",
             ProxyError::UpgradeUnsupported { .. } => "upgrade unsupported",
@@ -66,7 +75,13 @@ impl ProxyError {
     fn grpc_status(&self) -> &'static str {
         match self.status() {
             StatusCode::GATEWAY_TIMEOUT => GRPC_DEADLINE_EXCEEDED,
-            _ if matches!(self, ProxyError::UpgradeUnsupported { .. }) => GRPC_UNIMPLEMENTED,
+            _ if matches!(
+                self,
+                ProxyError::UpgradeUnsupported { .. } | ProxyError::NoRoute { .. }
+            ) =>
+            {
+                GRPC_UNIMPLEMENTED
+            }
             _ => GRPC_UNAVAILABLE,
         }
     }

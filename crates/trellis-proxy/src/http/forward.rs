@@ -20,7 +20,9 @@ use super::errors::{is_grpc, ProxyError};
 use crate::balance::InFlight;
 use crate::config::{BackendProtocol, ListenerProtocol};
 use crate::endpoint::{BoxBody, BoxError, Endpoint};
-use crate::state::{Listener, Route};
+use crate::route::{Route, RouteBackend};
+use crate::state::Listener;
+use crate::telemetry::RouteLabels;
 use crate::Shared;
 
 /// What every request on one client connection shares.
@@ -53,11 +55,30 @@ pub async fn handle(
     let active = ActiveRequest::new(ctx.active.clone());
     let started = Instant::now();
     let listener = ctx.current_listener();
-    let route = &listener.route;
     let grpc = listener.protocol == ListenerProtocol::Grpc || is_grpc(&req);
     let client_version = req.version();
 
-    let (mut resp, error) = match proxy(req, route, &ctx.shared).await {
+    let (result, labels) = match listener.route_for(&req) {
+        None => (
+            Err(ProxyError::NoRoute {
+                listener: listener.name.clone(),
+            }),
+            unrouted(&listener, ""),
+        ),
+        Some(route) => match route.pick_backend() {
+            None => (
+                Err(ProxyError::NoBackend {
+                    route: route.name.clone(),
+                }),
+                unrouted(&listener, &route.name),
+            ),
+            Some(target) => (
+                proxy(req, route, target, &ctx.shared).await,
+                target.labels.clone(),
+            ),
+        },
+    };
+    let (mut resp, error) = match result {
         Ok((resp, in_flight)) => {
             let (parts, body) = resp.into_parts();
             let body = Guarded {
@@ -72,14 +93,20 @@ pub async fn handle(
             (err.to_response(grpc), err.reason())
         }
     };
-    ctx.shared.metrics.record_request(
-        &route.labels,
-        resp.status().as_u16(),
-        error,
-        started.elapsed(),
-    );
+    ctx.shared
+        .metrics
+        .record_request(&labels, resp.status().as_u16(), error, started.elapsed());
     *resp.version_mut() = client_version;
     Ok(resp)
+}
+
+/// Labels for a request no backend was chosen for.
+fn unrouted(listener: &Listener, route: &str) -> RouteLabels {
+    RouteLabels {
+        listener: listener.name.clone(),
+        route: route.into(),
+        backend: "".into(),
+    }
 }
 
 /// Forwards a request and returns the backend's response with the request still counted
@@ -87,9 +114,10 @@ pub async fn handle(
 async fn proxy(
     req: Request<Incoming>,
     route: &Route,
+    target: &RouteBackend,
     shared: &Arc<Shared>,
 ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
-    let backend = &route.backend;
+    let backend = &target.backend;
     let endpoint = backend.pick().ok_or_else(|| ProxyError::NoEndpoints {
         backend: backend.name.clone(),
     })?;

@@ -107,7 +107,7 @@ async fn bad_reload_is_refused_and_the_old_config_keeps_serving() {
         .expect("server");
     let proxy = start(&simple("auto", "http1", &[server.addr()], "")).await;
     let mut broken = config_for(server.addr());
-    broken.listeners[0].routes[0].backend = "missing".into();
+    broken.listeners[0].routes[0].backend = Some("missing".into());
     let err = proxy.reload(broken).await.expect_err("refused");
     assert!(
         err.to_string().contains("no backend named \"missing\""),
@@ -188,8 +188,8 @@ async fn admin_serves_live_ready_metrics_and_config() {
         .expect("metrics")
         .text();
     for want in [
-        r#"trellis_requests_total{listener="web",backend="app",status="200",class="2xx",error=""} 1"#,
-        r#"trellis_request_duration_seconds_count{listener="web",backend="app"} 1"#,
+        r#"trellis_requests_total{listener="web",route="0",backend="app",status="200",class="2xx",error=""} 1"#,
+        r#"trellis_request_duration_seconds_count{listener="web",route="0",backend="app"} 1"#,
         r#"trellis_connections_total{listener="web",protocol="http1"} 1"#,
     ] {
         assert!(metrics.contains(want), "missing {want} in\n{metrics}");

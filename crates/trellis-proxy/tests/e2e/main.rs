@@ -6,6 +6,7 @@ mod grpc;
 mod http;
 mod lifecycle;
 mod malformed;
+mod routing;
 mod tcp;
 mod timeouts;
 

@@ -25,10 +25,9 @@ async fn declared_tcp_echoes_and_half_closes() {
 
     let metrics = proxy.metrics().encode();
     assert_eventually!(
-        proxy
-            .metrics()
-            .encode()
-            .contains("trellis_tcp_read_bytes_total{listener=\"web\",backend=\"app\"} 200000"),
+        proxy.metrics().encode().contains(
+            "trellis_tcp_read_bytes_total{listener=\"web\",route=\"0\",backend=\"app\"} 200000"
+        ),
         "tcp bytes not counted: {metrics}"
     );
 }
@@ -77,8 +76,7 @@ async fn unreachable_tcp_backend_closes_the_client_connection() {
     let mut buf = Vec::new();
     let n = conn.read_to_end(&mut buf).await.unwrap_or(0);
     assert_eq!(n, 0);
-    assert_eventually!(proxy
-        .metrics()
-        .encode()
-        .contains("trellis_tcp_connect_errors_total{listener=\"web\",backend=\"app\"} 1"));
+    assert_eventually!(proxy.metrics().encode().contains(
+        "trellis_tcp_connect_errors_total{listener=\"web\",route=\"0\",backend=\"app\"} 1"
+    ));
 }

@@ -1,0 +1,200 @@
+//! Routes: which requests a route takes (`match`) and which backends share them
+//! (`backends` with weights). Routes are tried in order and the first match wins; the
+//! control plane orders them by the Gateway API's precedence before sending them.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Duration, MAX_WEIGHT};
+
+/// A route from a listener to one or more backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in metrics and logs. Default: the route's index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Conditions a request must meet, all of them. Absent: every request.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<RouteMatch>,
+    /// Shorthand for one backend with weight 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Backends sharing the route's requests in proportion to their weights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<WeightedBackend>,
+    /// Time allowed from sending a request until the backend's response headers
+    /// arrive, connecting included; past it the client gets 504. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// A backend and its share of a route's requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedBackend {
+    pub name: String,
+    /// Relative share; 0 takes no requests. Default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Conditions on a request; all must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<ValueMatch>,
+    /// HTTP method, upper case (`GET`, `POST`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// How a request path must look. `prefix` matches whole path segments: `/api` matches
+/// `/api` and `/api/books` but not `/apis`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    /// A regular expression that must match the whole path.
+    Regex(String),
+}
+
+/// A header or query parameter that must be present with a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueMatch {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// A regular expression that must match the whole value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// Longest regular expression accepted, to bound compile time and memory.
+const MAX_REGEX_LEN: usize = 1024;
+
+impl RouteConfig {
+    /// The backends and weights of this route, whichever form it was written in.
+    pub fn weighted_backends(&self) -> Vec<WeightedBackend> {
+        match &self.backend {
+            Some(name) => vec![WeightedBackend {
+                name: name.clone(),
+                weight: 1,
+            }],
+            None => self.backends.clone(),
+        }
+    }
+
+    pub(super) fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        match (&self.backend, self.backends.is_empty()) {
+            (Some(_), false) => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.backends"),
+                    "give either `backend` or `backends`, not both",
+                ))
+            }
+            (None, true) => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.backend"),
+                    "a route needs a `backend` or a list of `backends`",
+                ))
+            }
+            _ => {}
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.weight > MAX_WEIGHT {
+                return Err(ConfigError::invalid(
+                    format!("{at}.backends[{i}].weight"),
+                    format!("must be between 0 and {MAX_WEIGHT}, got {}", b.weight),
+                ));
+            }
+        }
+        if let Some(m) = &self.matches {
+            m.validate(&format!("{at}.match"))?;
+        }
+        Ok(())
+    }
+}
+
+impl RouteMatch {
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        match &self.path {
+            Some(PathMatch::Exact(p)) | Some(PathMatch::Prefix(p)) if !p.starts_with('/') => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.path"),
+                    format!("{p:?} must start with '/'"),
+                ))
+            }
+            Some(PathMatch::Regex(r)) => check_regex(&format!("{at}.path.regex"), r)?,
+            _ => {}
+        }
+        for (field, list) in [("headers", &self.headers), ("query", &self.query)] {
+            for (i, m) in list.iter().enumerate() {
+                let here = format!("{at}.{field}[{i}]");
+                if m.name.is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("{here}.name"),
+                        "must not be empty",
+                    ));
+                }
+                if field == "headers" && http::HeaderName::from_bytes(m.name.as_bytes()).is_err() {
+                    return Err(ConfigError::invalid(
+                        format!("{here}.name"),
+                        format!("{:?} is not a valid header name", m.name),
+                    ));
+                }
+                match (&m.exact, &m.regex) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return Err(ConfigError::invalid(
+                            here,
+                            "give exactly one of `exact` or `regex`",
+                        ))
+                    }
+                    (None, Some(r)) => check_regex(&format!("{here}.regex"), r)?,
+                    (Some(_), None) => {}
+                }
+            }
+        }
+        if let Some(method) = &self.method {
+            if http::Method::from_bytes(method.as_bytes()).is_err()
+                || method.to_uppercase() != *method
+            {
+                return Err(ConfigError::invalid(
+                    format!("{at}.method"),
+                    format!("{method:?} is not an upper-case HTTP method such as GET or POST"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_regex(field: &str, pattern: &str) -> Result<(), ConfigError> {
+    if pattern.len() > MAX_REGEX_LEN {
+        return Err(ConfigError::invalid(
+            field,
+            format!("longer than {MAX_REGEX_LEN} characters"),
+        ));
+    }
+    regex::Regex::new(pattern).map(|_| ()).map_err(|e| {
+        ConfigError::invalid(
+            field,
+            format!("invalid regular expression: {}", last_line(&e.to_string())),
+        )
+    })
+}
+
+/// The regex crate's messages end with the line that says what is wrong.
+fn last_line(s: &str) -> String {
+    s.lines().last().unwrap_or_default().trim().to_string()
+}

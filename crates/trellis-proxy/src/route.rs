@@ -1,0 +1,223 @@
+//! Route selection on the request path: the first route whose match fits the request,
+//! then one of its backends by weight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use regex::Regex;
+
+use crate::config::{self, PathMatch, RouteConfig};
+use crate::state::Backend;
+use crate::telemetry::RouteLabels;
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    matcher: Matcher,
+    backends: Vec<RouteBackend>,
+    total_weight: u64,
+    pub timeout: Option<Duration>,
+}
+
+/// One backend of a route, with the metric labels of the pair.
+#[derive(Debug)]
+pub struct RouteBackend {
+    pub weight: u32,
+    pub backend: Arc<Backend>,
+    pub labels: RouteLabels,
+}
+
+impl Route {
+    /// Compiles a validated route. `None` if a backend or a pattern is missing, which
+    /// validation has already refused.
+    pub fn build(
+        config: &RouteConfig,
+        index: usize,
+        listener: &Arc<str>,
+        lookup: impl Fn(&str) -> Option<Arc<Backend>>,
+    ) -> Option<Self> {
+        let name: Arc<str> = match &config.name {
+            Some(n) => n.as_str().into(),
+            None => index.to_string().into(),
+        };
+        let backends = config
+            .weighted_backends()
+            .into_iter()
+            .map(|wb| {
+                let backend = lookup(&wb.name)?;
+                Some(RouteBackend {
+                    weight: wb.weight,
+                    labels: RouteLabels {
+                        listener: listener.clone(),
+                        route: name.clone(),
+                        backend: backend.name.clone(),
+                    },
+                    backend,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            matcher: Matcher::build(config.matches.as_ref())?,
+            total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
+            backends,
+            name,
+            timeout: config.timeout.map(|t| t.get()),
+        })
+    }
+
+    pub fn matches<B>(&self, req: &Request<B>) -> bool {
+        self.matcher.matches(req)
+    }
+
+    /// A backend chosen in proportion to the weights; `None` when every weight is 0.
+    pub fn pick_backend(&self) -> Option<&RouteBackend> {
+        match self.backends.as_slice() {
+            [only] if only.weight > 0 => Some(only),
+            _ if self.total_weight == 0 => None,
+            backends => {
+                let mut ticket = fastrand::u64(..self.total_weight);
+                backends.iter().find(|b| {
+                    let w = u64::from(b.weight);
+                    if ticket < w {
+                        true
+                    } else {
+                        ticket -= w;
+                        false
+                    }
+                })
+            }
+        }
+    }
+
+    /// The first backend, for labelling a failure that happened before one was chosen.
+    pub fn first_backend(&self) -> Option<&RouteBackend> {
+        self.backends.first()
+    }
+}
+
+/// Compiled match conditions.
+#[derive(Debug, Default)]
+struct Matcher {
+    path: Option<PathMatcher>,
+    headers: Vec<(http::HeaderName, ValueMatcher)>,
+    query: Vec<(String, ValueMatcher)>,
+    method: Option<http::Method>,
+}
+
+#[derive(Debug)]
+enum PathMatcher {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+enum ValueMatcher {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl ValueMatcher {
+    fn build(m: &config::ValueMatch) -> Option<Self> {
+        match (&m.exact, &m.regex) {
+            (Some(v), _) => Some(Self::Exact(v.clone())),
+            (None, Some(r)) => Some(Self::Regex(anchored(r)?)),
+            (None, None) => None,
+        }
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Exact(v) => v == value,
+            Self::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+/// Patterns must match the whole value, as the Gateway API specifies.
+fn anchored(pattern: &str) -> Option<Regex> {
+    Regex::new(&format!("^(?:{pattern})$")).ok()
+}
+
+impl Matcher {
+    fn build(config: Option<&config::RouteMatch>) -> Option<Self> {
+        let Some(config) = config else {
+            return Some(Self::default());
+        };
+        let path = match &config.path {
+            None => None,
+            Some(PathMatch::Exact(p)) => Some(PathMatcher::Exact(p.clone())),
+            Some(PathMatch::Prefix(p)) => {
+                Some(PathMatcher::Prefix(p.trim_end_matches('/').to_string()))
+            }
+            Some(PathMatch::Regex(r)) => Some(PathMatcher::Regex(anchored(r)?)),
+        };
+        let headers = config
+            .headers
+            .iter()
+            .map(|h| {
+                let name = http::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+                Some((name, ValueMatcher::build(h)?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let query = config
+            .query
+            .iter()
+            .map(|q| Some((q.name.clone(), ValueMatcher::build(q)?)))
+            .collect::<Option<Vec<_>>>()?;
+        let method = match &config.method {
+            Some(m) => Some(http::Method::from_bytes(m.as_bytes()).ok()?),
+            None => None,
+        };
+        Some(Self {
+            path,
+            headers,
+            query,
+            method,
+        })
+    }
+
+    fn matches<B>(&self, req: &Request<B>) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != req.method()) {
+            return false;
+        }
+        let path = req.uri().path();
+        let path_ok = match &self.path {
+            None => true,
+            Some(PathMatcher::Exact(p)) => path == p,
+            Some(PathMatcher::Prefix(p)) => {
+                // Whole segments only: `/api` takes `/api` and `/api/x`, not `/apis`.
+                path.strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || p.is_empty())
+            }
+            Some(PathMatcher::Regex(r)) => r.is_match(path),
+        };
+        if !path_ok {
+            return false;
+        }
+        let headers_ok = self.headers.iter().all(|(name, m)| {
+            req.headers()
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| m.matches(v)))
+        });
+        if !headers_ok {
+            return false;
+        }
+        if self.query.is_empty() {
+            return true;
+        }
+        let query = req.uri().query().unwrap_or_default();
+        self.query.iter().all(|(name, m)| {
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+                .any(|(k, v)| k == name && m.matches(v))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

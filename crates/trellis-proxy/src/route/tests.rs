@@ -1,0 +1,156 @@
+use super::*;
+use crate::config::{BackendProtocol, LoadBalancer, RouteMatch, ValueMatch};
+
+fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+    let mut req = http::Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(()).expect("request")
+}
+
+fn backend(name: &str) -> Arc<Backend> {
+    let config = config::BackendConfig {
+        name: name.into(),
+        protocol: BackendProtocol::Http1,
+        endpoints: vec![],
+        load_balancer: LoadBalancer::Ewma,
+        connect_timeout: config::Duration::from_secs(1),
+        idle_timeout: config::Duration::from_secs(1),
+    };
+    Arc::new(Backend::build(&config, &Default::default()))
+}
+
+fn route(matches: RouteMatch) -> Route {
+    let config = RouteConfig {
+        name: None,
+        matches: Some(matches),
+        backend: Some("b".into()),
+        backends: vec![],
+        timeout: None,
+    };
+    Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds")
+}
+
+fn exact(name: &str, value: &str) -> ValueMatch {
+    ValueMatch {
+        name: name.into(),
+        exact: Some(value.into()),
+        regex: None,
+    }
+}
+
+fn regex(name: &str, pattern: &str) -> ValueMatch {
+    ValueMatch {
+        name: name.into(),
+        exact: None,
+        regex: Some(pattern.into()),
+    }
+}
+
+#[test]
+fn path_matches() {
+    let cases: &[(PathMatch, &str, bool)] = &[
+        (PathMatch::Exact("/books".into()), "/books", true),
+        (PathMatch::Exact("/books".into()), "/books/1", false),
+        (PathMatch::Prefix("/api".into()), "/api", true),
+        (PathMatch::Prefix("/api".into()), "/api/books?x=1", true),
+        (PathMatch::Prefix("/api".into()), "/apis", false),
+        (PathMatch::Prefix("/api/".into()), "/api/x", true),
+        (PathMatch::Prefix("/".into()), "/anything", true),
+        (PathMatch::Regex("/books/[0-9]+".into()), "/books/42", true),
+        (
+            PathMatch::Regex("/books/[0-9]+".into()),
+            "/books/42/reviews",
+            false,
+        ),
+    ];
+    for (path, uri, want) in cases {
+        let r = route(RouteMatch {
+            path: Some(path.clone()),
+            ..Default::default()
+        });
+        assert_eq!(
+            r.matches(&parts("GET", uri, &[])),
+            *want,
+            "{path:?} on {uri}"
+        );
+    }
+}
+
+#[test]
+fn headers_query_and_method_must_all_hold() {
+    let r = route(RouteMatch {
+        path: None,
+        headers: vec![exact("x-canary", "true"), regex("user-agent", "curl/.*")],
+        query: vec![exact("version", "2")],
+        method: Some("POST".into()),
+    });
+    let good = [("x-canary", "true"), ("user-agent", "curl/8.0")];
+    assert!(r.matches(&parts("POST", "/x?a=1&version=2", &good)));
+    assert!(!r.matches(&parts("GET", "/x?version=2", &good)), "method");
+    assert!(!r.matches(&parts("POST", "/x?version=3", &good)), "query");
+    assert!(!r.matches(&parts("POST", "/x", &good)), "missing query");
+    assert!(
+        !r.matches(&parts("POST", "/x?version=2", &[("x-canary", "true")])),
+        "header"
+    );
+    assert!(
+        !r.matches(&parts(
+            "POST",
+            "/x?version=2",
+            &[("x-canary", "TRUE"), ("user-agent", "curl/1")]
+        )),
+        "exact is case-sensitive"
+    );
+}
+
+#[test]
+fn weights_split_requests_in_proportion() {
+    let config = RouteConfig {
+        name: Some("canary".into()),
+        matches: None,
+        backend: None,
+        backends: vec![
+            config::WeightedBackend {
+                name: "v1".into(),
+                weight: 90,
+            },
+            config::WeightedBackend {
+                name: "v2".into(),
+                weight: 10,
+            },
+            config::WeightedBackend {
+                name: "off".into(),
+                weight: 0,
+            },
+        ],
+        timeout: None,
+    };
+    let r = Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds");
+    let mut v2 = 0;
+    for _ in 0..10_000 {
+        let picked = r.pick_backend().expect("a backend");
+        assert_ne!(&*picked.backend.name, "off");
+        if &*picked.backend.name == "v2" {
+            v2 += 1;
+        }
+    }
+    assert!((800..1200).contains(&v2), "v2 got {v2} of 10000");
+}
+
+#[test]
+fn all_zero_weights_pick_nothing() {
+    let config = RouteConfig {
+        name: None,
+        matches: None,
+        backend: None,
+        backends: vec![config::WeightedBackend {
+            name: "v1".into(),
+            weight: 0,
+        }],
+        timeout: None,
+    };
+    let r = Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds");
+    assert!(r.pick_backend().is_none());
+}
