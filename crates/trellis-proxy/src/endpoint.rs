@@ -152,7 +152,7 @@ impl Endpoint {
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.return_when_ready(sender);
+                    self.return_to_pool(sender);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -174,7 +174,7 @@ impl Endpoint {
                 addr: self.addr,
                 source,
             })?;
-        self.return_when_ready(sender);
+        self.return_to_pool(sender);
         Ok(resp)
     }
 
@@ -223,37 +223,37 @@ impl Endpoint {
         Ok(sender)
     }
 
+    /// A pooled connection ready for a request, newest first. Connections still
+    /// reading an earlier response stay in the pool; closed and expired ones leave it.
     fn take_idle_h1(&self) -> Option<http1::SendRequest<BoxBody>> {
         let mut idle = self.idle_h1.lock().ok()?;
         let max_idle = self.settings.idle_timeout;
-        while let Some(conn) = idle.pop() {
-            if conn.since.elapsed() < max_idle && conn.sender.is_ready() {
-                return Some(conn.sender);
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let conn = &idle[i];
+            if conn.sender.is_closed() || conn.since.elapsed() >= max_idle {
+                idle.swap_remove(i);
+            } else if conn.sender.is_ready() {
+                return Some(idle.swap_remove(i).sender);
             }
         }
         None
     }
 
-    /// Puts a connection back in the pool once its current response has been read.
-    fn return_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<BoxBody>) {
-        let endpoint = Arc::downgrade(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let Some(endpoint) = endpoint.upgrade() else {
-                return;
-            };
-            let Ok(mut idle) = endpoint.idle_h1.lock() else {
-                return;
-            };
-            if idle.len() < MAX_IDLE_PER_ENDPOINT {
-                idle.push(IdleConn {
-                    sender,
-                    since: Instant::now(),
-                });
-            }
-        });
+    /// Puts a connection back in the pool as soon as its response headers are in. It
+    /// becomes ready for the next request when that response's body has been read;
+    /// until then `take_idle_h1` passes it over.
+    fn return_to_pool(self: &Arc<Self>, sender: http1::SendRequest<BoxBody>) {
+        let Ok(mut idle) = self.idle_h1.lock() else {
+            return;
+        };
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(IdleConn {
+                sender,
+                since: Instant::now(),
+            });
+        }
     }
 
     /// Closes pooled connections idle for longer than the idle timeout.
