@@ -1,0 +1,35 @@
+//! The Trellis resource model: the documents operators apply (`HTTPRoute`,
+//! `GRPCRoute`, `TCPRoute` from the Kubernetes Gateway API; `Service`, `Workload`,
+//! `MeshConfig` and `BackendPolicy` under `trellis.dev/v1alpha1`), their typed specs,
+//! and their validation, with errors that give the path of the field at fault.
+//!
+//! The same documents are custom resources on Kubernetes, so shapes and field names
+//! follow the Gateway API. Read input with [`parse_documents`]; build resources in code
+//! with [`Resource::new`] and check them with [`Resource::validate`].
+//!
+//! [`proto`] is the control plane's gRPC API for proxies.
+//!
+//! This crate is the contract between the control plane and the proxy: it must not
+//! depend on `trellis-proxy` or `trellis-control`.
+
+pub mod duration;
+mod error;
+pub mod kind;
+pub mod meta;
+mod parse;
+pub mod policy;
+pub mod proto;
+mod resource;
+pub mod route;
+pub mod service;
+mod validate;
+
+pub use crate::duration::{Duration, ParseDurationError};
+pub use crate::error::ValidationError;
+pub use crate::kind::Kind;
+pub use crate::meta::{Condition, ConditionStatus, ObjectMeta, Status};
+pub use crate::parse::parse_documents;
+pub use crate::resource::{ObjectRef, Resource, Spec, MAX_ANNOTATIONS_BYTES};
+
+#[cfg(test)]
+mod tests;

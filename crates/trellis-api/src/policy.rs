@@ -1,0 +1,216 @@
+//! `MeshConfig` and `BackendPolicy` (`trellis.dev/v1alpha1`): mesh-wide settings, and
+//! settings for traffic to one Service attached through `targetRef` (Gateway API policy
+//! attachment).
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+use crate::error::{Checked, ValidationError};
+use crate::route::service_kind;
+use crate::validate;
+
+/// Trust domain of a mesh that names none.
+pub const DEFAULT_TRUST_DOMAIN: &str = "trellis.local";
+
+/// Mesh-wide settings. Cluster-wide; the control plane reads the one named `default`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshConfigSpec {
+    /// SPIFFE trust domain of workload identities
+    /// (`spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`). Default
+    /// `trellis.local`.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// Mutual TLS between proxies. Default: permissive.
+    #[serde(default)]
+    pub mtls: MtlsConfig,
+    /// What happens to a request no authorization policy speaks about. Default `allow`.
+    #[serde(default)]
+    pub default_authorization: DefaultAuthorization,
+    /// Access logging on every proxy. Unset: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogConfig>,
+}
+
+impl Default for MeshConfigSpec {
+    fn default() -> Self {
+        Self {
+            trust_domain: default_trust_domain(),
+            mtls: MtlsConfig::default(),
+            default_authorization: DefaultAuthorization::default(),
+            access_log: None,
+        }
+    }
+}
+
+fn default_trust_domain() -> String {
+    DEFAULT_TRUST_DOMAIN.to_string()
+}
+
+/// Mutual TLS settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MtlsConfig {
+    /// Default `permissive`.
+    #[serde(default)]
+    pub mode: MtlsMode,
+}
+
+/// Whether inbound proxies accept plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MtlsMode {
+    /// Accept mTLS and plaintext; plaintext is counted.
+    #[default]
+    Permissive,
+    /// Refuse plaintext to the inbound port.
+    Strict,
+}
+
+/// The verdict for requests no authorization policy matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAuthorization {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// Access log settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Line format. Default `json`.
+    #[serde(default)]
+    pub format: AccessLogFormat,
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per request.
+    #[default]
+    Json,
+    /// One human-readable line per request.
+    Text,
+}
+
+/// Settings for traffic to the Service named by `targetRef`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendPolicySpec {
+    /// The Service the policy applies to, in the policy's namespace.
+    pub target_ref: PolicyTargetReference,
+    /// How requests are spread over endpoints. Unset: `ewma`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerConfig>,
+    /// Time allowed to open a connection to an endpoint; more than 0. Unset: 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Duration>,
+    /// Time allowed for a request to the Service when no route sets one; `0s` means no
+    /// limit. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<Duration>,
+    /// Protocol to the endpoints. Unset: from the Service port's `appProtocol`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<BackendProtocol>,
+}
+
+/// The object a policy attaches to (Gateway API `LocalPolicyTargetReference`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyTargetReference {
+    /// API group: empty (core, the default) or `trellis.dev`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// Kind of the target; must be `Service`.
+    pub kind: String,
+    /// Name of the target Service.
+    pub name: String,
+}
+
+/// Load balancer settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancerConfig {
+    /// The algorithm.
+    #[serde(rename = "type")]
+    pub type_: LoadBalancerType,
+}
+
+/// How a backend spreads requests over its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalancerType {
+    /// Power of two choices over peak-EWMA latency weighted by outstanding requests.
+    #[default]
+    Ewma,
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Power of two choices over outstanding requests.
+    LeastRequest,
+}
+
+/// The HTTP version spoken to endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendProtocol {
+    Http1,
+    Http2,
+}
+
+// === checks ===
+
+impl MeshConfigSpec {
+    /// Checks what types alone cannot; paths start at `spec`.
+    pub fn validate(&self) -> Checked {
+        let td = &self.trust_domain;
+        let ok = !td.is_empty()
+            && td.len() <= 255
+            && td.bytes().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'_')
+            });
+        if !ok {
+            return Err(ValidationError::new(
+                "spec.trustDomain",
+                format!(
+                    "{td:?} is not a valid trust domain: 1 to 255 lowercase letters, digits, \
+                     '.', '-' or '_', e.g. \"trellis.local\""
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl BackendPolicySpec {
+    /// A policy for Service `name` that changes nothing.
+    pub fn for_service(name: impl Into<String>) -> Self {
+        Self {
+            target_ref: PolicyTargetReference {
+                group: String::new(),
+                kind: crate::Kind::Service.name().to_string(),
+                name: name.into(),
+            },
+            load_balancer: None,
+            connect_timeout: None,
+            request_timeout: None,
+            protocol: None,
+        }
+    }
+
+    /// Checks what types alone cannot; paths start at `spec`.
+    pub fn validate(&self) -> Checked {
+        let t = &self.target_ref;
+        service_kind("spec.targetRef", &t.group, &t.kind)?;
+        validate::name("spec.targetRef.name", &t.name)?;
+        if self.connect_timeout.is_some_and(Duration::is_zero) {
+            return Err(ValidationError::new(
+                "spec.connectTimeout",
+                "must be greater than 0s, e.g. \"1s\"",
+            ));
+        }
+        Ok(())
+    }
+}
