@@ -5,4 +5,5 @@
 //! and the push streams. It must never depend on `trellis-proxy`: the control plane and
 //! the data plane speak only through the types and protocol in `trellis-api`.
 
+pub mod registry;
 pub mod store;
