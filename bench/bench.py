@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import re
 import shutil
 import signal
@@ -118,6 +119,7 @@ PIDFILE = os.environ.get("BENCH_PIDFILE", "")
 NCPU = os.cpu_count() or 1
 CLIENT_CPU = os.environ.get("BENCH_CLIENT_CPU", "0")
 SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "1" if NCPU >= 2 else "0")
+BENCH_CPUS = sorted({int(c) for c in (CLIENT_CPU, SERVER_CPU)})
 STARTUP_TIMEOUT = 15.0
 
 if ROUNDS < 1 or DURATION <= 0 or LAT_DURATION <= 0:
@@ -222,6 +224,45 @@ def proc_status_kib(pid, field):
     except OSError:
         pass
     return 0
+
+
+def cpus_busy_ticks(cpus):
+    """Non-idle ticks (incl. steal) of the given CPUs, from /proc/stat."""
+    want = {f"cpu{c}" for c in cpus}
+    total = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in want:
+                v = [int(x) for x in parts[1:9]]
+                # user nice system idle iowait irq softirq steal
+                total += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+    return total
+
+
+def children_cpu_seconds():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+class OtherCpu:
+    """Noise gauge: share of the benchmark CPUs used by anything other than
+    the load generator (a reaped child), the origin and the proxies: other
+    tasks, interrupts, steal. Percent, over the time since construction."""
+
+    def __init__(self, server_pids):
+        self.pids = server_pids
+        self.busy = cpus_busy_ticks(BENCH_CPUS)
+        self.srv = sum(proc_cpu_ticks(pid) for pid in server_pids)
+        self.gen = children_cpu_seconds()
+        self.t = time.monotonic()
+
+    def read(self):
+        busy = cpus_busy_ticks(BENCH_CPUS) - self.busy
+        srv = sum(proc_cpu_ticks(pid) for pid in self.pids) - self.srv
+        gen = (children_cpu_seconds() - self.gen) * CLK_TCK
+        span = (time.monotonic() - self.t) * CLK_TCK * len(BENCH_CPUS)
+        return max(0.0, (busy - srv - gen) / span * 100.0) if span > 0 else None
 
 
 def proc_cpu_ticks(pid):
@@ -407,6 +448,7 @@ backends:
     endpoints: [{host}:{origin}]
     loadBalancer: ewma
 admin: {host}:{admin}
+drainTimeout: 1s
 """
 
 TRELLIS_OUTBOUND = """\
@@ -422,6 +464,7 @@ backends:
     endpoints: [{host}:{next}]
     loadBalancer: ewma
 admin: {host}:{admin}
+drainTimeout: 1s
 """
 
 
@@ -585,15 +628,20 @@ def measure(scenario, proto, base_dir, tag):
         probe(port, proto)
         time.sleep(0.2)
         pids = [pid for p in proxies for pid in p.tree()]
+        server_pids = [pid for p in RUNNING for pid in p.tree()]
         if proxies:
             per_proc = [sum(proc_status_kib(pid, "VmRSS") for pid in p.tree()) for p in proxies]
             res["idle_rss"] = sum(per_proc) / 1024.0
             res["idle_rss_max_proc"] = max(per_proc) / 1024.0
         if WARMUP > 0:
             saturate(port, proto, WARMUP)
+        gauge = OtherCpu(server_pids)
         res.update(fixed_rate(port, proto, LAT_DURATION))
+        res["other_cpu_lat_pct"] = gauge.read()
         before = sum(proc_cpu_ticks(pid) for pid in pids)
+        gauge = OtherCpu(server_pids)
         done, rps, errors = saturate(port, proto, DURATION)
+        res["other_cpu_pct"] = gauge.read()
         after = sum(proc_cpu_ticks(pid) for pid in pids)
         res.update({"requests": done, "rps": rps, "sat_errors": errors})
         if proxies:
@@ -801,6 +849,10 @@ def method_text():
      over this run, divided by completed requests, × 10,000, in ms;
   3. peak RSS: sum of VmHWM (/proc/PID/status) over the proxy processes
      (nginx: master + worker; trellis-2hop: A + B).
+- Noise gauge: “other CPU %” is the busy time of CPUs {','.join(map(str, BENCH_CPUS))} (/proc/stat, incl. steal)
+  over each fixed-rate and each saturation run minus what the load generator,
+  origin and proxies used — work from anything else on those cores. Above {NOISY_PCT:g} % the report is
+  flagged as noisy.
 - {ROUNDS} round(s); rounds alternate the order of the scenarios (forward, reversed, …).
   Every number is the median over rounds. “× direct” is throughput / direct
   throughput; “+pXX ms/hop” is (scenario − direct) / number of proxy hops.
@@ -811,15 +863,33 @@ def method_text():
 """
 
 
-def report(summary, started, elapsed):
+def noise(results):
+    vals = [r[k] for by_sc in results.values() for rows in by_sc.values()
+            for r in rows for k in ("other_cpu_lat_pct", "other_cpu_pct") if r.get(k) is not None]
+    return (statistics.median(vals), max(vals)) if vals else (None, None)
+
+
+NOISY_PCT = 5.0
+
+
+def report(summary, results, started, elapsed, load_start, load_end):
     lines = ["# Trellis benchmark results", ""]
     if QUICK:
         lines += ["> Quick smoke run (`BENCH_QUICK=1`): one short round — numbers are indicative only.", ""]
+    other_med, other_max = noise(results)
+    if other_max is not None and other_max > NOISY_PCT:
+        lines += [f"> **Noisy machine:** other work used up to {other_max:.0f} % of the benchmark CPUs during "
+                  f"the measured runs (median {other_med:.0f} %); see the per-round values. "
+                  "Rerun on an idle machine before drawing conclusions.", ""]
     lines += ["| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in environment()]
     lines += [f"| settings | rounds {ROUNDS}, saturation {DURATION:g} s, fixed-rate {LAT_DURATION:g} s, "
               f"warm-up {WARMUP:g} s |",
-              f"| run time | {elapsed / 60:.1f} min (started {started}) |", ""]
+              f"| run time | {elapsed / 60:.1f} min (started {started}) |",
+              f"| load average (1 min) | {load_start:.2f} at start, {load_end:.2f} at end |",
+              f"| other CPU use | {fmt(other_med, 1)} % median, {fmt(other_max, 1)} % max of CPUs "
+              f"{','.join(map(str, BENCH_CPUS))} during the measured runs, not counting the benchmark's own processes |",
+              ""]
     lines += ["## Results", ""]
     for proto in SELECTED_PROTOCOLS:
         lines += protocol_table(proto, summary.get(proto, {}))
@@ -839,17 +909,19 @@ def report(summary, started, elapsed):
 
 def raw_section(results):
     lines = ["<details><summary>Per-round values</summary>", "",
-             "| round | protocol | scenario | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | CPU ms/10k |",
-             "|--:|---|---|--:|--:|--:|--:|--:|--:|"]
+             "| round | protocol | scenario | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | CPU ms/10k "
+             "| other CPU % (fixed rate / saturation) |",
+             "|--:|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for proto in SELECTED_PROTOCOLS:
         for sc in SCENARIOS:
             for i, r in enumerate(results.get(proto, {}).get(sc, [])):
                 if "failed" in r:
-                    lines.append(f"| {i + 1} | {proto} | {sc} | failed | | | | | |")
+                    lines.append(f"| {i + 1} | {proto} | {sc} | failed | | | | | | |")
                     continue
                 lines.append(f"| {i + 1} | {proto} | {sc} | {fmt(r.get('rps'), 0)} | {fmt(r.get('p50'), 3)} "
                              f"| {fmt(r.get('p99'), 3)} | {fmt(r.get('p999'), 3)} | {fmt(r.get('peak_rss'), 1)} "
-                             f"| {fmt(r.get('cpu_ms_per_10k'), 1)} |")
+                             f"| {fmt(r.get('cpu_ms_per_10k'), 1)} "
+                             f"| {fmt(r.get('other_cpu_lat_pct'), 1)} / {fmt(r.get('other_cpu_pct'), 1)} |")
     lines += ["", "</details>", ""]
     return "\n".join(lines)
 
@@ -878,6 +950,7 @@ def main():
     signal.signal(signal.SIGHUP, on_signal)
     preflight()
     started = datetime.datetime.now().strftime("%H:%M:%S")
+    load_start = os.getloadavg()[0]
     t0 = time.monotonic()
     base_dir = os.environ.get("BENCH_TMPDIR") or tempfile.mkdtemp(prefix="trellis-bench-")
     plan = [(proto, sc) for proto in SELECTED_PROTOCOLS for sc in SELECTED_SCENARIOS]
@@ -894,13 +967,15 @@ def main():
                     log(f"  {fmt(r['rps'], 0)} req/s, p50 {fmt(r['p50'], 3)} ms, p99 {fmt(r['p99'], 3)} ms, "
                         f"p99.9 {fmt(r['p999'], 3)} ms"
                         + (f", peak RSS {fmt(r.get('peak_rss'), 1)} MiB, CPU {fmt(r.get('cpu_ms_per_10k'), 1)} ms/10k"
-                           if r.get("peak_rss") is not None else ""))
+                           if r.get("peak_rss") is not None else "")
+                        + f", other CPU {fmt(r.get('other_cpu_lat_pct'), 1)} / {fmt(r.get('other_cpu_pct'), 1)} %")
                 results[proto][sc].append(r)
     finally:
         stop_all()
     elapsed = time.monotonic() - t0
+    load_end = os.getloadavg()[0]
     summary = summarize(results)
-    text = report(summary, started, elapsed) + "\n" + raw_section(results)
+    text = report(summary, results, started, elapsed, load_start, load_end) + "\n" + raw_section(results)
     with open(OUT, "w") as f:
         f.write(text)
     with open(os.path.join(base_dir, "results.json"), "w") as f:

@@ -23,6 +23,54 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null 2>&1 && SUDO="sudo" || SUDO=""
 fi
 
+WORK="$(mktemp -d -t trellis-bench-XXXXXX)"
+export BENCH_TMPDIR="$WORK"
+export BENCH_PIDFILE="$WORK/pids"
+: > "$BENCH_PIDFILE"
+
+CHILD=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM HUP
+  if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
+    kill -TERM "$CHILD" 2>/dev/null || true   # the runner stops its own processes
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$CHILD" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$CHILD" 2>/dev/null || true
+  fi
+  # Stop every process group the runner started (normally already gone).
+  if [ -f "$BENCH_PIDFILE" ]; then
+    while read -r pid; do
+      [ -n "$pid" ] || continue
+      kill -TERM -- "-$pid" 2>/dev/null || true
+    done < "$BENCH_PIDFILE"
+    sleep 0.3
+    while read -r pid; do
+      [ -n "$pid" ] || continue
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    done < "$BENCH_PIDFILE"
+  fi
+  if [ "$rc" -eq 0 ] && [ "${BENCH_KEEP:-0}" = 0 ]; then
+    rm -rf "$WORK"
+  else
+    echo "bench: configs and logs kept in $WORK" >&2
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# Long-running steps run in the background + wait, so that a signal to this
+# script is handled at once and the step is stopped by the trap.
+wait_child() {
+  CHILD=$!
+  local rc=0
+  wait "$CHILD" || rc=$?
+  CHILD=""
+  return "$rc"
+}
+
 APT_UPDATED=0
 apt_install() {
   command -v apt-get >/dev/null 2>&1 || fail "apt-get not available; install $* by hand"
@@ -53,7 +101,8 @@ need h2load nghttp2-client
 if ! command -v oha >/dev/null 2>&1; then
   command -v cargo >/dev/null 2>&1 || fail "oha is missing and cargo is not installed (needed for: cargo install oha --locked)"
   say "installing oha (cargo install oha --locked)"
-  cargo install oha --locked
+  cargo install oha --locked &
+  wait_child || fail "cargo install oha --locked failed"
 fi
 command -v oha >/dev/null 2>&1 || fail "oha still missing after cargo install"
 
@@ -61,53 +110,10 @@ command -v oha >/dev/null 2>&1 || fail "oha still missing after cargo install"
 SCEN="${BENCH_SCENARIOS:-trellis}"
 if [ "${BENCH_NO_BUILD:-0}" = 0 ] && [ -z "${TRELLIS_BIN:-}" ] && [[ "$SCEN" == *trellis* ]]; then
   say "building trellis (cargo build --release -p trellis-cli)"
-  (cd "$REPO" && cargo build --release -p trellis-cli) || fail "cargo build --release -p trellis-cli failed"
+  (cd "$REPO" && exec cargo build --release -p trellis-cli) &
+  wait_child || fail "cargo build --release -p trellis-cli failed"
 fi
 
-WORK="$(mktemp -d -t trellis-bench-XXXXXX)"
-export BENCH_TMPDIR="$WORK"
-export BENCH_PIDFILE="$WORK/pids"
-: > "$BENCH_PIDFILE"
 
-PY_PID=""
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM HUP
-  if [ -n "$PY_PID" ] && kill -0 "$PY_PID" 2>/dev/null; then
-    kill -TERM "$PY_PID" 2>/dev/null || true   # the runner stops its processes itself
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$PY_PID" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL "$PY_PID" 2>/dev/null || true
-  fi
-  # Stop every process group the runner started (normally already gone).
-  if [ -f "$BENCH_PIDFILE" ]; then
-    while read -r pid; do
-      [ -n "$pid" ] || continue
-      kill -TERM -- "-$pid" 2>/dev/null || true
-    done < "$BENCH_PIDFILE"
-    sleep 0.3
-    while read -r pid; do
-      [ -n "$pid" ] || continue
-      kill -KILL -- "-$pid" 2>/dev/null || true
-    done < "$BENCH_PIDFILE"
-  fi
-  if [ "$rc" -eq 0 ] && [ "${BENCH_KEEP:-0}" = 0 ]; then
-    rm -rf "$WORK"
-  else
-    echo "bench: configs and logs kept in $WORK" >&2
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-# In the background + wait, so that a signal to this script is handled at once.
 python3 "$BENCH_DIR/bench.py" &
-PY_PID=$!
-set +e
-wait "$PY_PID"
-rc=$?
-set -e
-PY_PID=""
-exit "$rc"
+wait_child
