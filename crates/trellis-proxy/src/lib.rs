@@ -10,6 +10,7 @@ mod admin;
 mod app;
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod detect;
 pub mod drain;
 pub mod endpoint;

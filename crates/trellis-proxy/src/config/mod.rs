@@ -169,7 +169,8 @@ impl<'de> Deserialize<'de> for EndpointConfig {
     }
 }
 
-mod defaults {
+/// Defaults of optional fields, for configurations built in code.
+pub mod defaults {
     use super::Duration;
     use std::net::SocketAddr;
 

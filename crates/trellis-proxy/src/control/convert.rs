@@ -1,0 +1,272 @@
+//! Wire types to internal types, at the boundary: a compiled `ProxyConfig` from the
+//! control plane becomes the proxy's own [`ProxyConfig`], which is then validated like
+//! any configuration file. Whatever fails here is NACKed with the reason.
+
+use std::net::SocketAddr;
+
+use trellis_api::proto::v1 as wire;
+
+use crate::config::{
+    self, defaults, BackendConfig, BackendProtocol, Duration, EndpointConfig, ListenerConfig,
+    ListenerProtocol, LoadBalancer, PathMatch, ProxyConfig, RouteConfig, RouteMatch, ValueMatch,
+    WeightedBackend,
+};
+
+/// What the control plane does not decide: the proxy's own admin address and limits.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    pub admin: SocketAddr,
+    pub drain_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// Converts and validates a snapshot's configuration.
+pub fn to_proxy_config(
+    wire: &wire::ProxyConfig,
+    local: &LocalSettings,
+) -> Result<ProxyConfig, config::ConfigError> {
+    let listeners = wire
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| listener(l, &format!("listeners[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let backends = wire
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| backend(b, &format!("backends[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = ProxyConfig {
+        listeners,
+        backends,
+        admin: local.admin,
+        drain_timeout: local.drain_timeout,
+        max_header_bytes: local.max_header_bytes,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+fn address(value: &str, field: &str) -> Result<SocketAddr, config::ConfigError> {
+    value.parse().map_err(|_| config::ConfigError::Invalid {
+        field: field.to_string(),
+        message: format!("invalid address {value:?}: expected IP:PORT"),
+    })
+}
+
+fn millis(ms: Option<u64>) -> Option<Duration> {
+    ms.map(Duration::from_millis)
+}
+
+fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::ConfigError> {
+    Ok(ListenerConfig {
+        name: l.name.clone(),
+        address: address(&l.address, &format!("{at}.address"))?,
+        protocol: match l.protocol() {
+            wire::ListenerProtocol::Auto => ListenerProtocol::Auto,
+            wire::ListenerProtocol::Http1 => ListenerProtocol::Http1,
+            wire::ListenerProtocol::Http2 => ListenerProtocol::Http2,
+            wire::ListenerProtocol::Grpc => ListenerProtocol::Grpc,
+            wire::ListenerProtocol::Tcp => ListenerProtocol::Tcp,
+        },
+        detect_timeout: millis(l.detect_timeout_ms).unwrap_or_else(defaults::detect_timeout),
+        idle_timeout: millis(l.idle_timeout_ms).unwrap_or_else(defaults::listener_idle_timeout),
+        routes: l.routes.iter().map(route).collect(),
+    })
+}
+
+fn route(r: &wire::Route) -> RouteConfig {
+    RouteConfig {
+        name: (!r.name.is_empty()).then(|| r.name.clone()),
+        matches: r.r#match.as_ref().map(route_match),
+        backend: None,
+        backends: r
+            .backends
+            .iter()
+            .map(|b| WeightedBackend {
+                name: b.name.clone(),
+                weight: b.weight,
+            })
+            .collect(),
+        timeout: millis(r.timeout_ms),
+    }
+}
+
+fn route_match(m: &wire::RouteMatch) -> RouteMatch {
+    let values = |list: &[wire::ValueMatch]| {
+        list.iter()
+            .map(|v| {
+                let (exact, regex) = match &v.kind {
+                    Some(wire::value_match::Kind::Exact(e)) => (Some(e.clone()), None),
+                    Some(wire::value_match::Kind::Regex(r)) => (None, Some(r.clone())),
+                    None => (None, None),
+                };
+                ValueMatch {
+                    name: v.name.clone(),
+                    exact,
+                    regex,
+                }
+            })
+            .collect()
+    };
+    RouteMatch {
+        path: m.path.as_ref().and_then(|p| match &p.kind {
+            Some(wire::path_match::Kind::Exact(v)) => Some(PathMatch::Exact(v.clone())),
+            Some(wire::path_match::Kind::Prefix(v)) => Some(PathMatch::Prefix(v.clone())),
+            Some(wire::path_match::Kind::Regex(v)) => Some(PathMatch::Regex(v.clone())),
+            None => None,
+        }),
+        headers: values(&m.headers),
+        query: values(&m.query),
+        method: (!m.method.is_empty()).then(|| m.method.clone()),
+    }
+}
+
+fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigError> {
+    let endpoints = b
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            Ok(EndpointConfig {
+                address: address(&e.address, &format!("{at}.endpoints[{i}].address"))?,
+                weight: e.weight.max(1),
+            })
+        })
+        .collect::<Result<Vec<_>, config::ConfigError>>()?;
+    Ok(BackendConfig {
+        name: b.name.clone(),
+        protocol: match b.protocol() {
+            wire::BackendProtocol::Http1 => BackendProtocol::Http1,
+            wire::BackendProtocol::Http2 => BackendProtocol::Http2,
+        },
+        endpoints,
+        load_balancer: match b.load_balancer() {
+            wire::LoadBalancer::Ewma => LoadBalancer::Ewma,
+            wire::LoadBalancer::RoundRobin => LoadBalancer::RoundRobin,
+            wire::LoadBalancer::LeastRequest => LoadBalancer::LeastRequest,
+        },
+        connect_timeout: millis(b.connect_timeout_ms).unwrap_or_else(defaults::connect_timeout),
+        idle_timeout: defaults::pool_idle_timeout(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> LocalSettings {
+        LocalSettings {
+            admin: "127.0.0.1:0".parse().expect("addr"),
+            drain_timeout: Duration::from_secs(1),
+            max_header_bytes: 65536,
+        }
+    }
+
+    fn sample() -> wire::ProxyConfig {
+        wire::ProxyConfig {
+            listeners: vec![wire::Listener {
+                name: "outbound-ratings".into(),
+                address: "127.0.0.1:0".into(),
+                protocol: wire::ListenerProtocol::Http1 as i32,
+                routes: vec![wire::Route {
+                    name: "canary".into(),
+                    r#match: Some(wire::RouteMatch {
+                        path: Some(wire::PathMatch {
+                            kind: Some(wire::path_match::Kind::Prefix("/api".into())),
+                        }),
+                        headers: vec![wire::ValueMatch {
+                            name: "x-canary".into(),
+                            kind: Some(wire::value_match::Kind::Exact("1".into())),
+                        }],
+                        query: vec![],
+                        method: "GET".into(),
+                    }),
+                    backends: vec![
+                        wire::WeightedBackend {
+                            name: "ratings-v1".into(),
+                            weight: 90,
+                        },
+                        wire::WeightedBackend {
+                            name: "ratings-v2".into(),
+                            weight: 10,
+                        },
+                    ],
+                    timeout_ms: Some(1500),
+                }],
+                detect_timeout_ms: None,
+                idle_timeout_ms: Some(60_000),
+            }],
+            backends: ["ratings-v1", "ratings-v2"]
+                .iter()
+                .map(|n| wire::Backend {
+                    name: (*n).into(),
+                    protocol: wire::BackendProtocol::Http2 as i32,
+                    endpoints: vec![wire::Endpoint {
+                        address: "127.0.0.1:7143".into(),
+                        weight: 1,
+                    }],
+                    load_balancer: wire::LoadBalancer::LeastRequest as i32,
+                    connect_timeout_ms: Some(250),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn converts_every_field() {
+        let config = to_proxy_config(&sample(), &local()).expect("valid");
+        let l = &config.listeners[0];
+        assert_eq!(l.protocol, ListenerProtocol::Http1);
+        assert_eq!(l.idle_timeout, Duration::from_secs(60));
+        let r = &l.routes[0];
+        assert_eq!(r.name.as_deref(), Some("canary"));
+        assert_eq!(r.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(r.backends[1].weight, 10);
+        let m = r.matches.as_ref().expect("match");
+        assert_eq!(m.path, Some(PathMatch::Prefix("/api".into())));
+        assert_eq!(m.method.as_deref(), Some("GET"));
+        let b = &config.backends[0];
+        assert_eq!(
+            (b.protocol, b.load_balancer),
+            (BackendProtocol::Http2, LoadBalancer::LeastRequest)
+        );
+        assert_eq!(b.connect_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_snapshots_are_refused_with_the_field() {
+        let mut bad_address = sample();
+        bad_address.backends[0].endpoints[0].address = "nowhere".into();
+        let mut dangling = sample();
+        dangling.backends.pop();
+        let mut bad_regex = sample();
+        bad_regex.listeners[0].routes[0].r#match = Some(wire::RouteMatch {
+            path: Some(wire::PathMatch {
+                kind: Some(wire::path_match::Kind::Regex("(".into())),
+            }),
+            ..Default::default()
+        });
+        let cases = [
+            (
+                bad_address,
+                "backends[0].endpoints[0].address: invalid address",
+            ),
+            (
+                dangling,
+                "listeners[0].routes[0].backends[1].name: no backend named \"ratings-v2\"",
+            ),
+            (
+                bad_regex,
+                "listeners[0].routes[0].match.path.regex: invalid regular expression",
+            ),
+        ];
+        for (config, want) in cases {
+            let err = to_proxy_config(&config, &local())
+                .expect_err(want)
+                .to_string();
+            assert!(err.starts_with(want), "got {err:?}");
+        }
+    }
+}

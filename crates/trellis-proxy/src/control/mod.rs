@@ -1,0 +1,199 @@
+//! The proxy under a control plane: one `Session` stream that registers the workload,
+//! receives compiled configuration snapshots, applies each without dropping a request
+//! (the same path as a file reload), and ACKs it — or NACKs it with the reason and keeps
+//! serving the last good one.
+//!
+//! Static stability: when the control plane is unreachable the proxy keeps serving what
+//! it has, and reconnects with jittered exponential backoff, trying each configured
+//! control-plane address in turn.
+
+pub mod convert;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use trellis_api::proto::v1::{
+    self as wire, control_message, proxy_api_client::ProxyApiClient, proxy_message,
+};
+
+pub use self::convert::{to_proxy_config, LocalSettings};
+use crate::Proxy;
+
+/// How the proxy reaches its control plane and what it registers.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// Control-plane gRPC URLs (`http://host:7100`), tried in turn.
+    pub addresses: Vec<String>,
+    /// Token authorizing the registration.
+    pub token: String,
+    pub workload: wire::Workload,
+    pub local: LocalSettings,
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot connect to the control plane at {address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the control plane at {address} refused the session: {status}")]
+    Refused {
+        address: String,
+        status: tonic::Status,
+    },
+    #[error("the stream to the control plane at {address} broke: {status}")]
+    Broken {
+        address: String,
+        status: tonic::Status,
+    },
+    #[error("the control plane at {address} closed the stream")]
+    Closed { address: String },
+}
+
+/// Shortest and longest pause between reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Keeps a session with the control plane for as long as the proxy runs.
+pub async fn run(proxy: Arc<Proxy>, settings: ControlSettings) {
+    let mut serving_version = 0u64;
+    let mut backoff = BACKOFF_MIN;
+    for attempt in 0usize.. {
+        let Some(address) = settings
+            .addresses
+            .get(attempt % settings.addresses.len().max(1))
+        else {
+            tracing::error!("no control-plane address configured");
+            return;
+        };
+        let before = serving_version;
+        match session(address, &proxy, &settings, &mut serving_version).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "control-plane session ended; serving the last good configuration")
+            }
+        }
+        // A session that delivered configuration was healthy: start backing off anew.
+        if serving_version != before {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::time::sleep(jitter(backoff)).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// A pause between half and all of `base`, so proxies that lost the control plane
+/// together do not come back in lockstep.
+fn jitter(base: Duration) -> Duration {
+    base.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+async fn session(
+    address: &str,
+    proxy: &Proxy,
+    settings: &ControlSettings,
+    serving_version: &mut u64,
+) -> Result<(), SessionError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
+        .map_err(|source| SessionError::Connect {
+            address: address.into(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        // Notice a control plane that vanished without closing its connections.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| SessionError::Connect {
+            address: address.into(),
+            source,
+        })?;
+    let mut client = ProxyApiClient::new(channel);
+
+    let (tx, rx) = mpsc::channel(16);
+    let hello = wire::Hello {
+        token: settings.token.clone(),
+        workload: Some(settings.workload.clone()),
+        proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+        serving_version: *serving_version,
+    };
+    let _ = tx.try_send(message(proxy_message::Message::Hello(hello)));
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|status| SessionError::Refused {
+            address: address.into(),
+            status,
+        })?
+        .into_inner();
+    tracing::info!(%address, workload = %settings.workload.name, "connected to the control plane");
+
+    loop {
+        let next = inbound
+            .message()
+            .await
+            .map_err(|status| SessionError::Broken {
+                address: address.into(),
+                status,
+            })?;
+        let Some(msg) = next else {
+            return Err(SessionError::Closed {
+                address: address.into(),
+            });
+        };
+        let Some(control_message::Message::Snapshot(snapshot)) = msg.message else {
+            continue;
+        };
+        let reply = apply(proxy, &settings.local, &snapshot, serving_version).await;
+        if tx.send(message(reply)).await.is_err() {
+            return Err(SessionError::Closed {
+                address: address.into(),
+            });
+        }
+    }
+}
+
+/// Applies one snapshot and says how it went.
+async fn apply(
+    proxy: &Proxy,
+    local: &LocalSettings,
+    snapshot: &wire::Snapshot,
+    serving_version: &mut u64,
+) -> proxy_message::Message {
+    let version = snapshot.version;
+    if version == *serving_version {
+        return proxy_message::Message::Ack(wire::Ack { version });
+    }
+    let result = match &snapshot.config {
+        None => Err("the snapshot has no configuration".to_string()),
+        Some(config) => match to_proxy_config(config, local) {
+            Err(e) => Err(e.to_string()),
+            Ok(config) => proxy.reload(config).await.map_err(|e| e.to_string()),
+        },
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!(version, "applied configuration from the control plane");
+            *serving_version = version;
+            proxy_message::Message::Ack(wire::Ack { version })
+        }
+        Err(error) => {
+            tracing::error!(version, %error, "refused configuration from the control plane; serving version {}", serving_version);
+            proxy_message::Message::Nack(wire::Nack { version, error })
+        }
+    }
+}
+
+fn message(message: proxy_message::Message) -> wire::ProxyMessage {
+    wire::ProxyMessage {
+        message: Some(message),
+    }
+}
