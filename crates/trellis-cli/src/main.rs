@@ -1,8 +1,13 @@
 //! The `trellis` command. Thin: it parses arguments, sets up logging and hands over to
 //! the library that does the work.
 
+mod client;
+mod control;
 mod proxy;
+mod resources;
+mod run;
 mod sample;
+mod sidecar;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +54,19 @@ enum Command {
         #[arg(long, default_value = "sample")]
         name: String,
     },
+    /// Run the control plane: resource API, proxy configuration push, workload registry.
+    Control(control::ControlArgs),
+    /// Run an application with its sidecar, registered with the control plane
+    /// (universal mode): `trellis run --service books --port 9080 -- ./books`.
+    Run(run::RunArgs),
+    /// Create or update resources from YAML or JSON files.
+    Apply(resources::ApplyArgs),
+    /// List resources of a kind, or show one; `get proxies` shows the connected proxies.
+    Get(resources::GetArgs),
+    /// Delete one resource.
+    Delete(resources::ObjectArgs),
+    /// Show one resource as YAML, with its status conditions.
+    Describe(resources::ObjectArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +83,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Proxy { config } => proxy::run(&config).await,
             Command::SampleServer { listen, name } => sample::run(listen, &name).await,
+            Command::Control(args) => control::run(args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Apply(args) => resources::apply(args).await,
+            Command::Get(args) => resources::get(args).await,
+            Command::Delete(args) => resources::delete(args).await,
+            Command::Describe(args) => resources::describe(args).await,
         }
     });
     match result {

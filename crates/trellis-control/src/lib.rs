@@ -5,5 +5,9 @@
 //! and the push streams. It must never depend on `trellis-proxy`: the control plane and
 //! the data plane speak only through the types and protocol in `trellis-api`.
 
+pub mod api;
+pub mod compile;
+pub mod push;
 pub mod registry;
+pub mod server;
 pub mod store;

@@ -161,7 +161,8 @@ impl Proxy {
     async fn apply(&self, config: ProxyConfig) -> Result<(), StartError> {
         config.validate()?;
         let running_admin = self.shared.state.load().config.admin;
-        if config.admin != running_admin {
+        // The configured address, or the one bound for it (they differ for port 0).
+        if config.admin != running_admin && config.admin != self.admin_addr {
             return Err(StartError::AdminChanged {
                 running: running_admin,
                 requested: config.admin,

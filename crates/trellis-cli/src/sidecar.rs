@@ -1,0 +1,179 @@
+//! A sidecar proxy under the control plane, as `trellis run` and `trellis proxy
+//! --control` start it: an inbound listener in front of the local app from the first
+//! moment, then whatever configuration the control plane sends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use trellis_api::proto::v1::{Upstream, Workload};
+use trellis_proxy::config::{
+    defaults, BackendConfig, BackendProtocol, EndpointConfig, ListenerConfig, ListenerProtocol,
+    LoadBalancer, RouteConfig,
+};
+use trellis_proxy::control::{self, ControlSettings, LocalSettings};
+use trellis_proxy::{Proxy, ProxyConfig};
+
+/// Flags shared by `trellis run` and `trellis proxy --control`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SidecarArgs {
+    /// Control-plane gRPC URL(s), tried in turn.
+    #[arg(
+        long = "control-grpc",
+        default_value = "http://127.0.0.1:7100",
+        value_delimiter = ','
+    )]
+    pub control_grpc: Vec<String>,
+    /// Token for the control plane (env TRELLIS_TOKEN; default: the admin token of a
+    /// control plane on this machine).
+    #[arg(long, env = "TRELLIS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Namespace of the workload.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// Extra workload labels (`version=v2`); `app=<service>` is always set.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// A service this workload calls, through a local port: `books:9001`.
+    #[arg(long = "upstream", value_parser = parse_upstream)]
+    pub upstreams: Vec<(String, u16)>,
+    /// Port of the sidecar's inbound listener (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    pub inbound_port: u16,
+    /// Address other proxies reach this workload at.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: std::net::IpAddr,
+    /// Admin address of the sidecar (port 0: a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin: SocketAddr,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_upstream(s: &str) -> Result<(String, u16), String> {
+    let (service, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?}: expected SERVICE:LOCALPORT"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{s:?}: {port:?} is not a port"))?;
+    Ok((service.to_string(), port))
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    pub proxy: Arc<Proxy>,
+    pub workload: Workload,
+    session: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.session.abort();
+    }
+}
+
+/// Starts a sidecar for `service` in front of the app on loopback port `app_port`.
+pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::Result<Sidecar> {
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => read_local_token()?,
+    };
+    let inbound_port = match args.inbound_port {
+        0 => free_port()?,
+        p => p,
+    };
+    let config = initial_config(inbound_port, app_port, args.admin);
+    let proxy = Arc::new(Proxy::start(config).await?);
+    let name = format!("{service}-{:04x}", fastrand::u16(..));
+    let workload = Workload {
+        name,
+        namespace: args.namespace.clone(),
+        service: service.to_string(),
+        labels: args.labels.iter().cloned().collect(),
+        address: args.address.to_string(),
+        inbound_port: u32::from(inbound_port),
+        app_port: u32::from(app_port),
+        upstreams: args
+            .upstreams
+            .iter()
+            .map(|(s, p)| Upstream {
+                service: s.clone(),
+                namespace: args.namespace.clone(),
+                local_port: u32::from(*p),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let settings = ControlSettings {
+        addresses: args.control_grpc.clone(),
+        token,
+        workload: workload.clone(),
+        local: LocalSettings {
+            admin: args.admin,
+            drain_timeout: defaults::drain_timeout(),
+            max_header_bytes: defaults::max_header_bytes(),
+        },
+    };
+    let session = tokio::spawn(control::run(proxy.clone(), settings));
+    tracing::info!(workload = %workload.name, inbound_port, admin = %proxy.admin_addr(), "sidecar started");
+    Ok(Sidecar {
+        proxy,
+        workload,
+        session,
+    })
+}
+
+/// What the sidecar serves before the control plane answers: its app, on the same
+/// inbound address the control plane will configure, so nothing is rebound.
+fn initial_config(inbound_port: u16, app_port: u16, admin: SocketAddr) -> ProxyConfig {
+    ProxyConfig {
+        listeners: vec![ListenerConfig {
+            name: "inbound".into(),
+            address: SocketAddr::from(([0, 0, 0, 0], inbound_port)),
+            protocol: ListenerProtocol::Auto,
+            detect_timeout: defaults::detect_timeout(),
+            idle_timeout: defaults::listener_idle_timeout(),
+            routes: vec![RouteConfig {
+                name: None,
+                matches: None,
+                backend: Some("local-app".into()),
+                backends: vec![],
+                timeout: None,
+            }],
+        }],
+        backends: vec![BackendConfig {
+            name: "local-app".into(),
+            protocol: BackendProtocol::Http1,
+            endpoints: vec![EndpointConfig {
+                address: SocketAddr::from(([127, 0, 0, 1], app_port)),
+                weight: 1,
+            }],
+            load_balancer: LoadBalancer::Ewma,
+            connect_timeout: defaults::connect_timeout(),
+            idle_timeout: defaults::pool_idle_timeout(),
+        }],
+        admin,
+        drain_timeout: defaults::drain_timeout(),
+        max_header_bytes: defaults::max_header_bytes(),
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let socket = std::net::TcpListener::bind("0.0.0.0:0").context("cannot find a free port")?;
+    Ok(socket.local_addr()?.port())
+}
+
+fn read_local_token() -> anyhow::Result<String> {
+    let path = crate::control::default_data_dir()
+        .map(|d| d.join("admin-token"))
+        .context("no token: pass --token or set TRELLIS_TOKEN")?;
+    let token = std::fs::read_to_string(&path)
+        .with_context(|| format!("no token: pass --token, set TRELLIS_TOKEN, or run the control plane on this machine ({} unreadable)", path.display()))?;
+    Ok(token.trim().to_string())
+}

@@ -1,0 +1,353 @@
+//! `trellis apply/get/delete/describe` as an operator runs them: the real binary against
+//! the control plane's HTTP API served in-process on 127.0.0.1:0 over an in-memory store.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use serde_json::Value;
+use trellis_control::api::{router, ApiState};
+use trellis_control::registry::{ProxyStatus, Registry, SyncState};
+use trellis_control::store::MemoryStore;
+
+const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
+const TOKEN: &str = "cli-test-token";
+
+const SHOP: &str = "apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: web, namespace: shop, labels: {tier: front}}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 8080, appProtocol: http}, {name: admin, port: 9090}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: web}]
+  rules:
+    - backendRefs: [{name: web, port: 8080, weight: 90}, {name: web-v2, port: 8080, weight: 10}]
+";
+
+/// A control plane API on a port of its own, with its runtime.
+struct ControlPlane {
+    url: String,
+    registry: Arc<Registry>,
+    dir: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl ControlPlane {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let registry = Arc::new(Registry::new());
+        let state = ApiState {
+            store: Arc::new(MemoryStore::new()),
+            registry: Arc::clone(&registry),
+            admin_token: TOKEN.to_string(),
+        };
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://{addr}"),
+            registry,
+            dir: tempfile::tempdir().expect("tempdir"),
+            _runtime: runtime,
+        }
+    }
+
+    /// Runs `trellis ARGS --control URL --token T`.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, Some(TOKEN), None)
+    }
+
+    /// Runs `trellis ARGS --control URL` with the token given, if any, and `stdin`. The
+    /// data directory is an empty one of the test's, so no real token file is read.
+    fn run_with(&self, args: &[&str], token: Option<&str>, stdin: Option<&str>) -> Output {
+        let mut command = Command::new(TRELLIS);
+        command
+            .args(args)
+            .args(["--control", &self.url])
+            .env_remove("TRELLIS_CONTROL")
+            .env_remove("TRELLIS_TOKEN")
+            .env("XDG_DATA_HOME", self.dir.path())
+            .env("TRELLIS_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        let mut child = command.spawn().expect("run trellis");
+        let mut input = child.stdin.take().expect("stdin");
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .expect("write stdin");
+        drop(input);
+        child.wait_with_output().expect("trellis output")
+    }
+
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, contents).expect("write");
+        path
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts success and returns standard output.
+fn ok(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {stderr}",
+        out.status.code()
+    );
+    stdout(&out)
+}
+
+/// Asserts exit code 1 with exactly one line on standard error, which contains `text`.
+fn fails(out: Output, text: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(text), "want {text:?} in {stderr}");
+    stderr
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+#[test]
+fn apply_get_describe_delete() {
+    let cp = ControlPlane::start();
+    let file = cp.file("shop.yaml", SHOP);
+
+    let applied = ok(cp.run(&["apply", "-f", path(&file)]));
+    assert_eq!(
+        applied,
+        "service.trellis.dev/web created\nhttproute.gateway.networking.k8s.io/r created\n"
+    );
+    let again = ok(cp.run(&["apply", "-f", path(&file)]));
+    assert!(
+        again.contains("service.trellis.dev/web unchanged"),
+        "{again}"
+    );
+
+    let json: Value = serde_json::from_str(&ok(cp.run(&["get", "httproutes", "-o", "json"])))
+        .expect("JSON output");
+    let route = &json["items"][0];
+    assert_eq!(route["metadata"]["name"], "r");
+    assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
+    let resolved = &route["status"]["conditions"][1];
+    assert_eq!(
+        (&resolved["type"], &resolved["status"]),
+        (&Value::from("ResolvedRefs"), &Value::from("False"))
+    );
+
+    let table = ok(cp.run(&["get", "svc"]));
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "NAMESPACE", "SELECTOR", "PORTS", "AGE"],
+        "{table}"
+    );
+    assert_eq!(
+        lines[1][..4],
+        ["web", "shop", "app=web", "8080/http,9090/http"],
+        "{table}"
+    );
+    let routes = ok(cp.run(&["get", "httproute", "r", "-n", "shop"]));
+    assert!(routes.contains("web,web-v2"), "{routes}");
+
+    let yaml = ok(cp.run(&["get", "svc", "web", "-n", "shop", "-o", "yaml"]));
+    assert!(yaml.starts_with("items:"), "{yaml}");
+    assert!(yaml.contains("name: web"), "{yaml}");
+
+    let described = ok(cp.run(&["describe", "httproute", "r", "-n", "shop"]));
+    assert!(described.contains("kind: HTTPRoute"), "{described}");
+    assert!(described.contains("\nConditions:\n  TYPE "), "{described}");
+    let resolved_line = described
+        .lines()
+        .find(|l| l.trim_start().starts_with("ResolvedRefs"))
+        .unwrap_or_else(|| panic!("{described}"));
+    let words: Vec<&str> = resolved_line.split_whitespace().collect();
+    assert_eq!(
+        words,
+        [
+            "ResolvedRefs",
+            "False",
+            "BackendNotFound",
+            "not",
+            "found:",
+            "Service",
+            "shop/web-v2"
+        ]
+    );
+
+    let deleted = ok(cp.run(&["delete", "svc", "web", "-n", "shop"]));
+    assert_eq!(deleted, "service.trellis.dev/web deleted\n");
+    fails(
+        cp.run(&["get", "svc", "web", "-n", "shop"]),
+        "error: Service shop/web not found",
+    );
+    fails(cp.run(&["delete", "svc", "web", "-n", "shop"]), "not found");
+    let empty = cp.run(&["get", "svc"]);
+    assert_eq!(stdout(&empty), "");
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("No services found."));
+    let empty: Value =
+        serde_json::from_str(&ok(cp.run(&["get", "svc", "-o", "json"]))).expect("JSON");
+    assert_eq!(empty, serde_json::json!({"items": []}));
+}
+
+#[test]
+fn apply_reads_directories_and_stdin() {
+    let cp = ControlPlane::start();
+    let (service, route) = SHOP.split_once("---\n").expect("two documents");
+    cp.file("dir/b-route.yml", route);
+    cp.file("dir/a-service.json", &yaml_to_json(service));
+    cp.file("dir/notes.txt", "not a manifest");
+    let dir = cp.dir.path().join("dir");
+    let applied = ok(cp.run(&["apply", "-f", path(&dir)]));
+    assert_eq!(
+        applied,
+        "service.trellis.dev/web created\nhttproute.gateway.networking.k8s.io/r created\n"
+    );
+    let from_stdin = ok(cp.run_with(&["apply", "-f", "-"], Some(TOKEN), Some(route)));
+    assert_eq!(
+        from_stdin,
+        "httproute.gateway.networking.k8s.io/r unchanged\n"
+    );
+    // What `get -o yaml` prints applies back unchanged.
+    let exported = ok(cp.run(&["get", "svc", "-o", "yaml"]));
+    let reapplied = ok(cp.run_with(&["apply", "-f", "-"], Some(TOKEN), Some(&exported)));
+    assert_eq!(reapplied, "service.trellis.dev/web unchanged\n");
+}
+
+#[test]
+fn errors_are_one_line_and_exit_1() {
+    let cp = ControlPlane::start();
+    let bad = SHOP.replace("weight: 10}", "weight: 2000000}");
+    let file = cp.file("bad.yaml", &bad);
+    fails(
+        cp.run(&["apply", "-f", path(&file)]),
+        "bad.yaml: document 2: spec.rules[0].backendRefs[1].weight",
+    );
+    let listed: Value =
+        serde_json::from_str(&ok(cp.run(&["get", "svc", "-o", "json"]))).expect("JSON");
+    assert_eq!(listed["items"], serde_json::json!([]), "nothing written");
+
+    fails(cp.run(&["get", "pods"]), "unknown kind \"pods\"");
+    fails(
+        cp.run(&["apply", "-f", "/nonexistent/x.yaml"]),
+        "cannot read /nonexistent/x.yaml",
+    );
+    let good = cp.file("good.yaml", SHOP);
+    fails(
+        cp.run_with(&["apply", "-f", path(&good)], Some("wrong"), None),
+        "admin token is wrong",
+    );
+    fails(
+        cp.run_with(&["apply", "-f", path(&good)], None, None),
+        "needs the admin token",
+    );
+
+    // Without --token the admin-token file of the default data directory is used.
+    cp.file("trellis/admin-token", &format!("{TOKEN}\n"));
+    ok(cp.run_with(&["apply", "-f", path(&good)], None, None));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let unreachable = Command::new(TRELLIS)
+        .args(["get", "svc", "--control", &format!("http://{addr}")])
+        .env("TRELLIS_LOG", "error")
+        .output()
+        .expect("run trellis");
+    fails(
+        unreachable,
+        &format!("error: cannot reach the control plane at http://{addr}: "),
+    );
+}
+
+#[test]
+fn get_proxies() {
+    let cp = ControlPlane::start();
+    fails(
+        cp.run(&["get", "proxies", "web-1"]),
+        "no proxy for workload web-1",
+    );
+    cp.registry.upsert(ProxyStatus {
+        workload: "web-1".into(),
+        namespace: "shop".into(),
+        service: "web".into(),
+        address: "127.0.0.1:7143".into(),
+        proxy_version: "0.1.0".into(),
+        sent_version: 3,
+        acked_version: 2,
+        state: SyncState::Nacked,
+        last_error: Some("bad route".into()),
+        connected_at: "2026-11-05T10:00:00Z".into(),
+    });
+    let table = ok(cp.run(&["get", "proxies"]));
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "WORKLOAD",
+            "NAMESPACE",
+            "SERVICE",
+            "ADDRESS",
+            "VERSION",
+            "CONFIG",
+            "STATE",
+            "ERROR",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        lines[1][..8],
+        [
+            "web-1",
+            "shop",
+            "web",
+            "127.0.0.1:7143",
+            "0.1.0",
+            "2/3",
+            "nacked",
+            "bad"
+        ],
+        "{table}"
+    );
+    let json: Value =
+        serde_json::from_str(&ok(cp.run(&["get", "proxies", "-o", "json"]))).expect("JSON");
+    assert_eq!(json["items"][0]["state"], "nacked");
+}
+
+/// The JSON form of one YAML document, to check that JSON files apply too.
+fn yaml_to_json(yaml: &str) -> String {
+    let value: Value = serde_saphyr::from_str(yaml).expect("YAML");
+    value.to_string()
+}

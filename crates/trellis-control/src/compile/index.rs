@@ -1,0 +1,334 @@
+//! Reading the mesh's resources once into lookups by Service: which Services exist
+//! (declared or implicit), their endpoints, the BackendPolicy that applies to each, and
+//! the route rules attached to each as a parent.
+//!
+//! Endpoints are found through an index of workloads by `(namespace, label, value)`, so
+//! building costs about one pass over the workloads per label a selector names, not one
+//! pass over every workload per Service.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use trellis_api::meta::READY;
+use trellis_api::policy::{BackendPolicySpec, BackendProtocol, LoadBalancerType};
+use trellis_api::proto::v1::{Endpoint, LoadBalancer};
+use trellis_api::route::ParentReference;
+use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadSpec};
+use trellis_api::{ConditionStatus, Kind, Resource, Spec};
+
+use super::names::Created;
+use super::routes::{self, Candidate};
+use super::{service_of, ServiceKey, APP_LABEL, DEFAULT_INBOUND_PORT};
+
+/// A Service as the compiler sees it.
+#[derive(Debug, Default)]
+pub(super) struct ServiceEntry {
+    /// Declared ports, in order; empty for an implicit Service, whose one port carries
+    /// HTTP and is not known by number.
+    pub ports: Vec<ServicePort>,
+    /// `address:inboundPort` of every ready workload selected, sorted, weight 1.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl ServiceEntry {
+    /// The port outbound traffic to the Service is for. A proxy's upstream names a
+    /// Service, not a port, so the first declared port stands for the Service.
+    pub fn primary_port(&self) -> Option<&ServicePort> {
+        self.ports.first()
+    }
+
+    /// The protocol of the primary port; `http` for an implicit Service.
+    pub fn protocol(&self) -> AppProtocol {
+        self.primary_port()
+            .map_or(AppProtocol::Http, |p| p.app_protocol)
+    }
+
+    /// The protocol of the port whose target is `app_port`, else of the primary port.
+    pub fn protocol_for_app_port(&self, app_port: u32) -> AppProtocol {
+        self.ports
+            .iter()
+            .find(|p| u32::from(p.workload_port()) == app_port)
+            .map_or_else(|| self.protocol(), |p| p.app_protocol)
+    }
+}
+
+/// The settings a BackendPolicy gives traffic to its Service, in the proxy's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Policy {
+    pub load_balancer: LoadBalancer,
+    pub connect_timeout_ms: Option<u64>,
+    /// For routes to the Service that set no timeout; `None` is no limit.
+    pub request_timeout_ms: Option<u64>,
+    /// What the Service's application speaks, for its workloads' own proxies.
+    pub protocol: Option<BackendProtocol>,
+}
+
+/// The rules attached to one Service, compiled, each list in precedence order.
+#[derive(Debug, Default)]
+pub(super) struct Attached {
+    pub http: Vec<Candidate>,
+    pub grpc: Vec<Candidate>,
+    pub tcp: Vec<Candidate>,
+}
+
+/// Everything the per-proxy compilation looks up.
+#[derive(Debug, Default)]
+pub(super) struct Tables {
+    pub services: HashMap<ServiceKey, ServiceEntry>,
+    pub policies: HashMap<ServiceKey, Policy>,
+    pub attached: HashMap<ServiceKey, Attached>,
+}
+
+/// A workload as far as endpoint selection goes.
+struct WorkloadRef<'a> {
+    labels: &'a BTreeMap<String, String>,
+    /// `None` when the workload is not ready and takes no traffic.
+    endpoint: Option<SocketAddr>,
+}
+
+impl Tables {
+    /// Reads `resources`, which are unique by kind, namespace and name as in the store.
+    pub fn build(resources: &[Resource]) -> Self {
+        let mut declared: Vec<(ServiceKey, &ServiceSpec)> = Vec::new();
+        let mut workloads: Vec<(&Resource, &WorkloadSpec)> = Vec::new();
+        let mut policies: Vec<(&Resource, &BackendPolicySpec)> = Vec::new();
+        let mut route_resources: Vec<&Resource> = Vec::new();
+        for r in resources {
+            match &r.spec {
+                Spec::Service(s) => declared.push((ServiceKey::of(r), s)),
+                Spec::Workload(w) => workloads.push((r, w)),
+                Spec::BackendPolicy(p) => policies.push((r, p)),
+                Spec::HTTPRoute(_) | Spec::GRPCRoute(_) | Spec::TCPRoute(_) => {
+                    route_resources.push(r)
+                }
+                // MeshConfig (mTLS mode, default authorization, access logs) shapes
+                // nothing in ProxyConfig yet; it is read here once the API carries it.
+                Spec::MeshConfig(_) => {}
+            }
+        }
+
+        let mut tables = Tables {
+            services: services(&declared, &workloads),
+            policies: HashMap::new(),
+            attached: HashMap::new(),
+        };
+        tables.policies = pick_policies(&policies);
+        tables.attach_routes(&route_resources);
+        tables
+    }
+
+    /// Compiles every route resource into candidates under each Service it attaches to.
+    fn attach_routes(&mut self, route_resources: &[&Resource]) {
+        for r in route_resources {
+            let ns = r.metadata.namespace.as_str();
+            let parents: &[ParentReference] = match &r.spec {
+                Spec::HTTPRoute(s) => &s.parent_refs,
+                Spec::GRPCRoute(s) => &s.parent_refs,
+                Spec::TCPRoute(s) => &s.parent_refs,
+                _ => continue,
+            };
+            let mut keys: Vec<ServiceKey> = parents
+                .iter()
+                .filter(|p| self.attaches(p, ns))
+                .map(|p| ServiceKey::new(p.namespace.as_deref().unwrap_or(ns), &p.name))
+                .collect();
+            // A route naming one Service twice (two ports) attaches once.
+            keys.sort();
+            keys.dedup();
+            for parent in keys {
+                let timeout = self
+                    .policies
+                    .get(&parent)
+                    .and_then(|p| p.request_timeout_ms);
+                let attached = self.attached.entry(parent.clone()).or_default();
+                match &r.spec {
+                    Spec::HTTPRoute(s) => {
+                        attached.http.extend(routes::http(r, s, &parent, timeout));
+                    }
+                    Spec::GRPCRoute(s) => {
+                        attached.grpc.extend(routes::grpc(r, s, &parent, timeout));
+                    }
+                    Spec::TCPRoute(s) => attached.tcp.extend(routes::tcp(r, s, &parent)),
+                    _ => {}
+                }
+            }
+        }
+        for attached in self.attached.values_mut() {
+            for list in [&mut attached.http, &mut attached.grpc, &mut attached.tcp] {
+                list.sort_by(|a, b| a.order.cmp(&b.order));
+            }
+        }
+    }
+
+    /// Whether a parentRef takes effect for the traffic the compiler routes: a
+    /// Service's primary port. A parentRef that names another port (by number or by
+    /// `sectionName`) routes traffic this Service's upstreams never carry. Implicit and
+    /// undeclared Services have no known port numbers, so any parentRef attaches.
+    fn attaches(&self, parent: &ParentReference, route_ns: &str) -> bool {
+        if parent.port.is_none() && parent.section_name.is_none() {
+            return true;
+        }
+        let key = ServiceKey::new(
+            parent.namespace.as_deref().unwrap_or(route_ns),
+            &parent.name,
+        );
+        let Some(port) = self.services.get(&key).and_then(ServiceEntry::primary_port) else {
+            return true;
+        };
+        parent.port.is_none_or(|p| p == port.port)
+            && parent
+                .section_name
+                .as_ref()
+                .is_none_or(|s| port.name.as_ref() == Some(s))
+    }
+}
+
+/// Declared Services, plus an implicit one (`app=<name>`, one HTTP port) for every
+/// workload's `app` label that no declared Service in its namespace is named after;
+/// each with its endpoints.
+fn services(
+    declared: &[(ServiceKey, &ServiceSpec)],
+    workloads: &[(&Resource, &WorkloadSpec)],
+) -> HashMap<ServiceKey, ServiceEntry> {
+    let refs: Vec<WorkloadRef<'_>> = workloads
+        .iter()
+        .map(|(r, w)| WorkloadRef {
+            labels: &r.metadata.labels,
+            endpoint: is_ready(r).then(|| {
+                SocketAddr::new(w.address, w.inbound_port.unwrap_or(DEFAULT_INBOUND_PORT))
+            }),
+        })
+        .collect();
+    // (namespace, label, value) → workloads, to start each selector from its rarest
+    // label instead of scanning every workload.
+    let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+    for (i, (r, _)) in workloads.iter().enumerate() {
+        let ns = r.metadata.namespace.as_str();
+        for (k, v) in &r.metadata.labels {
+            by_label.entry((ns, k, v)).or_default().push(i);
+        }
+    }
+
+    let mut selectors: HashMap<ServiceKey, (Vec<ServicePort>, BTreeMap<String, String>)> =
+        HashMap::new();
+    for (key, spec) in declared {
+        selectors
+            .entry(key.clone())
+            .or_insert_with(|| (spec.ports.clone(), spec.selector.clone()));
+    }
+    for (r, _) in workloads {
+        if let Some(key) = service_of(r) {
+            selectors.entry(key).or_insert_with_key(|key| {
+                let selector = BTreeMap::from([(APP_LABEL.to_string(), key.name.clone())]);
+                (Vec::new(), selector)
+            });
+        }
+    }
+
+    selectors
+        .into_iter()
+        .map(|(key, (ports, selector))| {
+            let endpoints = endpoints(&key.namespace, &selector, &refs, &by_label);
+            (key, ServiceEntry { ports, endpoints })
+        })
+        .collect()
+}
+
+/// The endpoints of the ready workloads in `namespace` whose labels include `selector`.
+fn endpoints(
+    namespace: &str,
+    selector: &BTreeMap<String, String>,
+    workloads: &[WorkloadRef<'_>],
+    by_label: &HashMap<(&str, &str, &str), Vec<usize>>,
+) -> Vec<Endpoint> {
+    // An empty selector is refused on apply; selecting nothing is the safe reading.
+    let rarest = selector
+        .iter()
+        .map(|(k, v)| {
+            by_label
+                .get(&(namespace, k.as_str(), v.as_str()))
+                .map_or(&[][..], Vec::as_slice)
+        })
+        .min_by_key(|list| list.len());
+    let Some(candidates) = rarest else {
+        return Vec::new();
+    };
+    let mut addresses: Vec<SocketAddr> = candidates
+        .iter()
+        .filter_map(|&i| {
+            let w = &workloads[i];
+            let selected = selector.iter().all(|(k, v)| w.labels.get(k) == Some(v));
+            w.endpoint.filter(|_| selected)
+        })
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
+        .into_iter()
+        .map(|a| Endpoint {
+            address: a.to_string(),
+            weight: 1,
+        })
+        .collect()
+}
+
+/// A workload takes traffic unless its `Ready` condition is `False`: one just
+/// registered, whose health is not known yet, is tried.
+fn is_ready(workload: &Resource) -> bool {
+    workload
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(READY))
+        .is_none_or(|c| c.status != ConditionStatus::False)
+}
+
+/// The policy for each Service. When several BackendPolicies target one Service the
+/// oldest wins, then the first by name, as the Gateway API resolves policy conflicts.
+fn pick_policies(policies: &[(&Resource, &BackendPolicySpec)]) -> HashMap<ServiceKey, Policy> {
+    let mut winners: HashMap<ServiceKey, (Created, &str, &BackendPolicySpec)> = HashMap::new();
+    for (r, spec) in policies {
+        if Kind::from_name(&spec.target_ref.kind) != Some(Kind::Service) {
+            continue;
+        }
+        let key = ServiceKey::new(&r.metadata.namespace, &spec.target_ref.name);
+        let rank = (
+            Created::parse(r.metadata.creation_timestamp.as_deref()),
+            r.metadata.name.as_str(),
+        );
+        let better = winners
+            .get(&key)
+            .is_none_or(|(created, name, _)| rank < (*created, *name));
+        if better {
+            winners.insert(key, (rank.0, rank.1, spec));
+        }
+    }
+    winners
+        .into_iter()
+        .map(|(key, (_, _, spec))| {
+            let load_balancer = match spec.load_balancer.map(|lb| lb.type_).unwrap_or_default() {
+                LoadBalancerType::Ewma => LoadBalancer::Ewma,
+                LoadBalancerType::RoundRobin => LoadBalancer::RoundRobin,
+                LoadBalancerType::LeastRequest => LoadBalancer::LeastRequest,
+            };
+            let policy = Policy {
+                load_balancer,
+                // Validation refuses 0s; a 0 that got through is left to the proxy's
+                // default rather than sent as an invalid value.
+                connect_timeout_ms: spec.connect_timeout.map(millis).filter(|ms| *ms > 0),
+                request_timeout_ms: spec.request_timeout.and_then(timeout_ms),
+                protocol: spec.protocol,
+            };
+            (key, policy)
+        })
+        .collect()
+}
+
+/// Whole milliseconds, saturating.
+pub(super) fn millis(d: trellis_api::Duration) -> u64 {
+    u64::try_from(d.get().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A Gateway API timeout in the proxy's terms: `0s` means no limit.
+pub(super) fn timeout_ms(d: trellis_api::Duration) -> Option<u64> {
+    (!d.is_zero()).then(|| millis(d).max(1))
+}

@@ -1,0 +1,392 @@
+//! The compiler: the mesh's resources and registered workloads in, the configuration one
+//! proxy needs out ([`ProxyConfig`]), holding only what that proxy can reach.
+//!
+//! A pure function. Build a [`MeshIndex`] once per change of the store and compile
+//! every proxy against it; the same input always gives the same output, byte for byte,
+//! so the push layer can skip a proxy whose compiled configuration did not change.
+//!
+//! What a proxy gets (universal mode, explicit ports):
+//!
+//! - **`inbound`** on `0.0.0.0:<inboundPort>` (`[::]` when the workload's address is
+//!   IPv6): every interface, so the proxy does not depend on knowing which of its
+//!   addresses peers use. Protocol from its own Service's `appProtocol` (`http` →
+//!   auto, `http2`, `grpc`, `tcp`); one route to the backend [`LOCAL_APP_BACKEND`],
+//!   `127.0.0.1:<appPort>`, spoken to in HTTP/1.1 for `http` and `tcp` and HTTP/2 for
+//!   `http2` and `grpc` (a BackendPolicy's `protocol` on the Service overrides this,
+//!   except for gRPC, which is HTTP/2 end to end).
+//! - **`outbound-<namespace>-<service>`** on `127.0.0.1:<localPort>` for each upstream,
+//!   protocol from the target Service's `appProtocol`. Its routes come from the
+//!   HTTPRoutes (`http`, `http2`), GRPCRoutes (`grpc`) or TCPRoutes (`tcp`) whose
+//!   `parentRefs` name that Service, one route per match, ordered by the Gateway API's
+//!   precedence (an exact path, then the longest prefix or regular expression, then a
+//!   method, then most headers, then most query parameters; for gRPC the longest
+//!   service, then method, then most headers; ties to the oldest route, then by
+//!   `namespace/name`), then a catch-all route to the Service itself. A TCP listener
+//!   holds one route: the oldest TCPRoute's first rule, else the catch-all. A route in
+//!   another namespace than its Service (a GAMMA consumer route) applies only to
+//!   proxies in the route's namespace.
+//! - **Backends** named `<service>.<namespace>` ([`backend_name`]) for each upstream
+//!   Service and each Service their routes send to, and nothing else. Endpoints are the
+//!   selected workloads' `address:inboundPort` (proxy to proxy), sorted, weight 1;
+//!   workloads whose `Ready` condition is `False` are left out. Protocol HTTP/2 (the
+//!   peer's inbound listener speaks it) except for `tcp` Services, whose bytes are
+//!   copied whatever the setting (HTTP/1.1, or HTTP/2 when a gRPC listener uses the
+//!   backend, as the proxy requires). Load balancer and connect timeout from the
+//!   BackendPolicy targeting the Service. A Service that does not exist yields a
+//!   backend without endpoints, which the proxy answers with 503 `no endpoints`.
+//!
+//! A Service exists implicitly for every workload's `app` label (selector
+//! `app=<name>`, one `http` port) unless one of that name is declared in the namespace.
+//!
+//! Upstreams the proxy could not bind are left out: local port 0 or above 65535, or a
+//! port another listener of the proxy already uses (the first by namespace, service and
+//! port keeps it). When two upstreams would get the same listener name (the same
+//! Service on two ports), the later one's name ends in `-<localPort>`.
+
+mod index;
+mod names;
+mod routes;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use trellis_api::meta::DEFAULT_NAMESPACE;
+use trellis_api::policy::BackendProtocol as PolicyProtocol;
+use trellis_api::proto::v1::{
+    Backend, BackendProtocol, Endpoint, Listener, ListenerProtocol, LoadBalancer, ProxyConfig,
+    Route, WeightedBackend, Workload,
+};
+use trellis_api::service::AppProtocol;
+use trellis_api::{Kind, ObjectRef, Resource, Spec};
+
+use self::index::{ServiceEntry, Tables};
+pub use self::names::{backend_name, config_name, is_valid_name, outbound_listener_name};
+
+/// Name of the listener where mesh traffic for the proxy's own workload arrives.
+pub const INBOUND_LISTENER: &str = "inbound";
+/// Name of the backend that is the proxy's own application on loopback.
+pub const LOCAL_APP_BACKEND: &str = "local-app";
+/// Name of the route that takes whatever no route resource matched.
+pub const DEFAULT_ROUTE: &str = "default";
+/// The sidecar's inbound port when a workload reports none.
+pub const DEFAULT_INBOUND_PORT: u16 = 7143;
+/// The label that names a workload's service, and selects it for the implicit Service.
+pub const APP_LABEL: &str = "app";
+
+/// Everything the compiler reads, built by the caller from the store: Services,
+/// HTTPRoutes, GRPCRoutes, TCPRoutes, BackendPolicies, MeshConfig and Workloads,
+/// unique by kind, namespace and name. Their order does not matter.
+#[derive(Debug, Clone, Default)]
+pub struct MeshState {
+    pub resources: Vec<Resource>,
+}
+
+impl MeshState {
+    pub fn new(resources: Vec<Resource>) -> Self {
+        Self { resources }
+    }
+}
+
+/// A Service by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    fn of(resource: &Resource) -> Self {
+        Self::new(&resource.metadata.namespace, &resource.metadata.name)
+    }
+}
+
+/// The Service a Workload resource belongs to: the one its `app` label names, in its
+/// namespace. That Service exists, declared or implicitly, whenever the workload does.
+pub fn service_of(workload: &Resource) -> Option<ServiceKey> {
+    if !matches!(workload.spec, Spec::Workload(_)) {
+        return None;
+    }
+    let app = workload.metadata.labels.get(APP_LABEL)?;
+    Some(ServiceKey::new(&workload.metadata.namespace, app))
+}
+
+impl From<&ServiceKey> for ObjectRef {
+    fn from(key: &ServiceKey) -> Self {
+        ObjectRef {
+            kind: Kind::Service,
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        }
+    }
+}
+
+/// Compiles the configuration of one proxy. To compile many proxies against the same
+/// state, build a [`MeshIndex`] once and call [`MeshIndex::compile`].
+pub fn compile(state: &MeshState, proxy: &Workload) -> ProxyConfig {
+    MeshIndex::new(state).compile(proxy)
+}
+
+/// The mesh's resources read into lookups by Service, to compile many proxies from.
+/// Owns its data, so it can be shared (`Arc<MeshIndex>`) between tasks.
+#[derive(Debug, Default)]
+pub struct MeshIndex {
+    tables: Tables,
+}
+
+impl MeshIndex {
+    pub fn new(state: &MeshState) -> Self {
+        Self {
+            tables: Tables::build(&state.resources),
+        }
+    }
+
+    /// Whether a Service of that name exists, declared or implicitly.
+    pub fn service_exists(&self, service: &ServiceKey) -> bool {
+        self.tables.services.contains_key(service)
+    }
+
+    /// The configuration `proxy` needs, from what it said in its `Hello`.
+    pub fn compile(&self, proxy: &Workload) -> ProxyConfig {
+        let namespace = or_default(&proxy.namespace);
+        let own = ServiceKey::new(namespace, &proxy.service);
+        let inbound_port = u16::try_from(proxy.inbound_port)
+            .ok()
+            .filter(|p| *p != 0)
+            .unwrap_or(DEFAULT_INBOUND_PORT);
+
+        let mut listeners = vec![self.inbound(proxy, &own, inbound_port)];
+        let mut backends = vec![self.local_app(proxy, &own)];
+
+        // Service → whether a gRPC listener sends to it (its backend must be HTTP/2).
+        let mut reach: BTreeMap<ServiceKey, bool> = BTreeMap::new();
+        let mut names: HashSet<String> = HashSet::from([INBOUND_LISTENER.to_string()]);
+        let mut ports: HashSet<u16> = HashSet::from([inbound_port]);
+        let mut upstreams: Vec<(ServiceKey, u32)> = proxy
+            .upstreams
+            .iter()
+            .map(|u| {
+                (
+                    ServiceKey::new(or_default_to(&u.namespace, namespace), &u.service),
+                    u.local_port,
+                )
+            })
+            .collect();
+        upstreams.sort();
+        for (target, local_port) in upstreams {
+            let Some(port) = u16::try_from(local_port).ok().filter(|p| *p != 0) else {
+                continue;
+            };
+            if !ports.insert(port) {
+                continue;
+            }
+            let mut name = outbound_listener_name(&target);
+            if names.contains(&name) {
+                name = config_name(&format!("{name}-{port}"));
+            }
+            if !names.insert(name.clone()) {
+                continue;
+            }
+            listeners.push(self.outbound(&target, namespace, name, port, &mut reach));
+        }
+
+        backends.extend(reach.iter().map(|(key, h2)| self.backend(key, *h2)));
+        listeners.sort_by(|a, b| a.name.cmp(&b.name));
+        backends.sort_by(|a, b| a.name.cmp(&b.name));
+        ProxyConfig {
+            listeners,
+            backends,
+        }
+    }
+
+    fn service(&self, key: &ServiceKey) -> Option<&ServiceEntry> {
+        self.tables.services.get(key)
+    }
+
+    fn inbound(&self, proxy: &Workload, own: &ServiceKey, port: u16) -> Listener {
+        let protocol = self.own_protocol(proxy, own);
+        let any: IpAddr = match proxy.address.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => Ipv6Addr::UNSPECIFIED.into(),
+            _ => Ipv4Addr::UNSPECIFIED.into(),
+        };
+        Listener {
+            name: INBOUND_LISTENER.to_string(),
+            address: SocketAddr::new(any, port).to_string(),
+            protocol: listener_protocol(protocol) as i32,
+            routes: vec![Route {
+                name: LOCAL_APP_BACKEND.to_string(),
+                r#match: None,
+                backends: vec![WeightedBackend {
+                    name: LOCAL_APP_BACKEND.to_string(),
+                    weight: 1,
+                }],
+                timeout_ms: None,
+            }],
+            detect_timeout_ms: None,
+            idle_timeout_ms: None,
+        }
+    }
+
+    fn local_app(&self, proxy: &Workload, own: &ServiceKey) -> Backend {
+        let app = self.own_protocol(proxy, own);
+        let declared = match app {
+            AppProtocol::Http | AppProtocol::Tcp => BackendProtocol::Http1,
+            AppProtocol::Http2 | AppProtocol::Grpc => BackendProtocol::Http2,
+        };
+        let overridden = self.tables.policies.get(own).and_then(|p| p.protocol);
+        let protocol = match (app, overridden) {
+            (AppProtocol::Grpc, _) | (_, None) => declared,
+            (_, Some(PolicyProtocol::Http1)) => BackendProtocol::Http1,
+            (_, Some(PolicyProtocol::Http2)) => BackendProtocol::Http2,
+        };
+        // Without an application port there is nothing to forward to: the backend is
+        // left without endpoints and the proxy answers 503 rather than dial port 0.
+        let endpoints = u16::try_from(proxy.app_port)
+            .ok()
+            .filter(|p| *p != 0)
+            .map(|p| Endpoint {
+                address: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), p).to_string(),
+                weight: 1,
+            })
+            .into_iter()
+            .collect();
+        Backend {
+            name: LOCAL_APP_BACKEND.to_string(),
+            protocol: protocol as i32,
+            endpoints,
+            load_balancer: LoadBalancer::Ewma as i32,
+            connect_timeout_ms: None,
+        }
+    }
+
+    /// What the proxy's own application speaks: its Service's port for the app port.
+    fn own_protocol(&self, proxy: &Workload, own: &ServiceKey) -> AppProtocol {
+        self.service(own).map_or(AppProtocol::Http, |s| {
+            s.protocol_for_app_port(proxy.app_port)
+        })
+    }
+
+    /// The listener for calls from a proxy in `namespace` to `target`; records the
+    /// Services its routes send to in `reach`.
+    fn outbound(
+        &self,
+        target: &ServiceKey,
+        namespace: &str,
+        name: String,
+        port: u16,
+        reach: &mut BTreeMap<ServiceKey, bool>,
+    ) -> Listener {
+        let protocol = self
+            .service(target)
+            .map_or(AppProtocol::Http, ServiceEntry::protocol);
+        let attached = self.tables.attached.get(target);
+        let candidates = attached.map_or(&[][..], |a| match protocol {
+            AppProtocol::Http | AppProtocol::Http2 => &a.http[..],
+            AppProtocol::Grpc => &a.grpc[..],
+            AppProtocol::Tcp => &a.tcp[..],
+        });
+        let mut applicable = candidates.iter().filter(|c| c.applies_to(namespace));
+
+        let policy_timeout = self
+            .tables
+            .policies
+            .get(target)
+            .and_then(|p| p.request_timeout_ms);
+        let catch_all = Route {
+            name: DEFAULT_ROUTE.to_string(),
+            r#match: None,
+            backends: vec![WeightedBackend {
+                name: backend_name(target),
+                weight: 1,
+            }],
+            timeout_ms: policy_timeout.filter(|_| protocol != AppProtocol::Tcp),
+        };
+        let grpc = protocol == AppProtocol::Grpc;
+        let mut note = |key: &ServiceKey| {
+            let h2 = reach.entry(key.clone()).or_insert(false);
+            *h2 |= grpc;
+        };
+        note(target);
+
+        let routes = if protocol == AppProtocol::Tcp {
+            // A TCP listener has exactly one route: bytes carry nothing to match on.
+            match applicable.next() {
+                Some(c) => {
+                    c.backends.iter().for_each(&mut note);
+                    vec![c.route.clone()]
+                }
+                None => vec![catch_all],
+            }
+        } else {
+            let mut routes: Vec<Route> = applicable
+                .map(|c| {
+                    c.backends.iter().for_each(&mut note);
+                    c.route.clone()
+                })
+                .collect();
+            routes.push(catch_all);
+            routes
+        };
+
+        Listener {
+            name,
+            address: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port).to_string(),
+            protocol: listener_protocol(protocol) as i32,
+            routes,
+            detect_timeout_ms: None,
+            idle_timeout_ms: None,
+        }
+    }
+
+    /// The backend for `key`; `grpc` when a gRPC listener sends to it.
+    fn backend(&self, key: &ServiceKey, grpc: bool) -> Backend {
+        let service = self.service(key);
+        let tcp = service.is_some_and(|s| s.protocol() == AppProtocol::Tcp);
+        let protocol = if tcp && !grpc {
+            BackendProtocol::Http1
+        } else {
+            BackendProtocol::Http2
+        };
+        let policy = self.tables.policies.get(key);
+        // Locality-aware balancing (workload zones) and endpoint weights come later;
+        // every endpoint weighs 1 for now.
+        Backend {
+            name: backend_name(key),
+            protocol: protocol as i32,
+            endpoints: service.map(|s| s.endpoints.clone()).unwrap_or_default(),
+            load_balancer: policy.map_or(LoadBalancer::Ewma, |p| p.load_balancer) as i32,
+            connect_timeout_ms: policy.and_then(|p| p.connect_timeout_ms),
+        }
+    }
+}
+
+fn listener_protocol(app: AppProtocol) -> ListenerProtocol {
+    match app {
+        // Auto also takes HTTP/2 with prior knowledge, which peer proxies speak.
+        AppProtocol::Http => ListenerProtocol::Auto,
+        AppProtocol::Http2 => ListenerProtocol::Http2,
+        AppProtocol::Grpc => ListenerProtocol::Grpc,
+        AppProtocol::Tcp => ListenerProtocol::Tcp,
+    }
+}
+
+fn or_default(namespace: &str) -> &str {
+    or_default_to(namespace, DEFAULT_NAMESPACE)
+}
+
+fn or_default_to<'a>(namespace: &'a str, default: &'a str) -> &'a str {
+    if namespace.is_empty() {
+        default
+    } else {
+        namespace
+    }
+}

@@ -1,0 +1,120 @@
+//! BackendPolicy: load balancing, connect timeout and the default request timeout.
+
+use trellis_api::proto::v1::LoadBalancer;
+
+use super::outbound::{bookinfo, productpage, LISTENER};
+use super::*;
+
+#[test]
+fn backend_policy_sets_balancer_and_timeouts() {
+    // (policy fields, load balancer, connect timeout, catch-all route timeout)
+    let cases = [
+        ("", LoadBalancer::Ewma, None, None),
+        (
+            "loadBalancer: {type: round-robin}",
+            LoadBalancer::RoundRobin,
+            None,
+            None,
+        ),
+        (
+            "loadBalancer: {type: least-request}\n  connectTimeout: 500ms\n  requestTimeout: 5s",
+            LoadBalancer::LeastRequest,
+            Some(500),
+            Some(5000),
+        ),
+        ("requestTimeout: 0s", LoadBalancer::Ewma, None, None),
+    ];
+    for (fields, lb, connect, timeout) in cases {
+        let policy = format!(
+            r#"
+apiVersion: trellis.dev/v1alpha1
+kind: BackendPolicy
+metadata: {{name: ratings, namespace: bookinfo}}
+spec:
+  targetRef: {{kind: Service, name: ratings}}
+  {fields}
+"#
+        );
+        let resources = bookinfo(&policy);
+        let config = compile(&resources, &productpage());
+        let b = backend(&config, "ratings.bookinfo");
+        assert_eq!(b.load_balancer, lb as i32, "{fields}");
+        assert_eq!(b.connect_timeout_ms, connect, "{fields}");
+        let l = listener(&config, LISTENER);
+        assert_eq!(l.routes[0].timeout_ms, timeout, "{fields}");
+        // Only the targeted Service is affected.
+        let p = proxy("bookinfo", "p", 1, &[("ratings-v1", "", 9001)]);
+        let config = compile(&resources, &p);
+        let v1 = backend(&config, "ratings-v1.bookinfo");
+        assert_eq!(
+            (v1.load_balancer, v1.connect_timeout_ms),
+            (LoadBalancer::Ewma as i32, None)
+        );
+        assert_eq!(
+            listener(&config, "outbound-bookinfo-ratings-v1").routes[0].timeout_ms,
+            None
+        );
+    }
+}
+
+#[test]
+fn route_timeout_wins_over_the_policys() {
+    let extra = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  requestTimeout: 3s
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: bookinfo}
+spec:
+  parentRefs: [{name: ratings}]
+  rules:
+    - matches: [{path: {value: /slow}}]
+      backendRefs: [{name: ratings}]
+      timeouts: {request: 0s}
+    - matches: [{path: {value: /fast}}]
+      backendRefs: [{name: ratings}]
+      timeouts: {request: 250ms}
+    - matches: [{path: {value: /plain}}]
+      backendRefs: [{name: ratings}]
+"#;
+    let config = compile(&bookinfo(extra), &productpage());
+    assert_eq!(
+        routes(listener(&config, LISTENER)),
+        [
+            // `/plain` is the longest path; `/slow` and `/fast` tie and keep rule order.
+            "bookinfo.r.2 | prefix:/plain | ratings.bookinfo=1 | timeout=3000",
+            "bookinfo.r.0 | prefix:/slow | ratings.bookinfo=1",
+            "bookinfo.r.1 | prefix:/fast | ratings.bookinfo=1 | timeout=250",
+            "default | * | ratings.bookinfo=1 | timeout=3000",
+        ]
+    );
+}
+
+#[test]
+fn oldest_backend_policy_wins() {
+    let policies = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: a-newer, namespace: bookinfo, creationTimestamp: "2026-11-05T10:00:01Z"}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  loadBalancer: {type: round-robin}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: z-older, namespace: bookinfo, creationTimestamp: "2026-11-05T10:00:00Z"}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  loadBalancer: {type: least-request}
+"#;
+    let config = compile(&bookinfo(policies), &productpage());
+    assert_eq!(
+        backend(&config, "ratings.bookinfo").load_balancer,
+        LoadBalancer::LeastRequest as i32
+    );
+}

@@ -1,0 +1,80 @@
+//! The mesh state proxies are compiled from, kept current from the store: a full read
+//! at start and after any watch failure, then one re-read per burst of changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::api::storage::{self, PREFIX};
+use crate::compile::{MeshIndex, MeshState};
+use crate::store::Store;
+
+/// The mesh at one store revision, indexed for compiling.
+#[derive(Debug, Default)]
+pub struct MeshVersion {
+    /// The store revision this state reflects; snapshots compiled from it carry it as
+    /// their version, so versions only grow, across restarts too.
+    pub revision: u64,
+    pub index: MeshIndex,
+}
+
+/// Publishes a new [`MeshVersion`] after every burst of store changes.
+#[derive(Clone)]
+pub struct MeshWatcher {
+    current: watch::Receiver<Arc<MeshVersion>>,
+}
+
+/// Pause before retrying after the store failed.
+const RETRY: Duration = Duration::from_millis(500);
+
+impl MeshWatcher {
+    pub fn start(store: Arc<dyn Store>, debounce: Duration) -> Self {
+        let (tx, rx) = watch::channel(Arc::new(MeshVersion::default()));
+        tokio::spawn(watch_store(store, debounce, tx));
+        Self { current: rx }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MeshVersion>> {
+        self.current.clone()
+    }
+
+    pub fn current(&self) -> Arc<MeshVersion> {
+        self.current.borrow().clone()
+    }
+}
+
+async fn watch_store(
+    store: Arc<dyn Store>,
+    debounce: Duration,
+    tx: watch::Sender<Arc<MeshVersion>>,
+) {
+    loop {
+        let (resources, revision) = match storage::read_prefix(store.as_ref(), PREFIX).await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the mesh state; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let index = MeshIndex::new(&MeshState::new(resources));
+        if tx.send(Arc::new(MeshVersion { revision, index })).is_err() {
+            return; // nobody listens any more
+        }
+        let mut watch = match store.watch(PREFIX, revision).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the store; re-reading");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        // Wait for the first change, then let the burst finish before re-reading.
+        if let Err(e) = watch.next().await {
+            tracing::debug!(error = %e, "store watch ended; re-reading");
+            continue;
+        }
+        tokio::time::sleep(debounce).await;
+    }
+}

@@ -1,0 +1,104 @@
+//! Configuration push: the `ProxyApi` gRPC service. Each proxy holds one `Session`
+//! stream; the control plane registers its workload, compiles its configuration from the
+//! current mesh state, sends a new snapshot whenever a change alters that configuration,
+//! and records the proxy's ACKs and NACKs in the registry.
+//!
+//! One watcher task turns store changes into mesh-state versions, debounced so a burst
+//! of writes (an apply of many documents, many workloads joining) costs one recompile
+//! per proxy. A proxy whose stream ends stays registered for a grace period, so a
+//! reconnect (or a control-plane restart) does not remove its endpoints.
+
+mod mesh;
+mod session;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use trellis_api::proto::v1::{proxy_api_server::ProxyApi, ControlMessage, ProxyMessage};
+
+pub use self::mesh::{MeshVersion, MeshWatcher};
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// Tuning of the push layer.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// Token a proxy must present in its `Hello`.
+    pub token: String,
+    /// How long a disconnected proxy's workload stays registered. Default 10 s.
+    pub grace: Duration,
+    /// How long store changes are collected before proxies are recompiled. Default 50 ms.
+    pub debounce: Duration,
+}
+
+impl PushSettings {
+    pub fn new(token: String) -> Self {
+        Self {
+            token,
+            grace: Duration::from_secs(10),
+            debounce: Duration::from_millis(50),
+        }
+    }
+}
+
+/// The `ProxyApi` service.
+#[derive(Clone)]
+pub struct PushService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    mesh: MeshWatcher,
+    settings: PushSettings,
+    /// Sessions started per workload, so a grace-period expiry can tell whether the
+    /// workload has reconnected since.
+    sessions: Mutex<HashMap<String, u64>>,
+}
+
+impl PushService {
+    /// Starts watching the store; the service is ready to take sessions.
+    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, settings: PushSettings) -> Self {
+        let mesh = MeshWatcher::start(store.clone(), settings.debounce);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                registry,
+                mesh,
+                settings,
+                sessions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The mesh state proxies are compiled from.
+    pub fn mesh(&self) -> &MeshWatcher {
+        &self.inner.mesh
+    }
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<ControlMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ProxyApi for PushService {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<ProxyMessage>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = session::read_hello(&mut inbound, &self.inner.settings.token).await?;
+        let (tx, rx) = mpsc::channel(4);
+        let registered = session::register(&self.inner, &hello).await?;
+        tokio::spawn(session::run(self.inner.clone(), registered, inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,139 @@
+//! Wiring: `ControlPlane::start` opens the store, loads the admin token, and serves the
+//! HTTP API (resources, proxies) and the gRPC API (proxy sessions) on their ports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use trellis_api::proto::v1::proxy_api_server::ProxyApiServer;
+
+use crate::api::{self, ApiState};
+use crate::push::{PushService, PushSettings};
+use crate::registry::Registry;
+use crate::store::{EmbeddedStore, Store, StoreError};
+
+/// Where and how the control plane runs.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// Holds the store (`store.redb`) and the admin token (`admin-token`).
+    pub data_dir: PathBuf,
+    /// HTTP API and dashboard. Default `127.0.0.1:7180`.
+    pub http_addr: SocketAddr,
+    /// gRPC API for proxies. Default `127.0.0.1:7100`.
+    pub grpc_addr: SocketAddr,
+    /// How long a disconnected proxy's workload stays registered.
+    pub grace: Duration,
+}
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read or create the admin token in {dir}: {error}")]
+    Token { dir: String, error: std::io::Error },
+    #[error("{what}: cannot bind {addr}: {error}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub token: String,
+    pub registry: Arc<Registry>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    pub async fn start(settings: ControlSettings) -> Result<Self, ControlError> {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&settings.data_dir)?);
+        let token = api::token::load_or_create(&settings.data_dir).map_err(|error| {
+            ControlError::Token {
+                dir: settings.data_dir.display().to_string(),
+                error,
+            }
+        })?;
+        Self::start_with(store, token, settings).await
+    }
+
+    /// Starts on a given store and token (tests use the in-memory store).
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        token: String,
+        settings: ControlSettings,
+    ) -> Result<Self, ControlError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|error| ControlError::Bind { what, addr, error })
+        };
+        let http = bind("HTTP API", settings.http_addr).await?;
+        let grpc = bind("gRPC API", settings.grpc_addr).await?;
+        let local = |l: &TcpListener, what, addr| {
+            l.local_addr()
+                .map_err(|error| ControlError::Bind { what, addr, error })
+        };
+        let http_addr = local(&http, "HTTP API", settings.http_addr)?;
+        let grpc_addr = local(&grpc, "gRPC API", settings.grpc_addr)?;
+
+        let registry = Arc::new(Registry::new());
+        let router = api::router(ApiState {
+            store: store.clone(),
+            registry: registry.clone(),
+            admin_token: token.clone(),
+        });
+        let http_task = tokio::spawn(async move {
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(http, app).await {
+                tracing::error!(error = %e, "HTTP API stopped");
+            }
+        });
+
+        let mut push_settings = PushSettings::new(token.clone());
+        push_settings.grace = settings.grace;
+        let push = PushService::new(store, registry.clone(), push_settings);
+        let grpc_task = tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+                .add_service(ProxyApiServer::new(push))
+                .serve_with_incoming(TcpListenerStream::new(grpc))
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "gRPC API stopped");
+            }
+        });
+        tracing::info!(http = %http_addr, grpc = %grpc_addr, "control plane started");
+        Ok(Self {
+            http_addr,
+            grpc_addr,
+            token,
+            registry,
+            tasks: vec![http_task, grpc_task],
+        })
+    }
+
+    /// Stops serving. Proxies keep their last configuration and reconnect later.
+    pub fn stop(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
