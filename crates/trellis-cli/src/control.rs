@@ -61,6 +61,6 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("control plane stopping; proxies keep their configuration");
-    cp.stop();
+    cp.stop().await;
     Ok(())
 }

@@ -46,6 +46,9 @@ pub enum ControlError {
 
 /// A running control plane.
 pub struct ControlPlane {
+    push: PushService,
+    /// To wait, on stop, until the store is closed and its data directory free.
+    store: std::sync::Weak<dyn Store>,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub token: String,
@@ -100,12 +103,14 @@ impl ControlPlane {
 
         let mut push_settings = PushSettings::new(token.clone());
         push_settings.grace = settings.grace;
+        let weak_store = Arc::downgrade(&store);
         let push = PushService::new(store, registry.clone(), push_settings);
+        let served_push = push.clone();
         let grpc_task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-                .add_service(ProxyApiServer::new(push))
+                .add_service(ProxyApiServer::new(served_push))
                 .serve_with_incoming(TcpListenerStream::new(grpc))
                 .await;
             if let Err(e) = served {
@@ -114,6 +119,8 @@ impl ControlPlane {
         });
         tracing::info!(http = %http_addr, grpc = %grpc_addr, "control plane started");
         Ok(Self {
+            push,
+            store: weak_store,
             http_addr,
             grpc_addr,
             token,
@@ -122,16 +129,25 @@ impl ControlPlane {
         })
     }
 
-    /// Stops serving. Proxies keep their last configuration and reconnect later.
-    pub fn stop(self) {
+    /// Stops serving and closes the store. Proxies keep their last configuration and
+    /// reconnect later. Returns once the store is closed, or after a few seconds.
+    pub async fn stop(self) {
+        self.push.stop();
         for task in &self.tasks {
             task.abort();
+        }
+        let store = self.store.clone();
+        drop(self);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        self.push.stop();
         for task in &self.tasks {
             task.abort();
         }

@@ -29,9 +29,18 @@ pub struct MeshWatcher {
 const RETRY: Duration = Duration::from_millis(500);
 
 impl MeshWatcher {
-    pub fn start(store: Arc<dyn Store>, debounce: Duration) -> Self {
+    pub fn start(
+        store: Arc<dyn Store>,
+        debounce: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) -> Self {
         let (tx, rx) = watch::channel(Arc::new(MeshVersion::default()));
-        tokio::spawn(watch_store(store, debounce, tx));
+        tokio::spawn(async move {
+            tokio::select! {
+                () = watch_store(store, debounce, tx) => {}
+                _ = stop.wait_for(|stopping| *stopping) => {}
+            }
+        });
         Self { current: rx }
     }
 

@@ -55,6 +55,9 @@ pub struct PushService {
 
 struct Inner {
     store: Arc<dyn Store>,
+    /// Set when the control plane stops: sessions and the mesh watcher end, releasing
+    /// the store.
+    stopping: tokio::sync::watch::Sender<bool>,
     registry: Arc<Registry>,
     mesh: MeshWatcher,
     settings: PushSettings,
@@ -66,16 +69,24 @@ struct Inner {
 impl PushService {
     /// Starts watching the store; the service is ready to take sessions.
     pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, settings: PushSettings) -> Self {
-        let mesh = MeshWatcher::start(store.clone(), settings.debounce);
+        let stopping = tokio::sync::watch::channel(false).0;
+        let mesh = MeshWatcher::start(store.clone(), settings.debounce, stopping.subscribe());
         Self {
             inner: Arc::new(Inner {
                 store,
+                stopping,
                 registry,
                 mesh,
                 settings,
                 sessions: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Ends every session and stops watching the store. Proxies keep their
+    /// configuration and reconnect to whichever control plane answers next.
+    pub fn stop(&self) {
+        self.inner.stopping.send_replace(true);
     }
 
     /// The mesh state proxies are compiled from.

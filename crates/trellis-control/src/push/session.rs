@@ -140,6 +140,7 @@ pub async fn run(
 ) {
     let name = registered.workload.name.clone();
     let mut mesh = inner.mesh.subscribe();
+    let mut stopping = inner.stopping.subscribe();
     let mut last_sent: Option<ProxyConfig> = None;
     loop {
         let version = mesh.borrow_and_update().clone();
@@ -169,6 +170,7 @@ pub async fn run(
             }
         }
         tokio::select! {
+            _ = stopping.wait_for(|stopping| *stopping) => return,
             changed = mesh.changed() => if changed.is_err() { break },
             message = inbound.message() => match message {
                 Ok(Some(message)) => answer(&inner, &name, message),
