@@ -9,7 +9,6 @@ mod run;
 mod sample;
 mod sidecar;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -36,15 +35,12 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the data-plane proxy from a static configuration file.
+    /// Run the data-plane proxy from a static configuration file, or as a sidecar
+    /// under the control plane.
     ///
     /// SIGHUP reloads the file (a bad file is refused and the running configuration
     /// kept); SIGTERM or SIGINT drains in-flight requests and exits.
-    Proxy {
-        /// The proxy configuration (YAML).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    Proxy(proxy::ProxyArgs),
     /// Run a small sample HTTP service (HTTP/1.1 and HTTP/2), for demos and benchmarks.
     SampleServer {
         /// Address to listen on.
@@ -81,7 +77,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Proxy { config } => proxy::run(&config).await,
+            Command::Proxy(args) => proxy::run(args).await,
             Command::SampleServer { listen, name } => sample::run(listen, &name).await,
             Command::Control(args) => control::run(args).await,
             Command::Run(args) => run::run(args).await,

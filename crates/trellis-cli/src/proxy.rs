@@ -1,12 +1,70 @@
-//! `trellis proxy --config FILE`: the proxy standalone, driven by signals.
+//! `trellis proxy`: the proxy standalone from a file (`--config FILE`), or as a sidecar
+//! under the control plane (`--control URL --service NAME --app ADDR`), driven by
+//! signals.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use trellis_proxy::{Proxy, ProxyConfig};
 
-pub async fn run(path: &Path) -> anyhow::Result<()> {
+use crate::sidecar::{self, SidecarArgs};
+
+/// Flags of `trellis proxy`.
+#[derive(Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// The proxy configuration (YAML). SIGHUP reloads it.
+    #[arg(
+        long,
+        short,
+        required_unless_present = "control",
+        conflicts_with = "control"
+    )]
+    pub config: Option<PathBuf>,
+    /// Take configuration from the control plane at this gRPC URL instead
+    /// (`http://127.0.0.1:7100`).
+    #[arg(long, requires_all = ["service", "app"])]
+    pub control: Option<String>,
+    /// With `--control`: the service this workload belongs to.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// With `--control`: the application's address on loopback (`127.0.0.1:8080`).
+    #[arg(long)]
+    pub app: Option<SocketAddr>,
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
+}
+
+pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    match (args.config, args.control, args.service, args.app) {
+        (Some(path), _, _, _) => run_file(&path).await,
+        (None, Some(control), Some(service), Some(app)) => {
+            let mut sidecar_args = args.sidecar;
+            sidecar_args.control_grpc = vec![control];
+            let sidecar = sidecar::start(&service, app.port(), &sidecar_args).await?;
+            wait_for_stop().await?;
+            let left = sidecar.proxy.shutdown().await;
+            if left > 0 {
+                tracing::warn!(connections = left, "drain deadline passed");
+            }
+            Ok(())
+        }
+        _ => anyhow::bail!("give --config FILE, or --control URL with --service and --app"),
+    }
+}
+
+async fn wait_for_stop() -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+async fn run_file(path: &Path) -> anyhow::Result<()> {
     let config = ProxyConfig::load(path)?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
