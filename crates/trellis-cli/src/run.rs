@@ -3,9 +3,11 @@
 //! together.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::Context;
-use tokio::process::Command;
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::sidecar::{self, SidecarArgs};
@@ -26,6 +28,29 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// How long the application gets to start listening before `trellis run` gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the application accepts connections on its port, so the workload is
+/// registered (and becomes an endpoint) only once it can serve.
+async fn wait_until_listening(child: &mut Child, port: u16) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait().context("waiting for the application")? {
+            anyhow::bail!("the application exited with {status} before listening on port {port}");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "the application did not listen on 127.0.0.1:{port} within {READY_TIMEOUT:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (program, rest) = args.command.split_first().context("no command to run")?;
     let mut child = Command::new(program)
@@ -35,6 +60,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {program:?}"))?;
+    wait_until_listening(&mut child, args.port).await?;
     let sidecar = sidecar::start(&args.service, args.port, &args.sidecar).await?;
     println!(
         "{} running as workload {} (sidecar inbound port {})",

@@ -1,0 +1,121 @@
+//! `trellis run`: the real binary starts an application with its sidecar, registers it
+//! with a control plane, and stops both together.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use trellis_control::registry::SyncState;
+use trellis_control::server::{ControlPlane, ControlSettings};
+use trellis_control::store::MemoryStore;
+use trellis_testkit::assert_eventually;
+use trellis_testkit::http::HttpClient;
+
+const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
+const TOKEN: &str = "run-test-token";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn control_plane() -> ControlPlane {
+    let settings = ControlSettings {
+        data_dir: std::env::temp_dir(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        grace: Duration::from_millis(200),
+    };
+    ControlPlane::start_with(Arc::new(MemoryStore::new()), TOKEN.into(), settings)
+        .await
+        .expect("control plane")
+}
+
+fn trellis_run(
+    cp: &ControlPlane,
+    app_port: u16,
+    inbound: u16,
+    app: &[&str],
+) -> std::process::Child {
+    Command::new(TRELLIS)
+        .args(["run", "--service", "books", "--port", &app_port.to_string()])
+        .args(["--inbound-port", &inbound.to_string(), "--token", TOKEN])
+        .args(["--control-grpc", &format!("http://{}", cp.grpc_addr)])
+        .arg("--")
+        .args(app)
+        .env("TRELLIS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn trellis run")
+}
+
+#[tokio::test]
+async fn runs_the_app_with_a_registered_sidecar_and_stops_both() {
+    let cp = control_plane().await;
+    let (app_port, inbound) = (free_port(), free_port());
+    let listen = format!("127.0.0.1:{app_port}");
+    let mut child = trellis_run(
+        &cp,
+        app_port,
+        inbound,
+        &[
+            TRELLIS,
+            "sample-server",
+            "--listen",
+            &listen,
+            "--name",
+            "books",
+        ],
+    );
+    assert_eventually!(cp
+        .registry
+        .list()
+        .iter()
+        .any(|p| p.service == "books" && p.state == SyncState::Synced));
+    let resp = HttpClient::http1()
+        .get(&format!("http://127.0.0.1:{inbound}/"))
+        .await
+        .expect("through the sidecar");
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.text(), "hello from books\n");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    // The application went with it.
+    assert!(
+        std::net::TcpStream::connect(&listen).is_err(),
+        "the app outlived trellis run"
+    );
+    // And the workload leaves the registry after the grace period.
+    assert_eventually!(cp.registry.list().is_empty());
+}
+
+#[tokio::test]
+async fn an_app_that_never_listens_is_reported() {
+    let cp = control_plane().await;
+    let child = trellis_run(&cp, free_port(), free_port(), &["sh", "-c", "exit 3"]);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the application exited with exit status: 3 before listening"),
+        "{stderr}"
+    );
+    assert!(cp.registry.list().is_empty());
+}
