@@ -3,6 +3,7 @@
 
 mod client;
 mod control;
+mod demo;
 mod proxy;
 mod resources;
 mod run;
@@ -63,6 +64,13 @@ enum Command {
     Delete(resources::ObjectArgs),
     /// Show one resource as YAML, with its status conditions.
     Describe(resources::ObjectArgs),
+    /// Start a control plane and a sample bookshop (web → books → ratings v1/v2), each
+    /// service under `trellis run`, with light traffic; print what to try. Ctrl-C stops
+    /// everything.
+    Demo(demo::DemoArgs),
+    /// Run one service of the demo's bookshop (used by `trellis demo`).
+    #[command(hide = true)]
+    DemoApp(trellis_demo::DemoApp),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +93,8 @@ fn main() -> ExitCode {
             Command::Get(args) => resources::get(args).await,
             Command::Delete(args) => resources::delete(args).await,
             Command::Describe(args) => resources::describe(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::DemoApp(app) => trellis_demo::run_app(app).await,
         }
     });
     match result {

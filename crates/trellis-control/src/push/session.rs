@@ -213,7 +213,13 @@ async fn disconnected(inner: Arc<Inner>, registered: Registered) {
     inner
         .registry
         .update(&name, |s| s.state = SyncState::Disconnected);
-    tokio::time::sleep(inner.settings.grace).await;
+    let mut stopping = inner.stopping.subscribe();
+    tokio::select! {
+        () = tokio::time::sleep(inner.settings.grace) => {}
+        // The control plane is stopping: the workload stays registered in the store for
+        // whichever control plane comes next.
+        _ = stopping.wait_for(|stopping| *stopping) => return,
+    }
     let current = inner
         .sessions
         .lock()
