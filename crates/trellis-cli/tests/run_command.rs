@@ -119,3 +119,93 @@ async fn an_app_that_never_listens_is_reported() {
     );
     assert!(cp.registry.list().is_empty());
 }
+
+/// Kills `child` with SIGTERM (or SIGKILL) and waits for it.
+fn stop(mut child: std::process::Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn traffic_keeps_flowing_when_the_control_plane_process_is_killed() {
+    let dir = std::env::temp_dir().join(format!("trellis-run-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (http, grpc) = (free_port(), free_port());
+    let control = Command::new(TRELLIS)
+        .args(["control", "--data-dir"])
+        .arg(&dir)
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .env("TRELLIS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn trellis control");
+    assert_eventually!(
+        std::fs::read_to_string(dir.join("admin-token")).is_ok_and(|t| !t.trim().is_empty())
+    );
+    let token = std::fs::read_to_string(dir.join("admin-token")).expect("token");
+    let run = |service: &str, app_port: u16, upstream: Option<u16>| {
+        let listen = format!("127.0.0.1:{app_port}");
+        let mut cmd = Command::new(TRELLIS);
+        cmd.args(["run", "--service", service, "--port", &app_port.to_string()])
+            .args([
+                "--token",
+                token.trim(),
+                "--control-grpc",
+                &format!("http://127.0.0.1:{grpc}"),
+            ]);
+        if let Some(port) = upstream {
+            cmd.args(["--upstream", &format!("books:{port}")]);
+        }
+        cmd.args([
+            "--",
+            TRELLIS,
+            "sample-server",
+            "--listen",
+            &listen,
+            "--name",
+            service,
+        ])
+        .env("TRELLIS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn trellis run")
+    };
+    let upstream = free_port();
+    let books = run("books", free_port(), None);
+    let web = run("web", free_port(), Some(upstream));
+    let client = HttpClient::http1();
+    let url = format!("http://127.0.0.1:{upstream}/");
+    assert_eventually!(client
+        .get(&url)
+        .await
+        .is_ok_and(|r| r.status == StatusCode::OK && r.headers["x-served-by"] == "books"));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(trellis_testkit::load::run_load_until(
+        client.clone(),
+        url.clone(),
+        4,
+        50_000,
+        stop_rx,
+    ));
+    stop(control, "-KILL");
+    // Keep the load going for a while after the control plane is gone.
+    for _ in 0..200 {
+        let resp = client
+            .get(&url)
+            .await
+            .expect("served without a control plane");
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    stop_tx.send(true).expect("stop load");
+    let report = load.await.expect("load");
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    assert!(report.ok > 0);
+    stop(web, "-TERM");
+    stop(books, "-TERM");
+    let _ = std::fs::remove_dir_all(&dir);
+}
