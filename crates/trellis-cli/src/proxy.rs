@@ -1,5 +1,5 @@
 //! `trellis proxy`: the proxy standalone from a file (`--config FILE`), or as a sidecar
-//! under the control plane (`--control URL --service NAME --app ADDR`), driven by
+//! under the control plane (`--service NAME --app ADDR [--control URL]`), driven by
 //! signals.
 
 use std::net::SocketAddr;
@@ -15,34 +15,24 @@ use crate::sidecar::{self, SidecarArgs};
 #[derive(Debug, clap::Args)]
 pub struct ProxyArgs {
     /// The proxy configuration (YAML). SIGHUP reloads it.
-    #[arg(
-        long,
-        short,
-        required_unless_present = "control",
-        conflicts_with = "control"
-    )]
+    #[arg(long, short, conflicts_with_all = ["service", "app"])]
     pub config: Option<PathBuf>,
-    /// Take configuration from the control plane at this gRPC URL instead
-    /// (`http://127.0.0.1:7100`).
-    #[arg(long, requires_all = ["service", "app"])]
-    pub control: Option<String>,
-    /// With `--control`: the service this workload belongs to.
-    #[arg(long)]
+    /// As a sidecar under the control plane at `--control URL`: the service this
+    /// workload belongs to.
+    #[arg(long, requires = "app")]
     pub service: Option<String>,
-    /// With `--control`: the application's address on loopback (`127.0.0.1:8080`).
-    #[arg(long)]
+    /// As a sidecar: the application's address on loopback (`127.0.0.1:8080`).
+    #[arg(long, requires = "service")]
     pub app: Option<SocketAddr>,
     #[command(flatten)]
     pub sidecar: SidecarArgs,
 }
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    match (args.config, args.control, args.service, args.app) {
-        (Some(path), _, _, _) => run_file(&path).await,
-        (None, Some(control), Some(service), Some(app)) => {
-            let mut sidecar_args = args.sidecar;
-            sidecar_args.control_grpc = vec![control];
-            let sidecar = sidecar::start(&service, app.port(), &sidecar_args).await?;
+    match (args.config, args.service, args.app) {
+        (Some(path), _, _) => run_file(&path).await,
+        (None, Some(service), Some(app)) => {
+            let sidecar = sidecar::start(&service, app.port(), &args.sidecar).await?;
             wait_for_stop().await?;
             let left = sidecar.proxy.shutdown().await;
             if left > 0 {
@@ -50,7 +40,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        _ => anyhow::bail!("give --config FILE, or --control URL with --service and --app"),
+        _ => anyhow::bail!(
+            "give --config FILE, or --service NAME and --app ADDR to run under the control plane at --control URL"
+        ),
     }
 }
 

@@ -14,20 +14,19 @@ use trellis_proxy::config::{
 use trellis_proxy::control::{self, ControlSettings, LocalSettings};
 use trellis_proxy::{Proxy, ProxyConfig};
 
-/// Flags shared by `trellis run` and `trellis proxy --control`.
+use crate::client::{Client, ClientArgs};
+
+/// Flags shared by `trellis run` and `trellis proxy --service … --app …`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SidecarArgs {
-    /// Control-plane gRPC URL(s), tried in turn.
-    #[arg(
-        long = "control-grpc",
-        default_value = "http://127.0.0.1:7100",
-        value_delimiter = ','
-    )]
+    /// The control plane (its HTTP API URL and token); the sidecar asks it where its
+    /// proxy API is.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Control-plane gRPC URL(s) for the sidecar, tried in turn. Default: the proxy API
+    /// the control plane at `--control` reports.
+    #[arg(long = "control-grpc", value_delimiter = ',')]
     pub control_grpc: Vec<String>,
-    /// Token for the control plane (env TRELLIS_TOKEN; default: the admin token of a
-    /// control plane on this machine).
-    #[arg(long, env = "TRELLIS_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// Namespace of the workload.
     #[arg(long, short = 'n', default_value = "default")]
     pub namespace: String,
@@ -80,9 +79,13 @@ impl Drop for Sidecar {
 
 /// Starts a sidecar for `service` in front of the app on loopback port `app_port`.
 pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::Result<Sidecar> {
-    let token = match &args.token {
+    let token = match &args.client.token {
         Some(t) => t.clone(),
         None => read_local_token()?,
+    };
+    let addresses = match args.control_grpc.is_empty() {
+        false => args.control_grpc.clone(),
+        true => vec![proxy_api(&args.client).await?],
     };
     let inbound_port = match args.inbound_port {
         0 => free_port()?,
@@ -111,7 +114,7 @@ pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::
         ..Default::default()
     };
     let settings = ControlSettings {
-        addresses: args.control_grpc.clone(),
+        addresses,
         token,
         workload: workload.clone(),
         local: LocalSettings {
@@ -162,6 +165,20 @@ fn initial_config(inbound_port: u16, app_port: u16, admin: SocketAddr) -> ProxyC
         drain_timeout: defaults::drain_timeout(),
         max_header_bytes: defaults::max_header_bytes(),
     }
+}
+
+/// Asks the control plane at `--control` where proxies connect.
+async fn proxy_api(client: &ClientArgs) -> anyhow::Result<String> {
+    let health = Client::new(client)?.get("/api/v1/health").await?;
+    health["proxyApi"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| {
+            format!(
+                "the control plane at {} does not report its proxy API; pass --control-grpc",
+                client.control
+            )
+        })
 }
 
 fn free_port() -> anyhow::Result<u16> {

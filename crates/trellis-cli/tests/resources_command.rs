@@ -47,6 +47,7 @@ impl ControlPlane {
             store: Arc::new(MemoryStore::new()),
             registry: Arc::clone(&registry),
             admin_token: TOKEN.to_string(),
+            proxy_api: None,
         };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

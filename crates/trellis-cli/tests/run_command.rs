@@ -43,7 +43,8 @@ fn trellis_run(
     Command::new(TRELLIS)
         .args(["run", "--service", "books", "--port", &app_port.to_string()])
         .args(["--inbound-port", &inbound.to_string(), "--token", TOKEN])
-        .args(["--control-grpc", &format!("http://{}", cp.grpc_addr)])
+        // Only the HTTP API's URL: the sidecar asks it where the proxy API is.
+        .args(["--control", &format!("http://{}", cp.http_addr)])
         .arg("--")
         .args(app)
         .env("TRELLIS_LOG", "warn")

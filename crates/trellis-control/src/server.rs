@@ -93,6 +93,7 @@ impl ControlPlane {
             store: store.clone(),
             registry: registry.clone(),
             admin_token: token.clone(),
+            proxy_api: Some(format!("http://{grpc_addr}")),
         });
         let http_task = tokio::spawn(async move {
             let app = router.into_make_service_with_connect_info::<SocketAddr>();

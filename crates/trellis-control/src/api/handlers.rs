@@ -45,6 +45,8 @@ pub(super) struct Deleted {
 pub(super) struct Health {
     status: &'static str,
     revision: u64,
+    #[serde(rename = "proxyApi", skip_serializing_if = "Option::is_none")]
+    proxy_api: Option<String>,
 }
 
 /// `GET /api/v1/resources/{kind}[?namespace=NS]`
@@ -144,6 +146,7 @@ pub(super) async fn health(State(api): Shared) -> Answer<Health> {
     Ok(Json(Health {
         status: "ok",
         revision,
+        proxy_api: api.proxy_api.clone(),
     }))
 }
 

@@ -9,7 +9,7 @@
 //! | `POST` | `/api/v1/apply` | `{"results": [{kind, namespace, name, action}]}` |
 //! | `DELETE` | `/api/v1/resources/{kind}/{namespace}/{name}` | `{"deleted": Resource}`, or 404 |
 //! | `GET` | `/api/v1/proxies` | `{"items": [ProxyStatus…]}` |
-//! | `GET` | `/api/v1/health` | `{"status": "ok", "revision": N}` |
+//! | `GET` | `/api/v1/health` | `{"status": "ok", "revision": N, "proxyApi": URL}` |
 //!
 //! `{kind}` is any spelling [`Kind::from_cli`](trellis_api::Kind::from_cli) accepts
 //! (`httproutes`, `HTTPRoute`, `svc`). Cluster-wide kinds (`MeshConfig`) take `-` as
@@ -54,6 +54,9 @@ pub struct ApiState {
     /// The bearer token writes (and reads from other hosts) must present; see
     /// [`token::load_or_create`]. An empty token refuses every request that needs one.
     pub admin_token: String,
+    /// The gRPC URL proxies connect to, reported by `GET /api/v1/health` so sidecars
+    /// given only the HTTP API's URL can find it.
+    pub proxy_api: Option<String>,
 }
 
 /// The API's routes. Serve it with

@@ -50,6 +50,7 @@ impl Api {
             store: Arc::clone(&self.store) as Arc<dyn Store>,
             registry: Arc::clone(&self.registry),
             admin_token: TOKEN.to_string(),
+            proxy_api: None,
         }
     }
 
