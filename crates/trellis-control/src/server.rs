@@ -44,6 +44,25 @@ pub enum ControlError {
     },
 }
 
+/// Pending connections the kernel queues: thousands of proxies may reconnect at once
+/// when a control plane comes back.
+const BACKLOG: i32 = 4096;
+
+/// A listening socket with address reuse (a restarted control plane binds at once) and
+/// a deep backlog.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// A running control plane.
 pub struct ControlPlane {
     push: PushService,
@@ -74,13 +93,10 @@ impl ControlPlane {
         token: String,
         settings: ControlSettings,
     ) -> Result<Self, ControlError> {
-        let bind = |what, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|error| ControlError::Bind { what, addr, error })
-        };
-        let http = bind("HTTP API", settings.http_addr).await?;
-        let grpc = bind("gRPC API", settings.grpc_addr).await?;
+        let bind =
+            |what, addr| listen(addr).map_err(|error| ControlError::Bind { what, addr, error });
+        let http = bind("HTTP API", settings.http_addr)?;
+        let grpc = bind("gRPC API", settings.grpc_addr)?;
         let local = |l: &TcpListener, what, addr| {
             l.local_addr()
                 .map_err(|error| ControlError::Bind { what, addr, error })
