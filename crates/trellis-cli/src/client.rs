@@ -192,14 +192,7 @@ impl Client {
 /// directory: `$XDG_DATA_HOME/trellis/admin-token`, else
 /// `$HOME/.local/share/trellis/admin-token`.
 fn default_token_file() -> Option<PathBuf> {
-    let xdg = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute());
-    let data = match xdg {
-        Some(dir) => dir,
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".local/share"),
-    };
-    Some(data.join("trellis").join("admin-token"))
+    crate::control::default_data_dir().map(|dir| dir.join("admin-token"))
 }
 
 /// The most specific causes of a transport error, outermost wrapper left out

@@ -98,6 +98,23 @@ impl Activity {
     }
 }
 
+impl Activity {
+    /// Resolves once no byte has moved for `timeout` while `busy` said no. Checks again
+    /// when the timeout could next have passed, and at least every 100 ms while busy.
+    pub async fn idle(&self, timeout: std::time::Duration, busy: impl Fn() -> bool) {
+        loop {
+            let idle_for = self.idle_for();
+            if idle_for >= timeout && !busy() {
+                return;
+            }
+            let wait = timeout
+                .saturating_sub(idle_for)
+                .max(std::time::Duration::from_millis(100));
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 impl Default for Activity {
     fn default() -> Self {
         Self::new()

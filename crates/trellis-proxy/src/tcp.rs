@@ -3,7 +3,7 @@
 //! write half is shut down and the opposite direction keeps flowing (half-close).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -55,7 +55,7 @@ pub async fn forward<I>(
                 tracing::debug!(listener = %listener.name, error = %e, "TCP connection ended");
             }
         }
-        _ = idle_expired(&activity, listener.idle_timeout) => {
+        _ = activity.idle(listener.idle_timeout, || false) => {
             tracing::debug!(listener = %listener.name, "closing idle TCP connection");
         }
     }
@@ -71,14 +71,4 @@ pub async fn forward<I>(
         .tcp_duration
         .get_or_create(labels)
         .observe(started.elapsed().as_secs_f64());
-}
-
-async fn idle_expired(activity: &Activity, timeout: Duration) {
-    loop {
-        let idle_for = activity.idle_for();
-        if idle_for >= timeout {
-            return;
-        }
-        tokio::time::sleep(timeout - idle_for).await;
-    }
 }

@@ -56,7 +56,7 @@ fn bearer(request: &Request) -> Option<&str> {
 
 /// Compares in time that depends only on the lengths, so the answer time does not
 /// reveal how much of a guess was right. An empty expected token matches nothing.
-fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
     if expected.is_empty() || given.len() != expected.len() {
         return false;
     }

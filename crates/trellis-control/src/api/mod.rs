@@ -24,7 +24,7 @@
 //! reads are open to loopback peers and need the token from anywhere else; health is
 //! open. The token lives in the data directory ([`token`]).
 
-mod auth;
+pub(crate) mod auth;
 mod error;
 mod handlers;
 pub mod status;

@@ -16,6 +16,7 @@ use trellis_api::service::{WorkloadPort, WorkloadSpec};
 use trellis_api::{Kind, ObjectMeta, Resource, Spec};
 
 use super::Inner;
+use crate::api::auth::tokens_match;
 use crate::api::write;
 use crate::compile::APP_LABEL;
 use crate::registry::{now_rfc3339, ProxyStatus, SyncState};
@@ -40,15 +41,11 @@ pub async fn read_hello(
             "the first message of a session must be Hello",
         ));
     };
-    if !constant_time_eq(hello.token.as_bytes(), token.as_bytes()) {
+    if !tokens_match(hello.token.as_bytes(), token.as_bytes()) {
         tracing::warn!("refused a proxy session with a wrong token");
         return Err(Status::unauthenticated("wrong or missing token"));
     }
     Ok(hello)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Checks the workload, writes it to the store and records the proxy.

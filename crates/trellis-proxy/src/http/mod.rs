@@ -6,7 +6,6 @@ pub mod forward;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -80,7 +79,11 @@ pub async fn serve<I>(
     });
     let io = TokioIo::new(TrackedIo::new(io, activity.clone()));
     let service = service_fn(move |req| forward::handle(req, ctx.clone()));
-    let idle = idle_expired(activity, active, idle_timeout);
+    let idle = async move {
+        activity
+            .idle(idle_timeout, || active.load(Ordering::Relaxed) > 0)
+            .await
+    };
 
     match version {
         Version::Http1 => {
@@ -102,20 +105,5 @@ pub async fn serve<I>(
                 .serve_connection(io, service);
             drive!(conn, drain, idle);
         }
-    }
-}
-
-/// Resolves once the connection has moved no byte and had no request in flight for
-/// `timeout`.
-async fn idle_expired(activity: Activity, active: Arc<AtomicUsize>, timeout: Duration) {
-    loop {
-        let idle_for = activity.idle_for();
-        if idle_for >= timeout && active.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let wait = timeout
-            .saturating_sub(idle_for)
-            .max(Duration::from_millis(100));
-        tokio::time::sleep(wait).await;
     }
 }
