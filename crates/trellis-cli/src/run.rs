@@ -23,6 +23,10 @@ pub struct RunArgs {
     pub port: u16,
     #[command(flatten)]
     pub sidecar: SidecarArgs,
+    /// Stop (as on SIGTERM) when the process that started `trellis run` exits, so a
+    /// supervisor that dies takes its workloads with it.
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
     /// The application and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -51,22 +55,62 @@ async fn wait_until_listening(child: &mut Child, port: u16) -> anyhow::Result<()
     }
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+/// Asks the kernel for SIGTERM when the parent exits, and exits at once if it already
+/// has (the process was then re-parented before the request took effect).
+fn exit_with_parent() -> anyhow::Result<()> {
+    let parent = rustix::process::getppid();
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+        .context("cannot ask to be stopped with the parent process")?;
+    if rustix::process::getppid() != parent {
+        anyhow::bail!("the parent process has exited");
+    }
+    Ok(())
+}
+
+pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
+    // Watched from the start: a SIGTERM while the app starts must stop it too, not
+    // end this process and leave the app behind.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    if args.exit_with_parent {
+        exit_with_parent()?;
+    }
     let (program, rest) = args.command.split_first().context("no command to run")?;
+    let http_proxy_port = match args.sidecar.http_proxy_port {
+        Some(port) => port,
+        None => sidecar::free_port()?,
+    };
+    args.sidecar.http_proxy_port = Some(http_proxy_port);
+    let http_proxy = format!("http://127.0.0.1:{http_proxy_port}");
+    // Loopback stays direct: the app's upstream ports are there.
+    let no_proxy = "localhost,127.0.0.1,::1";
     let mut child = Command::new(program)
         .args(rest)
         .env("PORT", args.port.to_string())
+        .env("HTTP_PROXY", &http_proxy)
+        .env("http_proxy", &http_proxy)
+        .env("NO_PROXY", no_proxy)
+        .env("no_proxy", no_proxy)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {program:?}"))?;
-    wait_until_listening(&mut child, args.port).await?;
-    let sidecar = sidecar::start(&args.service, args.port, &args.sidecar).await?;
+    let starting = async {
+        wait_until_listening(&mut child, args.port).await?;
+        sidecar::start(&args.service, args.port, &args.sidecar).await
+    };
+    let started = tokio::select! {
+        started = starting => Some(started?),
+        _ = terminate.recv() => None,
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let Some(sidecar) = started else {
+        stop_app(&mut child).await;
+        return Ok(());
+    };
     println!(
-        "{} running as workload {} (sidecar inbound port {})",
+        "{} running as workload {} (sidecar inbound port {}, HTTP proxy {http_proxy})",
         args.service, sidecar.workload.name, sidecar.workload.inbound_port
     );
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let status = tokio::select! {
         status = child.wait() => Some(status.context("waiting for the application")?),
         _ = terminate.recv() => None,
@@ -80,13 +124,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         Some(_) => Ok(()),
         None => {
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .arg(pid.to_string())
-                    .status();
-            }
-            let _ = child.wait().await;
+            stop_app(&mut child).await;
             Ok(())
         }
     }
+}
+
+/// Asks the app to stop with SIGTERM, as a supervisor would, and waits for it.
+async fn stop_app(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+    }
+    let _ = child.wait().await;
 }

@@ -33,9 +33,15 @@ pub struct SidecarArgs {
     /// Extra workload labels (`version=v2`); `app=<service>` is always set.
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
-    /// A service this workload calls, through a local port: `books:9001`.
+    /// A service this workload calls: `books:9001` through local port 9001 (and the
+    /// HTTP proxy port), `books` through the HTTP proxy port only.
     #[arg(long = "upstream", value_parser = parse_upstream)]
     pub upstreams: Vec<(String, u16)>,
+    /// Loopback port of the HTTP proxy listener, which routes requests to the
+    /// upstreams by host (`http://books/...`). `trellis run` picks a free one when
+    /// unset and passes it to the app as `HTTP_PROXY`.
+    #[arg(long)]
+    pub http_proxy_port: Option<u16>,
     /// Port of the sidecar's inbound listener (0: a free one).
     #[arg(long, default_value_t = 0)]
     pub inbound_port: u16,
@@ -54,13 +60,20 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// `SERVICE:LOCALPORT`, or `SERVICE` alone for port 0: reached by name only.
 fn parse_upstream(s: &str) -> Result<(String, u16), String> {
-    let (service, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{s:?}: expected SERVICE:LOCALPORT"))?;
-    let port = port
-        .parse()
-        .map_err(|_| format!("{s:?}: {port:?} is not a port"))?;
+    let (service, port) = match s.rsplit_once(':') {
+        Some((service, port)) => {
+            let port = port
+                .parse()
+                .map_err(|_| format!("{s:?}: {port:?} is not a port"))?;
+            (service, port)
+        }
+        None => (s, 0),
+    };
+    if service.is_empty() {
+        return Err(format!("{s:?}: expected SERVICE[:LOCALPORT]"));
+    }
     Ok((service.to_string(), port))
 }
 
@@ -111,6 +124,7 @@ pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::
                 local_port: u32::from(*p),
             })
             .collect(),
+        http_proxy_port: args.http_proxy_port.map_or(0, u32::from),
         ..Default::default()
     };
     let settings = ControlSettings {
@@ -181,7 +195,9 @@ async fn proxy_api(client: &ClientArgs) -> anyhow::Result<String> {
         })
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port nothing listens on now. Another process may take it before the proxy binds
+/// it, which the proxy then reports as a bind error.
+pub fn free_port() -> anyhow::Result<u16> {
     let socket = std::net::TcpListener::bind("0.0.0.0:0").context("cannot find a free port")?;
     Ok(socket.local_addr()?.port())
 }

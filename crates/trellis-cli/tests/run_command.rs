@@ -210,3 +210,124 @@ async fn traffic_keeps_flowing_when_the_control_plane_process_is_killed() {
     stop(books, "-TERM");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sends one HTTP/1.1 request in absolute form, as a client configured with
+/// `HTTP_PROXY` does, and returns the status code and body.
+async fn through_http_proxy(proxy: &str, url: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy).await?;
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let request = format!("GET {url} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[tokio::test]
+async fn the_app_reaches_upstreams_by_name_through_http_proxy() {
+    let cp = control_plane().await;
+    let books_port = free_port();
+    let books = trellis_run(
+        &cp,
+        books_port,
+        free_port(),
+        &[
+            TRELLIS,
+            "sample-server",
+            "--listen",
+            &format!("127.0.0.1:{books_port}"),
+            "--name",
+            "books",
+        ],
+    );
+    // The web app writes down the HTTP_PROXY and NO_PROXY it was given, then serves.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join("env");
+    let web_port = free_port();
+    let script = format!(
+        "echo \"$HTTP_PROXY $NO_PROXY\" > {}; exec {TRELLIS} sample-server --listen 127.0.0.1:{web_port} --name web",
+        env_file.display()
+    );
+    let web = Command::new(TRELLIS)
+        .args(["run", "--service", "web", "--port", &web_port.to_string()])
+        .args(["--upstream", "books", "--token", TOKEN])
+        .args(["--control", &format!("http://{}", cp.http_addr)])
+        .args(["--", "sh", "-c", &script])
+        .env("TRELLIS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn trellis run");
+    assert_eventually!(std::fs::read_to_string(&env_file).is_ok_and(|e| e.ends_with('\n')));
+    let env = std::fs::read_to_string(&env_file).expect("env");
+    let (http_proxy, no_proxy) = env.trim().split_once(' ').expect("two values");
+    assert_eq!(no_proxy, "localhost,127.0.0.1,::1");
+    let proxy = http_proxy
+        .strip_prefix("http://")
+        .expect("an http:// URL")
+        .to_string();
+
+    // Every name of books reaches it once the configuration has arrived.
+    assert_eventually!(through_http_proxy(&proxy, "http://books/")
+        .await
+        .is_ok_and(|(status, _)| status == 200));
+    for url in [
+        "http://books:8080/",
+        "http://books.default/",
+        "http://books.default.svc.trellis.local/",
+    ] {
+        let (status, body) = through_http_proxy(&proxy, url).await.expect(url);
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "hello from books\n"),
+            "{url}"
+        );
+    }
+    // A host that is no upstream of web is refused, not sent anywhere.
+    let (status, _) = through_http_proxy(&proxy, "http://ratings/")
+        .await
+        .expect("answered");
+    assert_eq!(status, 404);
+    stop(web, "-TERM");
+    stop(books, "-TERM");
+}
+
+#[tokio::test]
+async fn exit_with_parent_stops_the_workload_when_its_parent_is_killed() {
+    let cp = control_plane().await;
+    let app_port = free_port();
+    let listen = format!("127.0.0.1:{app_port}");
+    let run = format!(
+        "{TRELLIS} run --exit-with-parent --service books --port {app_port} --token {TOKEN} \
+         --control http://{} -- {TRELLIS} sample-server --listen {listen} --name books",
+        cp.http_addr
+    );
+    // A parent that starts `trellis run` and is then killed outright.
+    let parent = Command::new("sh")
+        .args(["-c", &format!("{run} & wait")])
+        .env("TRELLIS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn parent");
+    assert_eventually!(std::net::TcpStream::connect(&listen).is_ok());
+    stop(parent, "-KILL");
+    assert_eventually!(
+        std::net::TcpStream::connect(&listen).is_err(),
+        "the app outlived its supervisor"
+    );
+}

@@ -104,6 +104,39 @@ struct Matcher {
     headers: Vec<(http::HeaderName, ValueMatcher)>,
     query: Vec<(String, ValueMatcher)>,
     method: Option<http::Method>,
+    hosts: Vec<HostMatcher>,
+}
+
+/// A host name, lower case, and the port it must come with, if any.
+#[derive(Debug)]
+struct HostMatcher {
+    name: String,
+    port: Option<u16>,
+}
+
+impl HostMatcher {
+    fn build(host: &str) -> Option<Self> {
+        let authority: http::uri::Authority = host.parse().ok()?;
+        Some(Self {
+            name: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16(),
+        })
+    }
+
+    fn matches(&self, authority: &http::uri::Authority) -> bool {
+        authority.host().eq_ignore_ascii_case(&self.name)
+            && self.port.is_none_or(|p| authority.port_u16() == Some(p))
+    }
+}
+
+/// The authority a request is for: its URI's (HTTP/2, or an HTTP/1 proxy request in
+/// absolute form), else its `Host` header.
+fn request_authority<B>(req: &Request<B>) -> Option<http::uri::Authority> {
+    if let Some(authority) = req.uri().authority() {
+        return Some(authority.clone());
+    }
+    let host = req.headers().get(http::header::HOST)?.to_str().ok()?;
+    host.parse().ok()
 }
 
 #[derive(Debug)]
@@ -171,17 +204,31 @@ impl Matcher {
             Some(m) => Some(http::Method::from_bytes(m.as_bytes()).ok()?),
             None => None,
         };
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|h| HostMatcher::build(h))
+            .collect::<Option<Vec<_>>>()?;
         Some(Self {
             path,
             headers,
             query,
             method,
+            hosts,
         })
     }
 
     fn matches<B>(&self, req: &Request<B>) -> bool {
         if self.method.as_ref().is_some_and(|m| m != req.method()) {
             return false;
+        }
+        if !self.hosts.is_empty() {
+            let Some(authority) = request_authority(req) else {
+                return false;
+            };
+            if !self.hosts.iter().any(|h| h.matches(&authority)) {
+                return false;
+            }
         }
         let path = req.uri().path();
         let path_ok = match &self.path {

@@ -67,6 +67,10 @@ pub struct Workload {
     /// Services this workload calls in explicit mode, each through a local port.
     #[prost(message, repeated, tag = "10")]
     pub upstreams: ::prost::alloc::vec::Vec<Upstream>,
+    /// Loopback port of the sidecar's HTTP proxy listener, which routes by `Host` to the
+    /// HTTP and gRPC upstreams (the app's `HTTP_PROXY`); 0: none.
+    #[prost(uint32, tag = "11")]
+    pub http_proxy_port: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -75,6 +79,7 @@ pub struct Upstream {
     pub service: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub namespace: ::prost::alloc::string::String,
+    /// 0: reached only through the HTTP proxy port, by name.
     #[prost(uint32, tag = "3")]
     pub local_port: u32,
 }
@@ -170,6 +175,10 @@ pub struct RouteMatch {
     /// Upper-case HTTP method; empty: any.
     #[prost(string, tag = "4")]
     pub method: ::prost::alloc::string::String,
+    /// Host names (lower case, optionally with `:port`) of which the request's authority
+    /// must be one; empty: any.
+    #[prost(string, repeated, tag = "5")]
+    pub hosts: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

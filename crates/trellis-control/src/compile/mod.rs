@@ -38,6 +38,12 @@
 //! A Service exists implicitly for every workload's `app` label (selector
 //! `app=<name>`, one `http` port) unless one of that name is declared in the namespace.
 //!
+//! - **`http-proxy`** on `127.0.0.1:<httpProxyPort>` when the workload has one (the
+//!   app's `HTTP_PROXY`): protocol auto, holding the routes of every `http`, `http2`
+//!   and `grpc` upstream as above, each also matching the request's host against the
+//!   names of its Service ([`service_hosts`]). An upstream with local port 0 is
+//!   reached this way only. A host no upstream has gets 404 `no route`.
+//!
 //! Upstreams the proxy could not bind are left out: local port 0 or above 65535, or a
 //! port another listener of the proxy already uses (the first by namespace, service and
 //! port keeps it). When two upstreams would get the same listener name (the same
@@ -63,10 +69,14 @@ use trellis_api::service::AppProtocol;
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
 
 use self::index::{ServiceEntry, Tables};
-pub use self::names::{backend_name, config_name, is_valid_name, outbound_listener_name};
+pub use self::names::{
+    backend_name, config_name, is_valid_name, outbound_listener_name, service_hosts,
+};
 
 /// Name of the listener where mesh traffic for the proxy's own workload arrives.
 pub const INBOUND_LISTENER: &str = "inbound";
+/// Name of the listener that takes HTTP proxy requests and routes them by host.
+pub const HTTP_PROXY_LISTENER: &str = "http-proxy";
 /// Name of the backend that is the proxy's own application on loopback.
 pub const LOCAL_APP_BACKEND: &str = "local-app";
 /// Name of the route that takes whatever no route resource matched.
@@ -182,21 +192,29 @@ impl MeshIndex {
             })
             .collect();
         upstreams.sort();
-        for (target, local_port) in upstreams {
-            let Some(port) = u16::try_from(local_port).ok().filter(|p| *p != 0) else {
+        for (target, local_port) in &upstreams {
+            let Some(port) = u16::try_from(*local_port).ok().filter(|p| *p != 0) else {
                 continue;
             };
             if !ports.insert(port) {
                 continue;
             }
-            let mut name = outbound_listener_name(&target);
+            let mut name = outbound_listener_name(target);
             if names.contains(&name) {
                 name = config_name(&format!("{name}-{port}"));
             }
             if !names.insert(name.clone()) {
                 continue;
             }
-            listeners.push(self.outbound(&target, namespace, name, port, &mut reach));
+            listeners.push(self.outbound(target, namespace, name, port, &mut reach));
+        }
+        let http_proxy_port = u16::try_from(proxy.http_proxy_port)
+            .ok()
+            .filter(|p| *p != 0 && !ports.contains(p));
+        if let Some(port) = http_proxy_port {
+            let mut targets: Vec<&ServiceKey> = upstreams.iter().map(|(t, _)| t).collect();
+            targets.dedup();
+            listeners.push(self.http_proxy(&targets, namespace, port, &mut reach));
         }
 
         backends.extend(reach.iter().map(|(key, h2)| self.backend(key, *h2)));
@@ -285,6 +303,59 @@ impl MeshIndex {
         port: u16,
         reach: &mut BTreeMap<ServiceKey, bool>,
     ) -> Listener {
+        let (protocol, routes) = self.outbound_routes(target, namespace, reach);
+        Listener {
+            name,
+            address: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port).to_string(),
+            protocol: listener_protocol(protocol) as i32,
+            routes,
+            detect_timeout_ms: None,
+            idle_timeout_ms: None,
+        }
+    }
+
+    /// The HTTP proxy listener: the routes of every HTTP and gRPC upstream, each made
+    /// to match only requests whose authority names that upstream's Service.
+    fn http_proxy(
+        &self,
+        targets: &[&ServiceKey],
+        namespace: &str,
+        port: u16,
+        reach: &mut BTreeMap<ServiceKey, bool>,
+    ) -> Listener {
+        let mut routes = Vec::new();
+        for target in targets {
+            let protocol = self
+                .service(target)
+                .map_or(AppProtocol::Http, ServiceEntry::protocol);
+            if protocol == AppProtocol::Tcp {
+                continue;
+            }
+            let hosts = service_hosts(target, namespace);
+            let (_, target_routes) = self.outbound_routes(target, namespace, reach);
+            routes.extend(target_routes.into_iter().map(|mut route| {
+                route.r#match.get_or_insert_with(Default::default).hosts = hosts.clone();
+                route
+            }));
+        }
+        Listener {
+            name: HTTP_PROXY_LISTENER.to_string(),
+            address: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port).to_string(),
+            protocol: ListenerProtocol::Auto as i32,
+            routes,
+            detect_timeout_ms: None,
+            idle_timeout_ms: None,
+        }
+    }
+
+    /// The routes for calls from a proxy in `namespace` to `target`, and the protocol
+    /// they are for; records the Services they send to in `reach`.
+    fn outbound_routes(
+        &self,
+        target: &ServiceKey,
+        namespace: &str,
+        reach: &mut BTreeMap<ServiceKey, bool>,
+    ) -> (AppProtocol, Vec<Route>) {
         let protocol = self
             .service(target)
             .map_or(AppProtocol::Http, ServiceEntry::protocol);
@@ -336,15 +407,7 @@ impl MeshIndex {
             routes.push(catch_all);
             routes
         };
-
-        Listener {
-            name,
-            address: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port).to_string(),
-            protocol: listener_protocol(protocol) as i32,
-            routes,
-            detect_timeout_ms: None,
-            idle_timeout_ms: None,
-        }
+        (protocol, routes)
     }
 
     /// The backend for `key`; `grpc` when a gRPC listener sends to it.

@@ -33,6 +33,22 @@ pub fn outbound_listener_name(service: &ServiceKey) -> String {
     config_name(&format!("outbound-{}-{}", service.namespace, service.name))
 }
 
+/// DNS suffix of mesh service names: `<service>.<namespace>.svc.<this>`.
+pub const MESH_DOMAIN: &str = "trellis.local";
+
+/// The host names a caller in `namespace` may use for `service`: its short name (in
+/// the caller's own namespace only), `<service>.<namespace>`, and
+/// `<service>.<namespace>.svc.trellis.local`.
+pub fn service_hosts(service: &ServiceKey, namespace: &str) -> Vec<String> {
+    let qualified = format!("{}.{}", service.name, service.namespace);
+    let full = format!("{qualified}.svc.{MESH_DOMAIN}");
+    if service.namespace == namespace {
+        vec![service.name.clone(), qualified, full]
+    } else {
+        vec![qualified, full]
+    }
+}
+
 /// Whether the proxy accepts `name` for a listener or backend: 1 to 63 letters, digits,
 /// '-', '_' or '.'. The same rule as the proxy's own configuration check.
 pub fn is_valid_name(name: &str) -> bool {

@@ -247,6 +247,7 @@ fn http_match(m: &HTTPRouteMatch) -> Option<RouteMatch> {
         headers,
         query,
         method: method.to_string(),
+        hosts: Vec::new(),
     })
 }
 
@@ -364,6 +365,7 @@ fn grpc_match(m: &GRPCRouteMatch) -> Option<Option<RouteMatch>> {
         headers,
         query: Vec::new(),
         method: String::new(),
+        hosts: Vec::new(),
     }))
 }
 

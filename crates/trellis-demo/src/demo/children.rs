@@ -91,6 +91,8 @@ impl Children {
         let mut command = Command::new(&self.program);
         command
             .arg("run")
+            // If the demo is killed outright, its workloads still stop.
+            .arg("--exit-with-parent")
             .args(["--service", workload.service])
             .args(["--port", &workload.app_port.to_string()])
             .args(["--control-grpc", &self.control_grpc]);

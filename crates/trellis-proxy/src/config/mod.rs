@@ -310,10 +310,12 @@ impl ProxyConfig {
                     format!("{} is the admin address", l.address),
                 ));
             }
-            if l.routes.is_empty() {
+            // An HTTP listener without routes answers 404 `no route`; bytes of a TCP
+            // listener would have nowhere to go.
+            if l.routes.is_empty() && l.protocol == ListenerProtocol::Tcp {
                 return Err(ConfigError::invalid(
                     format!("{at}.routes"),
-                    "a listener needs a route",
+                    "a TCP listener needs a route",
                 ));
             }
             if l.protocol == ListenerProtocol::Tcp && l.routes.len() > 1 {

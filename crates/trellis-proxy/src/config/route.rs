@@ -55,6 +55,11 @@ pub struct RouteMatch {
     /// HTTP method, upper case (`GET`, `POST`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// Host names the request's authority (URI authority, else `Host` header) must be
+    /// one of, case-insensitively. `books` takes `books` on any port; `books:8080` only
+    /// that port. Empty: any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// How a request path must look. `prefix` matches whole path segments: `/api` matches
@@ -163,6 +168,17 @@ impl RouteMatch {
                     (None, Some(r)) => check_regex(&format!("{here}.regex"), r)?,
                     (Some(_), None) => {}
                 }
+            }
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            if host.is_empty()
+                || host.parse::<http::uri::Authority>().is_err()
+                || host.contains('@')
+            {
+                return Err(ConfigError::invalid(
+                    format!("{at}.hosts[{i}]"),
+                    format!("{host:?} is not a host name with an optional port"),
+                ));
             }
         }
         if let Some(method) = &self.method {

@@ -71,6 +71,7 @@ fn errors_name_the_field() {
         ("- backend: web-app", "- backend: web-app\n        match: {path: {regex: \"(\"}}", "listeners[0].routes[0].match.path.regex: invalid regular expression"),
         ("- backend: web-app", "- backend: web-app\n        match: {headers: [{name: x, exact: a, regex: b}]}", "listeners[0].routes[0].match.headers[0]: give exactly one"),
         ("- backend: web-app", "- backend: web-app\n        match: {method: get}", "listeners[0].routes[0].match.method: \"get\" is not"),
+        ("- backend: web-app", "- backend: web-app\n        match: {hosts: [books, 'a b']}", "listeners[0].routes[0].match.hosts[1]: \"a b\" is not a host name"),
         ("- backend: web-app", "- backend: web-app\n        match: {colour: red}", "listeners[0].routes[0].match.colour: unknown field"),
         ("protocol: auto", "protocol: tcp\n    routes:\n      - backend: web-app\n        match: {method: GET}\n    x-unused: 1", "listeners[0].x-unused: unknown field"),
         ("protocol: auto", "protocol: htp", "listeners[0].protocol: "),
@@ -106,9 +107,9 @@ fn errors_name_the_field() {
         ),
         ("name: web\n", "name: \"we b\"\n", "listeners[0].name: "),
         (
-            "routes:\n      - backend: web-app",
-            "routes: []",
-            "listeners[0].routes: a listener needs a route",
+            "protocol: auto\n    routes:\n      - backend: web-app",
+            "protocol: tcp\n    routes: []",
+            "listeners[0].routes: a TCP listener needs a route",
         ),
         (
             "protocol: auto",

@@ -120,6 +120,7 @@ fn route_match(m: &wire::RouteMatch) -> RouteMatch {
         headers: values(&m.headers),
         query: values(&m.query),
         method: (!m.method.is_empty()).then(|| m.method.clone()),
+        hosts: m.hosts.clone(),
     }
 }
 
@@ -182,6 +183,7 @@ mod tests {
                         }],
                         query: vec![],
                         method: "GET".into(),
+                        hosts: vec!["ratings".into()],
                     }),
                     backends: vec![
                         wire::WeightedBackend {
@@ -227,6 +229,7 @@ mod tests {
         let m = r.matches.as_ref().expect("match");
         assert_eq!(m.path, Some(PathMatch::Prefix("/api".into())));
         assert_eq!(m.method.as_deref(), Some("GET"));
+        assert_eq!(m.hosts, ["ratings"]);
         let b = &config.backends[0];
         assert_eq!(
             (b.protocol, b.load_balancer),

@@ -79,12 +79,39 @@ fn path_matches() {
 }
 
 #[test]
+fn hosts_match_the_uri_authority_or_the_host_header() {
+    let r = route(RouteMatch {
+        hosts: vec!["books".into(), "books.shop:8080".into()],
+        ..RouteMatch::default()
+    });
+    // An HTTP/1 request through a proxy port carries an absolute URI.
+    assert!(r.matches(&parts("GET", "http://books/x", &[])));
+    assert!(
+        r.matches(&parts("GET", "http://BOOKS:9000/x", &[])),
+        "any port"
+    );
+    assert!(r.matches(&parts("GET", "/x", &[("host", "books:80")])));
+    assert!(r.matches(&parts("GET", "/x", &[("host", "books.shop:8080")])));
+    assert!(
+        !r.matches(&parts("GET", "/x", &[("host", "books.shop:8081")])),
+        "wrong port"
+    );
+    assert!(!r.matches(&parts("GET", "/x", &[("host", "bookshop")])));
+    assert!(!r.matches(&parts("GET", "/x", &[])), "no authority at all");
+    assert!(
+        !r.matches(&parts("GET", "http://ratings/x", &[("host", "books")])),
+        "the URI's authority wins over the header"
+    );
+}
+
+#[test]
 fn headers_query_and_method_must_all_hold() {
     let r = route(RouteMatch {
         path: None,
         headers: vec![exact("x-canary", "true"), regex("user-agent", "curl/.*")],
         query: vec![exact("version", "2")],
         method: Some("POST".into()),
+        hosts: vec![],
     });
     let good = [("x-canary", "true"), ("user-agent", "curl/8.0")];
     assert!(r.matches(&parts("POST", "/x?a=1&version=2", &good)));

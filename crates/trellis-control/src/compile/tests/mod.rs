@@ -2,6 +2,7 @@
 //! [`assert_acceptable`], which repeats the checks the proxy makes before it applies a
 //! configuration (the control plane cannot depend on the proxy to call them itself).
 
+mod http_proxy;
 mod inbound;
 mod outbound;
 mod policy;
@@ -87,6 +88,7 @@ fn proxy(
                 local_port: *local_port,
             })
             .collect(),
+        http_proxy_port: 0,
     }
 }
 
@@ -176,6 +178,9 @@ fn describe(m: Option<&RouteMatch>) -> String {
     if !m.method.is_empty() {
         parts.push(format!("m:{}", m.method));
     }
+    if !m.hosts.is_empty() {
+        parts.push(format!("host:{}", m.hosts.join(",")));
+    }
     parts.join(" ")
 }
 
@@ -224,7 +229,6 @@ fn assert_acceptable(config: &ProxyConfig) {
             "port {} used twice",
             addr.port()
         );
-        assert!(!l.routes.is_empty(), "listener {:?} has no route", l.name);
         let protocol = ListenerProtocol::try_from(l.protocol).expect("known protocol");
         if protocol == ListenerProtocol::Tcp {
             assert_eq!(l.routes.len(), 1, "tcp listener {:?}", l.name);
