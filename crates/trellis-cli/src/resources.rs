@@ -165,20 +165,55 @@ pub async fn describe(args: ObjectArgs) -> anyhow::Result<()> {
             found.into_iter().next().unwrap_or_default()
         }
         Target::Kind(kind) => {
-            client
-                .get(&object_path(kind, namespace, &args.name))
-                .await?
+            let path = object_path(kind, namespace, &args.name);
+            let mut object = client.get(&path).await?;
+            // Which proxies hold it, and in what compiled form.
+            let holders = client.get(&format!("{path}/proxies")).await?;
+            if let Some(o) = object.as_object_mut() {
+                o.insert("proxies".into(), holders["items"].clone());
+            }
+            object
         }
     };
-    let conditions = object
-        .as_object_mut()
-        .and_then(|o| o.remove("status"))
-        .and_then(|s| s.get("conditions").cloned());
+    let status = object.as_object_mut().and_then(|o| o.remove("status"));
+    let proxies = object.as_object_mut().and_then(|o| o.remove("proxies"));
     let mut text = serde_saphyr::to_string(&object)?;
-    if let Some(Value::Array(conditions)) = conditions {
+    if let Some(Value::Array(conditions)) = status.and_then(|s| s.get("conditions").cloned()) {
         text.push_str(&table::conditions(&conditions));
     }
+    if let Some(Value::Array(proxies)) = proxies {
+        text.push_str(&proxies_section(&proxies)?);
+    }
     emit(&text)
+}
+
+/// The proxies holding a resource, for `describe`: one header line each, then the
+/// pieces of its configuration that came from the resource, as YAML.
+fn proxies_section(proxies: &[Value]) -> anyhow::Result<String> {
+    if proxies.is_empty() {
+        return Ok("\nProxies: none holds it\n".to_string());
+    }
+    let mut text = String::from("\nProxies:\n");
+    for p in proxies {
+        let serving = if p["serving"] == true {
+            "serving it"
+        } else {
+            "serving an older version"
+        };
+        text.push_str(&format!(
+            "  {}/{} ({}): {}, acked version {}, {serving}\n",
+            p["namespace"].as_str().unwrap_or_default(),
+            p["workload"].as_str().unwrap_or_default(),
+            p["service"].as_str().unwrap_or_default(),
+            p["state"].as_str().unwrap_or_default(),
+            p["ackedVersion"],
+        ));
+        let compiled = serde_saphyr::to_string(&p["compiled"])?;
+        for line in compiled.lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
+    }
+    Ok(text)
 }
 
 /// The connected proxies, optionally one workload or one namespace.

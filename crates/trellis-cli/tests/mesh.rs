@@ -135,7 +135,7 @@ async fn config_is_pushed_live_and_routes_change_traffic() {
         &[],
     )
     .await;
-    let _r2 = sidecar(
+    let r2 = sidecar(
         &cp,
         "ratings-2",
         "ratings",
@@ -203,6 +203,75 @@ spec:
         .listeners
         .iter()
         .any(|l| l.name.starts_with("outbound")));
+
+    // `describe` knows which proxies hold each resource, and in what compiled form.
+    let route = holders(&cp, "httproutes/default/ratings").await;
+    assert_eq!(route.len(), 1, "{route:?}");
+    assert_eq!(route[0]["workload"], "web-1");
+    assert_eq!(route[0]["serving"], true);
+    assert_eq!(
+        route[0]["compiled"],
+        serde_json::json!([{
+            "listener": "outbound-default-ratings",
+            "route": "default.ratings.0",
+            "match": "*",
+            "backends": ["ratings-v2.default=1"],
+        }])
+    );
+    let service = holders(&cp, "services/default/ratings-v2").await;
+    assert_eq!(service.len(), 1, "{service:?}");
+    assert_eq!(service[0]["compiled"][0]["backend"], "ratings-v2.default");
+    let v2_endpoint = format!(
+        "127.0.0.1:{}",
+        r2.proxy.effective_config().listeners[0].address.port()
+    );
+    assert_eq!(
+        service[0]["compiled"][0]["endpoints"],
+        serde_json::json!([v2_endpoint])
+    );
+    // A workload is held by its callers (as an endpoint) and by its own proxy.
+    let workload = holders(&cp, "workloads/default/ratings-2").await;
+    let names: Vec<&str> = workload
+        .iter()
+        .filter_map(|h| h["workload"].as_str())
+        .collect();
+    assert_eq!(names, ["ratings-2", "web-1"]);
+    assert_eq!(workload[1]["compiled"][0]["endpoint"], v2_endpoint.as_str());
+
+    // And the operator sees the same through `trellis describe`.
+    // Asynchronously: the control plane runs on this test's thread.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["describe", "httproute", "ratings", "--control"])
+        .arg(format!("http://{}", cp.http_addr))
+        .output()
+        .await
+        .expect("trellis describe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let proxies = text
+        .split_once("\nProxies:\n")
+        .expect("a proxies section")
+        .1;
+    let mut lines = proxies.lines();
+    let head = lines.next().expect("one proxy");
+    assert!(
+        head.starts_with("  default/web-1 (web): synced, acked version ")
+            && head.ends_with(", serving it"),
+        "{text}"
+    );
+    assert!(
+        lines.any(|l| l.trim() == "route: default.ratings.0"),
+        "{text}"
+    );
+}
+
+/// `GET /api/v1/resources/{path}/proxies`: the proxies holding a resource.
+async fn holders(cp: &ControlPlane, path: &str) -> Vec<serde_json::Value> {
+    let url = format!("http://{}/api/v1/resources/{path}/proxies", cp.http_addr);
+    let resp = HttpClient::http1().get(&url).await.expect("holders");
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let body: serde_json::Value = serde_json::from_str(&resp.text()).expect("json");
+    body["items"].as_array().cloned().unwrap_or_default()
 }
 
 #[tokio::test]

@@ -187,6 +187,11 @@ fn apply_get_describe_delete() {
     let described = ok(cp.run(&["describe", "httproute", "r", "-n", "shop"]));
     assert!(described.contains("kind: HTTPRoute"), "{described}");
     assert!(described.contains("\nConditions:\n  TYPE "), "{described}");
+    // No proxy is connected, so none holds it.
+    assert!(
+        described.ends_with("\nProxies: none holds it\n"),
+        "{described}"
+    );
     let resolved_line = described
         .lines()
         .find(|l| l.trim_start().starts_with("ResolvedRefs"))

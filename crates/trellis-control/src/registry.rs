@@ -3,10 +3,11 @@
 //! the last error it reported. `trellis get proxies` reads this.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
+use trellis_api::proto::v1::ProxyConfig;
 
 /// Where a proxy's configuration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,6 +50,9 @@ pub struct ProxyStatus {
 #[derive(Debug, Default)]
 pub struct Registry {
     proxies: RwLock<BTreeMap<String, ProxyStatus>>,
+    /// The configuration last sent to each proxy, shared with its session (no copy),
+    /// to tell which proxies hold a resource and in what compiled form.
+    sent: RwLock<BTreeMap<String, Arc<ProxyConfig>>>,
 }
 
 impl Registry {
@@ -88,6 +92,31 @@ impl Registry {
         if let Ok(mut p) = self.proxies.write() {
             p.remove(workload);
         }
+        if let Ok(mut sent) = self.sent.write() {
+            sent.remove(workload);
+        }
+    }
+
+    /// Records the configuration just sent to a known proxy.
+    pub fn record_sent(&self, workload: &str, config: Arc<ProxyConfig>) {
+        if let Ok(mut sent) = self.sent.write() {
+            sent.insert(workload.to_string(), config);
+        }
+    }
+
+    /// Every proxy with the configuration it was last sent (`None` before the first).
+    pub fn with_configs(&self) -> Vec<(ProxyStatus, Option<Arc<ProxyConfig>>)> {
+        let proxies = self.list();
+        let Ok(sent) = self.sent.read() else {
+            return Vec::new();
+        };
+        proxies
+            .into_iter()
+            .map(|p| {
+                let config = sent.get(&p.workload).cloned();
+                (p, config)
+            })
+            .collect()
     }
 }
 

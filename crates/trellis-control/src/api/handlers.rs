@@ -26,6 +26,12 @@ pub(super) struct Items<T> {
     items: Vec<T>,
 }
 
+impl<T> Items<T> {
+    pub(super) fn new(items: Vec<T>) -> Self {
+        Self { items }
+    }
+}
+
 #[derive(Deserialize)]
 pub(super) struct ListQuery {
     namespace: Option<String>,
@@ -83,13 +89,23 @@ pub(super) async fn get_one(
     State(api): Shared,
     Path((kind, namespace, name)): Path<(String, String, String)>,
 ) -> Answer<Resource> {
-    let (kind, namespace) = parse_object(&kind, &namespace)?;
+    find_one(&api, &kind, &namespace, &name).await.map(Json)
+}
+
+/// One resource with its status, by the kind and namespace as written in a path.
+pub(super) async fn find_one(
+    api: &ApiState,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Resource, ApiError> {
+    let (kind, namespace) = parse_object(kind, namespace)?;
     let all = storage::read_all(api.store.as_ref()).await?;
     let existing = Existing::new(&all);
     all.into_iter()
         .find(|r| r.kind == kind && r.metadata.namespace == namespace && r.metadata.name == name)
-        .map(|r| Json(existing.with_status(r)))
-        .ok_or_else(|| not_found(kind, &namespace, &name))
+        .map(|r| existing.with_status(r))
+        .ok_or_else(|| not_found(kind, &namespace, name))
 }
 
 /// `POST /api/v1/apply`: validates every document, then writes each in order.

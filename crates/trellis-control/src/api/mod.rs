@@ -8,6 +8,7 @@
 //! | `GET` | `/api/v1/resources/{kind}/{namespace}/{name}` | the Resource, or 404 |
 //! | `POST` | `/api/v1/apply` | `{"results": [{kind, namespace, name, action}]}` |
 //! | `DELETE` | `/api/v1/resources/{kind}/{namespace}/{name}` | `{"deleted": Resource}`, or 404 |
+//! | `GET` | `/api/v1/resources/{kind}/{namespace}/{name}/proxies` | `{"items": [{workload, state, serving, compiled…}]}`: the proxies holding it ([`usage`]) |
 //! | `GET` | `/api/v1/proxies` | `{"items": [ProxyStatus…]}` |
 //! | `GET` | `/api/v1/health` | `{"status": "ok", "revision": N, "proxyApi": URL}` |
 //!
@@ -30,6 +31,7 @@ mod handlers;
 pub mod status;
 pub mod storage;
 pub mod token;
+mod usage;
 pub mod write;
 
 #[cfg(test)]
@@ -69,6 +71,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/resources/{kind}/{namespace}/{name}",
             get(handlers::get_one).delete(handlers::delete),
+        )
+        .route(
+            "/api/v1/resources/{kind}/{namespace}/{name}/proxies",
+            get(usage::proxies_of),
         )
         .route("/api/v1/apply", post(handlers::apply))
         .route("/api/v1/proxies", get(handlers::proxies))

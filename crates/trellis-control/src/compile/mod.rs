@@ -70,7 +70,7 @@ use trellis_api::{Kind, ObjectRef, Resource, Spec};
 
 use self::index::{ServiceEntry, Tables};
 pub use self::names::{
-    backend_name, config_name, is_valid_name, outbound_listener_name, service_hosts,
+    backend_name, config_name, describe_match, is_valid_name, outbound_listener_name, service_hosts,
 };
 
 /// Name of the listener where mesh traffic for the proxy's own workload arrives.

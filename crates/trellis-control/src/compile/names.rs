@@ -10,6 +10,8 @@
 
 use std::cmp::Ordering;
 
+use trellis_api::proto::v1::{path_match, value_match, RouteMatch};
+
 use super::ServiceKey;
 
 /// Longest listener or backend name the proxy accepts.
@@ -186,6 +188,43 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// A route's match in one line, as `trellis describe` and the compiler's tests show it:
+/// `exact:/a`, `prefix:/b` or `regex:x`, then `h:name=value` or `h:name~regex` per
+/// header, `q:…` per query parameter, `m:GET`, `host:a,b`; `*` for every request.
+pub fn describe_match(m: Option<&RouteMatch>) -> String {
+    let Some(m) = m else {
+        return "*".to_string();
+    };
+    let mut parts = Vec::new();
+    if let Some(kind) = m.path.as_ref().and_then(|p| p.kind.as_ref()) {
+        parts.push(match kind {
+            path_match::Kind::Exact(p) => format!("exact:{p}"),
+            path_match::Kind::Prefix(p) => format!("prefix:{p}"),
+            path_match::Kind::Regex(p) => format!("regex:{p}"),
+        });
+    }
+    for (tag, list) in [("h", &m.headers), ("q", &m.query)] {
+        for v in list {
+            parts.push(match &v.kind {
+                Some(value_match::Kind::Exact(x)) => format!("{tag}:{}={x}", v.name),
+                Some(value_match::Kind::Regex(x)) => format!("{tag}:{}~{x}", v.name),
+                None => format!("{tag}:{}?", v.name),
+            });
+        }
+    }
+    if !m.method.is_empty() {
+        parts.push(format!("m:{}", m.method));
+    }
+    if !m.hosts.is_empty() {
+        parts.push(format!("host:{}", m.hosts.join(",")));
+    }
+    if parts.is_empty() {
+        "*".to_string()
+    } else {
+        parts.join(" ")
+    }
 }
 
 #[cfg(test)]

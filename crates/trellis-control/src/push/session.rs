@@ -138,13 +138,13 @@ pub async fn run(
     let name = registered.workload.name.clone();
     let mut mesh = inner.mesh.subscribe();
     let mut stopping = inner.stopping.subscribe();
-    let mut last_sent: Option<ProxyConfig> = None;
+    let mut last_sent: Option<Arc<ProxyConfig>> = None;
     loop {
         let version = mesh.borrow_and_update().clone();
         // Revision 0 is the empty state before the first read of the store.
         if version.revision > 0 {
             let config = version.index.compile(&registered.workload);
-            if last_sent.as_ref() != Some(&config) {
+            if last_sent.as_deref() != Some(&config) {
                 let snapshot = Snapshot {
                     version: version.revision,
                     config: Some(config.clone()),
@@ -163,6 +163,8 @@ pub async fn run(
                         SyncState::Pending
                     };
                 });
+                let config = Arc::new(config);
+                inner.registry.record_sent(&name, config.clone());
                 last_sent = Some(config);
             }
         }

@@ -20,7 +20,7 @@ use trellis_api::proto::v1::{
 use trellis_api::service::WorkloadSpec;
 use trellis_api::{parse_documents, Condition, ObjectMeta, Resource, Spec};
 
-use super::{is_valid_name, MeshIndex, MeshState};
+use super::{describe_match, is_valid_name, MeshIndex, MeshState};
 
 /// Resources from YAML documents, validated as on apply.
 fn yaml(text: &str) -> Vec<Resource> {
@@ -142,7 +142,7 @@ fn routes(l: &Listener) -> Vec<String> {
             let mut line = format!(
                 "{} | {} | {}",
                 r.name,
-                describe(r.r#match.as_ref()),
+                describe_match(r.r#match.as_ref()),
                 backends.join(" ")
             );
             if let Some(ms) = r.timeout_ms {
@@ -151,37 +151,6 @@ fn routes(l: &Listener) -> Vec<String> {
             line
         })
         .collect()
-}
-
-/// A match as `exact:/a prefix:/b regex:x h:name=value h:name~regex q:… m:GET`.
-fn describe(m: Option<&RouteMatch>) -> String {
-    let Some(m) = m else {
-        return "*".to_string();
-    };
-    let mut parts = Vec::new();
-    if let Some(kind) = m.path.as_ref().and_then(|p| p.kind.as_ref()) {
-        parts.push(match kind {
-            path_match::Kind::Exact(p) => format!("exact:{p}"),
-            path_match::Kind::Prefix(p) => format!("prefix:{p}"),
-            path_match::Kind::Regex(p) => format!("regex:{p}"),
-        });
-    }
-    for (tag, list) in [("h", &m.headers), ("q", &m.query)] {
-        for v in list {
-            parts.push(match &v.kind {
-                Some(value_match::Kind::Exact(x)) => format!("{tag}:{}={x}", v.name),
-                Some(value_match::Kind::Regex(x)) => format!("{tag}:{}~{x}", v.name),
-                None => format!("{tag}:{}?", v.name),
-            });
-        }
-    }
-    if !m.method.is_empty() {
-        parts.push(format!("m:{}", m.method));
-    }
-    if !m.hosts.is_empty() {
-        parts.push(format!("host:{}", m.hosts.join(",")));
-    }
-    parts.join(" ")
 }
 
 /// The checks the proxy makes before applying a configuration (its `validate`), so a
