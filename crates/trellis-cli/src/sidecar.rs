@@ -7,12 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use trellis_api::proto::v1::{Upstream, Workload};
-use trellis_proxy::config::{
-    defaults, BackendConfig, BackendProtocol, EndpointConfig, ListenerConfig, ListenerProtocol,
-    LoadBalancer, RouteConfig,
-};
+use trellis_proxy::config::defaults;
 use trellis_proxy::control::{self, ControlSettings, LocalSettings};
-use trellis_proxy::{Proxy, ProxyConfig};
+use trellis_proxy::Proxy;
 
 use crate::client::{Client, ClientArgs};
 
@@ -77,17 +74,11 @@ fn parse_upstream(s: &str) -> Result<(String, u16), String> {
     Ok((service.to_string(), port))
 }
 
-/// A running sidecar.
+/// A running sidecar and the workload it registered.
 pub struct Sidecar {
     pub proxy: Arc<Proxy>,
     pub workload: Workload,
-    session: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        self.session.abort();
-    }
+    _running: control::Sidecar,
 }
 
 /// Starts a sidecar for `service` in front of the app on loopback port `app_port`.
@@ -104,8 +95,6 @@ pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::
         0 => free_port()?,
         p => p,
     };
-    let config = initial_config(inbound_port, app_port, args.admin);
-    let proxy = Arc::new(Proxy::start(config).await?);
     let name = format!("{service}-{:04x}", fastrand::u16(..));
     let workload = Workload {
         name,
@@ -137,48 +126,14 @@ pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::
             max_header_bytes: defaults::max_header_bytes(),
         },
     };
-    let session = tokio::spawn(control::run(proxy.clone(), settings));
+    let running = control::Sidecar::start(settings).await?;
+    let proxy = running.proxy.clone();
     tracing::info!(workload = %workload.name, inbound_port, admin = %proxy.admin_addr(), "sidecar started");
     Ok(Sidecar {
         proxy,
         workload,
-        session,
+        _running: running,
     })
-}
-
-/// What the sidecar serves before the control plane answers: its app, on the same
-/// inbound address the control plane will configure, so nothing is rebound.
-fn initial_config(inbound_port: u16, app_port: u16, admin: SocketAddr) -> ProxyConfig {
-    ProxyConfig {
-        listeners: vec![ListenerConfig {
-            name: "inbound".into(),
-            address: SocketAddr::from(([0, 0, 0, 0], inbound_port)),
-            protocol: ListenerProtocol::Auto,
-            detect_timeout: defaults::detect_timeout(),
-            idle_timeout: defaults::listener_idle_timeout(),
-            routes: vec![RouteConfig {
-                name: None,
-                matches: None,
-                backend: Some("local-app".into()),
-                backends: vec![],
-                timeout: None,
-            }],
-        }],
-        backends: vec![BackendConfig {
-            name: "local-app".into(),
-            protocol: BackendProtocol::Http1,
-            endpoints: vec![EndpointConfig {
-                address: SocketAddr::from(([127, 0, 0, 1], app_port)),
-                weight: 1,
-            }],
-            load_balancer: LoadBalancer::Ewma,
-            connect_timeout: defaults::connect_timeout(),
-            idle_timeout: defaults::pool_idle_timeout(),
-        }],
-        admin,
-        drain_timeout: defaults::drain_timeout(),
-        max_header_bytes: defaults::max_header_bytes(),
-    }
 }
 
 /// Asks the control plane at `--control` where proxies connect.

@@ -11,8 +11,7 @@ use trellis_control::registry::SyncState;
 use trellis_control::server::{ControlPlane, ControlSettings};
 use trellis_control::store::MemoryStore;
 use trellis_proxy::config::Duration as ConfigDuration;
-use trellis_proxy::control::{self, ControlSettings as ProxyControl, LocalSettings};
-use trellis_proxy::{Proxy, ProxyConfig};
+use trellis_proxy::control::{ControlSettings as ProxyControl, LocalSettings, Sidecar};
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 
@@ -38,17 +37,6 @@ async fn control_plane() -> ControlPlane {
 }
 
 /// A sidecar for `service`, fronting `app`, calling `upstreams` through local ports.
-struct Sidecar {
-    proxy: Arc<Proxy>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 async fn sidecar(
     cp: &ControlPlane,
     name: &str,
@@ -57,22 +45,29 @@ async fn sidecar(
     app: SocketAddr,
     upstreams: &[(&str, u16)],
 ) -> Sidecar {
-    let inbound_port = free_port();
-    // Until the control plane answers, the sidecar already serves its own app.
-    let initial = format!(
-        "listeners:\n  - name: inbound\n    address: 0.0.0.0:{inbound_port}\n    routes: [{{backend: local-app}}]\nbackends:\n  - name: local-app\n    endpoints: [\"{app}\"]\nadmin: 127.0.0.1:0\n"
-    );
-    let config = ProxyConfig::from_yaml(&initial).expect("initial config");
-    let proxy = Arc::new(Proxy::start(config).await.expect("proxy starts"));
+    let grpc = format!("http://{}", cp.grpc_addr);
+    sidecar_at(&grpc, TOKEN, name, service, labels, app, upstreams).await
+}
+
+/// A sidecar under the control plane at `grpc`, registering with `token`.
+async fn sidecar_at(
+    grpc: &str,
+    token: &str,
+    name: &str,
+    service: &str,
+    labels: &[(&str, &str)],
+    app: SocketAddr,
+    upstreams: &[(&str, u16)],
+) -> Sidecar {
     let settings = ProxyControl {
-        addresses: vec![format!("http://{}", cp.grpc_addr)],
-        token: TOKEN.into(),
+        addresses: vec![grpc.to_string()],
+        token: token.into(),
         workload: Workload {
             name: name.into(),
             namespace: "default".into(),
             service: service.into(),
             address: "127.0.0.1".into(),
-            inbound_port: u32::from(inbound_port),
+            inbound_port: u32::from(free_port()),
             app_port: u32::from(app.port()),
             labels: labels
                 .iter()
@@ -89,13 +84,12 @@ async fn sidecar(
             ..Default::default()
         },
         local: LocalSettings {
-            admin: proxy.admin_addr(),
+            admin: "127.0.0.1:0".parse().expect("addr"),
             drain_timeout: ConfigDuration::from_secs(5),
             max_header_bytes: 64 * 1024,
         },
     };
-    let task = tokio::spawn(control::run(proxy.clone(), settings));
-    Sidecar { proxy, task }
+    Sidecar::start(settings).await.expect("sidecar starts")
 }
 
 async fn apply(cp: &ControlPlane, yaml: &str) -> StatusCode {
@@ -352,54 +346,11 @@ async fn proxies_resync_with_a_restarted_control_plane_that_kept_its_state() {
     let web = HttpServer::start("web", ServerProtocol::Http1)
         .await
         .expect("server");
-    let with_token = |name, service, app, upstreams: &[(&str, u16)]| {
-        let token = token.clone();
-        let upstreams: Vec<(String, u16)> =
-            upstreams.iter().map(|(s, p)| (s.to_string(), *p)).collect();
-        let grpc = format!("http://127.0.0.1:{grpc_port}");
-        async move {
-            let inbound_port = free_port();
-            let initial = format!(
-                "listeners:\n  - name: inbound\n    address: 0.0.0.0:{inbound_port}\n    routes: [{{backend: local-app}}]\nbackends:\n  - name: local-app\n    endpoints: [\"{app}\"]\nadmin: 127.0.0.1:0\n"
-            );
-            let proxy = Arc::new(
-                Proxy::start(ProxyConfig::from_yaml(&initial).expect("config"))
-                    .await
-                    .expect("proxy"),
-            );
-            let settings = ProxyControl {
-                addresses: vec![grpc],
-                token,
-                workload: Workload {
-                    name: String::from(name),
-                    namespace: "default".into(),
-                    service: String::from(service),
-                    address: "127.0.0.1".into(),
-                    inbound_port: u32::from(inbound_port),
-                    app_port: u32::from(SocketAddr::port(&app)),
-                    upstreams: upstreams
-                        .iter()
-                        .map(|(s, p)| Upstream {
-                            service: s.clone(),
-                            namespace: "default".into(),
-                            local_port: u32::from(*p),
-                        })
-                        .collect(),
-                    ..Default::default()
-                },
-                local: LocalSettings {
-                    admin: "127.0.0.1:0".parse().expect("addr"),
-                    drain_timeout: ConfigDuration::from_secs(5),
-                    max_header_bytes: 64 * 1024,
-                },
-            };
-            let task = tokio::spawn(control::run(proxy.clone(), settings));
-            Sidecar { proxy, task }
-        }
-    };
-    let _b = with_token("books-1", "books", books.addr(), &[]).await;
+    let grpc = format!("http://127.0.0.1:{grpc_port}");
+    let _b = sidecar_at(&grpc, &token, "books-1", "books", &[], books.addr(), &[]).await;
     let port = free_port();
-    let _w = with_token("web-1", "web", web.addr(), &[("books", port)]).await;
+    let upstreams = [("books", port)];
+    let _w = sidecar_at(&grpc, &token, "web-1", "web", &[], web.addr(), &upstreams).await;
     assert_eventually!(synced(&cp, "web-1") && synced(&cp, "books-1"));
     let client = HttpClient::http1();
     let url = format!("http://127.0.0.1:{port}/");

@@ -6,6 +6,7 @@
 
 mod duration;
 mod route;
+mod sidecar;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use self::duration::{Duration, ParseDurationError};
 pub use self::route::{PathMatch, RouteConfig, RouteMatch, ValueMatch, WeightedBackend};
+pub use self::sidecar::{INBOUND_LISTENER, LOCAL_APP_BACKEND};
 
 /// The whole proxy configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 //! control-plane address in turn.
 
 pub mod convert;
+mod sidecar;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use trellis_api::proto::v1::{
 };
 
 pub use self::convert::{to_proxy_config, LocalSettings};
+pub use self::sidecar::Sidecar;
 use crate::Proxy;
 
 /// How the proxy reaches its control plane and what it registers.
