@@ -1,0 +1,300 @@
+//! Both ends of a certificate signing request: the workload's key, which never
+//! leaves the process that made it, and the CA's inspection of a request before it
+//! signs anything.
+
+use std::fmt;
+
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
+
+use crate::error::{CsrError, KeyError};
+use crate::spiffe::SpiffeId;
+
+/// A workload's private key: ECDSA P-256, generated in this process.
+///
+/// Only a CSR (which carries the public key) and, for the local TLS configuration, a
+/// [`PrivateKeyDer`] come out of it. `Debug` does not print the key.
+pub struct WorkloadKey {
+    key: KeyPair,
+}
+
+// === impl WorkloadKey ===
+
+impl WorkloadKey {
+    /// Generates a fresh key from the system random source.
+    pub fn generate() -> Result<Self, KeyError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        Ok(Self { key })
+    }
+
+    /// A PEM certificate signing request for `id`, signed with this key. The SPIFFE
+    /// ID is the only subject alternative name and the subject is empty, as the
+    /// SPIFFE X.509-SVID profile recommends.
+    pub fn csr(&self, id: &SpiffeId) -> Result<String, KeyError> {
+        let uri = id
+            .to_uri()
+            .try_into()
+            .map_err(|e: rcgen::Error| KeyError::Csr(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params
+            .serialize_request(&self.key)
+            .and_then(|csr| csr.pem())
+            .map_err(|e| KeyError::Csr(e.to_string()))
+    }
+
+    /// The private key in PKCS#8 form, for rustls.
+    pub fn private_key_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
+    }
+
+    /// The public key as a DER SubjectPublicKeyInfo.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        rcgen::PublicKeyData::subject_public_key_info(&self.key)
+    }
+}
+
+impl fmt::Debug for WorkloadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadKey")
+            .field("algorithm", &"ECDSA P-256")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a CSR and checks everything the CA requires before signing: it decodes,
+/// its self-signature verifies, it names exactly `expected` and nothing else, and
+/// it does not ask to be a CA. Returns the public key to certify.
+pub(crate) fn check_csr(
+    csr_pem: &str,
+    expected: &SpiffeId,
+) -> Result<rcgen::SubjectPublicKeyInfo, CsrError> {
+    let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(|e| {
+        CsrError::Malformed {
+            reason: format!("no PEM \"CERTIFICATE REQUEST\" block ({e})"),
+        }
+    })?;
+    let csr = match X509CertificationRequest::from_der(der.as_ref()) {
+        Ok(([], csr)) => csr,
+        Ok(_) => {
+            return Err(CsrError::Malformed {
+                reason: "trailing data after the request".to_owned(),
+            })
+        }
+        Err(e) => {
+            return Err(CsrError::Malformed {
+                reason: e.to_string(),
+            })
+        }
+    };
+    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
+
+    let mut uris = Vec::new();
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        match ext {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                for name in &san.general_names {
+                    match name {
+                        GeneralName::URI(uri) => uris.push(*uri),
+                        other => {
+                            let (kind, value) = describe(other);
+                            return Err(CsrError::UnexpectedSan { kind, value });
+                        }
+                    }
+                }
+            }
+            ParsedExtension::BasicConstraints(bc) if bc.ca => return Err(CsrError::RequestsCa),
+            ParsedExtension::ParseError { error } => {
+                return Err(CsrError::Malformed {
+                    reason: format!("requested extension does not parse: {error}"),
+                })
+            }
+            // Other requested extensions (key usage and the like) are ignored: the
+            // CA decides what a workload certificate allows.
+            _ => {}
+        }
+    }
+
+    let uri = match uris.as_slice() {
+        [] => {
+            return Err(CsrError::MissingSpiffeId {
+                expected: expected.clone(),
+            })
+        }
+        [uri] => *uri,
+        several => {
+            return Err(CsrError::SeveralUris {
+                count: several.len(),
+                expected: expected.clone(),
+            })
+        }
+    };
+    let requested: SpiffeId = uri.parse().map_err(|source| CsrError::InvalidSpiffeId {
+        uri: uri.to_owned(),
+        source,
+    })?;
+    if &requested != expected {
+        return Err(CsrError::IdentityMismatch {
+            expected: expected.clone(),
+            requested,
+        });
+    }
+
+    rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw).map_err(
+        |e| CsrError::UnsupportedKey {
+            reason: e.to_string(),
+        },
+    )
+}
+
+fn describe(name: &GeneralName<'_>) -> (&'static str, String) {
+    match name {
+        GeneralName::DNSName(dns) => ("DNS", (*dns).to_owned()),
+        GeneralName::RFC822Name(mail) => ("email", (*mail).to_owned()),
+        GeneralName::IPAddress(ip) => ("IP", crate::x509::hex(ip)),
+        other => ("other", format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ns: &str, sa: &str) -> SpiffeId {
+        SpiffeId::in_default_domain(ns, sa).expect("valid id")
+    }
+
+    fn csr_with(params: CertificateParams, key: &KeyPair) -> String {
+        params
+            .serialize_request(key)
+            .expect("serializes")
+            .pem()
+            .expect("encodes")
+    }
+
+    #[test]
+    fn workload_csr_is_accepted_for_its_identity() {
+        let key = WorkloadKey::generate().expect("key");
+        let me = id("shop", "cart");
+        let csr = key.csr(&me).expect("csr");
+        assert!(csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+        let spki = check_csr(&csr, &me).expect("accepted");
+        assert_eq!(
+            rcgen::PublicKeyData::subject_public_key_info(&spki),
+            key.public_key_der()
+        );
+        assert!(format!("{key:?}").contains("P-256"));
+    }
+
+    #[test]
+    fn csr_for_another_identity_is_refused() {
+        let key = WorkloadKey::generate().expect("key");
+        let csr = key.csr(&id("shop", "payments")).expect("csr");
+        let err = check_csr(&csr, &id("shop", "cart")).expect_err("foreign identity");
+        assert!(matches!(err, CsrError::IdentityMismatch { .. }), "{err:?}");
+        assert!(err.to_string().contains("ns/shop/sa/payments"), "{err}");
+    }
+
+    #[test]
+    fn malformed_csrs_are_refused() {
+        let me = id("shop", "cart");
+        for input in [
+            "",
+            "not pem at all",
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        ] {
+            let err = check_csr(input, &me).expect_err("malformed");
+            assert!(
+                matches!(err, CsrError::Malformed { .. }),
+                "{input:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tampered_csr_signature_is_refused() {
+        let key = WorkloadKey::generate().expect("key");
+        let me = id("shop", "cart");
+        let csr = key.csr(&me).expect("csr");
+        let mut der = CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())
+            .expect("decodes")
+            .as_ref()
+            .to_vec();
+        // The last byte belongs to the signature value.
+        let last = der.len() - 1;
+        der[last] ^= 0x01;
+        let tampered = crate::x509::pem_encode("CERTIFICATE REQUEST", &der);
+        assert_eq!(check_csr(&tampered, &me), Err(CsrError::BadSignature));
+    }
+
+    #[test]
+    fn csr_san_rules() {
+        let me = id("shop", "cart");
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let uri = |s: &str| SanType::URI(s.try_into().expect("ia5"));
+        let with = |sans: Vec<SanType>, ca: bool| {
+            let mut p = CertificateParams::default();
+            p.subject_alt_names = sans;
+            if ca {
+                p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            }
+            csr_with(p, &key)
+        };
+        type Check = fn(&CsrError) -> bool;
+        let cases: Vec<(&str, String, Check)> = vec![
+            ("no SAN", with(vec![], false), |e| {
+                matches!(e, CsrError::MissingSpiffeId { .. })
+            }),
+            (
+                "DNS pretending",
+                with(
+                    vec![SanType::DnsName(
+                        "spiffe.trellis.local".try_into().expect("ia5"),
+                    )],
+                    false,
+                ),
+                |e| matches!(e, CsrError::UnexpectedSan { kind: "DNS", .. }),
+            ),
+            (
+                "DNS beside the right URI",
+                with(
+                    vec![
+                        uri(&me.to_uri()),
+                        SanType::DnsName("cart".try_into().expect("ia5")),
+                    ],
+                    false,
+                ),
+                |e| matches!(e, CsrError::UnexpectedSan { .. }),
+            ),
+            (
+                "two URIs",
+                with(
+                    vec![
+                        uri(&me.to_uri()),
+                        uri("spiffe://trellis.local/ns/shop/sa/x"),
+                    ],
+                    false,
+                ),
+                |e| matches!(e, CsrError::SeveralUris { count: 2, .. }),
+            ),
+            (
+                "not a SPIFFE URI",
+                with(vec![uri("https://cart.shop")], false),
+                |e| matches!(e, CsrError::InvalidSpiffeId { .. }),
+            ),
+            ("asks for CA", with(vec![uri(&me.to_uri())], true), |e| {
+                matches!(e, CsrError::RequestsCa)
+            }),
+        ];
+        for (name, csr, check) in cases {
+            let err = check_csr(&csr, &me).expect_err(name);
+            assert!(check(&err), "{name}: unexpected {err:?}");
+        }
+    }
+}
