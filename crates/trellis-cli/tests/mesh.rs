@@ -30,6 +30,7 @@ async fn control_plane() -> ControlPlane {
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         grace: Duration::from_millis(300),
+        ca: Default::default(),
     };
     ControlPlane::start_with(Arc::new(MemoryStore::new()), TOKEN.into(), settings)
         .await
@@ -335,6 +336,7 @@ async fn proxies_resync_with_a_restarted_control_plane_that_kept_its_state() {
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
         grace: Duration::from_secs(30),
+        ca: Default::default(),
     };
     let cp = ControlPlane::start(settings.clone())
         .await

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use trellis_control::api::{router, ApiState};
+use trellis_control::ca::{CaSettings, MeshCa};
 use trellis_control::registry::{ProxyStatus, Registry, SyncState};
 use trellis_control::store::MemoryStore;
 
@@ -43,11 +44,16 @@ impl ControlPlane {
     fn start() -> Self {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let registry = Arc::new(Registry::new());
+        let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+        let ca = runtime
+            .block_on(MeshCa::start(store.clone(), CaSettings::default()))
+            .expect("ca");
         let state = ApiState {
-            store: Arc::new(MemoryStore::new()),
+            store,
             registry: Arc::clone(&registry),
             admin_token: TOKEN.to_string(),
             proxy_api: None,
+            ca: Arc::new(ca),
         };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -313,6 +319,10 @@ fn get_proxies() {
         state: SyncState::Nacked,
         last_error: Some("bad route".into()),
         connected_at: "2026-11-05T10:00:00Z".into(),
+        identity: "spiffe://trellis.local/ns/shop/sa/web".into(),
+        certificate_expires: Some(trellis_api::meta::rfc3339(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(5 * 3600 + 1800),
+        )),
     });
     let table = ok(cp.run(&["get", "proxies"]));
     let lines: Vec<Vec<&str>> = table
@@ -329,12 +339,14 @@ fn get_proxies() {
             "VERSION",
             "CONFIG",
             "STATE",
+            "IDENTITY",
+            "CERT",
             "ERROR",
             "AGE"
         ]
     );
     assert_eq!(
-        lines[1][..8],
+        lines[1][..10],
         [
             "web-1",
             "shop",
@@ -343,6 +355,8 @@ fn get_proxies() {
             "0.1.0",
             "2/3",
             "nacked",
+            "spiffe://trellis.local/ns/shop/sa/web",
+            "5h",
             "bad"
         ],
         "{table}"

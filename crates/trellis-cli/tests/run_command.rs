@@ -28,6 +28,7 @@ async fn control_plane() -> ControlPlane {
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         grace: Duration::from_millis(200),
+        ca: Default::default(),
     };
     ControlPlane::start_with(Arc::new(MemoryStore::new()), TOKEN.into(), settings)
         .await

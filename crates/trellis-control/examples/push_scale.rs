@@ -197,6 +197,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         http_addr: "127.0.0.1:0".parse()?,
         grpc_addr: "127.0.0.1:0".parse()?,
         grace: Duration::from_secs(60),
+        ca: Default::default(),
     };
     let store_dyn: Arc<dyn Store> = store.clone();
     let cp = ControlPlane::start_with(store_dyn, TOKEN.into(), settings).await?;

@@ -6,6 +6,7 @@
 //! the data plane speak only through the types and protocol in `trellis-api`.
 
 pub mod api;
+pub mod ca;
 pub mod compile;
 pub mod push;
 pub mod registry;

@@ -44,6 +44,11 @@ pub struct ProxyStatus {
     pub last_error: Option<String>,
     /// RFC 3339.
     pub connected_at: String,
+    /// The SPIFFE ID the proxy's certificates are for.
+    pub identity: String,
+    /// RFC 3339 end of validity of the last certificate issued to the proxy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_expires: Option<String>,
 }
 
 /// Every proxy known to this control plane, keyed by workload name.

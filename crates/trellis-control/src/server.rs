@@ -12,6 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use trellis_api::proto::v1::proxy_api_server::ProxyApiServer;
 
 use crate::api::{self, ApiState};
+use crate::ca::{CaSettings, MeshCa};
 use crate::push::{PushService, PushSettings};
 use crate::registry::Registry;
 use crate::store::{EmbeddedStore, Store, StoreError};
@@ -27,6 +28,8 @@ pub struct ControlSettings {
     pub grpc_addr: SocketAddr,
     /// How long a disconnected proxy's workload stays registered.
     pub grace: Duration,
+    /// The certificate authority: trust domain, lifetimes, an operator-given CA.
+    pub ca: CaSettings,
 }
 
 /// Why the control plane could not start.
@@ -36,6 +39,8 @@ pub enum ControlError {
     Store(#[from] StoreError),
     #[error("cannot read or create the admin token in {dir}: {error}")]
     Token { dir: String, error: std::io::Error },
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
     #[error("{what}: cannot bind {addr}: {error}")]
     Bind {
         what: &'static str,
@@ -104,12 +109,14 @@ impl ControlPlane {
         let http_addr = local(&http, "HTTP API", settings.http_addr)?;
         let grpc_addr = local(&grpc, "gRPC API", settings.grpc_addr)?;
 
+        let ca = Arc::new(MeshCa::start(store.clone(), settings.ca.clone()).await?);
         let registry = Arc::new(Registry::new());
         let router = api::router(ApiState {
             store: store.clone(),
             registry: registry.clone(),
             admin_token: token.clone(),
             proxy_api: Some(format!("http://{grpc_addr}")),
+            ca: ca.clone(),
         });
         let http_task = tokio::spawn(async move {
             let app = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -121,7 +128,7 @@ impl ControlPlane {
         let mut push_settings = PushSettings::new(token.clone());
         push_settings.grace = settings.grace;
         let weak_store = Arc::downgrade(&store);
-        let push = PushService::new(store, registry.clone(), push_settings);
+        let push = PushService::new(store, registry.clone(), ca, push_settings);
         let served_push = push.clone();
         let grpc_task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()

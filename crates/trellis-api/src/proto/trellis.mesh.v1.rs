@@ -2,7 +2,7 @@
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProxyMessage {
-    #[prost(oneof = "proxy_message::Message", tags = "1, 2, 3")]
+    #[prost(oneof = "proxy_message::Message", tags = "1, 2, 3, 4")]
     pub message: ::core::option::Option<proxy_message::Message>,
 }
 /// Nested message and enum types in `ProxyMessage`.
@@ -16,13 +16,17 @@ pub mod proxy_message {
         Ack(super::Ack),
         #[prost(message, tag = "3")]
         Nack(super::Nack),
+        #[prost(message, tag = "4")]
+        CertificateRequest(super::CertificateRequest),
     }
 }
 /// The first message on a stream.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Hello {
-    /// Token authorizing the registration (the control plane's admin token for now).
+    /// Token authorizing the registration: a bootstrap token bound to the workload's
+    /// identity (`trellis token create`, or the session token of an earlier
+    /// `Certificate`), or the control plane's admin token.
     #[prost(string, tag = "1")]
     pub token: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "2")]
@@ -83,6 +87,13 @@ pub struct Upstream {
     #[prost(uint32, tag = "3")]
     pub local_port: u32,
 }
+/// A CSR (PEM) for the session's identity, at start and at each renewal.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CertificateRequest {
+    #[prost(string, tag = "1")]
+    pub csr_pem: ::prost::alloc::string::String,
+}
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Ack {
@@ -101,7 +112,7 @@ pub struct Nack {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ControlMessage {
-    #[prost(oneof = "control_message::Message", tags = "1")]
+    #[prost(oneof = "control_message::Message", tags = "1, 2, 3")]
     pub message: ::core::option::Option<control_message::Message>,
 }
 /// Nested message and enum types in `ControlMessage`.
@@ -111,7 +122,36 @@ pub mod control_message {
     pub enum Message {
         #[prost(message, tag = "1")]
         Snapshot(super::Snapshot),
+        #[prost(message, tag = "2")]
+        Certificate(super::Certificate),
+        #[prost(message, tag = "3")]
+        TrustBundle(super::TrustBundle),
     }
+}
+/// The answer to a `CertificateRequest`: the signed chain, or why the CA refused.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Certificate {
+    /// Leaf first, then intermediates; PEM. Empty when refused.
+    #[prost(string, tag = "1")]
+    pub chain_pem: ::prost::alloc::string::String,
+    /// The roots to trust, PEM; the same as the latest `TrustBundle`.
+    #[prost(string, tag = "2")]
+    pub trust_bundle_pem: ::prost::alloc::string::String,
+    /// A token for reconnecting, bound to the same identity and valid as long as the
+    /// certificate, so a proxy whose bootstrap token has expired can still resync.
+    #[prost(string, tag = "3")]
+    pub session_token: ::prost::alloc::string::String,
+    /// Why the CSR was refused; empty on success.
+    #[prost(string, tag = "4")]
+    pub error: ::prost::alloc::string::String,
+}
+/// The trust anchors, sent when they change (trust-anchor rotation).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TrustBundle {
+    #[prost(string, tag = "1")]
+    pub roots_pem: ::prost::alloc::string::String,
 }
 /// A complete configuration for one proxy. Versions only grow.
 #[allow(clippy::all)]
@@ -148,6 +188,8 @@ pub struct Listener {
     pub detect_timeout_ms: ::core::option::Option<u64>,
     #[prost(uint64, optional, tag = "6")]
     pub idle_timeout_ms: ::core::option::Option<u64>,
+    #[prost(enumeration = "MtlsMode", tag = "7")]
+    pub mtls: i32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -248,6 +290,9 @@ pub struct Endpoint {
     pub address: ::prost::alloc::string::String,
     #[prost(uint32, tag = "2")]
     pub weight: u32,
+    /// The SPIFFE ID the endpoint's proxy must prove over mTLS; empty: plaintext.
+    #[prost(string, tag = "3")]
+    pub identity: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -281,6 +326,39 @@ impl ListenerProtocol {
             "LISTENER_PROTOCOL_HTTP2" => Some(Self::Http2),
             "LISTENER_PROTOCOL_GRPC" => Some(Self::Grpc),
             "LISTENER_PROTOCOL_TCP" => Some(Self::Tcp),
+            _ => None,
+        }
+    }
+}
+/// Whether a listener terminates mTLS from peer proxies.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum MtlsMode {
+    Disabled = 0,
+    /// mTLS and plaintext both accepted; plaintext is counted.
+    Permissive = 1,
+    /// Only mTLS; plaintext is refused and counted.
+    Strict = 2,
+}
+impl MtlsMode {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Disabled => "MTLS_MODE_DISABLED",
+            Self::Permissive => "MTLS_MODE_PERMISSIVE",
+            Self::Strict => "MTLS_MODE_STRICT",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "MTLS_MODE_DISABLED" => Some(Self::Disabled),
+            "MTLS_MODE_PERMISSIVE" => Some(Self::Permissive),
+            "MTLS_MODE_STRICT" => Some(Self::Strict),
             _ => None,
         }
     }

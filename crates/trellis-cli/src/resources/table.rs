@@ -24,6 +24,8 @@ pub(super) fn render(target: Target, items: &[Value]) -> String {
                 "VERSION",
                 "CONFIG",
                 "STATE",
+                "IDENTITY",
+                "CERT",
                 "ERROR",
                 "AGE",
             ],
@@ -128,9 +130,22 @@ fn proxy_row(p: &Value, now: u64) -> Vec<String> {
         text(&p["proxyVersion"]),
         config,
         text(&p["state"]),
+        text(&p["identity"]),
+        expires_in(&p["certificateExpires"], now),
         text(&p["lastError"]),
         age(&p["connectedAt"], now),
     ]
+}
+
+/// Time left until an RFC 3339 instant, as `age` writes times past; `expired` after.
+fn expires_in(v: &Value, now: u64) -> String {
+    let Some(then) = v.as_str().and_then(parse_rfc3339) else {
+        return NONE.to_string();
+    };
+    if then <= now {
+        return "expired".to_string();
+    }
+    span(then - now)
 }
 
 /// Columns padded to their widest cell and three spaces apart; the last is not padded.
@@ -236,7 +251,11 @@ fn age(v: &Value, now: u64) -> String {
     let Some(then) = v.as_str().and_then(parse_rfc3339) else {
         return NONE.to_string();
     };
-    let secs = now.saturating_sub(then);
+    span(now.saturating_sub(then))
+}
+
+/// `45s`, `12m`, `23h`, `3d`.
+fn span(secs: u64) -> String {
     match secs {
         0..120 => format!("{secs}s"),
         120..7_200 => format!("{}m", secs / 60),

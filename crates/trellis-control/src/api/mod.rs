@@ -10,6 +10,7 @@
 //! | `DELETE` | `/api/v1/resources/{kind}/{namespace}/{name}` | `{"deleted": Resource}`, or 404 |
 //! | `GET` | `/api/v1/resources/{kind}/{namespace}/{name}/proxies` | `{"items": [{workload, state, serving, compiled…}]}`: the proxies holding it ([`usage`]) |
 //! | `GET` | `/api/v1/proxies` | `{"items": [ProxyStatus…]}` |
+//! | `POST` | `/api/v1/tokens`, `/api/v1/ca/rotate`; `GET` `/api/v1/ca` | bootstrap tokens and the CA ([`identity`]) |
 //! | `GET` | `/api/v1/health` | `{"status": "ok", "revision": N, "proxyApi": URL}` |
 //!
 //! `{kind}` is any spelling [`Kind::from_cli`](trellis_api::Kind::from_cli) accepts
@@ -28,6 +29,7 @@
 pub(crate) mod auth;
 mod error;
 mod handlers;
+mod identity;
 pub mod status;
 pub mod storage;
 pub mod token;
@@ -43,6 +45,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use self::error::ApiError;
+use crate::ca::MeshCa;
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -59,6 +62,8 @@ pub struct ApiState {
     /// The gRPC URL proxies connect to, reported by `GET /api/v1/health` so sidecars
     /// given only the HTTP API's URL can find it.
     pub proxy_api: Option<String>,
+    /// The CA: bootstrap tokens, trust anchors, rotation.
+    pub ca: Arc<MeshCa>,
 }
 
 /// The API's routes. Serve it with
@@ -78,6 +83,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/apply", post(handlers::apply))
         .route("/api/v1/proxies", get(handlers::proxies))
+        .route("/api/v1/tokens", post(identity::create_token))
+        .route("/api/v1/ca", get(identity::show))
+        .route("/api/v1/ca/rotate", post(identity::rotate))
         .route_layer(axum::middleware::from_fn_with_state(token, auth::require));
     Router::new()
         .route("/api/v1/health", get(handlers::health))

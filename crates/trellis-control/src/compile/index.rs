@@ -10,8 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use trellis_api::meta::READY;
-use trellis_api::policy::{BackendPolicySpec, BackendProtocol, LoadBalancerType};
-use trellis_api::proto::v1::{Endpoint, LoadBalancer};
+use trellis_api::policy::{
+    BackendPolicySpec, BackendProtocol, LoadBalancerType, MeshConfigSpec, MtlsMode,
+};
+use trellis_api::proto::v1::{Endpoint, LoadBalancer, MtlsMode as WireMtls};
 use trellis_api::route::ParentReference;
 use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadSpec};
 use trellis_api::{ConditionStatus, Kind, Resource, Spec};
@@ -77,6 +79,38 @@ pub(super) struct Tables {
     pub services: HashMap<ServiceKey, ServiceEntry>,
     pub policies: HashMap<ServiceKey, Policy>,
     pub attached: HashMap<ServiceKey, Attached>,
+    pub mesh: MeshSettings,
+}
+
+/// What the MeshConfig decides for every proxy.
+#[derive(Debug)]
+pub(super) struct MeshSettings {
+    pub trust_domain: String,
+    /// The inbound listeners' mode.
+    pub mtls: WireMtls,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        Self::from_spec(&MeshConfigSpec::default())
+    }
+}
+
+impl MeshSettings {
+    fn from_spec(spec: &MeshConfigSpec) -> Self {
+        Self {
+            trust_domain: spec.trust_domain.clone(),
+            mtls: match spec.mtls.mode {
+                MtlsMode::Permissive => WireMtls::Permissive,
+                MtlsMode::Strict => WireMtls::Strict,
+            },
+        }
+    }
+}
+
+/// The SPIFFE ID of a workload: `spiffe://<trust domain>/ns/<namespace>/sa/<account>`.
+pub fn workload_identity(trust_domain: &str, namespace: &str, service_account: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
 }
 
 /// A workload as far as endpoint selection goes.
@@ -84,6 +118,8 @@ struct WorkloadRef<'a> {
     labels: &'a BTreeMap<String, String>,
     /// `None` when the workload is not ready and takes no traffic.
     endpoint: Option<SocketAddr>,
+    /// The SPIFFE ID its proxy proves.
+    identity: String,
 }
 
 impl Tables {
@@ -93,6 +129,7 @@ impl Tables {
         let mut workloads: Vec<(&Resource, &WorkloadSpec)> = Vec::new();
         let mut policies: Vec<(&Resource, &BackendPolicySpec)> = Vec::new();
         let mut route_resources: Vec<&Resource> = Vec::new();
+        let mut mesh_configs: Vec<&Resource> = Vec::new();
         for r in resources {
             match &r.spec {
                 Spec::Service(s) => declared.push((ServiceKey::of(r), s)),
@@ -101,16 +138,30 @@ impl Tables {
                 Spec::HTTPRoute(_) | Spec::GRPCRoute(_) | Spec::TCPRoute(_) => {
                     route_resources.push(r)
                 }
-                // MeshConfig (mTLS mode, default authorization, access logs) shapes
-                // nothing in ProxyConfig yet; it is read here once the API carries it.
-                Spec::MeshConfig(_) => {}
+                Spec::MeshConfig(_) => mesh_configs.push(r),
             }
         }
+        // One MeshConfig is expected; with several, the oldest (then first by name)
+        // speaks, as for conflicting policies.
+        mesh_configs.sort_by_key(|r| {
+            (
+                Created::parse(r.metadata.creation_timestamp.as_deref()),
+                r.metadata.name.as_str(),
+            )
+        });
+        let mesh = mesh_configs
+            .first()
+            .and_then(|r| match &r.spec {
+                Spec::MeshConfig(m) => Some(MeshSettings::from_spec(m)),
+                _ => None,
+            })
+            .unwrap_or_default();
 
         let mut tables = Tables {
-            services: services(&declared, &workloads),
+            services: services(&declared, &workloads, &mesh.trust_domain),
             policies: HashMap::new(),
             attached: HashMap::new(),
+            mesh,
         };
         tables.policies = pick_policies(&policies);
         tables.attach_routes(&route_resources);
@@ -189,6 +240,7 @@ impl Tables {
 fn services(
     declared: &[(ServiceKey, &ServiceSpec)],
     workloads: &[(&Resource, &WorkloadSpec)],
+    trust_domain: &str,
 ) -> HashMap<ServiceKey, ServiceEntry> {
     let refs: Vec<WorkloadRef<'_>> = workloads
         .iter()
@@ -197,6 +249,7 @@ fn services(
             endpoint: is_ready(r).then(|| {
                 SocketAddr::new(w.address, w.inbound_port.unwrap_or(DEFAULT_INBOUND_PORT))
             }),
+            identity: workload_identity(trust_domain, &r.metadata.namespace, &w.service_account),
         })
         .collect();
     // (namespace, label, value) → workloads, to start each selector from its rarest
@@ -253,21 +306,25 @@ fn endpoints(
     let Some(candidates) = rarest else {
         return Vec::new();
     };
-    let mut addresses: Vec<SocketAddr> = candidates
+    let mut selected: Vec<(SocketAddr, &str)> = candidates
         .iter()
         .filter_map(|&i| {
             let w = &workloads[i];
             let selected = selector.iter().all(|(k, v)| w.labels.get(k) == Some(v));
-            w.endpoint.filter(|_| selected)
+            w.endpoint
+                .filter(|_| selected)
+                .map(|a| (a, w.identity.as_str()))
         })
         .collect();
-    addresses.sort();
-    addresses.dedup();
-    addresses
+    selected.sort();
+    // Two workloads claiming one address: the first identity (in order) keeps it.
+    selected.dedup_by_key(|(a, _)| *a);
+    selected
         .into_iter()
-        .map(|a| Endpoint {
+        .map(|(a, identity)| Endpoint {
             address: a.to_string(),
             weight: 1,
+            identity: identity.to_string(),
         })
         .collect()
 }

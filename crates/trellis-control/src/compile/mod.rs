@@ -62,12 +62,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use trellis_api::meta::DEFAULT_NAMESPACE;
 use trellis_api::policy::BackendProtocol as PolicyProtocol;
 use trellis_api::proto::v1::{
-    Backend, BackendProtocol, Endpoint, Listener, ListenerProtocol, LoadBalancer, ProxyConfig,
-    Route, WeightedBackend, Workload,
+    Backend, BackendProtocol, Endpoint, Listener, ListenerProtocol, LoadBalancer, MtlsMode,
+    ProxyConfig, Route, WeightedBackend, Workload,
 };
 use trellis_api::service::AppProtocol;
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
 
+pub use self::index::workload_identity;
 use self::index::{ServiceEntry, Tables};
 pub use self::names::{
     backend_name, config_name, describe_match, is_valid_name, outbound_listener_name, service_hosts,
@@ -251,6 +252,7 @@ impl MeshIndex {
             }],
             detect_timeout_ms: None,
             idle_timeout_ms: None,
+            mtls: self.tables.mesh.mtls as i32,
         }
     }
 
@@ -274,6 +276,8 @@ impl MeshIndex {
             .map(|p| Endpoint {
                 address: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), p).to_string(),
                 weight: 1,
+                // The app is on loopback, in plaintext.
+                identity: String::new(),
             })
             .into_iter()
             .collect();
@@ -311,6 +315,7 @@ impl MeshIndex {
             routes,
             detect_timeout_ms: None,
             idle_timeout_ms: None,
+            mtls: MtlsMode::Disabled as i32,
         }
     }
 
@@ -345,6 +350,7 @@ impl MeshIndex {
             routes,
             detect_timeout_ms: None,
             idle_timeout_ms: None,
+            mtls: MtlsMode::Disabled as i32,
         }
     }
 

@@ -23,13 +23,15 @@ use tonic::{Request, Response, Status, Streaming};
 use trellis_api::proto::v1::{proxy_api_server::ProxyApi, ControlMessage, ProxyMessage};
 
 pub use self::mesh::{MeshVersion, MeshWatcher};
+use crate::ca::MeshCa;
 use crate::registry::Registry;
 use crate::store::Store;
 
 /// Tuning of the push layer.
 #[derive(Debug, Clone)]
 pub struct PushSettings {
-    /// Token a proxy must present in its `Hello`.
+    /// The admin token, which a proxy may present in its `Hello` instead of a
+    /// bootstrap token.
     pub token: String,
     /// How long a disconnected proxy's workload stays registered. Default 10 s.
     pub grace: Duration,
@@ -60,6 +62,7 @@ struct Inner {
     stopping: tokio::sync::watch::Sender<bool>,
     registry: Arc<Registry>,
     mesh: MeshWatcher,
+    ca: Arc<MeshCa>,
     settings: PushSettings,
     /// Sessions started per workload, so a grace-period expiry can tell whether the
     /// workload has reconnected since.
@@ -68,7 +71,12 @@ struct Inner {
 
 impl PushService {
     /// Starts watching the store; the service is ready to take sessions.
-    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, settings: PushSettings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        ca: Arc<MeshCa>,
+        settings: PushSettings,
+    ) -> Self {
         let stopping = tokio::sync::watch::channel(false).0;
         let mesh = MeshWatcher::start(store.clone(), settings.debounce, stopping.subscribe());
         Self {
@@ -77,6 +85,7 @@ impl PushService {
                 stopping,
                 registry,
                 mesh,
+                ca,
                 settings,
                 sessions: Mutex::new(HashMap::new()),
             }),
@@ -106,7 +115,7 @@ impl ProxyApi for PushService {
         request: Request<Streaming<ProxyMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
         let mut inbound = request.into_inner();
-        let hello = session::read_hello(&mut inbound, &self.inner.settings.token).await?;
+        let hello = session::read_hello(&mut inbound).await?;
         let (tx, rx) = mpsc::channel(4);
         let registered = session::register(&self.inner, &hello).await?;
         tokio::spawn(session::run(self.inner.clone(), registered, inbound, tx));

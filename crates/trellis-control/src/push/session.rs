@@ -1,5 +1,11 @@
 //! One proxy's session: its `Hello`, its workload in the store and the registry, the
-//! snapshots it is sent and what it answers.
+//! snapshots it is sent and what it answers, and its certificates.
+//!
+//! The `Hello`'s token decides the session's identity. A bootstrap token (`trellis
+//! token create`, or the session token of an earlier certificate) is bound to one
+//! SPIFFE ID, and the workload must be that identity: its namespace and service
+//! account (the service name when none is given). The admin token vouches for any
+//! workload. Every CSR of the session is then signed for that identity alone.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -9,29 +15,30 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use trellis_api::meta::DEFAULT_NAMESPACE;
 use trellis_api::proto::v1::{
-    control_message, proxy_message, ControlMessage, Hello, ProxyConfig, ProxyMessage, Snapshot,
-    Workload,
+    control_message, proxy_message, Certificate, ControlMessage, Hello, ProxyConfig, ProxyMessage,
+    Snapshot, TrustBundle, Workload,
 };
 use trellis_api::service::{WorkloadPort, WorkloadSpec};
 use trellis_api::{Kind, ObjectMeta, Resource, Spec};
+use trellis_identity::{SpiffeId, TokenError};
 
 use super::Inner;
 use crate::api::auth::tokens_match;
 use crate::api::write;
+use crate::ca::CaVersion;
 use crate::compile::APP_LABEL;
 use crate::registry::{now_rfc3339, ProxyStatus, SyncState};
 
-/// A workload accepted from a `Hello`, with the session number it got.
+/// A workload accepted from a `Hello`, with the session number it got and the
+/// identity its certificates are for.
 pub struct Registered {
     pub workload: Workload,
     pub session: u64,
+    pub identity: SpiffeId,
 }
 
-/// Reads the first message, which must be a `Hello` carrying the right token.
-pub async fn read_hello(
-    inbound: &mut Streaming<ProxyMessage>,
-    token: &str,
-) -> Result<Hello, Status> {
+/// Reads the first message, which must be a `Hello`.
+pub async fn read_hello(inbound: &mut Streaming<ProxyMessage>) -> Result<Hello, Status> {
     let first = inbound.message().await?;
     let Some(ProxyMessage {
         message: Some(proxy_message::Message::Hello(hello)),
@@ -41,11 +48,32 @@ pub async fn read_hello(
             "the first message of a session must be Hello",
         ));
     };
-    if !tokens_match(hello.token.as_bytes(), token.as_bytes()) {
-        tracing::warn!("refused a proxy session with a wrong token");
-        return Err(Status::unauthenticated("wrong or missing token"));
-    }
     Ok(hello)
+}
+
+/// The identity `hello`'s token allows for `identity` (what the workload would be):
+/// refused unless the token is the admin token or a valid token bound to it.
+fn authorize(inner: &Inner, hello: &Hello, identity: &SpiffeId) -> Result<(), Status> {
+    if tokens_match(hello.token.as_bytes(), inner.settings.token.as_bytes()) {
+        return Ok(());
+    }
+    let claims = inner.ca.verify_token(&hello.token).map_err(|e| {
+        tracing::warn!(identity = %identity, error = %e, "refused a proxy session");
+        match e {
+            TokenError::Expired { .. } => Status::unauthenticated(format!(
+                "{e}: ask for a new one with `trellis token create`"
+            )),
+            _ => Status::unauthenticated(format!("wrong or missing token: {e}")),
+        }
+    })?;
+    if &claims.id != identity {
+        tracing::warn!(token = %claims.id, workload = %identity, "refused a proxy session for another identity");
+        return Err(Status::permission_denied(format!(
+            "the token is bound to {}, but this workload is {identity}",
+            claims.id
+        )));
+    }
+    Ok(())
 }
 
 /// Checks the workload, writes it to the store and records the proxy.
@@ -57,6 +85,15 @@ pub async fn register(inner: &Inner, hello: &Hello) -> Result<Registered, Status
     if workload.namespace.is_empty() {
         workload.namespace = DEFAULT_NAMESPACE.to_string();
     }
+    // Each service is its own identity unless the workload names an account.
+    if workload.service_account.is_empty() {
+        workload.service_account = workload.service.clone();
+    }
+    let identity = inner
+        .ca
+        .identity(&workload.namespace, &workload.service_account)
+        .map_err(|e| Status::invalid_argument(format!("workload identity: {e}")))?;
+    authorize(inner, hello, &identity)?;
     let resource = workload_resource(&workload).map_err(Status::invalid_argument)?;
     write::apply(inner.store.as_ref(), &resource)
         .await
@@ -81,9 +118,15 @@ pub async fn register(inner: &Inner, hello: &Hello) -> Result<Registered, Status
         state: SyncState::Pending,
         last_error: None,
         connected_at: now_rfc3339(),
+        identity: identity.to_string(),
+        certificate_expires: None,
     });
-    tracing::info!(workload = %workload.name, service = %workload.service, "proxy connected");
-    Ok(Registered { workload, session })
+    tracing::info!(workload = %workload.name, service = %workload.service, %identity, "proxy connected");
+    Ok(Registered {
+        workload,
+        session,
+        identity,
+    })
 }
 
 /// The Workload resource a proxy's `Hello` describes.
@@ -115,11 +158,7 @@ fn workload_resource(w: &Workload) -> Result<Resource, String> {
             app_protocol: None,
         }],
         inbound_port: Some(inbound_port),
-        service_account: if w.service_account.is_empty() {
-            "default".into()
-        } else {
-            w.service_account.clone()
-        },
+        service_account: w.service_account.clone(),
         zone: (!w.zone.is_empty()).then(|| w.zone.clone()),
         proxy_version: None,
     };
@@ -138,7 +177,11 @@ pub async fn run(
     let name = registered.workload.name.clone();
     let mut mesh = inner.mesh.subscribe();
     let mut stopping = inner.stopping.subscribe();
+    let mut ca = inner.ca.subscribe();
+    let mut ca_seen = ca.borrow_and_update().clone();
     let mut last_sent: Option<Arc<ProxyConfig>> = None;
+    // The proxy's latest CSR, re-signed when the signer changes (rotation).
+    let mut last_csr: Option<String> = None;
     loop {
         let version = mesh.borrow_and_update().clone();
         // Revision 0 is the empty state before the first read of the store.
@@ -168,23 +211,44 @@ pub async fn run(
                 last_sent = Some(config);
             }
         }
-        tokio::select! {
+        let reply = tokio::select! {
             _ = stopping.wait_for(|stopping| *stopping) => return,
-            changed = mesh.changed() => if changed.is_err() { break },
+            changed = mesh.changed() => if changed.is_err() { break } else { None },
+            changed = ca.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let now = ca.borrow_and_update().clone();
+                let reply = ca_change(&inner, &registered, &ca_seen, &now, last_csr.as_deref());
+                ca_seen = now;
+                reply
+            }
             message = inbound.message() => match message {
-                Ok(Some(message)) => answer(&inner, &name, message),
+                Ok(Some(message)) => answer(&inner, &registered, message, &mut last_csr),
                 Ok(None) => break,
                 Err(status) => {
                     tracing::debug!(workload = %name, %status, "proxy stream failed");
                     break;
                 }
             },
+        };
+        for message in reply.into_iter().flatten() {
+            if tx.send(Ok(message)).await.is_err() {
+                return disconnected(inner, registered).await;
+            }
         }
     }
     disconnected(inner, registered).await;
 }
 
-fn answer(inner: &Inner, name: &str, message: ProxyMessage) {
+/// Records an ACK or NACK; signs a CSR. Returns what to send back.
+fn answer(
+    inner: &Inner,
+    registered: &Registered,
+    message: ProxyMessage,
+    last_csr: &mut Option<String>,
+) -> Option<Vec<ControlMessage>> {
+    let name = registered.workload.name.as_str();
     match message.message {
         Some(proxy_message::Message::Ack(ack)) => inner.registry.update(name, |s| {
             s.acked_version = ack.version;
@@ -200,8 +264,83 @@ fn answer(inner: &Inner, name: &str, message: ProxyMessage) {
                 s.last_error = Some(nack.error);
             });
         }
+        Some(proxy_message::Message::CertificateRequest(request)) => {
+            let reply = certificate(inner, registered, &request.csr_pem);
+            if reply.error.is_empty() {
+                *last_csr = Some(request.csr_pem);
+            }
+            return Some(vec![certificate_message(reply)]);
+        }
         Some(proxy_message::Message::Hello(_)) | None => {}
     }
+    None
+}
+
+/// Signs `csr_pem` for the session's identity, or says why not.
+fn certificate(inner: &Inner, registered: &Registered, csr_pem: &str) -> Certificate {
+    let name = &registered.workload.name;
+    let bundle_pem = inner.ca.trust_bundle().to_pem();
+    let issued = match inner.ca.sign(csr_pem, &registered.identity) {
+        Ok(issued) => issued,
+        Err(e) => {
+            tracing::warn!(workload = %name, identity = %registered.identity, error = %e, "refused a CSR");
+            return Certificate {
+                error: e.to_string(),
+                trust_bundle_pem: bundle_pem,
+                ..Default::default()
+            };
+        }
+    };
+    let ttl = issued
+        .not_after
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    let session_token = inner
+        .ca
+        .issue_token(&registered.identity, ttl)
+        .unwrap_or_default();
+    let expires = trellis_api::meta::rfc3339(issued.not_after);
+    tracing::info!(workload = %name, identity = %registered.identity, serial = %issued.serial, %expires, "issued a workload certificate");
+    inner
+        .registry
+        .update(name, |s| s.certificate_expires = Some(expires));
+    Certificate {
+        chain_pem: issued.chain_pem,
+        trust_bundle_pem: bundle_pem,
+        session_token,
+        error: String::new(),
+    }
+}
+
+fn certificate_message(certificate: Certificate) -> ControlMessage {
+    ControlMessage {
+        message: Some(control_message::Message::Certificate(certificate)),
+    }
+}
+
+/// What a proxy is sent when the CA changes: the new bundle, and a certificate from
+/// the new signer for the CSR it last sent.
+fn ca_change(
+    inner: &Inner,
+    registered: &Registered,
+    before: &CaVersion,
+    now: &CaVersion,
+    last_csr: Option<&str>,
+) -> Option<Vec<ControlMessage>> {
+    let mut messages = Vec::new();
+    if before.bundle_pem != now.bundle_pem {
+        messages.push(ControlMessage {
+            message: Some(control_message::Message::TrustBundle(TrustBundle {
+                roots_pem: now.bundle_pem.to_string(),
+            })),
+        });
+    }
+    if before.signer_generation != now.signer_generation {
+        if let Some(csr) = last_csr {
+            messages.push(certificate_message(certificate(inner, registered, csr)));
+        }
+    }
+    (!messages.is_empty()).then_some(messages)
 }
 
 /// Marks the proxy disconnected and, unless it comes back within the grace period,

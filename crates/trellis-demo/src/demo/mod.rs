@@ -142,6 +142,7 @@ async fn start_control(settings: &DemoSettings, dir: &Path) -> anyhow::Result<Co
         http_addr: settings.http_addr,
         grpc_addr: settings.grpc_addr,
         grace: GRACE,
+        ca: Default::default(),
     };
     ControlPlane::start(control).await.map_err(|e| match e {
         ControlError::Bind { what, addr, error }

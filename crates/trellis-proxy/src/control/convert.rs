@@ -199,6 +199,7 @@ mod tests {
                 }],
                 detect_timeout_ms: None,
                 idle_timeout_ms: Some(60_000),
+                mtls: wire::MtlsMode::Strict as i32,
             }],
             backends: ["ratings-v1", "ratings-v2"]
                 .iter()
@@ -208,6 +209,7 @@ mod tests {
                     endpoints: vec![wire::Endpoint {
                         address: "127.0.0.1:7143".into(),
                         weight: 1,
+                        identity: "spiffe://trellis.local/ns/default/sa/ratings".into(),
                     }],
                     load_balancer: wire::LoadBalancer::LeastRequest as i32,
                     connect_timeout_ms: Some(250),

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{router, ApiState};
+use crate::ca::{CaSettings, MeshCa};
 use crate::registry::Registry;
 use crate::store::{MemoryStore, Store};
 
@@ -26,6 +27,7 @@ const LOOPBACK: &str = "127.0.0.1:50000";
 struct Api {
     store: Arc<MemoryStore>,
     registry: Arc<Registry>,
+    ca: Arc<MeshCa>,
 }
 
 /// One request: who sends it, with which token.
@@ -39,9 +41,12 @@ struct Call<'a> {
 
 impl Api {
     fn new() -> Self {
+        let store = Arc::new(MemoryStore::new());
+        let ca = MeshCa::ephemeral(store.clone(), CaSettings::default()).expect("ca");
         Self {
-            store: Arc::new(MemoryStore::new()),
+            store,
             registry: Arc::new(Registry::new()),
+            ca: Arc::new(ca),
         }
     }
 
@@ -51,6 +56,7 @@ impl Api {
             registry: Arc::clone(&self.registry),
             admin_token: TOKEN.to_string(),
             proxy_api: None,
+            ca: Arc::clone(&self.ca),
         }
     }
 

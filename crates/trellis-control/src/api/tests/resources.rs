@@ -338,6 +338,8 @@ async fn proxies_come_from_the_registry() {
         state: SyncState::Nacked,
         last_error: Some("bad route".into()),
         connected_at: "2026-11-05T10:00:00Z".into(),
+        identity: "spiffe://trellis.local/ns/default/sa/web".into(),
+        certificate_expires: None,
     });
     let (status, body) = api.get("/api/v1/proxies").await;
     assert_eq!(status, StatusCode::OK);

@@ -1,0 +1,141 @@
+//! The CA's state in the store, beside the resources:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `/ca/signer` | `{"certChain": PEM, "key": PEM}`: the CA generated here |
+//! | `/ca/bundle` | PEM: the roots proxies trust (two during a rotation) |
+//! | `/ca/token-key` | hex: the key bootstrap tokens are signed with |
+//!
+//! The private keys sit in the store as the admin token sits in the data directory:
+//! whoever reads the store's files can mint identities. `docs/identity.md` says so.
+//!
+//! First writes use `Expect::Absent`, so replicas starting together on one store agree
+//! on one CA: the loser of the race reads the winner's.
+
+use serde::{Deserialize, Serialize};
+use trellis_identity::token::TokenKey;
+use trellis_identity::{CertificateAuthority, TrustBundle};
+
+use super::{CaError, CaSettings};
+use crate::store::{Expect, Store, StoreError};
+
+const SIGNER: &str = "/ca/signer";
+const BUNDLE: &str = "/ca/bundle";
+const TOKEN_KEY: &str = "/ca/token-key";
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredSigner {
+    cert_chain: String,
+    key: String,
+}
+
+/// The signer and bundle kept in the store, made on first start.
+pub(super) async fn load_or_create(
+    store: &dyn Store,
+    settings: &CaSettings,
+) -> Result<(CertificateAuthority, TrustBundle), CaError> {
+    let signer = match load_signer(store).await? {
+        Some(signer) => signer,
+        None => {
+            let root =
+                CertificateAuthority::generate_root(&settings.trust_domain, settings.root_validity)
+                    .map_err(|e| CaError::Create(e.to_string()))?;
+            match save_signer(store, &root, Expect::Absent).await {
+                Ok(()) => root,
+                // Another replica made one first.
+                Err(CaError::Store(StoreError::Conflict { .. })) => load_signer(store)
+                    .await?
+                    .ok_or_else(|| CaError::Stored("the signer vanished".into()))?,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let bundle = match load_bundle(store).await? {
+        Some(bundle) => bundle,
+        None => {
+            let bundle = signer.trust_bundle();
+            let _ = save_bundle(store, &bundle, Expect::Absent).await;
+            load_bundle(store).await?.unwrap_or(bundle)
+        }
+    };
+    Ok((signer, bundle))
+}
+
+async fn load_signer(store: &dyn Store) -> Result<Option<CertificateAuthority>, CaError> {
+    let Some(entry) = store.get(SIGNER).await? else {
+        return Ok(None);
+    };
+    let stored: StoredSigner = serde_json::from_slice(&entry.value)
+        .map_err(|e| CaError::Stored(format!("{SIGNER}: {e}")))?;
+    CertificateAuthority::from_pem(&stored.cert_chain, &stored.key)
+        .map(Some)
+        .map_err(|e| CaError::Stored(format!("{SIGNER}: {e}")))
+}
+
+pub(super) async fn save_signer(
+    store: &dyn Store,
+    signer: &CertificateAuthority,
+    expect: Expect,
+) -> Result<(), CaError> {
+    let pem = signer.to_pem();
+    let stored = StoredSigner {
+        cert_chain: pem.cert_chain.clone(),
+        key: pem.key.clone(),
+    };
+    let value = serde_json::to_vec(&stored).map_err(|e| CaError::Stored(e.to_string()))?;
+    store.put(SIGNER, value, expect).await?;
+    Ok(())
+}
+
+pub(super) async fn load_bundle(store: &dyn Store) -> Result<Option<TrustBundle>, CaError> {
+    let Some(entry) = store.get(BUNDLE).await? else {
+        return Ok(None);
+    };
+    let pem =
+        std::str::from_utf8(&entry.value).map_err(|e| CaError::Stored(format!("{BUNDLE}: {e}")))?;
+    TrustBundle::from_pem(pem)
+        .map(Some)
+        .map_err(|e| CaError::Stored(format!("{BUNDLE}: {e}")))
+}
+
+pub(super) async fn save_bundle(
+    store: &dyn Store,
+    bundle: &TrustBundle,
+    expect: Expect,
+) -> Result<(), CaError> {
+    store
+        .put(BUNDLE, bundle.to_pem().into_bytes(), expect)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn load_or_create_token_key(store: &dyn Store) -> Result<TokenKey, CaError> {
+    loop {
+        if let Some(entry) = store.get(TOKEN_KEY).await? {
+            let bytes = decode_hex(&entry.value)
+                .ok_or_else(|| CaError::Stored(format!("{TOKEN_KEY}: not hexadecimal")))?;
+            return TokenKey::from_bytes(&bytes)
+                .map_err(|e| CaError::Stored(format!("{TOKEN_KEY}: {e}")));
+        }
+        let key = TokenKey::generate().map_err(|e| CaError::Create(e.to_string()))?;
+        let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        match store.put(TOKEN_KEY, hex.into_bytes(), Expect::Absent).await {
+            Ok(_) => return Ok(key),
+            // Another replica wrote one first: read it.
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(text).ok()?.trim();
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}

@@ -1,0 +1,128 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use trellis_identity::{CertificateAuthority, CsrError, TrustBundle, WorkloadKey};
+
+use super::*;
+use crate::store::MemoryStore;
+
+fn settings() -> CaSettings {
+    CaSettings::new("trellis.local")
+}
+
+fn books() -> SpiffeId {
+    SpiffeId::new("trellis.local", "shop", "books").expect("id")
+}
+
+#[tokio::test]
+async fn a_root_is_made_once_and_kept_in_the_store() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let first = MeshCa::start(store.clone(), settings()).await.expect("ca");
+    let token = first
+        .issue_token(&books(), Duration::from_secs(60))
+        .expect("token");
+    let again = MeshCa::start(store, settings()).await.expect("ca");
+    assert_eq!(first.signer().fingerprint, again.signer().fingerprint);
+    assert_eq!(again.trust_bundle().len(), 1);
+    // The token key survives too: a token from before the restart still verifies.
+    assert_eq!(again.verify_token(&token).expect("valid").id, books());
+}
+
+#[tokio::test]
+async fn signs_only_the_identity_asked_for() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let ca = MeshCa::start(store, settings()).await.expect("ca");
+    let key = WorkloadKey::generate().expect("key");
+    let csr = key.csr(&books()).expect("csr");
+    let issued = ca.sign(&csr, &books()).expect("signed");
+    assert_eq!(issued.id, books());
+    let other = SpiffeId::new("trellis.local", "shop", "ratings").expect("id");
+    assert!(matches!(
+        ca.sign(&csr, &other),
+        Err(CsrError::IdentityMismatch { .. })
+    ));
+    assert!(matches!(
+        ca.sign("not a csr", &books()),
+        Err(CsrError::Malformed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_operator_intermediate_signs_and_its_root_is_the_anchor() {
+    let org_root = CertificateAuthority::generate_root("trellis.local", Duration::from_secs(3600))
+        .expect("root");
+    let intermediate = org_root
+        .issue_intermediate(Duration::from_secs(3600))
+        .expect("intermediate");
+    let mut settings = settings();
+    settings.operator = Some(intermediate.to_pem());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let ca = MeshCa::start(store, settings).await.expect("ca");
+    let anchors: Vec<String> = ca
+        .trust_bundle()
+        .roots()
+        .map(|r| r.fingerprint.clone())
+        .collect();
+    assert_eq!(anchors, [org_root.certificate().fingerprint.clone()]);
+    let ca = Arc::new(ca);
+    let refused = ca.rotate(Duration::from_millis(10)).await;
+    assert!(matches!(refused, Err(CaError::Rotation(_))));
+}
+
+#[tokio::test]
+async fn a_bad_operator_ca_is_refused() {
+    let mut settings = settings();
+    settings.operator = Some(trellis_identity::CaPem {
+        cert_chain: "garbage".into(),
+        key: "garbage".into(),
+    });
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    assert!(matches!(
+        MeshCa::start(store, settings).await,
+        Err(CaError::Operator(_))
+    ));
+}
+
+#[tokio::test]
+async fn rotation_distributes_reissues_then_retires() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let ca = Arc::new(MeshCa::start(store.clone(), settings()).await.expect("ca"));
+    let old = ca.signer().fingerprint;
+    let mut versions = ca.subscribe();
+    let generation = versions.borrow_and_update().signer_generation;
+
+    let new = ca
+        .rotate(Duration::from_millis(200))
+        .await
+        .expect("rotation");
+    // Step 1 is done when rotate returns: both roots are trusted, the old one signs.
+    let both = TrustBundle::from_pem(&versions.borrow_and_update().bundle_pem).expect("pem");
+    assert!(both.contains(&old) && both.contains(&new));
+    assert_eq!(ca.signer().fingerprint, old);
+    assert!(
+        ca.rotate(Duration::from_millis(200)).await.is_err(),
+        "one at a time"
+    );
+
+    // Step 2: the new root signs, the bundle still has both.
+    versions.changed().await.expect("reissue");
+    let v = versions.borrow_and_update().clone();
+    assert_eq!(v.signer_generation, generation + 1);
+    assert_eq!(ca.signer().fingerprint, new);
+    assert_eq!(TrustBundle::from_pem(&v.bundle_pem).expect("pem").len(), 2);
+
+    // Step 3: only the new root is left, in memory and in the store.
+    versions.changed().await.expect("retire");
+    let last = TrustBundle::from_pem(&versions.borrow_and_update().bundle_pem).expect("pem");
+    assert!(last.contains(&new) && !last.contains(&old));
+    for _ in 0..200 {
+        if ca.rotation_status().phase == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ca.rotation_status().phase, "done");
+    let restarted = MeshCa::start(store, settings()).await.expect("ca");
+    assert_eq!(restarted.signer().fingerprint, new);
+    assert_eq!(restarted.trust_bundle().len(), 1);
+}
