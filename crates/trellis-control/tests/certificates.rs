@@ -1,0 +1,272 @@
+//! Workload certificates over the proxy session: a real control plane on loopback and
+//! a proxy's side of the gRPC stream, driven by hand.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Streaming};
+use trellis_api::proto::v1::{
+    control_message, proxy_api_client::ProxyApiClient, proxy_message, Certificate,
+    CertificateRequest, ControlMessage, Hello, ProxyMessage, Workload,
+};
+use trellis_control::server::{ControlPlane, ControlSettings};
+use trellis_control::store::MemoryStore;
+use trellis_identity::{Credentials, SpiffeId, TrustBundle, WorkloadKey};
+
+const ADMIN: &str = "admin-token";
+
+async fn control_plane() -> ControlPlane {
+    let settings = ControlSettings {
+        data_dir: std::env::temp_dir(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        grace: Duration::from_millis(200),
+        ca: Default::default(),
+    };
+    ControlPlane::start_with(Arc::new(MemoryStore::new()), ADMIN.into(), settings)
+        .await
+        .expect("control plane")
+}
+
+fn books_id() -> SpiffeId {
+    SpiffeId::new("trellis.local", "shop", "books").expect("id")
+}
+
+/// A session's proxy end: what it sends, what it receives.
+struct Session {
+    tx: mpsc::Sender<ProxyMessage>,
+    inbound: Streaming<ControlMessage>,
+}
+
+async fn open(cp: &ControlPlane, token: &str, service: &str) -> Result<Session, tonic::Status> {
+    let mut client = ProxyApiClient::connect(format!("http://{}", cp.grpc_addr))
+        .await
+        .expect("connect");
+    let (tx, rx) = mpsc::channel(4);
+    let hello = Hello {
+        token: token.into(),
+        workload: Some(Workload {
+            name: format!("{service}-1"),
+            namespace: "shop".into(),
+            service: service.into(),
+            address: "127.0.0.1".into(),
+            inbound_port: 7143,
+            app_port: 8080,
+            ..Default::default()
+        }),
+        proxy_version: "test".into(),
+        serving_version: 0,
+    };
+    tx.send(ProxyMessage {
+        message: Some(proxy_message::Message::Hello(hello)),
+    })
+    .await
+    .expect("hello");
+    let inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    Ok(Session { tx, inbound })
+}
+
+impl Session {
+    async fn request(&self, csr_pem: String) {
+        let message = ProxyMessage {
+            message: Some(proxy_message::Message::CertificateRequest(
+                CertificateRequest { csr_pem },
+            )),
+        };
+        self.tx.send(message).await.expect("send");
+    }
+
+    /// The next message that is not a snapshot.
+    async fn next_identity_message(&mut self) -> control_message::Message {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+                .await
+                .expect("in time")
+                .expect("stream")
+                .expect("a message");
+            match message.message {
+                Some(control_message::Message::Snapshot(_)) | None => continue,
+                Some(other) => return other,
+            }
+        }
+    }
+
+    async fn certificate(&mut self) -> Certificate {
+        match self.next_identity_message().await {
+            control_message::Message::Certificate(c) => c,
+            other => panic!("expected a certificate, got {other:?}"),
+        }
+    }
+}
+
+async fn bootstrap_token(cp: &ControlPlane, body: &str) -> serde_json::Value {
+    let client = reqwest_like::post(cp, "/api/v1/tokens", body, Some(ADMIN)).await;
+    assert_eq!(client.0, 200, "{}", client.1);
+    serde_json::from_str(&client.1).expect("json")
+}
+
+/// Minimal HTTP client for the API, over hyper.
+mod reqwest_like {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    pub async fn post(
+        cp: &super::ControlPlane,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let mut request = hyper::Request::post(format!("http://{}{path}", cp.http_addr))
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .expect("request");
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let response = client.request(request).await.expect("response");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn a_bootstrap_token_gets_a_certificate_for_its_identity_only() {
+    let cp = control_plane().await;
+    let token = bootstrap_token(&cp, r#"{"service": "books", "namespace": "shop"}"#).await;
+    assert_eq!(token["identity"], books_id().to_string());
+    let token = token["token"].as_str().expect("token").to_string();
+
+    let mut session = open(&cp, &token, "books").await.expect("session");
+    let key = WorkloadKey::generate().expect("key");
+    session.request(key.csr(&books_id()).expect("csr")).await;
+    let issued = session.certificate().await;
+    assert_eq!(issued.error, "");
+    // The chain is usable with the key that never left this side, and trusted.
+    let credentials = Credentials::new(&key, &issued.chain_pem).expect("credentials");
+    assert_eq!(credentials.id(), &books_id());
+    let bundle = TrustBundle::from_pem(&issued.trust_bundle_pem).expect("bundle");
+    assert_eq!(bundle.len(), 1);
+    assert!(!issued.session_token.is_empty());
+
+    // A CSR for another identity on the same session is refused, with the reason.
+    let ratings = SpiffeId::new("trellis.local", "shop", "ratings").expect("id");
+    session.request(key.csr(&ratings).expect("csr")).await;
+    let refused = session.certificate().await;
+    assert!(refused.chain_pem.is_empty());
+    assert!(
+        refused.error.contains("ratings") && refused.error.contains("books"),
+        "{}",
+        refused.error
+    );
+    // So is a malformed one.
+    session
+        .request("-----BEGIN CERTIFICATE REQUEST-----\nnope\n".into())
+        .await;
+    assert!(!session.certificate().await.error.is_empty());
+
+    // The session token reconnects as the same identity.
+    let again = open(&cp, &issued.session_token, "books").await;
+    assert!(again.is_ok());
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_with_a_foreign_expired_or_forged_token_are_refused() {
+    let cp = control_plane().await;
+    let token = bootstrap_token(&cp, r#"{"service": "books", "namespace": "shop"}"#).await;
+    let token = token["token"].as_str().expect("token").to_string();
+
+    // Bound to books, presented by ratings.
+    let status = open(&cp, &token, "ratings").await.err().expect("refused");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status
+        .message()
+        .contains("bound to spiffe://trellis.local/ns/shop/sa/books"));
+
+    // Forged: the right shape, a wrong signature.
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let status = open(&cp, &forged, "books").await.err().expect("refused");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    // Expired.
+    let short = bootstrap_token(
+        &cp,
+        r#"{"service": "books", "namespace": "shop", "ttl": "1s"}"#,
+    )
+    .await;
+    let short = short["token"].as_str().expect("token").to_string();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let status = open(&cp, &short, "books").await.err().expect("refused");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("expired"), "{}", status.message());
+
+    // Tokens are an admin's to hand out.
+    let (code, body) =
+        reqwest_like::post(&cp, "/api/v1/tokens", r#"{"service": "books"}"#, None).await;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = reqwest_like::post(
+        &cp,
+        "/api/v1/tokens",
+        r#"{"service": "books", "ttl": "0s"}"#,
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn rotation_sends_the_new_bundle_and_reissues_from_the_new_root() {
+    let cp = control_plane().await;
+    let mut session = open(&cp, ADMIN, "books").await.expect("session");
+    let key = WorkloadKey::generate().expect("key");
+    session.request(key.csr(&books_id()).expect("csr")).await;
+    let first = session.certificate().await;
+    let old_root = TrustBundle::from_pem(&first.trust_bundle_pem).expect("bundle");
+    let old = old_root.roots().next().expect("root").fingerprint.clone();
+
+    let (code, body) = reqwest_like::post(
+        &cp,
+        "/api/v1/ca/rotate",
+        r#"{"overlap": "400ms"}"#,
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+
+    // 1. Both roots trusted.
+    let control_message::Message::TrustBundle(both) = session.next_identity_message().await else {
+        panic!("expected the bundle with both roots");
+    };
+    assert_eq!(
+        TrustBundle::from_pem(&both.roots_pem).expect("pem").len(),
+        2
+    );
+    // 2. The same key re-certified by the new root, without a new CSR.
+    let reissued = session.certificate().await;
+    assert_eq!(reissued.error, "");
+    let credentials = Credentials::new(&key, &reissued.chain_pem).expect("credentials");
+    assert_ne!(credentials.leaf().issuer, "");
+    assert_ne!(reissued.chain_pem, first.chain_pem);
+    // 3. The old root retired.
+    let control_message::Message::TrustBundle(last) = session.next_identity_message().await else {
+        panic!("expected the bundle without the old root");
+    };
+    let last = TrustBundle::from_pem(&last.roots_pem).expect("pem");
+    assert_eq!(last.len(), 1);
+    assert!(!last.contains(&old));
+    cp.stop().await;
+}
