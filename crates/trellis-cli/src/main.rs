@@ -4,6 +4,7 @@
 mod client;
 mod control;
 mod demo;
+mod identity;
 mod proxy;
 mod resources;
 mod run;
@@ -64,6 +65,12 @@ enum Command {
     Delete(resources::ObjectArgs),
     /// Show one resource as YAML, with its status conditions.
     Describe(resources::ObjectArgs),
+    /// Bootstrap tokens for workload identities.
+    #[command(subcommand)]
+    Token(identity::TokenCommand),
+    /// The mesh's certificate authority: show it, rotate its trust anchor.
+    #[command(subcommand)]
+    Ca(identity::CaCommand),
     /// Start a control plane and a sample bookshop (web → books → ratings v1/v2), each
     /// service under `trellis run`, with light traffic; print what to try. Ctrl-C stops
     /// everything.
@@ -93,6 +100,8 @@ fn main() -> ExitCode {
             Command::Get(args) => resources::get(args).await,
             Command::Delete(args) => resources::delete(args).await,
             Command::Describe(args) => resources::describe(args).await,
+            Command::Token(command) => identity::token(command).await,
+            Command::Ca(command) => identity::ca(command).await,
             Command::Demo(args) => demo::run(args).await,
             Command::DemoApp(app) => trellis_demo::run_app(app).await,
         }

@@ -24,6 +24,11 @@ pub struct SidecarArgs {
     /// the control plane at `--control` reports.
     #[arg(long = "control-grpc", value_delimiter = ',')]
     pub control_grpc: Vec<String>,
+    /// A bootstrap token bound to this workload's identity (`trellis token create`).
+    /// Without one, the sidecar asks the control plane at `--control` for one with the
+    /// admin token, or, given only `--control-grpc`, registers with the admin token.
+    #[arg(long, env = "TRELLIS_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
     /// Namespace of the workload.
     #[arg(long, short = 'n', default_value = "default")]
     pub namespace: String,
@@ -83,10 +88,7 @@ pub struct Sidecar {
 
 /// Starts a sidecar for `service` in front of the app on loopback port `app_port`.
 pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::Result<Sidecar> {
-    let token = match &args.client.token {
-        Some(t) => t.clone(),
-        None => read_local_token()?,
-    };
+    let token = registration_token(service, args).await?;
     let addresses = match args.control_grpc.is_empty() {
         false => args.control_grpc.clone(),
         true => vec![proxy_api(&args.client).await?],
@@ -134,6 +136,38 @@ pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::
         workload,
         _running: running,
     })
+}
+
+/// How long a bootstrap token fetched for the sidecar stays usable: enough to start
+/// and register; reconnections use the session token that comes with the certificate.
+const BOOTSTRAP_TTL: &str = "10m";
+
+/// The token the sidecar registers with; see [`SidecarArgs::bootstrap_token`].
+async fn registration_token(service: &str, args: &SidecarArgs) -> anyhow::Result<String> {
+    if let Some(token) = &args.bootstrap_token {
+        return Ok(token.clone());
+    }
+    let mut client_args = args.client.clone();
+    if client_args.token.is_none() {
+        client_args.token = Some(read_local_token()?);
+    }
+    let admin = client_args.token.clone().unwrap_or_default();
+    if !args.control_grpc.is_empty() {
+        return Ok(admin);
+    }
+    let body = serde_json::json!({
+        "service": service,
+        "namespace": args.namespace,
+        "ttl": BOOTSTRAP_TTL,
+    });
+    let answer = Client::new(&client_args)?
+        .post("/api/v1/tokens", body.to_string())
+        .await
+        .context("cannot get a bootstrap token from the control plane")?;
+    answer["token"]
+        .as_str()
+        .map(str::to_string)
+        .context("the control plane answered without a token")
 }
 
 /// Asks the control plane at `--control` where proxies connect.

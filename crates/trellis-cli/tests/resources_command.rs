@@ -371,3 +371,58 @@ fn yaml_to_json(yaml: &str) -> String {
     let value: Value = serde_saphyr::from_str(yaml).expect("YAML");
     value.to_string()
 }
+
+#[test]
+fn tokens_and_the_certificate_authority() {
+    let cp = ControlPlane::start();
+    let out = cp.run(&[
+        "token",
+        "create",
+        "--service",
+        "books",
+        "-n",
+        "shop",
+        "--ttl",
+        "5m",
+    ]);
+    let token = ok(out);
+    assert!(token.trim().starts_with("v1."), "{token}");
+    assert_eq!(token.lines().count(), 1, "only the token on stdout");
+    fails(
+        cp.run(&["token", "create", "--service", "books", "--ttl", "0s"]),
+        "ttl: must be more than 0",
+    );
+    fails(
+        cp.run_with(&["token", "create", "--service", "books"], None, None),
+        "admin token",
+    );
+
+    let shown = ok(cp.run(&["ca", "show"]));
+    assert!(
+        shown.starts_with("Trust domain:  trellis.local\n"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.matches("Trellis root CA").count(),
+        2,
+        "signer and anchor: {shown}"
+    );
+    assert!(shown.ends_with("Rotation:      idle\n"), "{shown}");
+
+    let started = ok(cp.run(&["ca", "rotate", "--overlap", "1h"]));
+    assert!(
+        started.starts_with("rotation started: new root "),
+        "{started}"
+    );
+    let shown = ok(cp.run(&["ca", "show"]));
+    // The new root is trusted beside the old one; the old one still signs.
+    assert_eq!(shown.matches("Trellis root CA").count(), 3, "{shown}");
+    assert!(
+        shown.contains("Rotation:      distributing (new root "),
+        "{shown}"
+    );
+    fails(
+        cp.run(&["ca", "rotate"]),
+        "a trust-anchor rotation is already running",
+    );
+}
