@@ -9,7 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 use trellis_api::proto::v1::{
     control_message, proxy_api_client::ProxyApiClient, proxy_message, Certificate,
-    CertificateRequest, ControlMessage, Hello, ProxyMessage, Workload,
+    CertificateRequest, ControlMessage, Hello, ProxyMessage, SessionInfo, Workload,
 };
 use trellis_control::server::{ControlPlane, ControlSettings};
 use trellis_control::store::MemoryStore;
@@ -38,6 +38,8 @@ fn books_id() -> SpiffeId {
 struct Session {
     tx: mpsc::Sender<ProxyMessage>,
     inbound: Streaming<ControlMessage>,
+    /// What the control plane said first: the identity to ask a certificate for.
+    info: SessionInfo,
 }
 
 async fn open(cp: &ControlPlane, token: &str, service: &str) -> Result<Session, tonic::Status> {
@@ -64,8 +66,12 @@ async fn open(cp: &ControlPlane, token: &str, service: &str) -> Result<Session, 
     })
     .await
     .expect("hello");
-    let inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-    Ok(Session { tx, inbound })
+    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    let first = inbound.message().await?.and_then(|m| m.message);
+    let Some(control_message::Message::SessionInfo(info)) = first else {
+        panic!("the first message must be SessionInfo, got {first:?}");
+    };
+    Ok(Session { tx, inbound, info })
 }
 
 impl Session {
@@ -148,6 +154,8 @@ async fn a_bootstrap_token_gets_a_certificate_for_its_identity_only() {
     let token = token["token"].as_str().expect("token").to_string();
 
     let mut session = open(&cp, &token, "books").await.expect("session");
+    assert_eq!(session.info.identity, books_id().to_string());
+    assert!(!session.info.trust_bundle_pem.is_empty());
     let key = WorkloadKey::generate().expect("key");
     session.request(key.csr(&books_id()).expect("csr")).await;
     let issued = session.certificate().await;

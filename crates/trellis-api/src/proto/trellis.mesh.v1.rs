@@ -112,7 +112,7 @@ pub struct Nack {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ControlMessage {
-    #[prost(oneof = "control_message::Message", tags = "1, 2, 3")]
+    #[prost(oneof = "control_message::Message", tags = "1, 2, 3, 4")]
     pub message: ::core::option::Option<control_message::Message>,
 }
 /// Nested message and enum types in `ControlMessage`.
@@ -126,7 +126,21 @@ pub mod control_message {
         Certificate(super::Certificate),
         #[prost(message, tag = "3")]
         TrustBundle(super::TrustBundle),
+        #[prost(message, tag = "4")]
+        SessionInfo(super::SessionInfo),
     }
+}
+/// The first message of a session: who the control plane takes the proxy to be, so it
+/// can ask for a certificate of that identity.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SessionInfo {
+    /// The SPIFFE ID certificates of this session are for.
+    #[prost(string, tag = "1")]
+    pub identity: ::prost::alloc::string::String,
+    /// The roots to trust, PEM.
+    #[prost(string, tag = "2")]
+    pub trust_bundle_pem: ::prost::alloc::string::String,
 }
 /// The answer to a `CertificateRequest`: the signed chain, or why the CA refused.
 #[allow(clippy::all)]

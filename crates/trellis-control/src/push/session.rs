@@ -16,7 +16,7 @@ use tonic::{Status, Streaming};
 use trellis_api::meta::DEFAULT_NAMESPACE;
 use trellis_api::proto::v1::{
     control_message, proxy_message, Certificate, ControlMessage, Hello, ProxyConfig, ProxyMessage,
-    Snapshot, TrustBundle, Workload,
+    SessionInfo, Snapshot, TrustBundle, Workload,
 };
 use trellis_api::service::{WorkloadPort, WorkloadSpec};
 use trellis_api::{Kind, ObjectMeta, Resource, Spec};
@@ -182,6 +182,15 @@ pub async fn run(
     let mut last_sent: Option<Arc<ProxyConfig>> = None;
     // The proxy's latest CSR, re-signed when the signer changes (rotation).
     let mut last_csr: Option<String> = None;
+    let info = ControlMessage {
+        message: Some(control_message::Message::SessionInfo(SessionInfo {
+            identity: registered.identity.to_string(),
+            trust_bundle_pem: ca_seen.bundle_pem.to_string(),
+        })),
+    };
+    if tx.send(Ok(info)).await.is_err() {
+        return disconnected(inner, registered).await;
+    }
     loop {
         let version = mesh.borrow_and_update().clone();
         // Revision 0 is the empty state before the first read of the store.
