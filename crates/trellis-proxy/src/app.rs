@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
+use trellis_identity::{CertStore, TlsError};
 
 use crate::admin;
 use crate::config::{ConfigError, ProxyConfig};
@@ -16,6 +17,7 @@ use crate::drain::Drain;
 use crate::listener::{self, Running};
 use crate::state::Snapshot;
 use crate::telemetry::{Metrics, ReloadLabels};
+use crate::tls::{Identity, TlsState};
 
 /// What every part of a running proxy shares.
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub struct Shared {
     pub state: ArcSwap<Snapshot>,
     pub metrics: Metrics,
     pub drain: Drain,
+    /// The workload identity, once installed, for mTLS.
+    pub tls: TlsState,
     /// Addresses listeners are actually bound to (differs from the config for port 0).
     bound: Mutex<HashMap<String, SocketAddr>>,
 }
@@ -96,6 +100,7 @@ impl Proxy {
             state: ArcSwap::from_pointee(Snapshot::build(config, None)),
             metrics: Metrics::new(),
             drain: Drain::new(),
+            tls: TlsState::default(),
             bound: Mutex::new(HashMap::new()),
         });
         let mut running = HashMap::new();
@@ -123,6 +128,22 @@ impl Proxy {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// Installs the workload's certificate store: from now on listeners with `mtls`
+    /// terminate mTLS with it, and endpoints with an `identity` are reached over mTLS.
+    ///
+    /// The TLS configs are built here, once. Renewed certificates and rotated trust
+    /// bundles are installed on the same store ([`CertStore::set_credentials`],
+    /// [`CertStore::set_trust_bundle`]) and apply to the next handshake; shared HTTP/2
+    /// connections to endpoints made with the previous ones are replaced by the next
+    /// request. Calling this again replaces the store.
+    pub fn set_identity(&self, store: Arc<CertStore>) -> Result<(), TlsError> {
+        let identity = Identity::new(store.clone(), self.shared.metrics.tls.clone())?;
+        tracing::info!(identity = %identity.id(), "workload identity installed");
+        self.shared.tls.install(identity);
+        self.shared.metrics.tls.watch_certificates(store);
+        Ok(())
     }
 
     /// The configuration in force, with bound addresses.

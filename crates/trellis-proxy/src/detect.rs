@@ -1,5 +1,6 @@
-//! Protocol detection for `protocol: auto` listeners: the HTTP/2 connection preface, an
-//! HTTP/1 request line, or else opaque TCP.
+//! Protocol detection: for `protocol: auto` listeners, the HTTP/2 connection preface, an
+//! HTTP/1 request line, or else opaque TCP; for listeners with mTLS, first whether the
+//! connection opens with a TLS ClientHello.
 //!
 //! Detection only peeks: the bytes it reads are handed back so the chosen protocol
 //! handler sees the stream from its first byte. A client that sends nothing within the
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
 
 /// The protocol a connection was found to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,12 +30,29 @@ impl Protocol {
     }
 }
 
+/// How a connection to an mTLS listener opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// With a TLS ClientHello.
+    Tls,
+    /// With anything else, or with silence until the deadline.
+    Plaintext,
+    /// The client closed the connection without sending a byte.
+    Closed,
+}
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Longest method token accepted in an HTTP/1 request line.
 const MAX_METHOD: usize = 24;
 /// Bytes read without finding the end of an HTTP/1 request line before the decision is
 /// left to the HTTP/1 parser (which answers 414 or 400).
 const MAX_PEEK: usize = 8 * 1024;
+/// TLS record content type of handshake messages.
+const TLS_HANDSHAKE: u8 = 0x16;
+/// Handshake message type of a ClientHello.
+const TLS_CLIENT_HELLO: u8 = 0x01;
+/// Largest TLS plaintext record (RFC 8446 section 5.1).
+const TLS_MAX_RECORD: u16 = 1 << 14;
 
 /// Reads from `io` until the protocol is known, the stream ends, or `timeout` passes.
 /// Returns the protocol and every byte read so far.
@@ -42,22 +61,87 @@ pub async fn detect<T: AsyncRead + Unpin>(
     timeout: Duration,
 ) -> std::io::Result<(Protocol, BytesMut)> {
     let mut buf = BytesMut::with_capacity(1024);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let found = detect_at(io, &mut buf, Instant::now() + timeout).await?;
+    Ok((found, buf))
+}
+
+/// [`detect`] continuing from the bytes already in `buf`, until `deadline`.
+pub async fn detect_at<T: AsyncRead + Unpin>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> std::io::Result<Protocol> {
+    Ok(match read_until(io, buf, deadline, classify).await? {
+        Read::Decided(found) => found,
+        Read::Deadline | Read::Ended => Protocol::Tcp,
+    })
+}
+
+/// Reads from `io` into `buf` until it is known whether the connection opens with a
+/// TLS ClientHello, the stream ends, or `deadline` passes.
+pub async fn opening<T: AsyncRead + Unpin>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> std::io::Result<Opening> {
+    Ok(match read_until(io, buf, deadline, classify_tls).await? {
+        Read::Decided(true) => Opening::Tls,
+        Read::Ended if buf.is_empty() => Opening::Closed,
+        _ => Opening::Plaintext,
+    })
+}
+
+/// How reading for a decision ended.
+enum Read<R> {
+    Decided(R),
+    Deadline,
+    Ended,
+}
+
+/// Reads into `buf` until `decide` says something about its bytes, the stream ends, or
+/// `deadline` passes. The bytes already in `buf` are looked at first.
+async fn read_until<T: AsyncRead + Unpin, R>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    decide: fn(&[u8]) -> Option<R>,
+) -> std::io::Result<Read<R>> {
     loop {
-        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
-            Err(_elapsed) => return Ok((Protocol::Tcp, buf)),
+        if let Some(found) = decide(buf) {
+            return Ok(Read::Decided(found));
+        }
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Err(_elapsed) => return Ok(Read::Deadline),
             Ok(Err(e)) => return Err(e),
-            Ok(Ok(0)) => {
-                let found = classify(&buf).unwrap_or(Protocol::Tcp);
-                return Ok((found, buf));
-            }
-            Ok(Ok(_)) => {
-                if let Some(found) = classify(&buf) {
-                    return Ok((found, buf));
-                }
-            }
+            Ok(Ok(0)) => return Ok(Read::Ended),
+            Ok(Ok(_)) => {}
         }
     }
+}
+
+/// Whether the bytes seen so far open a TLS ClientHello (a handshake record of a TLS
+/// version, of plausible length, holding a ClientHello), or `None` when more are needed.
+/// Six bytes always decide.
+pub fn classify_tls(buf: &[u8]) -> Option<bool> {
+    let &content_type = buf.first()?;
+    if content_type != TLS_HANDSHAKE {
+        return Some(false);
+    }
+    // Record versions are 3.0 to 3.4; ClientHellos use 3.1 for compatibility.
+    let &major = buf.get(1)?;
+    if major != 0x03 {
+        return Some(false);
+    }
+    let &minor = buf.get(2)?;
+    if minor > 0x04 {
+        return Some(false);
+    }
+    let length = u16::from_be_bytes([*buf.get(3)?, *buf.get(4)?]);
+    if !(4..=TLS_MAX_RECORD).contains(&length) {
+        return Some(false);
+    }
+    let &message = buf.get(5)?;
+    Some(message == TLS_CLIENT_HELLO)
 }
 
 /// Decides the protocol from the bytes seen so far, or `None` when more are needed.
@@ -167,6 +251,91 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn recognises_client_hellos() {
+        let cases: &[(&[u8], Option<bool>)] = &[
+            (b"", None),
+            (b"\x16", None),
+            (b"\x16\x03\x01\x02", None),
+            (b"\x16\x03\x01\x02\x00", None),
+            (b"\x16\x03\x01\x02\x00\x01", Some(true)),
+            (b"\x16\x03\x03\x00\x40\x01\x00", Some(true)),
+            (b"\x16\x03\x01\x02\x00\x02", Some(false)),
+            (b"\x16\x03\x05", Some(false)),
+            (b"\x16\x02", Some(false)),
+            (b"\x16\x03\x01\x40\x01", Some(false)),
+            (b"\x16\x03\x01\x00\x03", Some(false)),
+            (b"\x17\x03\x03", Some(false)),
+            (b"GET / HTTP/1.1\r\n", Some(false)),
+            (H2_PREFACE, Some(false)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(classify_tls(input), *want, "{input:?}");
+        }
+        let mut stable = 0;
+        for _ in 0..20_000 {
+            let mut input = b"\x16\x03\x01\x02\x00\x01".to_vec();
+            input.truncate(fastrand::usize(..=input.len()));
+            input.extend((0..fastrand::usize(..8)).map(|_| fastrand::u8(..)));
+            let mut decided = None;
+            for end in 0..=input.len() {
+                match (decided, classify_tls(&input[..end])) {
+                    (Some(before), now) => assert_eq!(Some(before), now, "{:?}", &input[..end]),
+                    (None, now) => decided = now,
+                }
+            }
+            stable += usize::from(decided.is_some() || input.len() < 6);
+        }
+        assert_eq!(stable, 20_000, "six bytes always decide");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn openings() {
+        let deadline = || Instant::now() + Duration::from_millis(500);
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client
+            .write_all(b"\x16\x03\x01\x02\x00\x01rest")
+            .await
+            .expect("write");
+        let mut buf = BytesMut::new();
+        let found = opening(&mut server, &mut buf, deadline())
+            .await
+            .expect("read");
+        assert_eq!(found, Opening::Tls);
+        assert!(buf.starts_with(b"\x16\x03\x01"));
+
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let mut buf = BytesMut::new();
+        let found = opening(&mut server, &mut buf, deadline())
+            .await
+            .expect("read");
+        assert_eq!(found, Opening::Plaintext);
+        let then = detect_at(&mut server, &mut buf, deadline())
+            .await
+            .expect("detect");
+        assert_eq!(
+            then,
+            Protocol::Http1,
+            "the plaintext bytes are kept for detection"
+        );
+
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut buf = BytesMut::new();
+        let silent = opening(&mut server, &mut buf, deadline())
+            .await
+            .expect("read");
+        assert_eq!(silent, Opening::Plaintext);
+        drop(client);
+        let found = opening(&mut server, &mut buf, deadline())
+            .await
+            .expect("read");
+        assert_eq!(found, Opening::Closed);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,8 +1,14 @@
 //! One endpoint of a backend and the connections to it: a keep-alive pool of HTTP/1.1
 //! connections, or one multiplexed HTTP/2 connection, plus plain TCP for opaque traffic.
 //!
-//! An `Endpoint` outlives configuration reloads that keep its address and settings, so
-//! its pooled connections and load statistics carry over.
+//! An endpoint with an identity is another proxy of the mesh. Once this proxy has a
+//! certificate of its own, everything to such an endpoint goes over mutual TLS: HTTP
+//! requests on one shared HTTP/2 connection whatever the backend's protocol (the proxy
+//! at the other end speaks that protocol to its application), upgrades on an HTTP/1.1
+//! connection of their own, and opaque TCP on one connection each.
+//!
+//! An `Endpoint` outlives configuration reloads that keep its address, settings and
+//! identity, so its pooled connections and load statistics carry over.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,10 +19,15 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use trellis_identity::rustls::pki_types::ServerName;
+use trellis_identity::SpiffeId;
 
 use crate::balance::Load;
 use crate::config::BackendProtocol;
+use crate::tls::connect::{self, MtlsStream};
+use crate::tls::{Alpn, Generation, HandshakeReason, Identity};
 
 /// Request bodies sent to endpoints.
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -45,6 +56,13 @@ pub enum EndpointError {
         #[source]
         source: std::io::Error,
     },
+    #[error("mTLS handshake with {addr} failed ({reason}): {source}")]
+    Tls {
+        addr: SocketAddr,
+        reason: HandshakeReason,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("handshake with {addr} failed: {source}")]
     Handshake {
         addr: SocketAddr,
@@ -64,13 +82,40 @@ struct IdleConn {
     since: Instant,
 }
 
+/// The shared HTTP/2 connection, and for mTLS the credentials and roots it was made
+/// with: it serves requests only while those are still the current ones.
+struct SharedH2 {
+    sender: http2::SendRequest<BoxBody>,
+    made_with: Option<Generation>,
+}
+
+/// A connection for opaque TCP.
+pub enum Opaque {
+    Plain(TcpStream),
+    /// Boxed: a TLS stream carries its record buffers inline.
+    Mtls(Box<MtlsStream>),
+}
+
+/// What reaching an endpoint over mTLS needs: this proxy's identity and the one the
+/// endpoint must prove.
+#[derive(Clone, Copy)]
+struct Mtls<'a> {
+    identity: &'a Identity,
+    peer: &'a SpiffeId,
+}
+
 /// An endpoint: where it is, how to reach it, its pooled connections and its load.
 pub struct Endpoint {
     addr: SocketAddr,
     settings: ConnectSettings,
+    /// The SPIFFE ID the endpoint must prove; `None` for endpoints outside the mesh.
+    identity: Option<SpiffeId>,
+    /// The endpoint's IP address in the form rustls wants, made once: it sends no SNI,
+    /// and the SPIFFE ID, not a name, is what gets checked.
+    server_name: ServerName<'static>,
     load: Load,
     idle_h1: Mutex<Vec<IdleConn>>,
-    h2: Mutex<Option<http2::SendRequest<BoxBody>>>,
+    h2: Mutex<Option<SharedH2>>,
     /// Serializes HTTP/2 connection attempts so concurrent requests share one connection.
     h2_connecting: tokio::sync::Mutex<()>,
 }
@@ -80,16 +125,19 @@ impl std::fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("addr", &self.addr)
             .field("settings", &self.settings)
+            .field("identity", &self.identity)
             .field("in_flight", &self.load.in_flight())
             .finish()
     }
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, settings: ConnectSettings) -> Self {
+    pub fn new(addr: SocketAddr, settings: ConnectSettings, identity: Option<SpiffeId>) -> Self {
         Self {
             addr,
             settings,
+            identity,
+            server_name: ServerName::from(addr.ip()),
             load: Load::new(),
             idle_h1: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
@@ -107,6 +155,30 @@ impl Endpoint {
 
     pub fn load(&self) -> &Load {
         &self.load
+    }
+
+    /// The SPIFFE ID the endpoint must prove over mTLS.
+    pub fn identity(&self) -> Option<&SpiffeId> {
+        self.identity.as_ref()
+    }
+
+    /// The HTTP version requests to this endpoint are sent in, given this proxy's
+    /// identity: HTTP/2 over mTLS, else the backend's protocol.
+    pub fn protocol(&self, identity: Option<&Identity>) -> BackendProtocol {
+        match self.mtls(identity) {
+            Some(_) => BackendProtocol::Http2,
+            None => self.settings.protocol,
+        }
+    }
+
+    /// mTLS applies when the endpoint has an identity and this proxy has one too. An
+    /// endpoint with an identity is reached in plaintext until this proxy has its
+    /// certificate; its listener, if permissive, accepts that.
+    fn mtls<'a>(&'a self, identity: Option<&'a Identity>) -> Option<Mtls<'a>> {
+        Some(Mtls {
+            identity: identity?,
+            peer: self.identity.as_ref()?,
+        })
     }
 
     /// Opens a TCP connection, within the connect timeout.
@@ -127,15 +199,52 @@ impl Endpoint {
         Ok(stream)
     }
 
+    /// Opens an mTLS connection carrying `alpn`; TCP connect and handshake each get the
+    /// connect timeout.
+    async fn connect_mtls(&self, mtls: Mtls<'_>, alpn: Alpn) -> Result<MtlsStream, EndpointError> {
+        let tcp = self.connect_tcp().await?;
+        let timeout = self.settings.connect_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let server_name = self.server_name.clone();
+        connect::connect(tcp, mtls.identity, mtls.peer, server_name, alpn, deadline)
+            .await
+            .map_err(|e| match e.reason {
+                HandshakeReason::Timeout => EndpointError::ConnectTimeout {
+                    addr: self.addr,
+                    timeout,
+                },
+                reason => EndpointError::Tls {
+                    addr: self.addr,
+                    reason,
+                    source: e.error,
+                },
+            })
+    }
+
+    /// Opens a connection for opaque TCP: mTLS (ALPN `trellis-tcp`) when `identity`
+    /// and the endpoint's identity say so, else plain TCP.
+    pub async fn open_tcp(&self, identity: Option<&Identity>) -> Result<Opaque, EndpointError> {
+        match self.mtls(identity) {
+            Some(mtls) => Ok(Opaque::Mtls(Box::new(
+                self.connect_mtls(mtls, Alpn::Tcp).await?,
+            ))),
+            None => Ok(Opaque::Plain(self.connect_tcp().await?)),
+        }
+    }
+
     /// Sends a request over a pooled connection. The request must already have the form
-    /// the endpoint's protocol needs (see `http::forward`).
+    /// [`Self::protocol`] needs (see `http::forward`).
     pub async fn send(
         self: &Arc<Self>,
         req: Request<BoxBody>,
+        identity: Option<&Identity>,
     ) -> Result<Response<Incoming>, EndpointError> {
+        if let Some(mtls) = self.mtls(identity) {
+            return self.send_h2(req, Some(mtls)).await;
+        }
         match self.settings.protocol {
             BackendProtocol::Http1 => self.send_h1(req).await,
-            BackendProtocol::Http2 => self.send_h2(req).await,
+            BackendProtocol::Http2 => self.send_h2(req, None).await,
         }
     }
 
@@ -179,12 +288,20 @@ impl Endpoint {
     }
 
     /// Sends a request that asks to upgrade the connection (WebSocket and the like) on a
-    /// connection of its own, which is never pooled.
+    /// connection of its own, which is never pooled; over mTLS that connection is
+    /// HTTP/1.1 (ALPN `http/1.1`), since HTTP/2 cannot carry an upgrade.
     pub async fn send_upgrade(
         &self,
         req: Request<BoxBody>,
+        identity: Option<&Identity>,
     ) -> Result<Response<Incoming>, EndpointError> {
-        let mut sender = self.connect_h1(true).await?;
+        let mut sender = match self.mtls(identity) {
+            Some(mtls) => {
+                let stream = self.connect_mtls(mtls, Alpn::Http1).await?;
+                self.handshake_h1(stream, true).await?
+            }
+            None => self.connect_h1(true).await?,
+        };
         sender
             .send_request(req)
             .await
@@ -199,6 +316,17 @@ impl Endpoint {
         with_upgrades: bool,
     ) -> Result<http1::SendRequest<BoxBody>, EndpointError> {
         let stream = self.connect_tcp().await?;
+        self.handshake_h1(stream, with_upgrades).await
+    }
+
+    async fn handshake_h1<I>(
+        &self,
+        stream: I,
+        with_upgrades: bool,
+    ) -> Result<http1::SendRequest<BoxBody>, EndpointError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -269,12 +397,17 @@ impl Endpoint {
         self.idle_h1.lock().map(|i| i.len()).unwrap_or(0)
     }
 
-    async fn send_h2(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, EndpointError> {
+    async fn send_h2(
+        &self,
+        req: Request<BoxBody>,
+        mtls: Option<Mtls<'_>>,
+    ) -> Result<Response<Incoming>, EndpointError> {
         let request_error = |source| EndpointError::Request {
             addr: self.addr,
             source,
         };
-        let mut sender = self.h2_sender().await?;
+        let generation = mtls.map(|m| m.identity.generation());
+        let mut sender = self.h2_sender(mtls, generation.as_ref()).await?;
         sender.ready().await.map_err(request_error)?;
         match sender.try_send_request(req).await {
             Ok(resp) => Ok(resp),
@@ -283,7 +416,7 @@ impl Endpoint {
                 // forget it and send once more on a new one.
                 Some(unsent) => {
                     self.forget_h2();
-                    let mut sender = self.h2_sender().await?;
+                    let mut sender = self.h2_sender(mtls, generation.as_ref()).await?;
                     sender.ready().await.map_err(request_error)?;
                     sender.send_request(unsent).await.map_err(request_error)
                 }
@@ -301,15 +434,41 @@ impl Endpoint {
         }
     }
 
-    async fn h2_sender(&self) -> Result<http2::SendRequest<BoxBody>, EndpointError> {
-        if let Some(sender) = self.open_h2() {
+    /// The shared HTTP/2 connection, opened if there is none, if it closed, or if it was
+    /// made with other credentials or roots than `generation`. A replaced connection is
+    /// only dropped from the slot: requests already on it finish, then it closes.
+    async fn h2_sender(
+        &self,
+        mtls: Option<Mtls<'_>>,
+        generation: Option<&Generation>,
+    ) -> Result<http2::SendRequest<BoxBody>, EndpointError> {
+        if let Some(sender) = self.open_h2(generation) {
             return Ok(sender);
         }
         let _connecting = self.h2_connecting.lock().await;
-        if let Some(sender) = self.open_h2() {
+        if let Some(sender) = self.open_h2(generation) {
             return Ok(sender);
         }
-        let stream = self.connect_tcp().await?;
+        let sender = match mtls {
+            Some(mtls) => {
+                let stream = self.connect_mtls(mtls, Alpn::H2).await?;
+                self.handshake_h2(stream).await?
+            }
+            None => self.handshake_h2(self.connect_tcp().await?).await?,
+        };
+        if let Ok(mut slot) = self.h2.lock() {
+            *slot = Some(SharedH2 {
+                sender: sender.clone(),
+                made_with: generation.cloned(),
+            });
+        }
+        Ok(sender)
+    }
+
+    async fn handshake_h2<I>(&self, stream: I) -> Result<http2::SendRequest<BoxBody>, EndpointError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -327,14 +486,13 @@ impl Endpoint {
                 tracing::debug!(%addr, error = %e, "endpoint connection ended");
             }
         });
-        if let Ok(mut slot) = self.h2.lock() {
-            *slot = Some(sender.clone());
-        }
         Ok(sender)
     }
 
-    fn open_h2(&self) -> Option<http2::SendRequest<BoxBody>> {
+    fn open_h2(&self, generation: Option<&Generation>) -> Option<http2::SendRequest<BoxBody>> {
         let slot = self.h2.lock().ok()?;
-        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+        slot.as_ref()
+            .filter(|c| !c.sender.is_closed() && c.made_with.as_ref() == generation)
+            .map(|c| c.sender.clone())
     }
 }

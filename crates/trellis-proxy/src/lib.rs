@@ -1,7 +1,8 @@
 //! The Trellis data plane: the proxy that runs beside every service instance.
 //!
-//! Owns the request path (accept → detect → HTTP server or TCP forwarder → route →
-//! backend → balancer → endpoint), the admin server and the proxy's metrics. It must not
+//! Owns the request path (accept → mTLS termination → detect → HTTP server or TCP
+//! forwarder → route → backend → balancer → endpoint, over mTLS to other proxies), the
+//! admin server and the proxy's metrics. It must not
 //! depend on the control plane; configuration arrives as a [`config::ProxyConfig`].
 //!
 //! [`Proxy::start`] is the one wiring function: reading it shows how the pieces fit.
@@ -21,6 +22,7 @@ pub mod route;
 pub mod state;
 pub mod tcp;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::{Proxy, Shared, StartError};
 pub use config::ProxyConfig;

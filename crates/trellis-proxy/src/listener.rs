@@ -1,21 +1,28 @@
 //! Listening sockets and their accept loops: one task per listener that spawns one task
-//! per connection, which detects the protocol (or takes the declared one) and hands the
-//! stream to the HTTP server or the TCP forwarder.
+//! per connection, which (on an mTLS listener) terminates TLS or applies the listener's
+//! plaintext policy, detects the protocol (or takes the declared one, or the one ALPN
+//! named) and hands the stream to the HTTP server or the TCP forwarder.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::Instrument;
+use trellis_identity::SpiffeId;
 
 use crate::config::ListenerProtocol;
-use crate::detect::{self, Protocol};
+use crate::detect::{self, Opening, Protocol};
+use crate::drain::Watch;
 use crate::io::PrefixedIo;
+use crate::state::Listener;
 use crate::telemetry::ConnectionLabels;
+use crate::tls::accept;
 use crate::{http, tcp, Shared};
 
 /// Pending connections the kernel queues before `accept`.
@@ -113,21 +120,93 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
         return;
     };
     let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + listener.detect_timeout;
+    // Room for a ClientHello or a request line in one read.
+    let mut prefix = BytesMut::with_capacity(1024);
 
-    let (protocol, prefix) = match listener.protocol {
-        ListenerProtocol::Auto => {
-            match detect::detect(&mut stream, listener.detect_timeout).await {
-                Ok((protocol, buf)) => (protocol, buf.freeze()),
+    if listener.mtls.enabled() {
+        match detect::opening(&mut stream, &mut prefix, deadline).await {
+            Ok(Opening::Tls) => {
+                let io = PrefixedIo::new(prefix.freeze(), stream);
+                return mtls_connection(io, listener, shared, drain).await;
+            }
+            Ok(Opening::Plaintext) if accept::admit_plaintext(&listener, &shared) => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "connection failed during TLS detection");
+                return;
+            }
+        }
+    }
+    let protocol = match choose_protocol(&mut stream, &mut prefix, &listener, deadline).await {
+        Ok(protocol) => protocol,
+        Err(e) => {
+            tracing::debug!(error = %e, "connection failed during protocol detection");
+            return;
+        }
+    };
+    let io = PrefixedIo::new(prefix.freeze(), stream);
+    serve(io, protocol, None, listener, shared, drain).await;
+}
+
+/// Serves a connection that opened with a ClientHello on an mTLS listener: the
+/// handshake, then what ALPN says the client speaks (or, without ALPN, what the
+/// listener's protocol says).
+async fn mtls_connection<I>(io: I, listener: Arc<Listener>, shared: Arc<Shared>, drain: Watch)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(accepted) = accept::terminate(io, &listener, &shared).await else {
+        return;
+    };
+    let mut stream = accepted.stream;
+    let mut prefix = BytesMut::new();
+    let protocol = match accepted.protocol {
+        Some(protocol) => protocol,
+        None => {
+            let deadline = Instant::now() + listener.detect_timeout;
+            prefix.reserve(1024);
+            match choose_protocol(&mut stream, &mut prefix, &listener, deadline).await {
+                Ok(protocol) => protocol,
                 Err(e) => {
-                    tracing::debug!(error = %e, "connection failed during protocol detection");
+                    tracing::debug!(error = %e, "mTLS connection failed during protocol detection");
                     return;
                 }
             }
         }
-        ListenerProtocol::Http1 => (Protocol::Http1, Bytes::new()),
-        ListenerProtocol::Http2 | ListenerProtocol::Grpc => (Protocol::Http2, Bytes::new()),
-        ListenerProtocol::Tcp => (Protocol::Tcp, Bytes::new()),
     };
+    let io = PrefixedIo::new(prefix.freeze(), stream);
+    serve(io, protocol, Some(accepted.peer), listener, shared, drain).await;
+}
+
+/// The listener's declared protocol, or for `auto` the one detected from the bytes in
+/// `prefix` and those read until `deadline`.
+async fn choose_protocol<I: AsyncRead + Unpin>(
+    io: &mut I,
+    prefix: &mut BytesMut,
+    listener: &Listener,
+    deadline: Instant,
+) -> std::io::Result<Protocol> {
+    Ok(match listener.protocol {
+        ListenerProtocol::Auto => detect::detect_at(io, prefix, deadline).await?,
+        ListenerProtocol::Http1 => Protocol::Http1,
+        ListenerProtocol::Http2 | ListenerProtocol::Grpc => Protocol::Http2,
+        ListenerProtocol::Tcp => Protocol::Tcp,
+    })
+}
+
+/// Hands a connection to the HTTP server or the TCP forwarder. `peer` is the client
+/// proxy's identity when the connection is mTLS.
+async fn serve<I>(
+    io: I,
+    protocol: Protocol,
+    peer: Option<SpiffeId>,
+    listener: Arc<Listener>,
+    shared: Arc<Shared>,
+    drain: Watch,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let labels = ConnectionLabels {
         listener: listener.name.clone(),
         protocol: protocol.as_str(),
@@ -139,14 +218,28 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
         .get_or_create(&labels)
         .clone();
     open.inc();
-
-    let io = PrefixedIo::new(prefix, stream);
     match protocol {
         Protocol::Http1 => {
-            http::serve(io, http::Version::Http1, listener, shared.clone(), drain).await
+            http::serve(
+                io,
+                http::Version::Http1,
+                peer,
+                listener,
+                shared.clone(),
+                drain,
+            )
+            .await
         }
         Protocol::Http2 => {
-            http::serve(io, http::Version::Http2, listener, shared.clone(), drain).await
+            http::serve(
+                io,
+                http::Version::Http2,
+                peer,
+                listener,
+                shared.clone(),
+                drain,
+            )
+            .await
         }
         Protocol::Tcp => tcp::forward(io, listener, shared.clone(), drain).await,
     }

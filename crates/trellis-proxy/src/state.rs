@@ -8,9 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use trellis_identity::SpiffeId;
+
 use crate::balance::{Balancer, Weighted};
 use crate::config::{
-    BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, ProxyConfig,
+    BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, MtlsMode, ProxyConfig,
 };
 use crate::endpoint::{ConnectSettings, Endpoint};
 use crate::route::Route;
@@ -31,6 +33,7 @@ pub struct Listener {
     pub protocol: ListenerProtocol,
     pub detect_timeout: Duration,
     pub idle_timeout: Duration,
+    pub mtls: MtlsMode,
     /// Tried in order; the first that matches takes the request.
     pub routes: Vec<Route>,
 }
@@ -51,10 +54,13 @@ pub struct Backend {
     balancer: Balancer,
 }
 
+/// What makes two endpoints the same one, so a reload can keep it.
+pub(crate) type EndpointKey = (SocketAddr, ConnectSettings, Option<SpiffeId>);
+
 impl Backend {
     pub(crate) fn build(
         config: &BackendConfig,
-        reuse: &HashMap<(SocketAddr, ConnectSettings), Arc<Endpoint>>,
+        reuse: &HashMap<EndpointKey, Arc<Endpoint>>,
     ) -> Self {
         let settings = ConnectSettings {
             protocol: config.protocol,
@@ -64,12 +70,22 @@ impl Backend {
         let endpoints: Vec<Weighted> = config
             .endpoints
             .iter()
-            .map(|e| Weighted {
-                weight: e.weight,
-                endpoint: reuse
-                    .get(&(e.address, settings))
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(e.address, settings))),
+            .filter_map(|e| {
+                // Validation has refused identities that do not parse. Leaving such an
+                // endpoint out, rather than reaching it in plaintext, fails closed.
+                let identity = match &e.identity {
+                    Some(id) => Some(id.parse::<SpiffeId>().ok()?),
+                    None => None,
+                };
+                let key = (e.address, settings, identity);
+                let endpoint = match reuse.get(&key) {
+                    Some(endpoint) => endpoint.clone(),
+                    None => Arc::new(Endpoint::new(key.0, settings, key.2)),
+                };
+                Some(Weighted {
+                    weight: e.weight,
+                    endpoint,
+                })
             })
             .collect();
         Self {
@@ -99,7 +115,12 @@ impl Snapshot {
         let mut reuse = HashMap::new();
         for backend in previous.iter().flat_map(|p| p.backends.values()) {
             for endpoint in backend.endpoints() {
-                reuse.insert((endpoint.addr(), endpoint.settings()), endpoint.clone());
+                let key = (
+                    endpoint.addr(),
+                    endpoint.settings(),
+                    endpoint.identity().cloned(),
+                );
+                reuse.insert(key, endpoint.clone());
             }
         }
         let backends: HashMap<String, Arc<Backend>> = config
@@ -146,6 +167,7 @@ fn build_listener(
         protocol: config.protocol,
         detect_timeout: config.detect_timeout.get(),
         idle_timeout: config.idle_timeout.get(),
+        mtls: config.mtls,
         routes,
         name,
     })
@@ -178,9 +200,41 @@ backends:
         assert!(Arc::ptr_eq(&old[0], &new[0]), "127.0.0.1:1 was rebuilt");
         assert_eq!(new[1].addr(), "127.0.0.1:3".parse().expect("addr"));
         let route = &second.listeners["web"].routes[0];
+        assert_eq!(second.endpoints().count(), 2);
         assert_eq!(
             &*route.first_backend().expect("backend").labels.backend,
             "app"
         );
+    }
+
+    #[test]
+    fn an_endpoint_identity_is_part_of_what_makes_it_the_same() {
+        let with = |identity: &str| {
+            let yaml = CONFIG.replace(
+                "[127.0.0.1:1, 127.0.0.1:2]",
+                &format!("[{{address: 127.0.0.1:1, identity: \"{identity}\"}}]"),
+            );
+            ProxyConfig::from_yaml(&yaml).expect("valid")
+        };
+        let cart = "spiffe://trellis.local/ns/shop/sa/cart";
+        let first = Snapshot::build(with(cart), None);
+        let same = Snapshot::build(with(cart), Some(&first));
+        let other = Snapshot::build(with("spiffe://trellis.local/ns/shop/sa/db"), Some(&same));
+        let endpoint = |s: &Snapshot| s.endpoints().next().expect("one endpoint").clone();
+        assert!(Arc::ptr_eq(&endpoint(&first), &endpoint(&same)));
+        assert!(!Arc::ptr_eq(&endpoint(&same), &endpoint(&other)));
+        assert_eq!(
+            endpoint(&first)
+                .identity()
+                .map(|id| id.to_string())
+                .as_deref(),
+            Some(cart)
+        );
+
+        // A configuration that skipped validation cannot turn a bad identity into
+        // plaintext: the endpoint is left out.
+        let mut unchecked = with(cart);
+        unchecked.backends[0].endpoints[0].identity = Some("cart".into());
+        assert_eq!(Snapshot::build(unchecked, None).endpoints().count(), 0);
     }
 }

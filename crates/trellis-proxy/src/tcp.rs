@@ -1,5 +1,6 @@
 //! Opaque TCP: a client connection joined to a connection to one endpoint of the route's
-//! backend, bytes copied both ways. When one side finishes sending, the other side's
+//! backend (mTLS with ALPN `trellis-tcp` when the endpoint is a proxy of the mesh), bytes
+//! copied both ways. When one side finishes sending, the other side's
 //! write half is shut down and the opposite direction keeps flowing (half-close).
 
 use std::sync::Arc;
@@ -9,8 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::balance::InFlight;
 use crate::drain;
+use crate::endpoint::Opaque;
 use crate::io::{Activity, TrackedIo};
 use crate::state::Listener;
+use crate::telemetry::RouteLabels;
 use crate::Shared;
 
 /// Forwards one client connection until both directions are done, the connection is
@@ -36,7 +39,11 @@ pub async fn forward<I>(
         return;
     };
     let _in_flight = InFlight::new(endpoint.clone());
-    let upstream = match endpoint.connect_tcp().await {
+    let identity = match endpoint.identity() {
+        Some(_) => shared.tls.identity(),
+        None => None,
+    };
+    let upstream = match endpoint.open_tcp(identity.as_deref()).await {
         Ok(stream) => stream,
         Err(e) => {
             tracing::warn!(listener = %listener.name, error = %e, "closing TCP connection");
@@ -45,6 +52,24 @@ pub async fn forward<I>(
         }
     };
     metrics.tcp_connections.get_or_create(labels).inc();
+    match upstream {
+        Opaque::Plain(upstream) => relay(client, upstream, labels, &listener, &shared).await,
+        Opaque::Mtls(upstream) => relay(client, upstream, labels, &listener, &shared).await,
+    }
+}
+
+/// Copies bytes both ways and records the connection's traffic.
+async fn relay<I, U>(
+    client: I,
+    upstream: U,
+    labels: &RouteLabels,
+    listener: &Listener,
+    shared: &Shared,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let metrics = &shared.metrics;
     let started = Instant::now();
     let activity = Activity::new();
     let mut client = TrackedIo::new(client, activity.clone());

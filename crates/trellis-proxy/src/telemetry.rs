@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::tls::metrics::TlsMetrics;
+
 /// Labels of one HTTP request series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -59,6 +61,8 @@ pub struct Metrics {
     pub tcp_write_bytes: Family<RouteLabels, Counter>,
     pub tcp_duration: Family<RouteLabels, Histogram>,
     pub reloads: Family<ReloadLabels, Counter>,
+    /// `trellis_tls_*`.
+    pub tls: TlsMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -137,8 +141,10 @@ impl Metrics {
             "Configuration reloads, by result",
             reloads.clone(),
         );
+        let tls = TlsMetrics::register(&mut registry);
         Self {
             registry,
+            tls,
             requests,
             request_duration,
             connections,

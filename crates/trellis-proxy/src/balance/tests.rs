@@ -20,6 +20,7 @@ fn endpoints(weights: &[u32]) -> Vec<Weighted> {
             endpoint: Arc::new(Endpoint::new(
                 SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
                 settings,
+                None,
             )),
         })
         .collect()

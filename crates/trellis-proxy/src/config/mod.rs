@@ -15,6 +15,7 @@ use std::path::Path;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use trellis_identity::SpiffeId;
 
 pub use self::duration::{Duration, ParseDurationError};
 pub use self::route::{PathMatch, RouteConfig, RouteMatch, ValueMatch, WeightedBackend};
@@ -66,6 +67,33 @@ pub struct ListenerConfig {
     /// Where traffic goes: the first route whose `match` fits the request. A `tcp`
     /// listener has exactly one route, without `match`.
     pub routes: Vec<RouteConfig>,
+    /// Whether clients are other proxies of the mesh speaking mutual TLS. Default
+    /// `disabled`.
+    #[serde(default)]
+    pub mtls: MtlsMode,
+}
+
+/// Mutual TLS on a listener. With `permissive` or `strict`, a connection that opens
+/// with a TLS ClientHello is terminated with the proxy's workload certificate (the
+/// client must present one from the trust bundle) and its inner protocol is chosen by
+/// ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MtlsMode {
+    /// Plaintext only: TLS bytes are treated like any other (opaque TCP on `auto`).
+    #[default]
+    Disabled,
+    /// mTLS and plaintext both accepted; plaintext is counted.
+    Permissive,
+    /// mTLS only: plaintext connections are closed at once and counted.
+    Strict,
+}
+
+impl MtlsMode {
+    /// Whether the listener looks for a TLS ClientHello.
+    pub fn enabled(self) -> bool {
+        self != MtlsMode::Disabled
+    }
 }
 
 /// The protocol a listener expects.
@@ -132,13 +160,23 @@ struct EndpointFields {
     address: SocketAddr,
     #[serde(default = "defaults::weight")]
     weight: u32,
+    #[serde(default)]
+    identity: Option<String>,
 }
 
-/// One endpoint of a backend: an address and a relative weight (default 1).
+/// One endpoint of a backend: an address, a relative weight (default 1) and, for a
+/// proxy of the mesh, the identity it must prove.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EndpointConfig {
     pub address: SocketAddr,
     pub weight: u32,
+    /// The SPIFFE ID (`spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`)
+    /// the endpoint must present. Once the proxy has its own certificate, connections
+    /// to such an endpoint are mutual TLS (HTTP as one multiplexed HTTP/2 connection,
+    /// TCP as ALPN `trellis-tcp`); before that they are plaintext. Default: none,
+    /// plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for EndpointConfig {
@@ -147,7 +185,9 @@ impl<'de> Deserialize<'de> for EndpointConfig {
         impl<'de> Visitor<'de> for EndpointVisitor {
             type Value = EndpointConfig;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address such as \"127.0.0.1:8080\" or a map {address, weight}")
+                f.write_str(
+                    "an address such as \"127.0.0.1:8080\" or a map {address, weight, identity}",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EndpointConfig, E> {
                 let address = v.parse().map_err(|_| {
@@ -156,6 +196,7 @@ impl<'de> Deserialize<'de> for EndpointConfig {
                 Ok(EndpointConfig {
                     address,
                     weight: defaults::weight(),
+                    identity: None,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EndpointConfig, A::Error> {
@@ -164,6 +205,7 @@ impl<'de> Deserialize<'de> for EndpointConfig {
                 Ok(EndpointConfig {
                     address: fields.address,
                     weight: fields.weight,
+                    identity: fields.identity,
                 })
             }
         }
@@ -279,6 +321,14 @@ impl ProxyConfig {
                         format!("{at}.endpoints[{j}].weight"),
                         format!("must be between 1 and {MAX_WEIGHT}, got {}", e.weight),
                     ));
+                }
+                if let Some(identity) = &e.identity {
+                    if let Err(error) = identity.parse::<SpiffeId>() {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.endpoints[{j}].identity"),
+                            error.to_string(),
+                        ));
+                    }
                 }
             }
             if b.connect_timeout.get().is_zero() {

@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::{
     defaults, BackendConfig, BackendProtocol, EndpointConfig, ListenerConfig, ListenerProtocol,
-    LoadBalancer, ProxyConfig, RouteConfig,
+    LoadBalancer, MtlsMode, ProxyConfig, RouteConfig,
 };
 
 /// Listener name of the sidecar's inbound side; the control plane's compiler uses the
@@ -32,6 +32,7 @@ impl ProxyConfig {
                     backends: vec![],
                     timeout: None,
                 }],
+                mtls: MtlsMode::Disabled,
             }],
             backends: vec![BackendConfig {
                 name: LOCAL_APP_BACKEND.into(),
@@ -39,6 +40,7 @@ impl ProxyConfig {
                 endpoints: vec![EndpointConfig {
                     address: app,
                     weight: 1,
+                    identity: None,
                 }],
                 load_balancer: LoadBalancer::Ewma,
                 connect_timeout: defaults::connect_timeout(),

@@ -28,7 +28,8 @@ fn parses_the_documented_example_with_defaults() {
         b.endpoints,
         vec![EndpointConfig {
             address: "127.0.0.1:8080".parse().expect("addr"),
-            weight: 1
+            weight: 1,
+            identity: None,
         }]
     );
     assert_eq!(config.drain_timeout, Duration::from_secs(30));
@@ -47,6 +48,39 @@ fn endpoints_take_weights_in_map_form() {
         .map(|e| e.weight)
         .collect();
     assert_eq!(weights, vec![1, 3]);
+}
+
+#[test]
+fn mtls_and_endpoint_identities() {
+    let yaml = EXAMPLE
+        .replace("protocol: auto", "protocol: auto\n    mtls: strict")
+        .replace(
+            "endpoints: [127.0.0.1:8080]",
+            "endpoints:\n      - {address: 127.0.0.1:7143, weight: 2, identity: \"spiffe://trellis.local/ns/shop/sa/cart\"}",
+        );
+    let config = ProxyConfig::from_yaml(&yaml).expect("parses");
+    assert_eq!(config.listeners[0].mtls, MtlsMode::Strict);
+    let endpoint = &config.backends[0].endpoints[0];
+    assert_eq!(endpoint.weight, 2);
+    assert_eq!(
+        endpoint.identity.as_deref(),
+        Some("spiffe://trellis.local/ns/shop/sa/cart")
+    );
+    let json = serde_json::to_value(&config).expect("serializes");
+    assert_eq!(json["listeners"][0]["mtls"], "strict");
+    assert_eq!(
+        json["backends"][0]["endpoints"][0]["identity"],
+        "spiffe://trellis.local/ns/shop/sa/cart"
+    );
+    let back: ProxyConfig = serde_json::from_value(json).expect("reads back");
+    assert_eq!(back, config);
+
+    let plain = ProxyConfig::from_yaml(EXAMPLE).expect("parses");
+    assert_eq!(plain.listeners[0].mtls, MtlsMode::Disabled);
+    let json = serde_json::to_value(&plain).expect("serializes");
+    assert!(json["backends"][0]["endpoints"][0]
+        .get("identity")
+        .is_none());
 }
 
 #[test]
@@ -115,6 +149,21 @@ fn errors_name_the_field() {
             "protocol: auto",
             "protocol: tcp\n    idleTimeout: soon",
             "listeners[0].idleTimeout: invalid duration",
+        ),
+        (
+            "protocol: auto",
+            "protocol: auto\n    mtls: required",
+            "listeners[0].mtls: unknown variant `required`, expected one of disabled, permissive, strict",
+        ),
+        (
+            "[127.0.0.1:8080]",
+            "[{address: 127.0.0.1:1, identity: \"spiffe://trellis.local/cart\"}]",
+            "backends[0].endpoints[0].identity: \"spiffe://trellis.local/cart\" does not have the shape",
+        ),
+        (
+            "[127.0.0.1:8080]",
+            "[127.0.0.1:1, {address: 127.0.0.1:2, identity: cart}]",
+            "backends[0].endpoints[1].identity: \"cart\" is not a SPIFFE ID",
         ),
     ];
     for (from, to, want) in cases {

@@ -73,6 +73,7 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
         detect_timeout: millis(l.detect_timeout_ms).unwrap_or_else(defaults::detect_timeout),
         idle_timeout: millis(l.idle_timeout_ms).unwrap_or_else(defaults::listener_idle_timeout),
         routes: l.routes.iter().map(route).collect(),
+        mtls: config::MtlsMode::Disabled,
     })
 }
 
@@ -133,6 +134,7 @@ fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigE
             Ok(EndpointConfig {
                 address: address(&e.address, &format!("{at}.endpoints[{i}].address"))?,
                 weight: e.weight.max(1),
+                identity: None,
             })
         })
         .collect::<Result<Vec<_>, config::ConfigError>>()?;

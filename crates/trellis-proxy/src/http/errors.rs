@@ -49,6 +49,7 @@ impl ProxyError {
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 EndpointError::Connect { .. }
+                | EndpointError::Tls { .. }
                 | EndpointError::Handshake { .. }
                 | EndpointError::Request { .. } => StatusCode::BAD_GATEWAY,
             },
@@ -66,6 +67,7 @@ impl ProxyError {
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => "connect timeout",
                 EndpointError::Connect { .. } => "connect failed",
+                EndpointError::Tls { .. } => "tls handshake failed",
                 EndpointError::Handshake { .. } => "handshake failed",
                 EndpointError::Request { .. } => "upstream failed",
             },
@@ -169,6 +171,17 @@ mod tests {
                 .into(),
                 502,
                 "connect failed",
+                "14",
+            ),
+            (
+                EndpointError::Tls {
+                    addr: addr(),
+                    reason: crate::tls::HandshakeReason::IdentityMismatch,
+                    source: std::io::ErrorKind::InvalidData.into(),
+                }
+                .into(),
+                502,
+                "tls handshake failed",
                 "14",
             ),
         ];

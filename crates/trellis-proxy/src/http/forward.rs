@@ -23,7 +23,10 @@ use crate::endpoint::{BoxBody, BoxError, Endpoint};
 use crate::route::{Route, RouteBackend};
 use crate::state::Listener;
 use crate::telemetry::RouteLabels;
+use crate::tls::{Identity, PEER_IDENTITY_HEADER};
 use crate::Shared;
+
+const PEER_IDENTITY: HeaderName = HeaderName::from_static(PEER_IDENTITY_HEADER);
 
 /// What every request on one client connection shares.
 pub struct ConnContext {
@@ -33,6 +36,9 @@ pub struct ConnContext {
     pub listener: Arc<Listener>,
     /// Requests on this connection whose responses are not finished.
     pub active: Arc<AtomicUsize>,
+    /// The client proxy's SPIFFE ID as a header value, when the connection is mTLS;
+    /// made once per connection.
+    pub peer: Option<HeaderValue>,
 }
 
 impl ConnContext {
@@ -49,9 +55,16 @@ impl ConnContext {
 
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ctx: Arc<ConnContext>,
 ) -> Result<Response<BoxBody>, Infallible> {
+    // Only the proxy that terminated mTLS may say who the client is; whatever a client
+    // claims is dropped before routing, so no route matches on a forged identity.
+    let headers = req.headers_mut();
+    headers.remove(PEER_IDENTITY);
+    if let Some(peer) = &ctx.peer {
+        headers.insert(PEER_IDENTITY, peer.clone());
+    }
     let active = ActiveRequest::new(ctx.active.clone());
     let started = Instant::now();
     let listener = ctx.current_listener();
@@ -128,13 +141,19 @@ async fn proxy(
             backend: backend.name.clone(),
         });
     }
+    // Only endpoints of the mesh need this proxy's identity; others skip the lookup.
+    let identity = match endpoint.identity() {
+        Some(_) => shared.tls.identity(),
+        None => None,
+    };
     let started = Instant::now();
     let send = async {
         if upgrade {
-            forward_upgrade(req, &endpoint, shared).await
+            forward_upgrade(req, &endpoint, identity.as_deref(), shared).await
         } else {
-            let req = to_backend(req, backend.protocol, endpoint.addr());
-            Ok(endpoint.send(req).await?)
+            let protocol = endpoint.protocol(identity.as_deref());
+            let req = to_backend(req, protocol, endpoint.addr());
+            Ok(endpoint.send(req, identity.as_deref()).await?)
         }
     };
     let resp = match route.timeout {
@@ -152,6 +171,7 @@ async fn proxy(
 async fn forward_upgrade(
     mut req: Request<Incoming>,
     endpoint: &Arc<Endpoint>,
+    identity: Option<&Identity>,
     shared: &Arc<Shared>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let client_upgrade = hyper::upgrade::on(&mut req);
@@ -162,7 +182,7 @@ async fn forward_upgrade(
         req.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let mut resp = endpoint.send_upgrade(req).await?;
+    let mut resp = endpoint.send_upgrade(req, identity).await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let backend_upgrade = hyper::upgrade::on(&mut resp);
         let guard = shared.drain.track();

@@ -7,9 +7,11 @@ pub mod forward;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use trellis_identity::SpiffeId;
 
 use self::forward::ConnContext;
 use crate::drain;
@@ -58,10 +60,12 @@ pub enum Version {
 }
 
 /// Serves HTTP on one accepted connection until the client leaves, the connection is
-/// idle past the listener's idle timeout, or the proxy drains.
+/// idle past the listener's idle timeout, or the proxy drains. `peer` is the client
+/// proxy's identity when the connection is mTLS.
 pub async fn serve<I>(
     io: I,
     version: Version,
+    peer: Option<SpiffeId>,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
     drain: drain::Watch,
@@ -76,6 +80,7 @@ pub async fn serve<I>(
         shared,
         listener,
         active: active.clone(),
+        peer: peer.and_then(|id| HeaderValue::from_str(id.as_uri()).ok()),
     });
     let io = TokioIo::new(TrackedIo::new(io, activity.clone()));
     let service = service_fn(move |req| forward::handle(req, ctx.clone()));

@@ -6,6 +6,7 @@ mod grpc;
 mod http;
 mod lifecycle;
 mod malformed;
+mod mtls;
 mod routing;
 mod tcp;
 mod timeouts;
