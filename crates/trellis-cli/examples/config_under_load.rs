@@ -19,11 +19,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use trellis_api::proto::v1::{Upstream, Workload};
 use trellis_control::server::{ControlPlane, ControlSettings};
-use trellis_proxy::config::Duration as ConfigDuration;
-use trellis_proxy::control::{ControlSettings as ProxyControl, LocalSettings, Sidecar};
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::{free_port, SidecarSpec};
 
 /// What one phase saw.
 #[derive(Default)]
@@ -41,13 +43,6 @@ fn arg(n: usize, default: u64) -> u64 {
         .nth(n)
         .and_then(|a| a.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
 }
 
 fn route(v2_weight: u32) -> String {
@@ -69,51 +64,6 @@ async fn apply(client: &HttpClient, cp_http: SocketAddr, token: &str, yaml: Stri
             .await
             .is_ok_and(|r| r.status.is_success()),
         Err(_) => false,
-    }
-}
-
-async fn sidecar(
-    grpc: SocketAddr,
-    token: &str,
-    name: &str,
-    version: Option<&str>,
-    app: SocketAddr,
-    upstream: Option<u16>,
-) -> Sidecar {
-    let service = name.split('-').next().unwrap_or(name);
-    let settings = ProxyControl {
-        addresses: vec![format!("http://{grpc}")],
-        token: token.to_string(),
-        workload: Workload {
-            name: name.to_string(),
-            namespace: "default".into(),
-            service: service.to_string(),
-            address: "127.0.0.1".into(),
-            inbound_port: u32::from(free_port()),
-            app_port: u32::from(app.port()),
-            labels: version
-                .map(|v| ("version".to_string(), v.to_string()))
-                .into_iter()
-                .collect(),
-            upstreams: upstream
-                .map(|port| Upstream {
-                    service: "ratings".into(),
-                    namespace: "default".into(),
-                    local_port: u32::from(port),
-                })
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        },
-        local: LocalSettings {
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-            drain_timeout: ConfigDuration::from_secs(5),
-            max_header_bytes: 64 * 1024,
-        },
-    };
-    match Sidecar::start(settings).await {
-        Ok(sidecar) => sidecar,
-        Err(e) => panic!("sidecar {name}: {e}"),
     }
 }
 
@@ -215,10 +165,37 @@ async fn main() {
         start("web").await.expect("server"),
     );
     let upstream = free_port();
-    let grpc = cp.grpc_addr;
-    let _r1 = sidecar(grpc, &token, "ratings-v1", Some("v1"), v1.addr(), None).await;
-    let _r2 = sidecar(grpc, &token, "ratings-v2", Some("v2"), v2.addr(), None).await;
-    let _w = sidecar(grpc, &token, "web-1", None, web.addr(), Some(upstream)).await;
+    let grpc = format!("http://{}", cp.grpc_addr);
+    let spec = |name, service, labels, app, upstreams| SidecarSpec {
+        grpc: &grpc,
+        token: &token,
+        name,
+        service,
+        labels,
+        app,
+        upstreams,
+    };
+    let _r1 = spec(
+        "ratings-v1",
+        "ratings",
+        &[("version", "v1")],
+        v1.addr(),
+        &[],
+    )
+    .start()
+    .await;
+    let _r2 = spec(
+        "ratings-v2",
+        "ratings",
+        &[("version", "v2")],
+        v2.addr(),
+        &[],
+    )
+    .start()
+    .await;
+    let _w = spec("web-1", "web", &[], web.addr(), &[("ratings", upstream)])
+        .start()
+        .await;
     let url = format!("http://127.0.0.1:{upstream}/");
     let ready = Instant::now() + Duration::from_secs(20);
     while !client.get(&url).await.is_ok_and(|r| r.status.is_success()) {

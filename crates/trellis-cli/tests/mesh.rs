@@ -6,23 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use trellis_api::proto::v1::{Upstream, Workload};
 use trellis_control::registry::SyncState;
 use trellis_control::server::{ControlPlane, ControlSettings};
 use trellis_control::store::MemoryStore;
-use trellis_proxy::config::Duration as ConfigDuration;
-use trellis_proxy::control::{ControlSettings as ProxyControl, LocalSettings, Sidecar};
+use trellis_proxy::control::Sidecar;
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 
-const TOKEN: &str = "test-token";
+mod support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use support::{free_port, SidecarSpec};
+
+const TOKEN: &str = "test-token";
 
 async fn control_plane() -> ControlPlane {
     let settings = ControlSettings {
@@ -60,37 +55,17 @@ async fn sidecar_at(
     app: SocketAddr,
     upstreams: &[(&str, u16)],
 ) -> Sidecar {
-    let settings = ProxyControl {
-        addresses: vec![grpc.to_string()],
-        token: token.into(),
-        workload: Workload {
-            name: name.into(),
-            namespace: "default".into(),
-            service: service.into(),
-            address: "127.0.0.1".into(),
-            inbound_port: u32::from(free_port()),
-            app_port: u32::from(app.port()),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-            upstreams: upstreams
-                .iter()
-                .map(|(s, p)| Upstream {
-                    service: (*s).into(),
-                    namespace: "default".into(),
-                    local_port: u32::from(*p),
-                })
-                .collect(),
-            ..Default::default()
-        },
-        local: LocalSettings {
-            admin: "127.0.0.1:0".parse().expect("addr"),
-            drain_timeout: ConfigDuration::from_secs(5),
-            max_header_bytes: 64 * 1024,
-        },
-    };
-    Sidecar::start(settings).await.expect("sidecar starts")
+    SidecarSpec {
+        grpc,
+        token,
+        name,
+        service,
+        labels,
+        app,
+        upstreams,
+    }
+    .start()
+    .await
 }
 
 async fn apply(cp: &ControlPlane, yaml: &str) -> StatusCode {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -45,9 +45,9 @@ pub(super) struct TokenRequest {
 /// `POST /api/v1/tokens`
 pub(super) async fn create_token(
     State(api): State<Arc<ApiState>>,
-    body: Result<Json<TokenRequest>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let request: TokenRequest = parse(&body)?;
     let namespace = request
         .namespace
         .filter(|n| !n.is_empty())
@@ -80,6 +80,13 @@ pub(super) async fn create_token(
         "identity": identity.to_string(),
         "expiresAt": rfc3339(SystemTime::now() + ttl),
     })))
+}
+
+/// A JSON body, whatever its content type says.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!("the request body is not the JSON expected: {e}"))
+    })
 }
 
 fn cert(info: &CertInfo) -> Value {
@@ -117,9 +124,13 @@ pub(super) struct RotateRequest {
 /// `POST /api/v1/ca/rotate`
 pub(super) async fn rotate(
     State(api): State<Arc<ApiState>>,
-    body: Option<Json<RotateRequest>>,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let request = body.map(|Json(r)| r).unwrap_or_default();
+    let request: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        parse(&body)?
+    };
     let overlap = request.overlap.map_or(DEFAULT_OVERLAP, |d| d.get());
     let new_root = api
         .ca

@@ -73,7 +73,11 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
         detect_timeout: millis(l.detect_timeout_ms).unwrap_or_else(defaults::detect_timeout),
         idle_timeout: millis(l.idle_timeout_ms).unwrap_or_else(defaults::listener_idle_timeout),
         routes: l.routes.iter().map(route).collect(),
-        mtls: config::MtlsMode::Disabled,
+        mtls: match l.mtls() {
+            wire::MtlsMode::Disabled => config::MtlsMode::Disabled,
+            wire::MtlsMode::Permissive => config::MtlsMode::Permissive,
+            wire::MtlsMode::Strict => config::MtlsMode::Strict,
+        },
     })
 }
 
@@ -134,7 +138,7 @@ fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigE
             Ok(EndpointConfig {
                 address: address(&e.address, &format!("{at}.endpoints[{i}].address"))?,
                 weight: e.weight.max(1),
-                identity: None,
+                identity: (!e.identity.is_empty()).then(|| e.identity.clone()),
             })
         })
         .collect::<Result<Vec<_>, config::ConfigError>>()?;
@@ -240,6 +244,11 @@ mod tests {
             (BackendProtocol::Http2, LoadBalancer::LeastRequest)
         );
         assert_eq!(b.connect_timeout, Duration::from_millis(250));
+        assert_eq!(l.mtls, config::MtlsMode::Strict);
+        assert_eq!(
+            b.endpoints[0].identity.as_deref(),
+            Some("spiffe://trellis.local/ns/default/sa/ratings")
+        );
     }
 
     #[test]

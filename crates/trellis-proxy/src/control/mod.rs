@@ -8,6 +8,7 @@
 //! control-plane address in turn.
 
 pub mod convert;
+mod identity;
 mod sidecar;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use trellis_api::proto::v1::{
 };
 
 pub use self::convert::{to_proxy_config, LocalSettings};
+use self::identity::IdentityState;
 pub use self::sidecar::Sidecar;
 use crate::Proxy;
 
@@ -64,6 +66,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Keeps a session with the control plane for as long as the proxy runs.
 pub async fn run(proxy: Arc<Proxy>, settings: ControlSettings) {
     let mut serving_version = 0u64;
+    let mut identity = IdentityState::default();
     let mut backoff = BACKOFF_MIN;
     for attempt in 0usize.. {
         let Some(address) = settings
@@ -74,9 +77,24 @@ pub async fn run(proxy: Arc<Proxy>, settings: ControlSettings) {
             return;
         };
         let before = serving_version;
-        match session(address, &proxy, &settings, &mut serving_version).await {
+        let ended = session(
+            address,
+            &proxy,
+            &settings,
+            &mut serving_version,
+            &mut identity,
+        )
+        .await;
+        match ended {
             Ok(()) => {}
             Err(e) => {
+                if let SessionError::Refused { status, .. } = &e {
+                    // The session token may have expired with an old certificate;
+                    // the next attempt uses the configured token.
+                    if status.code() == tonic::Code::Unauthenticated {
+                        identity.forget_session_token();
+                    }
+                }
                 tracing::warn!(error = %e, "control-plane session ended; serving the last good configuration")
             }
         }
@@ -86,6 +104,14 @@ pub async fn run(proxy: Arc<Proxy>, settings: ControlSettings) {
         }
         tokio::time::sleep(jitter(backoff)).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Sleeps until `at`; forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -100,6 +126,7 @@ async fn session(
     proxy: &Proxy,
     settings: &ControlSettings,
     serving_version: &mut u64,
+    identity: &mut IdentityState,
 ) -> Result<(), SessionError> {
     let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
         .map_err(|source| SessionError::Connect {
@@ -122,7 +149,7 @@ async fn session(
 
     let (tx, rx) = mpsc::channel(16);
     let hello = wire::Hello {
-        token: settings.token.clone(),
+        token: identity.token(&settings.token).to_string(),
         workload: Some(settings.workload.clone()),
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),
         serving_version: *serving_version,
@@ -139,22 +166,29 @@ async fn session(
     tracing::info!(%address, workload = %settings.workload.name, "connected to the control plane");
 
     loop {
-        let next = inbound
-            .message()
-            .await
-            .map_err(|status| SessionError::Broken {
-                address: address.into(),
-                status,
-            })?;
-        let Some(msg) = next else {
-            return Err(SessionError::Closed {
-                address: address.into(),
-            });
+        let renewal = identity.renewal();
+        let reply = tokio::select! {
+            next = inbound.message() => {
+                let next = next.map_err(|status| SessionError::Broken {
+                    address: address.into(),
+                    status,
+                })?;
+                let Some(msg) = next else {
+                    return Err(SessionError::Closed {
+                        address: address.into(),
+                    });
+                };
+                match msg.message {
+                    Some(control_message::Message::Snapshot(snapshot)) => {
+                        Some(apply(proxy, &settings.local, &snapshot, serving_version).await)
+                    }
+                    Some(other) => identity.handle(proxy, other),
+                    None => None,
+                }
+            }
+            () = sleep_until(renewal), if renewal.is_some() => identity.request(),
         };
-        let Some(control_message::Message::Snapshot(snapshot)) = msg.message else {
-            continue;
-        };
-        let reply = apply(proxy, &settings.local, &snapshot, serving_version).await;
+        let Some(reply) = reply else { continue };
         if tx.send(message(reply)).await.is_err() {
             return Err(SessionError::Closed {
                 address: address.into(),

@@ -1,0 +1,75 @@
+//! What the in-process mesh tests (and the config-under-load benchmark) share: free
+//! ports and sidecars under a control plane.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::net::SocketAddr;
+
+use trellis_api::proto::v1::{Upstream, Workload};
+use trellis_proxy::config::Duration as ConfigDuration;
+use trellis_proxy::control::{ControlSettings, LocalSettings, Sidecar};
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One workload of the `default` namespace, to start a sidecar for.
+pub struct SidecarSpec<'a> {
+    /// Control-plane gRPC URL.
+    pub grpc: &'a str,
+    pub token: &'a str,
+    /// Workload name.
+    pub name: &'a str,
+    pub service: &'a str,
+    pub labels: &'a [(&'a str, &'a str)],
+    /// The application the inbound side forwards to.
+    pub app: SocketAddr,
+    /// Services called, each through a local port.
+    pub upstreams: &'a [(&'a str, u16)],
+}
+
+impl SidecarSpec<'_> {
+    /// Starts the sidecar on a free inbound port and a free admin port.
+    pub async fn start(&self) -> Sidecar {
+        let settings = ControlSettings {
+            addresses: vec![self.grpc.to_string()],
+            token: self.token.into(),
+            workload: Workload {
+                name: self.name.into(),
+                namespace: "default".into(),
+                service: self.service.into(),
+                address: "127.0.0.1".into(),
+                inbound_port: u32::from(free_port()),
+                app_port: u32::from(self.app.port()),
+                labels: self
+                    .labels
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+                upstreams: self
+                    .upstreams
+                    .iter()
+                    .map(|(s, p)| Upstream {
+                        service: (*s).into(),
+                        namespace: "default".into(),
+                        local_port: u32::from(*p),
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            local: LocalSettings {
+                admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+                drain_timeout: ConfigDuration::from_secs(5),
+                max_header_bytes: 64 * 1024,
+            },
+        };
+        match Sidecar::start(settings).await {
+            Ok(sidecar) => sidecar,
+            Err(e) => panic!("sidecar {}: {e}", self.name),
+        }
+    }
+}
