@@ -5,6 +5,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::client::{Client, ClientArgs};
+use crate::resources::table::{parse_rfc3339, span};
 
 /// `trellis token …`
 #[derive(Debug, clap::Subcommand)]
@@ -135,4 +136,151 @@ fn describe(ca: &Value) -> String {
     }
     out.push('\n');
     out
+}
+
+/// Flags of `trellis check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Warn about a trust anchor or the signing CA that expires within this long.
+    #[arg(long, default_value = "720h")]
+    ca_within: String,
+    /// Warn about a workload certificate that expires within this long (they are
+    /// renewed at about half their life, so one this close was not renewed).
+    #[arg(long, default_value = "1h")]
+    cert_within: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// `trellis check`: what expires soon. Exit code 1 when anything does.
+pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let ca_within = crate::control::parse_duration(&args.ca_within)
+        .map_err(|e| anyhow::anyhow!("--ca-within: {e}"))?
+        .as_secs();
+    let cert_within = crate::control::parse_duration(&args.cert_within)
+        .map_err(|e| anyhow::anyhow!("--cert-within: {e}"))?
+        .as_secs();
+    let client = Client::new(&args.client)?;
+    let ca = client.get("/api/v1/ca").await?;
+    let proxies = client.get("/api/v1/proxies").await?;
+    let findings = expiry_findings(&ca, &proxies, ca_within, cert_within, now_secs());
+    for line in &findings.lines {
+        println!("{line}");
+    }
+    if findings.warnings > 0 {
+        anyhow::bail!("{} warning(s)", findings.warnings);
+    }
+    Ok(())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What `check` prints, and how many lines are warnings.
+#[derive(Debug, Default, PartialEq)]
+struct Findings {
+    lines: Vec<String>,
+    warnings: usize,
+}
+
+impl Findings {
+    fn note(&mut self, warning: bool, line: String) {
+        self.warnings += usize::from(warning);
+        let tag = if warning { "WARN" } else { "ok  " };
+        self.lines.push(format!("{tag}  {line}"));
+    }
+}
+
+fn expiry_findings(
+    ca: &Value,
+    proxies: &Value,
+    ca_within: u64,
+    cert_within: u64,
+    now: u64,
+) -> Findings {
+    let mut findings = Findings::default();
+    let mut ca_cert = |what: &str, c: &Value| {
+        let left = c["secondsToExpiry"].as_u64().unwrap_or(0);
+        findings.note(
+            left <= ca_within,
+            format!(
+                "{what} {} expires {} ({})",
+                text(&c["subject"]),
+                text(&c["notAfter"]),
+                in_words(left)
+            ),
+        );
+    };
+    ca_cert("signing CA", &ca["signer"]);
+    for anchor in ca["trustAnchors"].as_array().into_iter().flatten() {
+        ca_cert("trust anchor", anchor);
+    }
+    for p in proxies["items"].as_array().into_iter().flatten() {
+        let name = format!("proxy {}/{}", text(&p["namespace"]), text(&p["workload"]));
+        match p["certificateExpires"].as_str() {
+            None => findings.note(true, format!("{name} has no certificate")),
+            Some(expires) => {
+                let left = seconds_until(expires, now);
+                findings.note(
+                    left <= cert_within,
+                    format!("{name} certificate expires {expires} ({})", in_words(left)),
+                );
+            }
+        }
+    }
+    findings
+}
+
+/// Seconds from `now` until an RFC 3339 UTC time; 0 when past or unreadable.
+fn seconds_until(rfc3339: &str, now: u64) -> u64 {
+    parse_rfc3339(rfc3339).map_or(0, |t| t.saturating_sub(now))
+}
+
+fn in_words(secs: u64) -> String {
+    match secs {
+        0 => "expired".to_string(),
+        _ => format!("in {}", span(secs)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_about_what_expires_within_the_windows() {
+        let now = 1_800_000_000;
+        let ca = json!({
+            "signer": {"subject": "CN=root", "notAfter": "2030", "secondsToExpiry": 90 * 86_400},
+            "trustAnchors": [
+                {"subject": "CN=root", "notAfter": "2030", "secondsToExpiry": 90 * 86_400},
+                {"subject": "CN=old", "notAfter": "2027", "secondsToExpiry": 86_400},
+            ],
+        });
+        let at = |secs: u64| {
+            trellis_api::meta::rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(now + secs),
+            )
+        };
+        let proxies = json!({"items": [
+            {"namespace": "shop", "workload": "books-1", "certificateExpires": at(12 * 3600)},
+            {"namespace": "shop", "workload": "web-1", "certificateExpires": at(600)},
+            {"namespace": "shop", "workload": "legacy-1"},
+        ]});
+        let f = expiry_findings(&ca, &proxies, 30 * 86_400, 3600, now);
+        let tags: Vec<&str> = f.lines.iter().map(|l| &l[..4]).collect();
+        assert_eq!(
+            tags,
+            ["ok  ", "ok  ", "WARN", "ok  ", "WARN", "WARN"],
+            "{:#?}",
+            f.lines
+        );
+        assert_eq!(f.warnings, 3);
+        assert!(f.lines[2].contains("trust anchor CN=old"), "{}", f.lines[2]);
+        assert!(f.lines[4].ends_with("(in 10m)"), "{}", f.lines[4]);
+        assert_eq!(f.lines[5], "WARN  proxy shop/legacy-1 has no certificate");
+    }
 }

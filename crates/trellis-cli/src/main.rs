@@ -71,6 +71,9 @@ enum Command {
     /// The mesh's certificate authority: show it, rotate its trust anchor.
     #[command(subcommand)]
     Ca(identity::CaCommand),
+    /// Check what expires soon: trust anchors, the signing CA, workload certificates.
+    /// Exit code 1 when anything does.
+    Check(identity::CheckArgs),
     /// Start a control plane and a sample bookshop (web → books → ratings v1/v2), each
     /// service under `trellis run`, with light traffic; print what to try. Ctrl-C stops
     /// everything.
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
             Command::Describe(args) => resources::describe(args).await,
             Command::Token(command) => identity::token(command).await,
             Command::Ca(command) => identity::ca(command).await,
+            Command::Check(args) => identity::check(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::DemoApp(app) => trellis_demo::run_app(app).await,
         }

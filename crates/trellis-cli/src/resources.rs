@@ -7,7 +7,7 @@
 //! YAML. Lists cover every namespace unless `-n` names one; a NAME is looked up in `-n`,
 //! else `default`.
 
-mod table;
+pub(crate) mod table;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

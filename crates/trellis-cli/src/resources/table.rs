@@ -255,7 +255,7 @@ fn age(v: &Value, now: u64) -> String {
 }
 
 /// `45s`, `12m`, `23h`, `3d`.
-fn span(secs: u64) -> String {
+pub(crate) fn span(secs: u64) -> String {
     match secs {
         0..120 => format!("{secs}s"),
         120..7_200 => format!("{}m", secs / 60),
@@ -266,7 +266,7 @@ fn span(secs: u64) -> String {
 
 /// Seconds since the Unix epoch of `2026-11-05T10:00:00Z` (fractions and `±HH:MM`
 /// offsets accepted).
-fn parse_rfc3339(s: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
