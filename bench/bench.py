@@ -7,6 +7,8 @@ prior knowledge):
   direct        load generator -> nginx origin
   trellis-1hop  load generator -> trellis -> origin
   trellis-2hop  load generator -> trellis A -(h2)-> trellis B -(h1)-> origin
+  trellis-2hop-mtls  the same two hops as sidecars under `trellis control`, A to B
+                over mTLS (MeshConfig strict, certificates from the control plane)
   haproxy       load generator -> HAProxy (mode http) -> origin
   nginx-proxy   load generator -> nginx (proxy_pass, upstream keepalive) -> origin
 
@@ -39,7 +41,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --------------------------------------------------------------------------
 # settings
 
-HOST = "127.0.0.1"
 PORTS = {
     "origin_h1": 18000,
     "origin_h2": 18001,
@@ -49,8 +50,23 @@ PORTS = {
     "nginx_proxy": 18030,
     "admin_a": 17101,
     "admin_b": 17102,
+    "mtls_app_a": 18012,
+    "control_http": 17180,
+    "control_grpc": 17100,
 }
 
+from procs import (  # noqa: E402
+    RUNNING,
+    HOST,
+    NCPU,
+    SERVER_CPU,
+    STARTUP_TIMEOUT,
+    http_get,
+    start,
+    stop_all,
+    wait_port,
+    wait_ready,
+)
 from tables import (  # noqa: E402
     DESCRIPTION,
     GOALS,
@@ -111,12 +127,8 @@ SELECTED_SCENARIOS = env_list("BENCH_SCENARIOS", SCENARIOS, SCENARIOS)
 SELECTED_PROTOCOLS = env_list("BENCH_PROTOCOLS", PROTOCOLS, PROTOCOLS)
 TRELLIS_BIN = os.environ.get("TRELLIS_BIN") or os.path.join(REPO, "target", "release", "trellis")
 OUT = os.environ.get("BENCH_OUT") or os.path.join(HERE, "RESULTS.md")
-PIDFILE = os.environ.get("BENCH_PIDFILE", "")
-NCPU = os.cpu_count() or 1
 CLIENT_CPU = os.environ.get("BENCH_CLIENT_CPU", "0")
-SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "1" if NCPU >= 2 else "0")
 BENCH_CPUS = sorted({int(c) for c in (CLIENT_CPU, SERVER_CPU)})
-STARTUP_TIMEOUT = 15.0
 
 if ROUNDS < 1 or DURATION <= 0 or LAT_DURATION <= 0:
     die("BENCH_ROUNDS must be >= 1 and durations > 0")
@@ -124,91 +136,6 @@ if ROUNDS < 1 or DURATION <= 0 or LAT_DURATION <= 0:
 
 # --------------------------------------------------------------------------
 # processes
-
-
-class Proc:
-    """A server process we started, in its own process group, pinned to SERVER_CPU."""
-
-    def __init__(self, name, argv, workdir, env=None):
-        self.name = name
-        self.log_path = os.path.join(workdir, f"{name}.log")
-        self.log_file = open(self.log_path, "wb")
-        full_env = dict(os.environ)
-        if env:
-            full_env.update(env)
-        self.popen = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU] + argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=full_env,
-            cwd=workdir,
-        )
-        self.pid = self.popen.pid  # taskset execs, so this is the server's pid
-        if PIDFILE:
-            with open(PIDFILE, "a") as f:
-                f.write(f"{self.pid}\n")
-
-    def alive(self):
-        return self.popen.poll() is None
-
-    def log_tail(self, n=20):
-        try:
-            with open(self.log_path, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
-            return "\n".join("    " + l for l in lines[-n:])
-        except OSError:
-            return ""
-
-    def tree(self):
-        """pid of this process and all its descendants (nginx master + workers)."""
-        out, todo = [], [self.pid]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            try:
-                for tid in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{tid}/children") as f:
-                        todo.extend(int(x) for x in f.read().split())
-            except OSError:
-                pass
-        return out
-
-    def stop(self):
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        # whatever is left in the group (e.g. nginx workers) goes too
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.log_file.close()
-
-
-RUNNING = []
-
-
-def start(name, argv, workdir, env=None):
-    p = Proc(name, argv, workdir, env)
-    RUNNING.append(p)
-    return p
-
-
-def stop_all():
-    while RUNNING:
-        RUNNING.pop().stop()
 
 
 def proc_status_kib(pid, field):
@@ -292,46 +219,6 @@ def check_ports():
     if taken:
         die("port(s) already in use on 127.0.0.1: " + ", ".join(map(str, taken))
             + " — the benchmark needs 18000-18099 and 17100-17199 free; stop whatever listens there")
-
-
-def wait_port(proc, port, timeout=STARTUP_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited (code {proc.popen.returncode}) before listening on {port}:\n{proc.log_tail()}")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} not listening on {port} after {timeout:.0f}s:\n{proc.log_tail()}")
-
-
-def http_get(port, path="/", timeout=2.0):
-    c = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
-
-
-def wait_ready(proc, admin_port, timeout=STARTUP_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited (code {proc.popen.returncode}) during startup:\n{proc.log_tail()}")
-        try:
-            status, _ = http_get(admin_port, "/ready", timeout=0.5)
-            if status == 200:
-                return
-            last = f"/ready answered {status}"
-        except OSError as e:
-            last = str(e)
-        time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} not ready on admin {admin_port} after {timeout:.0f}s ({last}):\n{proc.log_tail()}")
 
 
 def probe(port, proto):
@@ -428,7 +315,56 @@ def start_scenario(scenario, proto, workdir):
         wait_ready(a, PORTS["admin_a"])
         wait_port(a, PORTS["trellis_a"])
         return PORTS["trellis_a"], [a, b]
+    if scenario == "trellis-2hop-mtls":
+        return start_mtls_mesh(workdir)
     raise ValueError(scenario)
+
+
+STRICT_MESH = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: default}\nspec: {mtls: {mode: strict}}\n"
+
+
+def start_mtls_mesh(workdir):
+    """A control plane, then B (origin's sidecar) and A (the client's, with origin as an
+    upstream on trellis_a), as `trellis proxy --service` sidecars; waits until a request
+    crosses A → B over mTLS."""
+    data = os.path.join(workdir, "control-data")
+    control = f"http://{HOST}:{PORTS['control_http']}"
+    cp = start("trellis-control", [TRELLIS_BIN, "control", "--data-dir", data,
+                                   "--http-addr", f"{HOST}:{PORTS['control_http']}",
+                                   "--grpc-addr", f"{HOST}:{PORTS['control_grpc']}"], workdir)
+    wait_port(cp, PORTS["control_http"])
+    with open(os.path.join(data, "admin-token")) as f:
+        token = f.read().strip()
+    c = http.client.HTTPConnection(HOST, PORTS["control_http"], timeout=5)
+    try:
+        c.request("POST", "/api/v1/apply", body=STRICT_MESH, headers={"authorization": f"Bearer {token}"})
+        r = c.getresponse()
+        if r.status != 200:
+            raise RuntimeError(f"applying the strict MeshConfig: {r.status} {r.read()!r}")
+    finally:
+        c.close()
+    common = ["--control", control, "--token", token]
+    b = start("trellis-b", [TRELLIS_BIN, "proxy", "--service", "origin", "--app", f"{HOST}:{PORTS['origin_h1']}",
+                            "--inbound-port", str(PORTS["trellis_b"]), "--admin", f"{HOST}:{PORTS['admin_b']}"]
+              + common, workdir)
+    wait_ready(b, PORTS["admin_b"])
+    a = start("trellis-a", [TRELLIS_BIN, "proxy", "--service", "client", "--app", f"{HOST}:{PORTS['origin_h1']}",
+                            "--inbound-port", str(PORTS["mtls_app_a"]), "--admin", f"{HOST}:{PORTS['admin_a']}",
+                            "--upstream", f"origin:{PORTS['trellis_a']}"] + common, workdir)
+    wait_ready(a, PORTS["admin_a"])
+    wait_port(a, PORTS["trellis_a"])
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        try:
+            status, _ = http_get(PORTS["trellis_a"], timeout=1.0)
+            if status == 200 and b"trellis_tls_handshakes_total" in http_get(PORTS["admin_b"], "/metrics")[1]:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no request crossed A → B over mTLS:\n{a.log_tail()}\n{b.log_tail()}")
+        time.sleep(0.1)
+    return PORTS["trellis_a"], [a, b]
 
 
 # --------------------------------------------------------------------------

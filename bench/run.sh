@@ -7,7 +7,7 @@
 #
 # Other knobs: BENCH_ROUNDS, BENCH_DURATION (s), BENCH_LAT_DURATION (s),
 # BENCH_WARMUP (s), BENCH_SCENARIOS (comma list of direct,trellis-1hop,
-# trellis-2hop,haproxy,nginx-proxy), BENCH_PROTOCOLS (h1,h2), BENCH_NO_BUILD=1,
+# trellis-2hop,trellis-2hop-mtls,haproxy,nginx-proxy), BENCH_PROTOCOLS (h1,h2), BENCH_NO_BUILD=1,
 # TRELLIS_BIN, BENCH_OUT (default bench/RESULTS.md).
 set -euo pipefail
 

@@ -2,14 +2,16 @@
 
 import statistics
 
-SCENARIOS = ["direct", "trellis-1hop", "trellis-2hop", "haproxy", "nginx-proxy"]
+SCENARIOS = ["direct", "trellis-1hop", "trellis-2hop", "trellis-2hop-mtls", "haproxy", "nginx-proxy"]
 PROTOCOLS = ["h1", "h2"]
 PROTO_TITLE = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c, prior knowledge)"}
-HOPS = {"direct": 0, "trellis-1hop": 1, "trellis-2hop": 2, "haproxy": 1, "nginx-proxy": 1}
+HOPS = {"direct": 0, "trellis-1hop": 1, "trellis-2hop": 2, "trellis-2hop-mtls": 2, "haproxy": 1,
+        "nginx-proxy": 1}
 DESCRIPTION = {
     "direct": "load generator → nginx origin",
     "trellis-1hop": "→ trellis → origin (h1)",
     "trellis-2hop": "→ trellis A → (h2) → trellis B → (h1) origin",
+    "trellis-2hop-mtls": "→ sidecar A → (mTLS, h2) → sidecar B → (h1) origin, under trellis control",
     "haproxy": "→ HAProxy (mode http, keep-alive) → origin (h1)",
     "nginx-proxy": "→ nginx proxy_pass (upstream keepalive, HTTP/1.1) → origin (h1)",
 }
@@ -23,6 +25,11 @@ GOALS = {
     "added_p99_ms": 0.20,
     "idle_rss_mib": 10.0,
     "peak_rss_mib": 20.0,
+    # two hops with mTLS, in total over direct
+    "mtls_added_p50_ms": 0.15,
+    "mtls_added_p99_ms": 0.40,
+    # two-hop mTLS saturation throughput over Trellis's own one-hop plaintext
+    "mtls_vs_1hop": 0.65,
 }
 
 
@@ -128,6 +135,18 @@ def goals_table(summary, protocols):
                 ok = None if v is None else v <= GOALS[g]
                 lines.append(f"| RSS per proxy process, {label} ({sc}) | {proto} | {fmt(v, 1)} MiB "
                              f"| ≤ {GOALS[g]:.0f} MiB | {verdict(ok)} |")
+        m = summ.get("trellis-2hop-mtls")
+        if m:
+            for k, g in (("p50", "mtls_added_p50_ms"), ("p99", "mtls_added_p99_ms")):
+                v = m["added_" + k]
+                total = None if v is None else v * 2
+                ok = None if total is None else total <= GOALS[g]
+                lines.append(f"| 2-hop mTLS added {k} over direct at {LAT_RATE:,} req/s | {proto} | "
+                             f"{fmt_signed(total)} ms | ≤ {GOALS[g]:.2f} ms | {verdict(ok)} |")
+            if t1 and m["rps"] is not None and t1["rps"]:
+                r = m["rps"] / t1["rps"]
+                lines.append(f"| 2-hop mTLS saturation ÷ 1-hop plaintext | {proto} | {r:.2f}× "
+                             f"| ≥ {GOALS['mtls_vs_1hop']:.2f}× | {verdict(r >= GOALS['mtls_vs_1hop'])} |")
     if len(lines) == 4:
         lines.append("| (no trellis scenario measured) | | | | — |")
     lines.append("")

@@ -411,10 +411,17 @@ fn tokens_and_the_certificate_authority() {
 
     // Ten-year roots: nothing to warn about, unless the window is longer still.
     let checked = ok(cp.run(&["check"]));
-    assert!(checked.starts_with("ok    signing CA O=Trellis"), "{checked}");
+    assert!(
+        checked.starts_with("ok    signing CA O=Trellis"),
+        "{checked}"
+    );
     let out = cp.run(&["check", "--ca-within", "87600h"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).starts_with("WARN  signing CA"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("WARN  signing CA"),
+        "{}",
+        stdout(&out)
+    );
 
     let started = ok(cp.run(&["ca", "rotate", "--overlap", "1h"]));
     assert!(
