@@ -5,6 +5,7 @@ mod client;
 mod control;
 mod demo;
 mod identity;
+mod iptables;
 mod proxy;
 mod resources;
 mod run;
@@ -71,6 +72,10 @@ enum Command {
     /// The mesh's certificate authority: show it, rotate its trust anchor.
     #[command(subcommand)]
     Ca(identity::CaCommand),
+    /// Set up (or remove, or show) the iptables rules that send a host's or network
+    /// namespace's TCP through its sidecar, as an init container does on Kubernetes.
+    #[command(subcommand)]
+    Iptables(iptables::IptablesCommand),
     /// Check what expires soon: trust anchors, the signing CA, workload certificates.
     /// Exit code 1 when anything does.
     Check(identity::CheckArgs),
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
             Command::Token(command) => identity::token(command).await,
             Command::Ca(command) => identity::ca(command).await,
             Command::Check(args) => identity::check(args).await,
+            Command::Iptables(command) => iptables::run(command),
             Command::Demo(args) => demo::run(args).await,
             Command::DemoApp(app) => trellis_demo::run_app(app).await,
         }
