@@ -127,7 +127,9 @@ fn install_is_idempotent_and_remove_leaves_nothing() {
 fn outbound_tcp_reaches_the_proxy_port_and_loopback_does_not() {
     let ns = Netns::new("cap");
     // A route out, so that connecting to an outside address gets as far as the rules.
-    ns.exec(&["ip", "link", "add", "out0", "type", "veth", "peer", "name", "out1"]);
+    ns.exec(&[
+        "ip", "link", "add", "out0", "type", "veth", "peer", "name", "out1",
+    ]);
     ns.exec(&["ip", "addr", "add", "10.99.0.2/24", "dev", "out0"]);
     ns.exec(&["ip", "link", "set", "out0", "up"]);
     ns.exec(&["ip", "link", "set", "out1", "up"]);

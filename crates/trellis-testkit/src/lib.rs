@@ -3,8 +3,8 @@
 //! This crate owns the sample backends that integration tests put behind a
 //! proxy — an HTTP service ([`http`]), raw TCP servers ([`tcp`]) and a gRPC
 //! echo service ([`grpc`]) — the clients that talk to them, a bounded load
-//! generator ([`load`]) and the [`assert_eventually!`] macro that replaces
-//! sleeps in tests. Every server binds `127.0.0.1:0`, runs on the caller's
+//! generator ([`load`]), hosts as network namespaces on a bridge ([`netns`]) and
+//! the [`assert_eventually!`] macro that replaces sleeps in tests. Every server binds `127.0.0.1:0`, runs on the caller's
 //! tokio runtime and stops when its handle is dropped.
 //!
 //! It must not depend on `trellis-proxy`: the proxy's tests depend on it.
@@ -12,6 +12,7 @@
 pub mod grpc;
 pub mod http;
 pub mod load;
+pub mod netns;
 pub mod tcp;
 
 mod shutdown;

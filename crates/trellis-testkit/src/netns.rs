@@ -1,0 +1,227 @@
+//! A test bed of hosts on one machine: each host a Linux network namespace with its
+//! own address, joined by a veth pair to one bridge in the root namespace, which also
+//! has an address on the subnet so processes in the root namespace (a control plane)
+//! reach every host and every host reaches them.
+//!
+//! ```text
+//! root ns: br (10.x.y.1/24) ─┬─ veth ─ host "web"   10.x.y.2
+//!                            └─ veth ─ host "books" 10.x.y.3
+//! ```
+//!
+//! Needs root and `ip` (iproute2). Everything made is named after the topology's tag,
+//! and removed on drop — also when the test panics — and processes started in a host
+//! with [`Host::spawn`] are killed first. Addresses come from a subnet picked from the
+//! process id, inside 10.0.0.0/8 and only on interfaces the test made.
+
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+/// Topologies made by this process so far: tests in one process run side by side.
+static MADE: AtomicU32 = AtomicU32::new(0);
+
+/// One namespace "host" of a [`Topology`].
+#[derive(Debug)]
+pub struct Host {
+    pub name: String,
+    /// The namespace, for `ip netns exec`.
+    pub netns: String,
+    pub address: Ipv4Addr,
+    children: Mutex<Vec<Child>>,
+}
+
+/// Hosts on one bridge; torn down on drop.
+#[derive(Debug)]
+pub struct Topology {
+    tag: String,
+    bridge: String,
+    /// The bridge's own address: the root namespace as the hosts see it.
+    pub gateway: Ipv4Addr,
+    hosts: Vec<Host>,
+}
+
+/// Why a command of the test bed failed.
+#[derive(Debug)]
+pub struct NetnsError(pub String);
+
+impl std::fmt::Display for NetnsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NetnsError {}
+
+fn ip(args: &[&str]) -> Result<(), NetnsError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| NetnsError(format!("cannot run ip (install iproute2): {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetnsError(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Topology {
+    /// Makes a bridge and one host per name (at most 9 hosts). `tag` names what the
+    /// test made (two to four letters: interface names are limited to 15 characters).
+    pub fn new(tag: &str, hosts: &[&str]) -> Result<Self, NetnsError> {
+        let pid = std::process::id();
+        let seq = MADE.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{tag}{}{seq}", pid % 1000);
+        // A /24 per topology: 10.(100..199).(0..255).0 from the pid and the sequence.
+        let n = pid.wrapping_mul(31).wrapping_add(seq);
+        let (a, b) = (100 + (n / 256 % 100) as u8, (n % 256) as u8);
+        let gateway = Ipv4Addr::new(10, a, b, 1);
+        let bridge = format!("tb{tag}");
+        let mut topology = Topology {
+            tag: tag.clone(),
+            bridge: bridge.clone(),
+            gateway,
+            hosts: Vec::new(),
+        };
+        // Leftovers of a crashed run with the same pid.
+        topology.cleanup_names(hosts);
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("{gateway}/24"), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        for (i, name) in hosts.iter().enumerate() {
+            let address = Ipv4Addr::new(10, a, b, 2 + i as u8);
+            topology.add_host(name, i, address)?;
+        }
+        Ok(topology)
+    }
+
+    fn names(&self, i: usize, name: &str) -> (String, String, String) {
+        let netns = format!("trellis-{}-{name}", self.tag);
+        (
+            netns,
+            format!("th{}{i}", self.tag),
+            format!("tp{}{i}", self.tag),
+        )
+    }
+
+    fn add_host(&mut self, name: &str, i: usize, address: Ipv4Addr) -> Result<(), NetnsError> {
+        let (netns, outside, inside) = self.names(i, name);
+        ip(&["netns", "add", &netns])?;
+        ip(&[
+            "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+        ])?;
+        ip(&["link", "set", &outside, "master", &self.bridge])?;
+        ip(&["link", "set", &outside, "up"])?;
+        ip(&["link", "set", &inside, "netns", &netns])?;
+        let in_ns = |args: &[&str]| {
+            let mut full = vec!["netns", "exec", &netns, "ip"];
+            full.extend_from_slice(args);
+            ip(&full)
+        };
+        in_ns(&["link", "set", "lo", "up"])?;
+        in_ns(&["addr", "add", &format!("{address}/24"), "dev", &inside])?;
+        in_ns(&["link", "set", &inside, "up"])?;
+        in_ns(&["route", "add", "default", "via", &self.gateway.to_string()])?;
+        self.hosts.push(Host {
+            name: name.to_string(),
+            netns,
+            address,
+            children: Mutex::new(Vec::new()),
+        });
+        Ok(())
+    }
+
+    pub fn host(&self, name: &str) -> &Host {
+        match self.hosts.iter().find(|h| h.name == name) {
+            Some(h) => h,
+            None => panic!("no host {name:?} in the topology"),
+        }
+    }
+
+    fn cleanup_names(&self, hosts: &[&str]) {
+        for (i, name) in hosts.iter().enumerate() {
+            let (netns, outside, _) = self.names(i, name);
+            let _ = ip(&["link", "del", &outside]);
+            let _ = ip(&["netns", "del", &netns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            host.kill_all();
+        }
+        let names: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.cleanup_names(&names);
+    }
+}
+
+impl Host {
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.netns, program])
+            .args(args);
+        command
+    }
+
+    /// Runs a command in this host and waits for it.
+    pub fn output(&self, program: &str, args: &[&str]) -> std::io::Result<Output> {
+        self.command(program, args).output()
+    }
+
+    /// Starts a long-running process in this host, killed when the topology drops.
+    /// Its output goes to `log` (a file), or nowhere.
+    pub fn spawn(
+        &self,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<std::fs::File>,
+    ) -> std::io::Result<()> {
+        let mut command = self.command(program, args);
+        command.envs(env.iter().copied()).stdin(Stdio::null());
+        match log {
+            Some(file) => {
+                command.stdout(file.try_clone()?).stderr(file);
+            }
+            None => {
+                command.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let child = command.spawn()?;
+        if let Ok(mut children) = self.children.lock() {
+            children.push(child);
+        }
+        Ok(())
+    }
+
+    fn kill_all(&self) {
+        let Ok(mut children) = self.children.lock() else {
+            return;
+        };
+        for child in children.iter_mut() {
+            // SIGTERM first, so a `trellis run` stops its application too.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for child in children.iter_mut() {
+            while std::time::Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        children.clear();
+    }
+}
