@@ -39,7 +39,8 @@ impl Banner<'_> {
         format!(
             "\n\
 The Trellis demo is running: a bookshop of three services, each under `trellis run`
-with its sidecar, every call between them through the mesh.
+with its sidecar, every call between them through the mesh, over mutual TLS with
+certificates from the control plane's CA.
 
   loadgen ─HTTP─► web ─HTTP─► books ─gRPC─► ratings-v1 (4 stars) · ratings-v2 (5 stars)
 
@@ -51,8 +52,11 @@ A GRPCRoute sends every ratings call to ratings-v1. loadgen sends web {rps} requ
 second; what it sees is printed here every 10 s. Try, in another terminal:
 
 {setup}
-  # the five sidecars: their config version and sync state
+  # the five sidecars: config version, sync state, identity, certificate expiry
   trellis get proxies
+  # the mesh CA: trust anchor and signer; then rotate the root under traffic
+  trellis ca show
+  trellis ca rotate --overlap 20s
   # the route for ratings
   trellis get grpcroutes
   # a book, its stars and the ratings version that answered
@@ -146,6 +150,7 @@ mod tests {
             "bookshop        http://127.0.0.1:9000/",
             "data and logs   /tmp/d",
             "trellis get proxies",
+            "trellis ca rotate --overlap 20s",
             "trellis apply -f /tmp/d/canary.yaml",
             "curl http://127.0.0.1:9000/api/products/1",
             "TRELLIS_TOKEN=$(cat /tmp/d/admin-token)",
