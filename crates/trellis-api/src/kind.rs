@@ -31,17 +31,20 @@ pub enum Kind {
     MeshConfig,
     /// Load balancing and timeouts for traffic to a Service.
     BackendPolicy,
+    /// Who may call a Service, and how.
+    AuthorizationPolicy,
 }
 
 impl Kind {
     /// Every kind, in the order `trellis get` lists them.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Service,
         Kind::Workload,
         Kind::HTTPRoute,
         Kind::GRPCRoute,
         Kind::TCPRoute,
         Kind::BackendPolicy,
+        Kind::AuthorizationPolicy,
         Kind::MeshConfig,
     ];
 
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Workload => "Workload",
             Kind::MeshConfig => "MeshConfig",
             Kind::BackendPolicy => "BackendPolicy",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 
@@ -68,6 +72,7 @@ impl Kind {
             Kind::Workload => "workloads",
             Kind::MeshConfig => "meshconfigs",
             Kind::BackendPolicy => "backendpolicies",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
         }
     }
 
@@ -112,7 +117,7 @@ impl Kind {
     }
 
     /// The kind a user means on the command line (`trellis get KIND`): the kind name in
-    /// any case, its plural, or a short name (`svc`, `wl`, `bp`).
+    /// any case, its plural, or a short name (`svc`, `wl`, `bp`, `authz`).
     pub fn from_cli(word: &str) -> Option<Kind> {
         let word = word.to_ascii_lowercase();
         let kind = match word.as_str() {
@@ -123,6 +128,7 @@ impl Kind {
             "workload" | "workloads" | "wl" => Kind::Workload,
             "meshconfig" | "meshconfigs" => Kind::MeshConfig,
             "backendpolicy" | "backendpolicies" | "bp" => Kind::BackendPolicy,
+            "authorizationpolicy" | "authorizationpolicies" | "authz" => Kind::AuthorizationPolicy,
             _ => return None,
         };
         Some(kind)
@@ -160,6 +166,9 @@ mod tests {
             ("bp", Some(Kind::BackendPolicy)),
             ("backendpolicy", Some(Kind::BackendPolicy)),
             ("BackendPolicies", Some(Kind::BackendPolicy)),
+            ("authz", Some(Kind::AuthorizationPolicy)),
+            ("AuthorizationPolicy", Some(Kind::AuthorizationPolicy)),
+            ("authorizationpolicies", Some(Kind::AuthorizationPolicy)),
             ("route", None),
             ("", None),
             ("pods", None),

@@ -1,17 +1,20 @@
 //! The Trellis resource model: the documents operators apply (`HTTPRoute`,
 //! `GRPCRoute`, `TCPRoute` from the Kubernetes Gateway API; `Service`, `Workload`,
-//! `MeshConfig` and `BackendPolicy` under `trellis.dev/v1alpha1`), their typed specs,
-//! and their validation, with errors that give the path of the field at fault.
+//! `MeshConfig`, `BackendPolicy` and `AuthorizationPolicy` under
+//! `trellis.dev/v1alpha1`), their typed specs, and their validation, with errors that
+//! give the path of the field at fault.
 //!
 //! The same documents are custom resources on Kubernetes, so shapes and field names
 //! follow the Gateway API. Read input with [`parse_documents`]; build resources in code
 //! with [`Resource::new`] and check them with [`Resource::validate`].
 //!
-//! [`proto`] is the control plane's gRPC API for proxies.
+//! [`proto`] is the control plane's gRPC API for proxies. [`authz`] holds the one
+//! evaluation of authorization policies that the proxy and `trellis explain` share.
 //!
 //! This crate is the contract between the control plane and the proxy: it must not
 //! depend on `trellis-proxy` or `trellis-control`.
 
+pub mod authz;
 pub mod duration;
 mod error;
 pub mod kind;

@@ -130,6 +130,18 @@ pub struct PolicyTargetReference {
     pub name: String,
 }
 
+impl PolicyTargetReference {
+    /// The targeted object, in the policy's namespace `ns`; `None` for a kind Trellis
+    /// does not know (refused by validation).
+    pub fn object_ref(&self, ns: &str) -> Option<crate::ObjectRef> {
+        Some(crate::ObjectRef {
+            kind: crate::Kind::from_name(&self.kind)?,
+            namespace: ns.to_string(),
+            name: self.name.clone(),
+        })
+    }
+}
+
 /// Load balancer settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

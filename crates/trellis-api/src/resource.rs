@@ -10,6 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::authz::AuthorizationPolicySpec;
 use crate::error::{from_value, Checked, ValidationError};
 use crate::kind::Kind;
 use crate::meta::{is_rfc3339, Condition, ObjectMeta, Status};
@@ -57,6 +58,7 @@ pub enum Spec {
     Workload(WorkloadSpec),
     MeshConfig(MeshConfigSpec),
     BackendPolicy(BackendPolicySpec),
+    AuthorizationPolicy(AuthorizationPolicySpec),
 }
 
 /// A reference from one resource to another, with the namespace resolved (empty for
@@ -93,6 +95,7 @@ impl Spec {
             Spec::Workload(_) => Kind::Workload,
             Spec::MeshConfig(_) => Kind::MeshConfig,
             Spec::BackendPolicy(_) => Kind::BackendPolicy,
+            Spec::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
         }
     }
 
@@ -113,6 +116,7 @@ impl Spec {
             Kind::Workload => Spec::Workload(from_value(AT, value)?),
             Kind::MeshConfig => Spec::MeshConfig(from_value(AT, value)?),
             Kind::BackendPolicy => Spec::BackendPolicy(from_value(AT, value)?),
+            Kind::AuthorizationPolicy => Spec::AuthorizationPolicy(from_value(AT, value)?),
         })
     }
 
@@ -126,6 +130,7 @@ impl Spec {
             Spec::Workload(s) => s.validate(),
             Spec::MeshConfig(s) => s.validate(),
             Spec::BackendPolicy(s) => s.validate(),
+            Spec::AuthorizationPolicy(s) => s.validate(),
         }
     }
 }
@@ -265,14 +270,8 @@ impl Resource {
             Spec::HTTPRoute(s) => s.references(ns),
             Spec::GRPCRoute(s) => s.references(ns),
             Spec::TCPRoute(s) => s.references(ns),
-            Spec::BackendPolicy(s) => Kind::from_name(&s.target_ref.kind)
-                .map(|kind| ObjectRef {
-                    kind,
-                    namespace: ns.to_string(),
-                    name: s.target_ref.name.clone(),
-                })
-                .into_iter()
-                .collect(),
+            Spec::BackendPolicy(s) => s.target_ref.object_ref(ns).into_iter().collect(),
+            Spec::AuthorizationPolicy(s) => s.target_ref.object_ref(ns).into_iter().collect(),
             Spec::Service(_) | Spec::Workload(_) | Spec::MeshConfig(_) => Vec::new(),
         };
         let mut seen = std::collections::HashSet::new();

@@ -285,6 +285,21 @@ pub(crate) mod int_serde {
         port(d).map(Some)
     }
 
+    /// One port of a list, read through [`port`] so that an error names its index.
+    struct ListedPort(u16);
+
+    impl<'de> Deserialize<'de> for ListedPort {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            port(d).map(ListedPort)
+        }
+    }
+
+    /// A list of ports, each 1 to 65535; use with `#[serde(default)]`.
+    pub(crate) fn port_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+        let ports = Vec::<ListedPort>::deserialize(d)?;
+        Ok(ports.into_iter().map(|p| p.0).collect())
+    }
+
     /// A backend weight, 0 to [`crate::route::MAX_WEIGHT`].
     pub(crate) fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         let max = i64::from(crate::route::MAX_WEIGHT);

@@ -4,6 +4,7 @@
 mod client;
 mod control;
 mod demo;
+mod explain;
 mod identity;
 mod iptables;
 mod proxy;
@@ -66,6 +67,9 @@ enum Command {
     Delete(resources::ObjectArgs),
     /// Show one resource as YAML, with its status conditions.
     Describe(resources::ObjectArgs),
+    /// Say whether a request from one identity to a Service would be allowed, and by
+    /// which authorization rule.
+    Explain(explain::ExplainArgs),
     /// Bootstrap tokens for workload identities.
     #[command(subcommand)]
     Token(identity::TokenCommand),
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             Command::Get(args) => resources::get(args).await,
             Command::Delete(args) => resources::delete(args).await,
             Command::Describe(args) => resources::describe(args).await,
+            Command::Explain(args) => explain::run(args).await,
             Command::Token(command) => identity::token(command).await,
             Command::Ca(command) => identity::ca(command).await,
             Command::Check(args) => identity::check(args).await,

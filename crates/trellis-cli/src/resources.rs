@@ -39,7 +39,8 @@ pub struct ApplyArgs {
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
     /// What to show: a kind (httproutes, grpcroutes, tcproutes, services or svc,
-    /// workloads or wl, backendpolicies or bp, meshconfigs) or `proxies`.
+    /// workloads or wl, backendpolicies or bp, authorizationpolicies or authz,
+    /// meshconfigs) or `proxies`.
     kind: String,
     /// One object by name. Default: all of the kind.
     name: Option<String>,
@@ -56,7 +57,7 @@ pub struct GetArgs {
 /// Arguments of `trellis delete` and `trellis describe`: one object.
 #[derive(Debug, clap::Args)]
 pub struct ObjectArgs {
-    /// The kind (httproute, svc, wl, bp, meshconfig, …).
+    /// The kind (httproute, svc, wl, bp, authz, meshconfig, …).
     kind: String,
     /// The object's name.
     name: String,
@@ -244,7 +245,7 @@ fn target(word: &str) -> anyhow::Result<Target> {
     Kind::from_cli(word).map(Target::Kind).ok_or_else(|| {
         let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
         anyhow!(
-            "unknown kind {word:?}: expected one of {}, or proxies (short names: svc, wl, bp)",
+            "unknown kind {word:?}: expected one of {}, or proxies (short names: svc, wl, bp, authz)",
             kinds.join(", ")
         )
     })

@@ -16,7 +16,7 @@ use crate::config::{ConfigError, ProxyConfig};
 use crate::drain::Drain;
 use crate::listener::{self, Running};
 use crate::state::Snapshot;
-use crate::telemetry::{Metrics, ReloadLabels};
+use crate::telemetry::{Metrics, ReloadLabels, WarnLimiter};
 use crate::tls::{Identity, TlsState};
 
 /// What every part of a running proxy shares.
@@ -28,6 +28,9 @@ pub struct Shared {
     pub drain: Drain,
     /// The workload identity, once installed, for mTLS.
     pub tls: TlsState,
+    /// Requests and connections denied by authorization, logged at most once per
+    /// interval.
+    pub(crate) authz_warn: WarnLimiter,
     /// Addresses listeners are actually bound to (differs from the config for port 0).
     bound: Mutex<HashMap<String, SocketAddr>>,
 }
@@ -101,6 +104,7 @@ impl Proxy {
             metrics: Metrics::new(),
             drain: Drain::new(),
             tls: TlsState::default(),
+            authz_warn: WarnLimiter::new(),
             bound: Mutex::new(HashMap::new()),
         });
         let mut running = HashMap::new();

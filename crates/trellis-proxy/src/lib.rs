@@ -1,7 +1,8 @@
 //! The Trellis data plane: the proxy that runs beside every service instance.
 //!
 //! Owns the request path (accept → mTLS termination → detect → HTTP server or TCP
-//! forwarder → route → backend → balancer → endpoint, over mTLS to other proxies), the
+//! forwarder → authorization → route → backend → balancer → endpoint, over mTLS to
+//! other proxies), the
 //! admin server and the proxy's metrics. It must not
 //! depend on the control plane; configuration arrives as a [`config::ProxyConfig`].
 //!
@@ -9,6 +10,7 @@
 
 mod admin;
 mod app;
+pub mod authz;
 pub mod balance;
 pub mod config;
 pub mod control;

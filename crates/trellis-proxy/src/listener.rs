@@ -120,6 +120,9 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
         return;
     };
     let _ = stream.set_nodelay(true);
+    let local_port = stream
+        .local_addr()
+        .map_or(listener.address.port(), |a| a.port());
     let deadline = Instant::now() + listener.detect_timeout;
     // Room for a ClientHello or a request line in one read.
     let mut prefix = BytesMut::with_capacity(1024);
@@ -128,7 +131,7 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
         match detect::opening(&mut stream, &mut prefix, deadline).await {
             Ok(Opening::Tls) => {
                 let io = PrefixedIo::new(prefix.freeze(), stream);
-                return mtls_connection(io, listener, shared, drain).await;
+                return mtls_connection(io, local_port, listener, shared, drain).await;
             }
             Ok(Opening::Plaintext) if accept::admit_plaintext(&listener, &shared) => {}
             Ok(_) => return,
@@ -146,14 +149,19 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
         }
     };
     let io = PrefixedIo::new(prefix.freeze(), stream);
-    serve(io, protocol, None, listener, shared, drain).await;
+    serve(io, protocol, None, local_port, listener, shared, drain).await;
 }
 
 /// Serves a connection that opened with a ClientHello on an mTLS listener: the
 /// handshake, then what ALPN says the client speaks (or, without ALPN, what the
 /// listener's protocol says).
-async fn mtls_connection<I>(io: I, listener: Arc<Listener>, shared: Arc<Shared>, drain: Watch)
-where
+async fn mtls_connection<I>(
+    io: I,
+    local_port: u16,
+    listener: Arc<Listener>,
+    shared: Arc<Shared>,
+    drain: Watch,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some(accepted) = accept::terminate(io, &listener, &shared).await else {
@@ -176,7 +184,8 @@ where
         }
     };
     let io = PrefixedIo::new(prefix.freeze(), stream);
-    serve(io, protocol, Some(accepted.peer), listener, shared, drain).await;
+    let peer = Some(accepted.peer);
+    serve(io, protocol, peer, local_port, listener, shared, drain).await;
 }
 
 /// The listener's declared protocol, or for `auto` the one detected from the bytes in
@@ -195,12 +204,14 @@ async fn choose_protocol<I: AsyncRead + Unpin>(
     })
 }
 
-/// Hands a connection to the HTTP server or the TCP forwarder. `peer` is the client
-/// proxy's identity when the connection is mTLS.
+/// Hands a connection to the HTTP server or, if the listener's authorization admits
+/// it, to the TCP forwarder. `peer` is the client proxy's identity when the connection
+/// is mTLS; `local_port` the port it arrived on.
 async fn serve<I>(
     io: I,
     protocol: Protocol,
     peer: Option<SpiffeId>,
+    local_port: u16,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
     drain: Watch,
@@ -224,6 +235,7 @@ async fn serve<I>(
                 io,
                 http::Version::Http1,
                 peer,
+                local_port,
                 listener,
                 shared.clone(),
                 drain,
@@ -235,13 +247,25 @@ async fn serve<I>(
                 io,
                 http::Version::Http2,
                 peer,
+                local_port,
                 listener,
                 shared.clone(),
                 drain,
             )
             .await
         }
-        Protocol::Tcp => tcp::forward(io, listener, shared.clone(), drain).await,
+        Protocol::Tcp => {
+            // Dropping a denied connection closes it: opaque bytes have no way to say
+            // why.
+            let admitted = listener.authorization.as_ref().is_none_or(|authz| {
+                authz
+                    .check_connection(peer.as_ref(), local_port, &shared)
+                    .is_ok()
+            });
+            if admitted {
+                tcp::forward(io, listener, shared.clone(), drain).await
+            }
+        }
     }
     open.dec();
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use trellis_identity::SpiffeId;
 
+use crate::authz::ListenerAuthz;
 use crate::balance::{Balancer, Weighted};
 use crate::config::{
     BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, MtlsMode, ProxyConfig,
@@ -34,6 +35,8 @@ pub struct Listener {
     pub detect_timeout: Duration,
     pub idle_timeout: Duration,
     pub mtls: MtlsMode,
+    /// Who may use the listener; `None`: everyone.
+    pub authorization: Option<ListenerAuthz>,
     /// Tried in order; the first that matches takes the request.
     pub routes: Vec<Route>,
 }
@@ -168,6 +171,10 @@ fn build_listener(
         detect_timeout: config.detect_timeout.get(),
         idle_timeout: config.idle_timeout.get(),
         mtls: config.mtls,
+        authorization: config
+            .authorization
+            .as_ref()
+            .map(|a| ListenerAuthz::new(name.clone(), a)),
         routes,
         name,
     })

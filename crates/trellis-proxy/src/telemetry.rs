@@ -1,8 +1,10 @@
 //! The proxy's Prometheus metrics, named as DESIGN section 7 says (`trellis_*`), served
-//! as OpenMetrics text on the admin port.
+//! as OpenMetrics text on the admin port, and the limiter that keeps repeated warnings
+//! to one log line per interval.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +43,15 @@ pub struct ConnectionLabels {
     pub protocol: &'static str,
 }
 
+/// Labels of an authorization decision: where, and which policy decided (its name,
+/// `default` or `no-allow-match`). Policy names come from the configuration, so the
+/// series are bounded by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AuthzLabels {
+    pub listener: Arc<str>,
+    pub policy: Arc<str>,
+}
+
 /// Labels of a configuration reload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -61,6 +72,9 @@ pub struct Metrics {
     pub tcp_write_bytes: Family<RouteLabels, Counter>,
     pub tcp_duration: Family<RouteLabels, Histogram>,
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Requests and TCP connections a listener's authorization allowed or denied.
+    pub authz_allowed: Family<AuthzLabels, Counter>,
+    pub authz_denied: Family<AuthzLabels, Counter>,
     /// `trellis_tls_*`.
     pub tls: TlsMetrics,
 }
@@ -141,6 +155,18 @@ impl Metrics {
             "Configuration reloads, by result",
             reloads.clone(),
         );
+        let authz_allowed = Family::default();
+        registry.register(
+            "trellis_authz_allowed",
+            "HTTP requests and TCP connections allowed by the listener's authorization, by the deciding policy",
+            authz_allowed.clone(),
+        );
+        let authz_denied = Family::default();
+        registry.register(
+            "trellis_authz_denied",
+            "HTTP requests and TCP connections denied by the listener's authorization, by the deciding policy",
+            authz_denied.clone(),
+        );
         let tls = TlsMetrics::register(&mut registry);
         Self {
             registry,
@@ -155,6 +181,8 @@ impl Metrics {
             tcp_write_bytes,
             tcp_duration,
             reloads,
+            authz_allowed,
+            authz_denied,
         }
     }
 
@@ -197,6 +225,59 @@ impl Default for Metrics {
     }
 }
 
+/// Lets a warning through at most once per interval and counts the ones it held back,
+/// so a flood of refused connections or denied requests costs one log line per
+/// interval, not one each.
+#[derive(Debug)]
+pub(crate) struct WarnLimiter {
+    origin: Instant,
+    /// Milliseconds since `origin` before which warnings are held back.
+    next_ms: AtomicU64,
+    held: AtomicU64,
+}
+
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+// === impl WarnLimiter ===
+
+impl WarnLimiter {
+    pub(crate) fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            next_ms: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(held back since the last one)` when a warning may be logged now.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        let interval = u64::try_from(WARN_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        if now < next
+            || self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(interval),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.held.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Default for WarnLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
@@ -210,6 +291,17 @@ fn status_class(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_are_limited_and_held_ones_counted() {
+        let limiter = WarnLimiter::new();
+        assert_eq!(limiter.allow(), Some(0));
+        assert_eq!(limiter.allow(), None);
+        assert_eq!(limiter.allow(), None);
+        // Pretend the interval has passed.
+        limiter.next_ms.store(0, Ordering::Relaxed);
+        assert_eq!(limiter.allow(), Some(2));
+    }
 
     #[test]
     fn requests_are_encoded_with_their_labels() {

@@ -204,6 +204,103 @@ pub struct Listener {
     pub idle_timeout_ms: ::core::option::Option<u64>,
     #[prost(enumeration = "MtlsMode", tag = "7")]
     pub mtls: i32,
+    /// Who may use the listener. Unset: everyone (outbound listeners). Set on inbound
+    /// listeners, from the policies targeting the workload's Service.
+    #[prost(message, optional, tag = "8")]
+    pub authorization: ::core::option::Option<Authorization>,
+}
+/// A Service's authorization, compiled. A request is denied when a Deny policy matches
+/// it; otherwise, when Allow policies exist, allowed only if one of them matches;
+/// otherwise `default_action` (MeshConfig `defaultAuthorization`) decides.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Authorization {
+    #[prost(enumeration = "AuthorizationAction", tag = "1")]
+    pub default_action: i32,
+    /// The port rules' `ports` are compared with: the application's port. 0: the port
+    /// the connection arrived on.
+    #[prost(uint32, tag = "2")]
+    pub port: u32,
+    /// Sorted by name.
+    #[prost(message, repeated, tag = "3")]
+    pub policies: ::prost::alloc::vec::Vec<AuthorizationPolicy>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AuthorizationPolicy {
+    /// `<namespace>/<name>` of the AuthorizationPolicy resource.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(enumeration = "AuthorizationAction", tag = "2")]
+    pub action: i32,
+    /// The policy matches when any rule does; an Allow policy without rules matches
+    /// nothing.
+    #[prost(message, repeated, tag = "3")]
+    pub rules: ::prost::alloc::vec::Vec<AuthorizationRule>,
+}
+/// Matches when any `from` entry matches the caller (or there is none) and any `to`
+/// entry matches the request (or there is none).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AuthorizationRule {
+    #[prost(message, repeated, tag = "1")]
+    pub from: ::prost::alloc::vec::Vec<AuthorizationSource>,
+    #[prost(message, repeated, tag = "2")]
+    pub to: ::prost::alloc::vec::Vec<AuthorizationOperation>,
+}
+/// Every non-empty field must match (any of its values); a caller without a verified
+/// identity matches no entry.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuthorizationSource {
+    /// Exact SPIFFE IDs, or prefixes ending in `*`; `*` is any verified identity.
+    #[prost(string, repeated, tag = "1")]
+    pub identities: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Namespaces of the caller's SPIFFE ID.
+    #[prost(string, repeated, tag = "2")]
+    pub namespaces: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Every non-empty field must match (any of its values).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AuthorizationOperation {
+    /// Ports the application receives the request on.
+    #[prost(uint32, repeated, tag = "1")]
+    pub ports: ::prost::alloc::vec::Vec<u32>,
+    /// Upper-case HTTP methods.
+    #[prost(string, repeated, tag = "2")]
+    pub methods: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(message, repeated, tag = "3")]
+    pub paths: ::prost::alloc::vec::Vec<AuthorizationPath>,
+    #[prost(message, repeated, tag = "4")]
+    pub headers: ::prost::alloc::vec::Vec<AuthorizationHeader>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuthorizationPath {
+    #[prost(oneof = "authorization_path::Kind", tags = "1, 2")]
+    pub kind: ::core::option::Option<authorization_path::Kind>,
+}
+/// Nested message and enum types in `AuthorizationPath`.
+pub mod authorization_path {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Kind {
+        #[prost(string, tag = "1")]
+        Exact(::prost::alloc::string::String),
+        /// Whole segments: `/api` matches `/api` and `/api/x`, not `/apis`.
+        #[prost(string, tag = "2")]
+        Prefix(::prost::alloc::string::String),
+    }
+}
+/// A header present with exactly this value; the name compares case-insensitively.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuthorizationHeader {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -340,6 +437,33 @@ impl ListenerProtocol {
             "LISTENER_PROTOCOL_HTTP2" => Some(Self::Http2),
             "LISTENER_PROTOCOL_GRPC" => Some(Self::Grpc),
             "LISTENER_PROTOCOL_TCP" => Some(Self::Tcp),
+            _ => None,
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum AuthorizationAction {
+    Allow = 0,
+    Deny = 1,
+}
+impl AuthorizationAction {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Allow => "AUTHORIZATION_ACTION_ALLOW",
+            Self::Deny => "AUTHORIZATION_ACTION_DENY",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "AUTHORIZATION_ACTION_ALLOW" => Some(Self::Allow),
+            "AUTHORIZATION_ACTION_DENY" => Some(Self::Deny),
             _ => None,
         }
     }

@@ -19,6 +19,7 @@ fn broken_documents_name_the_field() {
     const WORKLOAD: &str = "workload.yaml";
     const MESH: &str = "meshconfig.yaml";
     const POLICY: &str = "backendpolicy.yaml";
+    const AUTHZ: &str = "authorizationpolicy.yaml";
     #[rustfmt::skip]
     let cases: &[(&str, &str, &str, &str, &str)] = &[
         // Envelope and metadata.
@@ -130,6 +131,23 @@ fn broken_documents_name_the_field() {
         (POLICY, "kind: Service", "kind: Pod", "spec.targetRef.kind", "must be Service, got \"Pod\""),
         (POLICY, "    kind: Service\n", "", "spec.targetRef", "missing field `kind`"),
         (POLICY, "protocol: http2", "protocol: h2", "spec.protocol", "expected `http1` or `http2`"),
+        // AuthorizationPolicy.
+        (AUTHZ, "action: Allow", "action: allow", "spec.action", "unknown variant `allow`, expected `Allow` or `Deny`"),
+        (AUTHZ, "kind: Service", "kind: Workload", "spec.targetRef.kind", "must be Service, got \"Workload\""),
+        (AUTHZ, "  action: Deny\n  rules:\n    - from: [{identities: [\"spiffe://trellis.local/ns/ops/*\"]}]\n      to: [{methods: [DELETE]}]\n",
+         "  action: Deny\n", "spec.rules", "a Deny policy needs at least one rule"),
+        (AUTHZ, "- identities: [\"spiffe://trellis.local/ns/shop/sa/web\"]", "- identities: []",
+         "spec.rules[0].from[0]", "name identities, namespaces or both"),
+        (AUTHZ, "\"spiffe://trellis.local/ns/shop/sa/web\"", "\"spiffe://trellis.local/ns/*/sa/web\"",
+         "spec.rules[0].from[0].identities[0]", "has a '*' before its end"),
+        (AUTHZ, "\"spiffe://trellis.local/ns/shop/sa/web\"", "web",
+         "spec.rules[0].from[0].identities[0]", "is not an identity pattern"),
+        (AUTHZ, "namespaces: [ops]", "namespaces: [Ops]", "spec.rules[0].from[1].namespaces[0]", "not a valid name"),
+        (AUTHZ, "ports: [8080]", "ports: [8080, 70000]", "spec.rules[0].to[0].ports[1]", "must be between 1 and 65535, got 70000"),
+        (AUTHZ, "methods: [GET, POST]", "methods: [GET, post]", "spec.rules[0].to[0].methods[1]", "\"post\" is not an HTTP method"),
+        (AUTHZ, "{exact: /cart}", "{exact: cart}", "spec.rules[0].to[0].paths[0].exact", "must start with '/'"),
+        (AUTHZ, "{prefix: /api}", "{regex: /api}", "spec.rules[0].to[0].paths[1]", "unknown variant `regex`, expected `exact` or `prefix`"),
+        (AUTHZ, "name: x-tenant", "name: \"x tenant\"", "spec.rules[0].to[0].headers[0].name", "not a valid header name"),
     ];
     for (name, from, to, path, message) in cases {
         let err = break_example(name, from, to);
@@ -139,7 +157,13 @@ fn broken_documents_name_the_field() {
             !err.to_string().contains('\n'),
             "{name}: {to:?}: error spans lines: {err}"
         );
-        let want_document = (*name == "service.yaml").then_some(1);
+        // Multi-document examples: the Deny policy is the second AuthorizationPolicy.
+        let want_document = match *name {
+            "service.yaml" => Some(1),
+            AUTHZ if from.contains("action: Deny") => Some(2),
+            AUTHZ => Some(1),
+            _ => None,
+        };
         assert_eq!(err.document, want_document, "{name}: {to:?}: {err}");
     }
 }
@@ -192,6 +216,10 @@ fn unknown_fields_are_rejected_by_name() {
         ("workload.yaml", "observedGeneration: 1", "observedGeneration: 1\n      severity: high", "severity"),
         ("meshconfig.yaml", "mode: strict", "mode: strict\n    ciphers: []", "ciphers"),
         ("backendpolicy.yaml", "name: ratings\n  loadBalancer", "name: ratings\n    namespace: x\n  loadBalancer", "namespace"),
+        ("authorizationpolicy.yaml", "  action: Allow\n", "  action: Allow\n  selector: {}\n", "selector"),
+        ("authorizationpolicy.yaml", "- namespaces: [ops]", "- namespaces: [ops]\n          principals: []", "principals"),
+        ("authorizationpolicy.yaml", "methods: [GET, POST]", "methods: [GET, POST]\n          notPaths: []", "notPaths"),
+        ("authorizationpolicy.yaml", "{name: x-tenant, value: acme}", "{name: x-tenant, value: acme, prefix: a}", "prefix"),
     ];
     for (name, from, to, field) in cases {
         let err = break_example(name, from, to);

@@ -17,6 +17,10 @@ fn every_example_parses_as_its_kinds() {
         ("workload.yaml", &[Kind::Workload]),
         ("meshconfig.yaml", &[Kind::MeshConfig]),
         ("backendpolicy.yaml", &[Kind::BackendPolicy]),
+        (
+            "authorizationpolicy.yaml",
+            &[Kind::AuthorizationPolicy, Kind::AuthorizationPolicy],
+        ),
     ];
     assert_eq!(cases.len(), EXAMPLES.len(), "an example has no case");
     for (name, kinds) in cases {
@@ -133,6 +137,7 @@ fn references_list_parents_backends_mirrors_and_targets() {
             vec![svc("data", "postgres"), svc("data", "postgres-primary")],
         ),
         ("backendpolicy.yaml", vec![svc("bookinfo", "ratings")]),
+        ("authorizationpolicy.yaml", vec![svc("shop", "cart")]),
         ("meshconfig.yaml", vec![]),
         ("workload.yaml", vec![]),
     ];

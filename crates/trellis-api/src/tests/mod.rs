@@ -36,6 +36,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "backendpolicy.yaml",
         include_str!("../../examples/backendpolicy.yaml"),
     ),
+    (
+        "authorizationpolicy.yaml",
+        include_str!("../../examples/authorizationpolicy.yaml"),
+    ),
 ];
 
 fn example(name: &str) -> &'static str {

@@ -80,6 +80,15 @@ fn headers(kind: Kind) -> &'static [&'static str] {
             "AGE",
         ],
         Kind::BackendPolicy => &["NAME", "NAMESPACE", "TARGET", "RESOLVED", "AGE"],
+        Kind::AuthorizationPolicy => &[
+            "NAME",
+            "NAMESPACE",
+            "TARGET",
+            "ACTION",
+            "RULES",
+            "RESOLVED",
+            "AGE",
+        ],
         Kind::MeshConfig => &["NAME", "TRUST DOMAIN", "MTLS", "DEFAULT AUTHZ", "AGE"],
     }
 }
@@ -103,10 +112,15 @@ fn kind_columns(kind: Kind, r: &Value) -> Vec<String> {
                 .flat_map(|rule| rule["backendRefs"].as_array().into_iter().flatten());
             vec![parents, names(backends), condition(r, "ResolvedRefs")]
         }
-        Kind::BackendPolicy => {
-            let target = &spec["targetRef"];
-            let target = format!("{}/{}", text(&target["kind"]), text(&target["name"]));
-            vec![target, condition(r, "ResolvedRefs")]
+        Kind::BackendPolicy => vec![target(spec), condition(r, "ResolvedRefs")],
+        Kind::AuthorizationPolicy => {
+            let rules = spec["rules"].as_array().map_or(0, Vec::len);
+            vec![
+                target(spec),
+                text(&spec["action"]),
+                rules.to_string(),
+                condition(r, "ResolvedRefs"),
+            ]
         }
         Kind::MeshConfig => vec![
             text(&spec["trustDomain"]),
@@ -114,6 +128,12 @@ fn kind_columns(kind: Kind, r: &Value) -> Vec<String> {
             text(&spec["defaultAuthorization"]),
         ],
     }
+}
+
+/// A policy's `targetRef` as `Kind/name`.
+fn target(spec: &Value) -> String {
+    let target = &spec["targetRef"];
+    format!("{}/{}", text(&target["kind"]), text(&target["name"]))
 }
 
 fn proxy_row(p: &Value, now: u64) -> Vec<String> {

@@ -44,6 +44,10 @@ pub enum ApiError {
     /// The store failed, or holds something that is not a resource.
     #[error("{0}")]
     Storage(#[from] StorageError),
+    /// Something the control plane made itself is unusable: a bug, not the caller's
+    /// fault.
+    #[error("{0}")]
+    Internal(String),
 }
 
 #[derive(Serialize)]
@@ -64,7 +68,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -10,6 +10,7 @@
 //! | `DELETE` | `/api/v1/resources/{kind}/{namespace}/{name}` | `{"deleted": Resource}`, or 404 |
 //! | `GET` | `/api/v1/resources/{kind}/{namespace}/{name}/proxies` | `{"items": [{workload, state, serving, compiled…}]}`: the proxies holding it ([`usage`]) |
 //! | `GET` | `/api/v1/proxies` | `{"items": [ProxyStatus…]}` |
+//! | `GET` | `/api/v1/explain?from=ID&to=SERVICE[&namespace=NS&method=M&path=P&port=N&header=K:V]` | `{allowed, decidedBy, defaultAction, service, request, policies}` ([`explain`]) |
 //! | `POST` | `/api/v1/tokens`, `/api/v1/ca/rotate`; `GET` `/api/v1/ca` | bootstrap tokens and the CA ([`identity`]) |
 //! | `GET` | `/api/v1/health` | `{"status": "ok", "revision": N, "proxyApi": URL}` |
 //!
@@ -28,6 +29,7 @@
 
 pub(crate) mod auth;
 mod error;
+mod explain;
 mod handlers;
 mod identity;
 pub mod status;
@@ -83,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/apply", post(handlers::apply))
         .route("/api/v1/proxies", get(handlers::proxies))
+        .route("/api/v1/explain", get(explain::explain))
         .route("/api/v1/tokens", post(identity::create_token))
         .route("/api/v1/ca", get(identity::show))
         .route("/api/v1/ca/rotate", post(identity::rotate))

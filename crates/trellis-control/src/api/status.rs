@@ -2,7 +2,8 @@
 //! so it can never be stale.
 //!
 //! - `Accepted=True` on every resource: only valid resources are ever written.
-//! - `ResolvedRefs` on the kinds that refer to others (routes, `BackendPolicy`): `True`
+//! - `ResolvedRefs` on the kinds that refer to others (routes, `BackendPolicy`,
+//!   `AuthorizationPolicy`): `True`
 //!   when every object of [`Resource::references`] exists, else `False` with reason
 //!   `BackendNotFound` and a message listing the missing ones. A Service also exists
 //!   implicitly while some Workload in its namespace has the label `app=<name>`, as
@@ -79,7 +80,11 @@ impl Existing {
 fn has_references(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute | Kind::BackendPolicy
+        Kind::HTTPRoute
+            | Kind::GRPCRoute
+            | Kind::TCPRoute
+            | Kind::BackendPolicy
+            | Kind::AuthorizationPolicy
     )
 }
 

@@ -11,6 +11,7 @@
 //! | HTTPRoute, GRPCRoute, TCPRoute | the routes named `<namespace>.<name>.<rule>`, with their listener |
 //! | Service, BackendPolicy | the Service's backend (endpoints, balancer, timeouts) and its outbound listeners |
 //! | Workload | the backends that list it as an endpoint; its own proxy's inbound listener |
+//! | AuthorizationPolicy | the inbound listeners whose authorization holds it (`<namespace>/<name>`) |
 //!
 //! `serving` says whether the proxy has acknowledged a version at least as new as the
 //! resource (its `resourceVersion`): a proxy that holds an older form of it is still
@@ -23,7 +24,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 use trellis_api::proto::v1::{
-    Backend, BackendProtocol, Listener, LoadBalancer, ProxyConfig, Route,
+    AuthorizationAction, Backend, BackendProtocol, Listener, LoadBalancer, ProxyConfig, Route,
 };
 use trellis_api::{Kind, Resource, Spec};
 
@@ -104,6 +105,24 @@ fn pieces(resource: &Resource, proxy: &ProxyStatus, config: &ProxyConfig) -> Vec
             config,
             &ServiceKey::new(&meta.namespace, &policy.target_ref.name),
         ),
+        (Kind::AuthorizationPolicy, _) => {
+            let name = format!("{}/{}", meta.namespace, meta.name);
+            config
+                .listeners
+                .iter()
+                .filter_map(|l| {
+                    let authz = l.authorization.as_ref()?;
+                    let policy = authz.policies.iter().find(|p| p.name == name)?;
+                    Some(json!({
+                        "listener": l.name,
+                        "policy": policy.name,
+                        "action": action(policy.action),
+                        "rules": policy.rules.len(),
+                        "defaultAction": action(authz.default_action),
+                    }))
+                })
+                .collect()
+        }
         (Kind::Workload, Spec::Workload(w)) => {
             let endpoint = std::net::SocketAddr::new(
                 w.address,
@@ -183,6 +202,13 @@ fn listener(l: &Listener) -> Value {
         "address": l.address,
         "routes": l.routes.len(),
     })
+}
+
+fn action(wire: i32) -> &'static str {
+    match AuthorizationAction::try_from(wire) {
+        Ok(AuthorizationAction::Allow) => "allow",
+        _ => "deny",
+    }
 }
 
 fn backend(b: &Backend) -> Value {

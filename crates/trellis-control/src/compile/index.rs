@@ -1,6 +1,7 @@
 //! Reading the mesh's resources once into lookups by Service: which Services exist
-//! (declared or implicit), their endpoints, the BackendPolicy that applies to each, and
-//! the route rules attached to each as a parent.
+//! (declared or implicit), their endpoints, the BackendPolicy that applies to each, the
+//! AuthorizationPolicies that protect each, and the route rules attached to each as a
+//! parent.
 //!
 //! Endpoints are found through an index of workloads by `(namespace, label, value)`, so
 //! building costs about one pass over the workloads per label a selector names, not one
@@ -9,15 +10,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
+use trellis_api::authz::AuthorizationPolicySpec;
 use trellis_api::meta::READY;
 use trellis_api::policy::{
     BackendPolicySpec, BackendProtocol, LoadBalancerType, MeshConfigSpec, MtlsMode,
 };
-use trellis_api::proto::v1::{Endpoint, LoadBalancer, MtlsMode as WireMtls};
+use trellis_api::proto::v1::{
+    AuthorizationAction, AuthorizationPolicy as WireAuthorizationPolicy, Endpoint, LoadBalancer,
+    MtlsMode as WireMtls,
+};
 use trellis_api::route::ParentReference;
 use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadSpec};
 use trellis_api::{ConditionStatus, Kind, Resource, Spec};
 
+use super::authz;
 use super::names::Created;
 use super::routes::{self, Candidate};
 use super::{service_of, ServiceKey, APP_LABEL, DEFAULT_INBOUND_PORT};
@@ -78,6 +84,8 @@ pub(super) struct Attached {
 pub(super) struct Tables {
     pub services: HashMap<ServiceKey, ServiceEntry>,
     pub policies: HashMap<ServiceKey, Policy>,
+    /// Compiled AuthorizationPolicies by the Service they target, sorted by name.
+    pub authorization: HashMap<ServiceKey, Vec<WireAuthorizationPolicy>>,
     pub attached: HashMap<ServiceKey, Attached>,
     pub mesh: MeshSettings,
 }
@@ -88,6 +96,8 @@ pub(super) struct MeshSettings {
     pub trust_domain: String,
     /// The inbound listeners' mode.
     pub mtls: WireMtls,
+    /// What requests no authorization policy decides get.
+    pub default_authorization: AuthorizationAction,
 }
 
 impl Default for MeshSettings {
@@ -104,6 +114,7 @@ impl MeshSettings {
                 MtlsMode::Permissive => WireMtls::Permissive,
                 MtlsMode::Strict => WireMtls::Strict,
             },
+            default_authorization: authz::default_action(spec.default_authorization),
         }
     }
 }
@@ -128,6 +139,7 @@ impl Tables {
         let mut declared: Vec<(ServiceKey, &ServiceSpec)> = Vec::new();
         let mut workloads: Vec<(&Resource, &WorkloadSpec)> = Vec::new();
         let mut policies: Vec<(&Resource, &BackendPolicySpec)> = Vec::new();
+        let mut authorization: Vec<(&Resource, &AuthorizationPolicySpec)> = Vec::new();
         let mut route_resources: Vec<&Resource> = Vec::new();
         let mut mesh_configs: Vec<&Resource> = Vec::new();
         for r in resources {
@@ -135,6 +147,7 @@ impl Tables {
                 Spec::Service(s) => declared.push((ServiceKey::of(r), s)),
                 Spec::Workload(w) => workloads.push((r, w)),
                 Spec::BackendPolicy(p) => policies.push((r, p)),
+                Spec::AuthorizationPolicy(p) => authorization.push((r, p)),
                 Spec::HTTPRoute(_) | Spec::GRPCRoute(_) | Spec::TCPRoute(_) => {
                     route_resources.push(r)
                 }
@@ -160,6 +173,7 @@ impl Tables {
         let mut tables = Tables {
             services: services(&declared, &workloads, &mesh.trust_domain),
             policies: HashMap::new(),
+            authorization: authz::by_service(&authorization),
             attached: HashMap::new(),
             mesh,
         };

@@ -13,7 +13,10 @@
 //!   auto, `http2`, `grpc`, `tcp`); one route to the backend [`LOCAL_APP_BACKEND`],
 //!   `127.0.0.1:<appPort>`, spoken to in HTTP/1.1 for `http` and `tcp` and HTTP/2 for
 //!   `http2` and `grpc` (a BackendPolicy's `protocol` on the Service overrides this,
-//!   except for gRPC, which is HTTP/2 end to end).
+//!   except for gRPC, which is HTTP/2 end to end). Its `authorization` holds the
+//!   AuthorizationPolicies in the proxy's namespace that target its Service, sorted by
+//!   name, the MeshConfig's `defaultAuthorization`, and the application's port
+//!   ([`MeshIndex::authorization`]). Other listeners carry no authorization.
 //! - **`outbound-<namespace>-<service>`** on `127.0.0.1:<localPort>` for each upstream,
 //!   protocol from the target Service's `appProtocol`. Its routes come from the
 //!   HTTPRoutes (`http`, `http2`), GRPCRoutes (`grpc`) or TCPRoutes (`tcp`) whose
@@ -49,6 +52,7 @@
 //! port keeps it). When two upstreams would get the same listener name (the same
 //! Service on two ports), the later one's name ends in `-<localPort>`.
 
+mod authz;
 mod index;
 mod names;
 mod routes;
@@ -88,7 +92,8 @@ pub const DEFAULT_INBOUND_PORT: u16 = 7143;
 pub const APP_LABEL: &str = "app";
 
 /// Everything the compiler reads, built by the caller from the store: Services,
-/// HTTPRoutes, GRPCRoutes, TCPRoutes, BackendPolicies, MeshConfig and Workloads,
+/// HTTPRoutes, GRPCRoutes, TCPRoutes, BackendPolicies, AuthorizationPolicies, MeshConfig
+/// and Workloads,
 /// unique by kind, namespace and name. Their order does not matter.
 #[derive(Debug, Clone, Default)]
 pub struct MeshState {
@@ -253,6 +258,7 @@ impl MeshIndex {
             detect_timeout_ms: None,
             idle_timeout_ms: None,
             mtls: self.tables.mesh.mtls as i32,
+            authorization: Some(self.authorization(own, app_port(proxy))),
         }
     }
 
@@ -316,6 +322,7 @@ impl MeshIndex {
             detect_timeout_ms: None,
             idle_timeout_ms: None,
             mtls: MtlsMode::Disabled as i32,
+            authorization: None,
         }
     }
 
@@ -351,6 +358,7 @@ impl MeshIndex {
             detect_timeout_ms: None,
             idle_timeout_ms: None,
             mtls: MtlsMode::Disabled as i32,
+            authorization: None,
         }
     }
 
@@ -436,6 +444,11 @@ impl MeshIndex {
             connect_timeout_ms: policy.and_then(|p| p.connect_timeout_ms),
         }
     }
+}
+
+/// The application's port from the proxy's `Hello`; 0 when it gave none that fits.
+fn app_port(proxy: &Workload) -> u16 {
+    u16::try_from(proxy.app_port).unwrap_or(0)
 }
 
 fn listener_protocol(app: AppProtocol) -> ListenerProtocol {

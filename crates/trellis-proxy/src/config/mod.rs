@@ -15,6 +15,7 @@ use std::path::Path;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use trellis_api::authz::AuthorizationConfig;
 use trellis_identity::SpiffeId;
 
 pub use self::duration::{Duration, ParseDurationError};
@@ -71,6 +72,10 @@ pub struct ListenerConfig {
     /// `disabled`.
     #[serde(default)]
     pub mtls: MtlsMode,
+    /// Who may use the listener: policies checked on every HTTP request before routing
+    /// and on every TCP connection when accepted. Unset: everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationConfig>,
 }
 
 /// Mutual TLS on a listener. With `permissive` or `strict`, a connection that opens
@@ -355,6 +360,11 @@ impl ProxyConfig {
                     format!("{at}.address"),
                     format!("{} is used by another listener", l.address),
                 ));
+            }
+            if let Some(authorization) = &l.authorization {
+                authorization
+                    .validate(&format!("{at}.authorization"))
+                    .map_err(|e| ConfigError::invalid(e.path, e.message))?;
             }
             if l.address == self.admin && l.address.port() != 0 {
                 return Err(ConfigError::invalid(

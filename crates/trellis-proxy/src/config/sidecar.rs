@@ -33,6 +33,7 @@ impl ProxyConfig {
                     timeout: None,
                 }],
                 mtls: MtlsMode::Disabled,
+                authorization: None,
             }],
             backends: vec![BackendConfig {
                 name: LOCAL_APP_BACKEND.into(),

@@ -165,6 +165,31 @@ fn errors_name_the_field() {
             "[127.0.0.1:1, {address: 127.0.0.1:2, identity: cart}]",
             "backends[0].endpoints[1].identity: \"cart\" is not a SPIFFE ID",
         ),
+        (
+            "protocol: auto",
+            "protocol: auto\n    authorization: {defaultAction: maybe}",
+            "listeners[0].authorization.defaultAction: unknown variant `maybe`, expected one of allow, deny",
+        ),
+        (
+            "protocol: auto",
+            "protocol: auto\n    authorization: {policies: [{name: p, rules: [{from: [{principals: [a]}]}]}]}",
+            "listeners[0].authorization.policies[0].rules[0].from[0].principals: unknown field",
+        ),
+        (
+            "protocol: auto",
+            "protocol: auto\n    authorization: {policies: [{name: p, rules: [{from: [{identities: [\"spiffe://td/ns/*/sa/a\"]}]}]}]}",
+            "listeners[0].authorization.policies[0].rules[0].from[0].identities[0]: \"spiffe://td/ns/*/sa/a\" has a '*' before its end",
+        ),
+        (
+            "protocol: auto",
+            "protocol: auto\n    authorization: {policies: [{name: p, rules: [{to: [{ports: [0]}]}]}]}",
+            "listeners[0].authorization.policies[0].rules[0].to[0].ports[0]: must be between 1 and 65535, got 0",
+        ),
+        (
+            "protocol: auto",
+            "protocol: auto\n    authorization: {policies: [{name: p, action: deny}]}",
+            "listeners[0].authorization.policies[0].rules: a deny policy needs at least one rule",
+        ),
     ];
     for (from, to, want) in cases {
         let yaml = EXAMPLE.replacen(from, to, 1);
@@ -176,6 +201,36 @@ fn errors_name_the_field() {
         );
         assert!(!err.contains('\n'), "error spans lines: {err:?}");
     }
+}
+
+#[test]
+fn authorization_is_read_and_shown() {
+    let yaml = EXAMPLE.replace(
+        "protocol: auto",
+        "protocol: auto\n    authorization:\n      defaultAction: deny\n      port: 8080\n      policies:\n        - name: shop/allow-web\n          rules:\n            - from: [{namespaces: [shop]}]\n              to: [{methods: [GET], paths: [{prefix: /api}]}]",
+    );
+    let config = ProxyConfig::from_yaml(&yaml).expect("parses");
+    let authz = config.listeners[0]
+        .authorization
+        .as_ref()
+        .expect("authorization");
+    assert_eq!(authz.port, Some(8080));
+    assert_eq!(authz.policies[0].rules[0].to[0].methods, ["GET"]);
+    let json = serde_json::to_value(&config).expect("serializes");
+    assert_eq!(
+        json["listeners"][0]["authorization"]["defaultAction"],
+        "deny"
+    );
+    assert_eq!(
+        json["listeners"][0]["authorization"]["policies"][0]["action"],
+        "allow"
+    );
+    let back: ProxyConfig = serde_json::from_value(json).expect("reads back");
+    assert_eq!(back, config);
+    let plain = serde_json::to_value(ProxyConfig::from_yaml(EXAMPLE).expect("parses"));
+    assert!(plain.expect("serializes")["listeners"][0]
+        .get("authorization")
+        .is_none());
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use trellis_api::authz::AuthorizationConfig;
 use trellis_api::proto::v1 as wire;
 
 use crate::config::{
@@ -78,6 +79,15 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
             wire::MtlsMode::Permissive => config::MtlsMode::Permissive,
             wire::MtlsMode::Strict => config::MtlsMode::Strict,
         },
+        authorization: l
+            .authorization
+            .as_ref()
+            .map(|a| AuthorizationConfig::from_wire(a, &format!("{at}.authorization")))
+            .transpose()
+            .map_err(|e| config::ConfigError::Invalid {
+                field: e.path,
+                message: e.message,
+            })?,
     })
 }
 
@@ -206,6 +216,21 @@ mod tests {
                 detect_timeout_ms: None,
                 idle_timeout_ms: Some(60_000),
                 mtls: wire::MtlsMode::Strict as i32,
+                authorization: Some(wire::Authorization {
+                    default_action: wire::AuthorizationAction::Deny as i32,
+                    port: 9080,
+                    policies: vec![wire::AuthorizationPolicy {
+                        name: "shop/allow-web".into(),
+                        action: wire::AuthorizationAction::Allow as i32,
+                        rules: vec![wire::AuthorizationRule {
+                            from: vec![wire::AuthorizationSource {
+                                identities: vec![],
+                                namespaces: vec!["shop".into()],
+                            }],
+                            to: vec![],
+                        }],
+                    }],
+                }),
             }],
             backends: ["ratings-v1", "ratings-v2"]
                 .iter()
@@ -245,6 +270,13 @@ mod tests {
         );
         assert_eq!(b.connect_timeout, Duration::from_millis(250));
         assert_eq!(l.mtls, config::MtlsMode::Strict);
+        let authz = l.authorization.as_ref().expect("authorization");
+        assert_eq!(
+            (authz.default_action, authz.port),
+            (trellis_api::authz::Action::Deny, Some(9080))
+        );
+        assert_eq!(authz.policies[0].name, "shop/allow-web");
+        assert_eq!(authz.policies[0].rules[0].from[0].namespaces, ["shop"]);
         assert_eq!(
             b.endpoints[0].identity.as_deref(),
             Some("spiffe://trellis.local/ns/default/sa/ratings")
@@ -264,7 +296,23 @@ mod tests {
             }),
             ..Default::default()
         });
+        let mut bad_identity = sample();
+        if let Some(a) = &mut bad_identity.listeners[0].authorization {
+            a.policies[0].rules[0].from[0].identities = vec!["web".into()];
+        }
+        let mut bad_action = sample();
+        if let Some(a) = &mut bad_action.listeners[0].authorization {
+            a.default_action = 9;
+        }
         let cases = [
+            (
+                bad_identity,
+                "listeners[0].authorization.policies[0].rules[0].from[0].identities[0]: \"web\" is not an identity pattern",
+            ),
+            (
+                bad_action,
+                "listeners[0].authorization.defaultAction: unknown action 9",
+            ),
             (
                 bad_address,
                 "backends[0].endpoints[0].address: invalid address",

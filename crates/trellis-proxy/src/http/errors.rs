@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use crate::authz::Denied;
 use crate::endpoint::{BoxBody, EndpointError};
 
 /// Header naming why the proxy answered instead of the backend.
@@ -29,12 +30,16 @@ pub enum ProxyError {
     UpgradeUnsupported { backend: Arc<str> },
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// The listener's authorization refused the request.
+    #[error(transparent)]
+    Denied(#[from] Denied),
 }
 
 /// gRPC status codes the proxy answers with.
 const GRPC_UNAVAILABLE: &str = "14";
 const GRPC_DEADLINE_EXCEEDED: &str = "4";
 const GRPC_UNIMPLEMENTED: &str = "12";
+const GRPC_PERMISSION_DENIED: &str = "7";
 
 impl ProxyError {
     /// The HTTP status for this failure.
@@ -46,6 +51,7 @@ impl ProxyError {
             }
             ProxyError::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Denied(_) => StatusCode::FORBIDDEN,
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 EndpointError::Connect { .. }
@@ -56,9 +62,11 @@ impl ProxyError {
         }
     }
 
-    /// A short, stable reason, sent in the `trellis-error` header and used as a label.
+    /// A short, stable reason, used as a metric label and, except for denials (see
+    /// [`ProxyError::header`]), sent in the `trellis-error` header.
     pub fn reason(&self) -> &'static str {
         match self {
+            ProxyError::Denied(_) => "denied",
             ProxyError::NoRoute { .. } => "no route",
             ProxyError::NoBackend { .. } => "no backend",
             ProxyError::NoEndpoints { .. } => "no endpoints",
@@ -74,8 +82,19 @@ impl ProxyError {
         }
     }
 
+    /// The `trellis-error` header: the reason, or for a denial which policy decided
+    /// (`denied by shop/deny-cart`).
+    pub fn header(&self) -> HeaderValue {
+        match self {
+            ProxyError::Denied(denied) => HeaderValue::from_str(&denied.to_string())
+                .unwrap_or(HeaderValue::from_static("denied")),
+            _ => HeaderValue::from_static(self.reason()),
+        }
+    }
+
     fn grpc_status(&self) -> &'static str {
         match self.status() {
+            StatusCode::FORBIDDEN => GRPC_PERMISSION_DENIED,
             StatusCode::GATEWAY_TIMEOUT => GRPC_DEADLINE_EXCEEDED,
             _ if matches!(
                 self,
@@ -91,7 +110,7 @@ impl ProxyError {
     /// The response the client gets. gRPC clients read the status from `grpc-status`,
     /// so they get HTTP 200 with a trailers-only response.
     pub fn to_response(&self, grpc: bool) -> Response<BoxBody> {
-        let reason = HeaderValue::from_static(self.reason());
+        let reason = self.header();
         let mut builder = Response::builder().header(ERROR_HEADER, reason.clone());
         let body = if grpc {
             builder = builder
@@ -183,6 +202,16 @@ mod tests {
                 502,
                 "tls handshake failed",
                 "14",
+            ),
+            (
+                Denied {
+                    policy: "shop/deny-cart".into(),
+                    rule: Some(0),
+                }
+                .into(),
+                403,
+                "denied by shop/deny-cart",
+                "7",
             ),
         ];
         for (err, status, reason, grpc) in cases {

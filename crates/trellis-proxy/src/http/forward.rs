@@ -1,5 +1,6 @@
-//! One HTTP request through the proxy: route → backend → balancer → endpoint, with the
-//! request and response rewritten between the client's and the backend's HTTP versions.
+//! One HTTP request through the proxy: authorization → route → backend → balancer →
+//! endpoint, with the request and response rewritten between the client's and the
+//! backend's HTTP versions.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use trellis_identity::SpiffeId;
 
 use super::errors::{is_grpc, ProxyError};
 use crate::balance::InFlight;
@@ -39,6 +41,10 @@ pub struct ConnContext {
     /// The client proxy's SPIFFE ID as a header value, when the connection is mTLS;
     /// made once per connection.
     pub peer: Option<HeaderValue>,
+    /// The client proxy's SPIFFE ID, for authorization.
+    pub identity: Option<SpiffeId>,
+    /// The port the connection arrived on, for authorization.
+    pub local_port: u16,
 }
 
 impl ConnContext {
@@ -71,24 +77,35 @@ pub async fn handle(
     let grpc = listener.protocol == ListenerProtocol::Grpc || is_grpc(&req);
     let client_version = req.version();
 
-    let (result, labels) = match listener.route_for(&req) {
-        None => (
-            Err(ProxyError::NoRoute {
-                listener: listener.name.clone(),
-            }),
-            unrouted(&listener, ""),
-        ),
-        Some(route) => match route.pick_backend() {
+    // Checked against the listener as it is now, so a reload's policies apply from the
+    // next request of every open connection.
+    let authorized = match &listener.authorization {
+        Some(authz) => {
+            authz.check_request(&req, ctx.identity.as_ref(), ctx.local_port, &ctx.shared)
+        }
+        None => Ok(()),
+    };
+    let (result, labels) = match authorized {
+        Err(denied) => (Err(ProxyError::from(denied)), unrouted(&listener, "")),
+        Ok(()) => match listener.route_for(&req) {
             None => (
-                Err(ProxyError::NoBackend {
-                    route: route.name.clone(),
+                Err(ProxyError::NoRoute {
+                    listener: listener.name.clone(),
                 }),
-                unrouted(&listener, &route.name),
+                unrouted(&listener, ""),
             ),
-            Some(target) => (
-                proxy(req, route, target, &ctx.shared).await,
-                target.labels.clone(),
-            ),
+            Some(route) => match route.pick_backend() {
+                None => (
+                    Err(ProxyError::NoBackend {
+                        route: route.name.clone(),
+                    }),
+                    unrouted(&listener, &route.name),
+                ),
+                Some(target) => (
+                    proxy(req, route, target, &ctx.shared).await,
+                    target.labels.clone(),
+                ),
+            },
         },
     };
     let (mut resp, error) = match result {

@@ -61,11 +61,13 @@ pub enum Version {
 
 /// Serves HTTP on one accepted connection until the client leaves, the connection is
 /// idle past the listener's idle timeout, or the proxy drains. `peer` is the client
-/// proxy's identity when the connection is mTLS.
+/// proxy's identity when the connection is mTLS; `local_port` the port the connection
+/// arrived on.
 pub async fn serve<I>(
     io: I,
     version: Version,
     peer: Option<SpiffeId>,
+    local_port: u16,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
     drain: drain::Watch,
@@ -80,7 +82,11 @@ pub async fn serve<I>(
         shared,
         listener,
         active: active.clone(),
-        peer: peer.and_then(|id| HeaderValue::from_str(id.as_uri()).ok()),
+        peer: peer
+            .as_ref()
+            .and_then(|id| HeaderValue::from_str(id.as_uri()).ok()),
+        identity: peer,
+        local_port,
     });
     let io = TokioIo::new(TrackedIo::new(io, activity.clone()));
     let service = service_fn(move |req| forward::handle(req, ctx.clone()));

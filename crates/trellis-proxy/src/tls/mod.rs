@@ -16,9 +16,7 @@ pub mod metrics;
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use tokio_rustls::TlsAcceptor;
@@ -29,6 +27,7 @@ use trellis_identity::{
 };
 
 use self::metrics::TlsMetrics;
+use crate::telemetry::WarnLimiter;
 
 /// ALPN name of HTTP/2 over mTLS: every HTTP request between proxies, whatever the
 /// backend's own protocol, so one multiplexed connection per endpoint carries them all.
@@ -275,74 +274,11 @@ impl fmt::Display for HandshakeReason {
     }
 }
 
-/// Lets a warning through at most once per interval and counts the ones it held back,
-/// so a flood of refused connections costs one log line per interval, not one each.
-#[derive(Debug)]
-pub(crate) struct WarnLimiter {
-    origin: Instant,
-    /// Milliseconds since `origin` before which warnings are held back.
-    next_ms: AtomicU64,
-    held: AtomicU64,
-}
-
-const WARN_INTERVAL: Duration = Duration::from_secs(10);
-
-// === impl WarnLimiter ===
-
-impl WarnLimiter {
-    pub(crate) fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            next_ms: AtomicU64::new(0),
-            held: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(held back since the last one)` when a warning may be logged now.
-    pub(crate) fn allow(&self) -> Option<u64> {
-        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let next = self.next_ms.load(Ordering::Relaxed);
-        let interval = u64::try_from(WARN_INTERVAL.as_millis()).unwrap_or(u64::MAX);
-        if now < next
-            || self
-                .next_ms
-                .compare_exchange(
-                    next,
-                    now.saturating_add(interval),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-        {
-            self.held.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.held.swap(0, Ordering::Relaxed))
-    }
-}
-
-impl Default for WarnLimiter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
-
-    #[test]
-    fn warnings_are_limited_and_held_ones_counted() {
-        let limiter = WarnLimiter::new();
-        assert_eq!(limiter.allow(), Some(0));
-        assert_eq!(limiter.allow(), None);
-        assert_eq!(limiter.allow(), None);
-        // Pretend the interval has passed.
-        limiter.next_ms.store(0, Ordering::Relaxed);
-        assert_eq!(limiter.allow(), Some(2));
-    }
 
     #[test]
     fn handshake_errors_are_classified() {

@@ -1,6 +1,7 @@
 //! End-to-end tests of the proxy: real sockets on loopback, real sample servers from
 //! `trellis-testkit`, the proxy started in-process on port 0.
 
+mod authz;
 mod balancers;
 mod grpc;
 mod http;

@@ -24,11 +24,11 @@ use super::start;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn id(sa: &str) -> SpiffeId {
+pub(super) fn id(sa: &str) -> SpiffeId {
     SpiffeId::in_default_domain("shop", sa).expect("id")
 }
 
-fn root() -> CertificateAuthority {
+pub(super) fn root() -> CertificateAuthority {
     CertificateAuthority::generate_root("trellis.local", HOUR).expect("root")
 }
 
@@ -46,7 +46,7 @@ fn credentials(ca: &CertificateAuthority, me: &SpiffeId) -> Credentials {
     credentials_at(ca, me, SystemTime::now())
 }
 
-fn store(ca: &CertificateAuthority, me: &SpiffeId) -> Arc<CertStore> {
+pub(super) fn store(ca: &CertificateAuthority, me: &SpiffeId) -> Arc<CertStore> {
     CertStore::new(credentials(ca, me), ca.trust_bundle())
 }
 
@@ -152,12 +152,12 @@ impl Mesh {
     }
 }
 
-fn listener(inbound: &Proxy) -> SocketAddr {
+pub(super) fn listener(inbound: &Proxy) -> SocketAddr {
     inbound.listener_addr("inbound").expect("listener inbound")
 }
 
 /// The value of one series in a proxy's metrics; 0 when absent.
-fn metric(proxy: &Proxy, series: &str) -> u64 {
+pub(super) fn metric(proxy: &Proxy, series: &str) -> u64 {
     let text = proxy.metrics().encode();
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

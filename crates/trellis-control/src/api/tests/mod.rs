@@ -2,6 +2,7 @@
 //! address) and, for a few end-to-end cases, through a real server on 127.0.0.1:0.
 
 mod auth;
+mod explain;
 mod resources;
 mod server;
 

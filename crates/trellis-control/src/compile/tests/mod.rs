@@ -2,6 +2,7 @@
 //! [`assert_acceptable`], which repeats the checks the proxy makes before it applies a
 //! configuration (the control plane cannot depend on the proxy to call them itself).
 
+mod authorization;
 mod http_proxy;
 mod inbound;
 mod outbound;
