@@ -5,10 +5,12 @@
 //! echo service ([`grpc`]) — the clients that talk to them, a bounded load
 //! generator ([`load`]) and the [`assert_eventually!`] macro that replaces
 //! sleeps in tests. Every server binds `127.0.0.1:0`, runs on the caller's
-//! tokio runtime and stops when its handle is dropped.
+//! tokio runtime and stops when its handle is dropped. [`etcd`] runs real etcd
+//! clusters for the control plane's etcd store, killed when dropped.
 //!
 //! It must not depend on `trellis-proxy`: the proxy's tests depend on it.
 
+pub mod etcd;
 pub mod grpc;
 pub mod http;
 pub mod load;
