@@ -9,6 +9,7 @@ packages=(
   wrk nghttp2-client                  # load generators (wrk, h2load)
   iptables iproute2                   # transparent interception and network-namespace tests
   procps util-linux                   # ps, taskset
+  etcd-server                         # /usr/bin/etcd, for the etcd store's tests
 )
 
 missing=()
@@ -26,7 +27,9 @@ echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts nginx on install; the tests and benchmark start their own instances.
-if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
-  $sudo systemctl stop nginx || true
-fi
+# Debian starts nginx and etcd on install; the tests and benchmark start their own instances.
+for service in nginx etcd; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+    $sudo systemctl stop "$service" || true
+  fi
+done

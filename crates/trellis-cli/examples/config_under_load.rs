@@ -145,6 +145,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let settings = ControlSettings {
         data_dir: dir.path().to_path_buf(),
+        store: Default::default(),
         http_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
         grpc_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
         grace: Duration::from_secs(60),

@@ -1,4 +1,5 @@
-//! `trellis control`: the control plane, on the embedded store in a data directory.
+//! `trellis control`: the control plane, on the embedded store in a data directory or on
+//! an etcd cluster (`--store etcd://…`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,16 +8,45 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use trellis_control::ca::CaSettings;
-use trellis_control::server::{ControlPlane, ControlSettings};
+use trellis_control::server::{ControlPlane, ControlSettings, StoreSettings};
+use trellis_control::store::etcd::{EtcdAuth, EtcdSettings, EtcdTls};
 use trellis_identity::CaPem;
 
 /// Flags of `trellis control`.
 #[derive(Debug, clap::Args)]
 pub struct ControlArgs {
     /// Where the store and the admin token live. Default `$XDG_DATA_HOME/trellis`,
-    /// else `~/.local/share/trellis`.
+    /// else `~/.local/share/trellis`. With --store etcd://… only the token is kept here.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Keep the mesh's state in an etcd cluster, `etcd://host:port[,host:port…]`, instead
+    /// of the embedded store in the data directory.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// Key prefix in etcd, so several meshes can share a cluster. Default `/trellis`.
+    #[arg(long, requires = "store")]
+    pub etcd_prefix: Option<String>,
+    /// CA certificate (PEM) that signed the etcd members' certificates; turns on TLS.
+    #[arg(long, requires = "store")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd members that check client certificates.
+    #[arg(long, requires_all = ["etcd_key", "etcd_ca"])]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, when the cluster has authentication on; the password comes from
+    /// --etcd-password or TRELLIS_ETCD_PASSWORD.
+    #[arg(long, requires_all = ["store", "etcd_password"])]
+    pub etcd_user: Option<String>,
+    /// The etcd user's password.
+    #[arg(
+        long,
+        env = "TRELLIS_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_user"
+    )]
+    pub etcd_password: Option<String>,
     /// HTTP API (and dashboard) address.
     #[arg(long, default_value = "127.0.0.1:7180")]
     pub http_addr: SocketAddr,
@@ -62,6 +92,7 @@ pub fn default_data_dir() -> Option<PathBuf> {
 }
 
 pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
+    let store = store_settings(&args)?;
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => default_data_dir().context("no data directory: pass --data-dir or set HOME")?,
@@ -77,8 +108,15 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
             key: read(key)?,
         });
     }
+    let store_line = match &store {
+        StoreSettings::Embedded => format!("embedded, {}", data_dir.join("store.redb").display()),
+        StoreSettings::Etcd(etcd) => {
+            format!("etcd {} under {}", etcd.endpoints.join(","), etcd.prefix)
+        }
+    };
     let settings = ControlSettings {
         data_dir: data_dir.clone(),
+        store,
         http_addr: args.http_addr,
         grpc_addr: args.grpc_addr,
         grace: Duration::from_secs(args.grace_secs),
@@ -88,6 +126,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     println!("control plane running");
     println!("  HTTP API   http://{}", cp.http_addr);
     println!("  proxy API  http://{}", cp.grpc_addr);
+    println!("  store      {store_line}");
     println!("  data       {}", data_dir.display());
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     tokio::select! {
@@ -97,4 +136,28 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     tracing::info!("control plane stopping; proxies keep their configuration");
     cp.stop().await;
     Ok(())
+}
+
+/// The store the flags choose: the embedded one unless --store names an etcd cluster.
+fn store_settings(args: &ControlArgs) -> anyhow::Result<StoreSettings> {
+    let Some(url) = &args.store else {
+        return Ok(StoreSettings::Embedded);
+    };
+    let mut etcd = EtcdSettings::from_url(url)?;
+    if let Some(prefix) = &args.etcd_prefix {
+        etcd.prefix.clone_from(prefix);
+    }
+    if let Some(ca) = &args.etcd_ca {
+        etcd.tls = Some(EtcdTls {
+            ca: ca.clone(),
+            identity: args.etcd_cert.clone().zip(args.etcd_key.clone()),
+        });
+    }
+    if let (Some(user), Some(password)) = (&args.etcd_user, &args.etcd_password) {
+        etcd.auth = Some(EtcdAuth {
+            user: user.clone(),
+            password: password.clone(),
+        });
+    }
+    Ok(StoreSettings::Etcd(Box::new(etcd)))
 }

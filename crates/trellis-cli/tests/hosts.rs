@@ -69,6 +69,7 @@ async fn services_on_two_hosts_talk_mtls_through_their_sidecars() {
         grpc_addr: (topology.gateway, 0).into(),
         grace: Duration::from_secs(30),
         ca: Default::default(),
+        store: Default::default(),
     };
     let cp = ControlPlane::start_with(Arc::new(MemoryStore::new()), TOKEN.into(), settings)
         .await

@@ -22,6 +22,7 @@ const TOKEN: &str = "test-token";
 async fn control_plane() -> ControlPlane {
     let settings = ControlSettings {
         data_dir: std::env::temp_dir(),
+        store: Default::default(),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         grace: Duration::from_millis(300),
@@ -308,6 +309,7 @@ async fn proxies_resync_with_a_restarted_control_plane_that_kept_its_state() {
     let grpc_port = free_port();
     let settings = ControlSettings {
         data_dir: dir.clone(),
+        store: Default::default(),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
         grace: Duration::from_secs(30),

@@ -31,6 +31,7 @@ async fn control_plane(cert_ttl: Duration) -> ControlPlane {
     };
     let settings = ControlSettings {
         data_dir: std::env::temp_dir(),
+        store: Default::default(),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         grace: Duration::from_secs(30),

@@ -25,6 +25,7 @@ fn free_port() -> u16 {
 async fn control_plane() -> ControlPlane {
     let settings = ControlSettings {
         data_dir: std::env::temp_dir(),
+        store: Default::default(),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         grace: Duration::from_millis(200),

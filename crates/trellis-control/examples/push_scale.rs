@@ -194,6 +194,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     write::apply(store.as_ref(), &workload(workloads, "shared")).await?;
     let settings = ControlSettings {
         data_dir: std::env::temp_dir(),
+        store: Default::default(),
         http_addr: "127.0.0.1:0".parse()?,
         grpc_addr: "127.0.0.1:0".parse()?,
         grace: Duration::from_secs(60),

@@ -1,5 +1,6 @@
-//! Wiring: `ControlPlane::start` opens the store, loads the admin token, and serves the
-//! HTTP API (resources, proxies) and the gRPC API (proxy sessions) on their ports.
+//! Wiring: `ControlPlane::start` opens the store (embedded, or etcd), loads the admin
+//! token, and serves the HTTP API (resources, proxies) and the gRPC API (proxy sessions)
+//! on their ports.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,13 +16,16 @@ use crate::api::{self, ApiState};
 use crate::ca::{CaSettings, MeshCa};
 use crate::push::{PushService, PushSettings};
 use crate::registry::Registry;
-use crate::store::{EmbeddedStore, Store, StoreError};
+use crate::store::{EmbeddedStore, EtcdSettings, EtcdStore, Store, StoreError};
 
 /// Where and how the control plane runs.
 #[derive(Debug, Clone)]
 pub struct ControlSettings {
-    /// Holds the store (`store.redb`) and the admin token (`admin-token`).
+    /// Holds the admin token (`admin-token`) and, with the embedded store, the store
+    /// (`store.redb`).
     pub data_dir: PathBuf,
+    /// Where the mesh's state lives.
+    pub store: StoreSettings,
     /// HTTP API and dashboard. Default `127.0.0.1:7180`.
     pub http_addr: SocketAddr,
     /// gRPC API for proxies. Default `127.0.0.1:7100`.
@@ -30,6 +34,16 @@ pub struct ControlSettings {
     pub grace: Duration,
     /// The certificate authority: trust domain, lifetimes, an operator-given CA.
     pub ca: CaSettings,
+}
+
+/// Where the control plane keeps the mesh's state.
+#[derive(Debug, Clone, Default)]
+pub enum StoreSettings {
+    /// The embedded store in the data directory (the default: nothing to install).
+    #[default]
+    Embedded,
+    /// An etcd cluster; the data directory then holds only the admin token.
+    Etcd(Box<EtcdSettings>),
 }
 
 /// Why the control plane could not start.
@@ -82,7 +96,10 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub async fn start(settings: ControlSettings) -> Result<Self, ControlError> {
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&settings.data_dir)?);
+        let store: Arc<dyn Store> = match &settings.store {
+            StoreSettings::Embedded => Arc::new(EmbeddedStore::open(&settings.data_dir)?),
+            StoreSettings::Etcd(etcd) => Arc::new(EtcdStore::connect((**etcd).clone()).await?),
+        };
         let token = api::token::load_or_create(&settings.data_dir).map_err(|error| {
             ControlError::Token {
                 dir: settings.data_dir.display().to_string(),

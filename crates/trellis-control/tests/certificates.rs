@@ -20,6 +20,7 @@ const ADMIN: &str = "admin-token";
 async fn control_plane() -> ControlPlane {
     let settings = ControlSettings {
         data_dir: std::env::temp_dir(),
+        store: Default::default(),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         grace: Duration::from_millis(200),

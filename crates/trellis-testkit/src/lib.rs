@@ -3,12 +3,15 @@
 //! This crate owns the sample backends that integration tests put behind a
 //! proxy — an HTTP service ([`http`]), raw TCP servers ([`tcp`]) and a gRPC
 //! echo service ([`grpc`]) — the clients that talk to them, a bounded load
-//! generator ([`load`]), hosts as network namespaces on a bridge ([`netns`]) and
-//! the [`assert_eventually!`] macro that replaces sleeps in tests. Every server binds `127.0.0.1:0`, runs on the caller's
-//! tokio runtime and stops when its handle is dropped.
+//! generator ([`load`]), hosts as network namespaces on a bridge ([`netns`]), real
+//! etcd clusters for the control plane's etcd store ([`etcd`]) and the
+//! [`assert_eventually!`] macro that replaces sleeps in tests. Every server binds
+//! `127.0.0.1:0`, runs on the caller's tokio runtime and stops when its handle is
+//! dropped; etcd members and namespace hosts go when theirs are.
 //!
 //! It must not depend on `trellis-proxy`: the proxy's tests depend on it.
 
+pub mod etcd;
 pub mod grpc;
 pub mod http;
 pub mod load;

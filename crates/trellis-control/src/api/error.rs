@@ -68,6 +68,10 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            // etcd without quorum or out of reach: worth retrying, not a bug.
+            ApiError::Storage(StorageError::Store(e)) if e.is_unavailable() => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -67,6 +67,18 @@ pub enum StoreError {
     /// The store has shut down; a watch ends with this once its store is gone.
     #[error("the store is closed")]
     Closed,
+
+    /// The backend cannot serve requests now: no etcd member answered within the request
+    /// timeout, or the cluster has lost its quorum. Retryable later. A write that fails
+    /// this way while it was in flight may or may not have been applied; the reason says
+    /// so.
+    #[error("the store is unavailable: {reason}")]
+    Unavailable { reason: String },
+
+    /// The store's settings cannot be used: no endpoint, an endpoint that is not
+    /// `host:port`, a certificate file that cannot be read.
+    #[error("invalid store settings: {reason}")]
+    Settings { reason: String },
 }
 
 impl StoreError {
@@ -74,6 +86,12 @@ impl StoreError {
     /// (a conflict), as opposed to needing a relist (compacted) or an operator.
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Conflict { .. })
+    }
+
+    /// Whether the backend could not be reached or had no quorum: the operation may
+    /// succeed later without any change on the caller's side.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
     }
 }
 

@@ -1,20 +1,21 @@
 //! The control plane's durable state: a key-value store with etcd's semantics.
 //!
-//! Every successful write bumps one store-wide revision by exactly one and records the
-//! change in a bounded change log, so a reader can list a prefix at some revision and then
-//! watch from that revision without missing or repeating a change. Writes take a
-//! compare-and-swap precondition ([`Expect`]) so concurrent writers never lose an update.
+//! Every successful write bumps one store-wide revision and records the change in a
+//! bounded change log, so a reader can list a prefix at some revision and then watch from
+//! that revision without missing or repeating a change. Writes take a compare-and-swap
+//! precondition ([`Expect`]) so concurrent writers never lose an update.
 //!
 //! [`Store`] is the contract; [`EmbeddedStore`] keeps the state in a redb file in the data
 //! directory (the default: nothing to install), [`MemoryStore`] keeps it in memory for tests
-//! of other components. An etcd store implements the same trait so several control-plane
-//! replicas can share state; the semantics here are etcd's so that it slots in:
-//! `revision` is etcd's `mod_revision`, `create_revision` is etcd's, and a watch resumed
-//! from a compacted revision fails with [`StoreError::Compacted`].
+//! of other components, and [`EtcdStore`] keeps it in an etcd cluster so several
+//! control-plane replicas can share state. The semantics are etcd's, so that all three
+//! behave alike: `revision` is etcd's `mod_revision`, `create_revision` is etcd's, and a
+//! watch resumed from a compacted revision fails with [`StoreError::Compacted`].
 
 mod apply;
 pub mod embedded;
 mod error;
+pub mod etcd;
 pub mod memory;
 mod watch;
 
@@ -28,6 +29,7 @@ use bytes::Bytes;
 
 pub use self::embedded::EmbeddedStore;
 pub use self::error::StoreError;
+pub use self::etcd::{EtcdSettings, EtcdStore};
 pub use self::memory::MemoryStore;
 pub use self::watch::Watch;
 
@@ -89,7 +91,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<(Vec<Versioned>, u64), StoreError>;
 
     /// Writes `value` at `key` if `expect` holds and returns the new store revision. Every
-    /// successful write bumps the store-wide revision by one; a failed one changes nothing.
+    /// successful write bumps the store-wide revision by one (on an etcd cluster shared
+    /// with other meshes, their writes bump it too); a failed one changes nothing.
     async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<u64, StoreError>;
 
     /// Deletes `key` if it is present and `expect` holds. `Ok(Some(revision))` when it was
@@ -104,7 +107,8 @@ pub trait Store: Send + Sync + 'static {
     /// revision. See [`Watch`] for how a watch ends.
     async fn watch(&self, prefix: &str, after: u64) -> Result<Watch, StoreError>;
 
-    /// The current store revision: that of the latest write, 0 for an empty new store.
+    /// The current store revision: that of the latest write; 0 for a new embedded or
+    /// in-memory store, 1 for a new etcd cluster.
     async fn revision(&self) -> Result<u64, StoreError>;
 }
 

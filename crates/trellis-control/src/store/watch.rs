@@ -37,6 +37,11 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// A watch fed by a task of the store's, which ends it by sending one error.
+    pub(crate) fn from_channel(rx: mpsc::Receiver<Result<Event, StoreError>>) -> Self {
+        Self { rx }
+    }
+
     /// The next change. After the watch has ended, returns [`StoreError::Closed`].
     pub async fn next(&mut self) -> Result<Event, StoreError> {
         self.rx.recv().await.unwrap_or(Err(StoreError::Closed))
@@ -106,7 +111,7 @@ pub(crate) async fn open<L: ChangeLog>(
         tx,
     };
     tokio::spawn(forwarder.run(replay));
-    Ok(Watch { rx })
+    Ok(Watch::from_channel(rx))
 }
 
 struct Forwarder<L> {

@@ -139,6 +139,7 @@ pub async fn run_demo(settings: DemoSettings) -> anyhow::Result<()> {
 async fn start_control(settings: &DemoSettings, dir: &Path) -> anyhow::Result<ControlPlane> {
     let control = ControlSettings {
         data_dir: dir.to_path_buf(),
+        store: Default::default(),
         http_addr: settings.http_addr,
         grpc_addr: settings.grpc_addr,
         grace: GRACE,
