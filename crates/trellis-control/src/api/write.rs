@@ -119,12 +119,28 @@ pub async fn delete(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Resource>, WriteError> {
+    delete_if(store, kind, namespace, name, |_| true).await
+}
+
+/// Deletes one object if `condition` holds for it as it is in the store at the moment
+/// of the delete (a change in between makes it look again); returns it as it was, or
+/// `None` if there was none or the condition did not hold.
+pub async fn delete_if(
+    store: &dyn Store,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    condition: impl Fn(&Resource) -> bool,
+) -> Result<Option<Resource>, WriteError> {
     let key = storage::resource_key(kind, namespace, name);
     for _ in 0..MAX_ATTEMPTS {
         let Some(entry) = store.get(&key).await.map_err(StorageError::from)? else {
             return Ok(None);
         };
         let resource = storage::decode(&entry)?;
+        if !condition(&resource) {
+            return Ok(None);
+        }
         // Expect what was read, so the object returned is exactly the one deleted.
         match store.delete(&key, Expect::Revision(entry.revision)).await {
             Ok(_) => return Ok(Some(resource)),

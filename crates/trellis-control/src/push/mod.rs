@@ -67,6 +67,9 @@ struct Inner {
     /// Sessions started per workload, so a grace-period expiry can tell whether the
     /// workload has reconnected since.
     sessions: Mutex<HashMap<String, u64>>,
+    /// Random per process: tells this control plane's registrations from those of
+    /// other replicas on the same store.
+    instance: String,
 }
 
 impl PushService {
@@ -88,6 +91,7 @@ impl PushService {
                 ca,
                 settings,
                 sessions: Mutex::new(HashMap::new()),
+                instance: instance_id(),
             }),
         }
     }
@@ -102,6 +106,18 @@ impl PushService {
     pub fn mesh(&self) -> &MeshWatcher {
         &self.inner.mesh
     }
+}
+
+/// Eight random hex digits (the time, should the system have no randomness to give).
+fn instance_id() -> String {
+    let mut bytes = [0u8; 4];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        bytes = nanos.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<ControlMessage, Status>> + Send>>;

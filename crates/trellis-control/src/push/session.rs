@@ -35,7 +35,15 @@ pub struct Registered {
     pub workload: Workload,
     pub session: u64,
     pub identity: SpiffeId,
+    /// This registration's mark on the Workload resource ([`REGISTRATION`]).
+    pub registration: String,
 }
+
+/// Annotation on a Workload naming the session that registered it last:
+/// `<control-plane instance>/<session number>`. A re-registration through any control
+/// plane sharing the store changes it, so a grace-period removal deletes the workload
+/// only if no session took it over since.
+pub const REGISTRATION: &str = "trellis.dev/registration";
 
 /// Reads the first message, which must be a `Hello`.
 pub async fn read_hello(inbound: &mut Streaming<ProxyMessage>) -> Result<Hello, Status> {
@@ -94,10 +102,6 @@ pub async fn register(inner: &Inner, hello: &Hello) -> Result<Registered, Status
         .identity(&workload.namespace, &workload.service_account)
         .map_err(|e| Status::invalid_argument(format!("workload identity: {e}")))?;
     authorize(inner, hello, &identity)?;
-    let resource = workload_resource(&workload).map_err(Status::invalid_argument)?;
-    write::apply(inner.store.as_ref(), &resource)
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot register the workload: {e}")))?;
     let session = {
         let mut sessions = inner
             .sessions
@@ -107,6 +111,15 @@ pub async fn register(inner: &Inner, hello: &Hello) -> Result<Registered, Status
         *n += 1;
         *n
     };
+    let registration = format!("{}/{session}", inner.instance);
+    let mut resource = workload_resource(&workload).map_err(Status::invalid_argument)?;
+    resource
+        .metadata
+        .annotations
+        .insert(REGISTRATION.to_string(), registration.clone());
+    write::apply(inner.store.as_ref(), &resource)
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot register the workload: {e}")))?;
     inner.registry.upsert(ProxyStatus {
         workload: workload.name.clone(),
         namespace: workload.namespace.clone(),
@@ -126,6 +139,7 @@ pub async fn register(inner: &Inner, hello: &Hello) -> Result<Registered, Status
         workload,
         session,
         identity,
+        registration,
     })
 }
 
@@ -373,11 +387,16 @@ async fn disconnected(inner: Arc<Inner>, registered: Registered) {
         .ok()
         .and_then(|s| s.get(&name).copied());
     if current != Some(registered.session) {
-        return; // reconnected since
+        return; // reconnected here since
     }
+    // Removed only if still ours: the proxy may have registered again through another
+    // control plane on the same store.
     let namespace = &registered.workload.namespace;
-    match write::delete(inner.store.as_ref(), Kind::Workload, namespace, &name).await {
-        Ok(_) => tracing::info!(workload = %name, "workload removed after its grace period"),
+    let ours =
+        |w: &Resource| w.metadata.annotations.get(REGISTRATION) == Some(&registered.registration);
+    match write::delete_if(inner.store.as_ref(), Kind::Workload, namespace, &name, ours).await {
+        Ok(Some(_)) => tracing::info!(workload = %name, "workload removed after its grace period"),
+        Ok(None) => tracing::info!(workload = %name, "workload registered again elsewhere; kept"),
         Err(e) => tracing::warn!(workload = %name, error = %e, "cannot remove the workload"),
     }
     inner.registry.remove(&name);

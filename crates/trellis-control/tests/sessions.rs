@@ -1,5 +1,6 @@
-//! Workload certificates over the proxy session: a real control plane on loopback and
-//! a proxy's side of the gRPC stream, driven by hand.
+//! Proxy sessions over gRPC, the proxy's side driven by hand against real control
+//! planes on loopback: workload certificates and tokens, and registrations when two
+//! control planes share one store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +13,16 @@ use trellis_api::proto::v1::{
     CertificateRequest, ControlMessage, Hello, ProxyMessage, SessionInfo, Workload,
 };
 use trellis_control::server::{ControlPlane, ControlSettings};
-use trellis_control::store::MemoryStore;
+use trellis_control::store::{MemoryStore, Store};
 use trellis_identity::{Credentials, SpiffeId, TrustBundle, WorkloadKey};
 
 const ADMIN: &str = "admin-token";
 
 async fn control_plane() -> ControlPlane {
+    control_plane_on(Arc::new(MemoryStore::new())).await
+}
+
+async fn control_plane_on(store: Arc<MemoryStore>) -> ControlPlane {
     let settings = ControlSettings {
         data_dir: std::env::temp_dir(),
         store: Default::default(),
@@ -26,7 +31,7 @@ async fn control_plane() -> ControlPlane {
         grace: Duration::from_millis(200),
         ca: Default::default(),
     };
-    ControlPlane::start_with(Arc::new(MemoryStore::new()), ADMIN.into(), settings)
+    ControlPlane::start_with(store, ADMIN.into(), settings)
         .await
         .expect("control plane")
 }
@@ -278,4 +283,36 @@ async fn rotation_sends_the_new_bundle_and_reissues_from_the_new_root() {
     assert_eq!(last.len(), 1);
     assert!(!last.contains(&old));
     cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_proxy_that_moved_to_another_control_plane_keeps_its_workload() {
+    let store = Arc::new(MemoryStore::new());
+    let a = control_plane_on(store.clone()).await;
+    let b = control_plane_on(store.clone()).await;
+    let key = "/resources/Workload/shop/books-1";
+    let first = open(&a, ADMIN, "books").await.expect("session on a");
+    assert!(store.get(key).await.expect("get").is_some());
+    // The proxy leaves a and registers with b before a's grace period (200 ms) ends.
+    drop(first);
+    let _second = open(&b, ADMIN, "books").await.expect("session on b");
+    // a notices its session ended, and its grace period runs out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while a.registry.get("books-1").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "a never let go");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        store.get(key).await.expect("get").is_some(),
+        "a removed a workload b holds"
+    );
+    // Once it leaves b too, b's grace period removes it.
+    drop(_second);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.get(key).await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never removed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.stop().await;
+    b.stop().await;
 }
