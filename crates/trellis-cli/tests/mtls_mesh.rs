@@ -11,6 +11,7 @@ use http::StatusCode;
 use trellis_control::ca::CaSettings;
 use trellis_control::server::{ControlPlane, ControlSettings};
 use trellis_control::store::MemoryStore;
+use trellis_proxy::config::MtlsMode;
 use trellis_proxy::control::Sidecar;
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
@@ -109,10 +110,24 @@ async fn mesh(cert_ttl: Duration) -> Mesh {
     let upstream = free_port();
     let web = sidecar(&cp, "web", web_app.addr(), Some(upstream)).await;
     let url = format!("http://127.0.0.1:{upstream}/headers");
-    assert_eventually!(HttpClient::http1()
-        .get(&url)
-        .await
-        .is_ok_and(|r| r.status == StatusCode::OK));
+    // Ready when books enforces strict mTLS and a call arrives over mTLS: before their
+    // certificates and snapshots, sidecars talk plaintext to each other.
+    let strict = || {
+        books
+            .proxy
+            .effective_config()
+            .listeners
+            .iter()
+            .any(|l| l.name == "inbound" && l.mtls == MtlsMode::Strict)
+    };
+    assert_eventually!(
+        strict()
+            && HttpClient::http1()
+                .get(&url)
+                .await
+                .is_ok_and(|r| r.status == StatusCode::OK
+                    && r.text().contains("x-trellis-peer-identity: spiffe://"))
+    );
     Mesh {
         cp,
         web,

@@ -33,9 +33,22 @@ pub struct SidecarSpec<'a> {
 }
 
 impl SidecarSpec<'_> {
-    /// Starts the sidecar on a free inbound port and a free admin port.
+    /// Starts the sidecar on a free inbound port and a free admin port. A port found
+    /// free can be taken by a test running beside this one before the sidecar binds
+    /// it, so a bind failure is tried again on another port.
     pub async fn start(&self) -> Sidecar {
-        let settings = ControlSettings {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Sidecar::start(self.settings()).await {
+                Ok(sidecar) => return sidecar,
+                Err(e) => last = e.to_string(),
+            }
+        }
+        panic!("sidecar {}: {last}", self.name)
+    }
+
+    fn settings(&self) -> ControlSettings {
+        ControlSettings {
             addresses: vec![self.grpc.to_string()],
             token: self.token.into(),
             workload: Workload {
@@ -66,10 +79,6 @@ impl SidecarSpec<'_> {
                 drain_timeout: ConfigDuration::from_secs(5),
                 max_header_bytes: 64 * 1024,
             },
-        };
-        match Sidecar::start(settings).await {
-            Ok(sidecar) => sidecar,
-            Err(e) => panic!("sidecar {}: {e}", self.name),
         }
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Static stability: when the control plane is unreachable the proxy keeps serving what
 //! it has, and reconnects with jittered exponential backoff, trying each configured
-//! control-plane address in turn.
+//! control-plane address in turn, from a random one (so a fleet spreads over them).
 
 pub mod convert;
 mod identity;
@@ -68,10 +68,13 @@ pub async fn run(proxy: Arc<Proxy>, settings: ControlSettings) {
     let mut serving_version = 0u64;
     let mut identity = IdentityState::default();
     let mut backoff = BACKOFF_MIN;
+    // Proxies start at a random address so a fleet spreads over the control planes,
+    // then move to the next one each time a session ends.
+    let first = fastrand::usize(..settings.addresses.len().max(1));
     for attempt in 0usize.. {
         let Some(address) = settings
             .addresses
-            .get(attempt % settings.addresses.len().max(1))
+            .get((first + attempt) % settings.addresses.len().max(1))
         else {
             tracing::error!("no control-plane address configured");
             return;
