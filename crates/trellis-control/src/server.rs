@@ -127,6 +127,7 @@ impl ControlPlane {
         let grpc_addr = local(&grpc, "gRPC API", settings.grpc_addr)?;
 
         let ca = Arc::new(MeshCa::start(store.clone(), settings.ca.clone()).await?);
+        let ca_task = tokio::spawn(ca.clone().follow_store());
         let registry = Arc::new(Registry::new());
         let router = api::router(ApiState {
             store: store.clone(),
@@ -166,7 +167,7 @@ impl ControlPlane {
             grpc_addr,
             token,
             registry,
-            tasks: vec![http_task, grpc_task],
+            tasks: vec![http_task, grpc_task, ca_task],
         })
     }
 

@@ -10,6 +10,7 @@
 //! the CSR is public), so rotation needs nothing from the proxies but to apply what
 //! they receive.
 
+mod follow;
 mod rotate;
 mod storage;
 

@@ -19,6 +19,8 @@ use trellis_identity::{CertificateAuthority, TrustBundle};
 use super::{CaError, CaSettings};
 use crate::store::{Expect, Store, StoreError};
 
+/// Where the CA's keys live; other control planes on the store watch it.
+pub(super) const PREFIX: &str = "/ca/";
 const SIGNER: &str = "/ca/signer";
 const BUNDLE: &str = "/ca/bundle";
 const TOKEN_KEY: &str = "/ca/token-key";
@@ -62,7 +64,9 @@ pub(super) async fn load_or_create(
     Ok((signer, bundle))
 }
 
-async fn load_signer(store: &dyn Store) -> Result<Option<CertificateAuthority>, CaError> {
+pub(super) async fn load_signer(
+    store: &dyn Store,
+) -> Result<Option<CertificateAuthority>, CaError> {
     let Some(entry) = store.get(SIGNER).await? else {
         return Ok(None);
     };

@@ -126,3 +126,36 @@ async fn rotation_distributes_reissues_then_retires() {
     assert_eq!(restarted.signer().fingerprint, new);
     assert_eq!(restarted.trust_bundle().len(), 1);
 }
+
+#[tokio::test]
+async fn a_control_plane_on_the_same_store_follows_a_rotation() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let pacing = Arc::new(MeshCa::start(store.clone(), settings()).await.expect("ca"));
+    let other = Arc::new(MeshCa::start(store.clone(), settings()).await.expect("ca"));
+    assert_eq!(pacing.signer().fingerprint, other.signer().fingerprint);
+    let follower = tokio::spawn(other.clone().follow_store());
+    let mut seen = other.subscribe();
+    let generation = seen.borrow_and_update().signer_generation;
+
+    let new = pacing
+        .rotate(Duration::from_millis(300))
+        .await
+        .expect("rotation");
+    // The other control plane trusts both roots, then signs with the new one, then
+    // trusts it alone, as the pacing one does.
+    let mut saw_both = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let bundle = TrustBundle::from_pem(&seen.borrow_and_update().bundle_pem).expect("pem");
+        saw_both |= bundle.len() == 2;
+        if bundle.len() == 1 && bundle.contains(&new) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never followed");
+        let _ = tokio::time::timeout(Duration::from_millis(100), seen.changed()).await;
+    }
+    assert!(saw_both, "the overlap with both roots was skipped");
+    assert_eq!(other.signer().fingerprint, new);
+    assert!(seen.borrow().signer_generation > generation);
+    follower.abort();
+}
