@@ -5,7 +5,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::client::{Client, ClientArgs};
-use crate::resources::table::{parse_rfc3339, span};
+use crate::resources::table::{parse_rfc3339, span, text};
 
 /// `trellis token …`
 #[derive(Debug, clap::Subcommand)]
@@ -100,10 +100,6 @@ pub async fn ca(command: CaCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
 /// The CA as a few aligned lines.

@@ -49,17 +49,6 @@ fn run_service(host: &Host, control: &str, service: &str, upstream: Option<&str>
         .expect("trellis run");
 }
 
-/// One HTTP/1.0 GET from inside `host`, with bash's /dev/tcp: the status line and body.
-fn get(host: &Host, ip: &str, port: u16, path: &str) -> Option<(String, String)> {
-    let script = format!(
-        "exec 3<>/dev/tcp/{ip}/{port} || exit 1; printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"
-    );
-    let out = host.output("timeout", &["3", "bash", "-c", &script]).ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.lines().next()?.to_string(), body.to_string()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_on_two_hosts_talk_mtls_through_their_sidecars() {
     let topology = Topology::new("mh", &["web", "books"]).expect("topology (run as root)");
@@ -94,7 +83,7 @@ async fn services_on_two_hosts_talk_mtls_through_their_sidecars() {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last = None;
         while Instant::now() < deadline {
-            last = get(web, "127.0.0.1", 9001, "/headers");
+            last = web.http_get("127.0.0.1", 9001, "/headers");
             // Over mTLS, which also means books has applied its strict snapshot
             // (snapshots come before certificates on the session).
             if last.as_ref().is_some_and(|(status, body)| {
@@ -104,7 +93,7 @@ async fn services_on_two_hosts_talk_mtls_through_their_sidecars() {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let plaintext = get(web, &books_ip, 7143, "/");
+        let plaintext = web.http_get(&books_ip, 7143, "/");
         (last, plaintext, topology)
     })
     .await

@@ -1,29 +1,24 @@
 //! `trellis iptables` against real iptables, inside network namespaces made (and
 //! removed) by each test. Needs root, as CI runs.
 
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use trellis_testkit::netns::Namespace;
 
 const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 
-/// A network namespace that exists for one test.
-struct Netns {
-    name: String,
-}
+/// A namespace for one test, and the commands the tests run in it.
+struct Netns(Namespace);
 
 impl Netns {
     fn new(tag: &str) -> Self {
         let name = format!("trellis-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        run(&["ip", "netns", "add", &name]);
-        let ns = Self { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
+        Self(Namespace::new(&name).expect("network namespace (run as root)"))
     }
 
     /// Runs a command inside the namespace; panics unless it succeeds.
     fn exec(&self, argv: &[&str]) -> String {
-        let out = self.output(argv);
+        let out = self.0.output(argv[0], &argv[1..]).expect("ip netns exec");
         assert!(
             out.status.success(),
             "{argv:?} failed: {}{}",
@@ -31,14 +26,6 @@ impl Netns {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn output(&self, argv: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(argv)
-            .output()
-            .expect("ip netns exec")
     }
 
     fn trellis(&self, args: &[&str]) -> String {
@@ -50,22 +37,6 @@ impl Netns {
     fn saved(&self, tool: &str) -> String {
         self.exec(&[tool, "-t", "nat"])
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(argv: &[&str]) {
-    let status = Command::new(argv[0])
-        .args(&argv[1..])
-        .status()
-        .expect("run");
-    assert!(status.success(), "{argv:?} failed");
 }
 
 const INSTALL: &[&str] = &[
@@ -136,26 +107,20 @@ fn outbound_tcp_reaches_the_proxy_port_and_loopback_does_not() {
     ns.exec(&["ip", "route", "add", "default", "dev", "out0"]);
     ns.trellis(&["install", "--proxy-uid", "1337", "--ipv4-only"]);
 
-    // Stands in for the sidecar's outbound port.
-    let mut proxy = Command::new("ip")
-        .args(["netns", "exec", &ns.name, TRELLIS, "sample-server"])
-        .args(["--listen", "127.0.0.1:7140", "--name", "captured"])
-        .env("TRELLIS_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    // Stands in for the sidecar's outbound port; stopped with the namespace.
+    let server = [
+        "sample-server",
+        "--listen",
+        "127.0.0.1:7140",
+        "--name",
+        "captured",
+    ];
+    ns.0.spawn(TRELLIS, &server, &[("TRELLIS_LOG", "error")], None)
         .expect("sample server");
-    // One HTTP/1.0 request with bash's /dev/tcp; the body, or "error".
-    let get = |host: &str, port: u16| {
-        let script = format!(
-            "exec 3<>/dev/tcp/{host}/{port} || exit 1; printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"
-        );
-        let out = ns.output(&["timeout", "3", "bash", "-c", &script]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        match text.split_once("\r\n\r\n") {
-            Some((_, body)) if out.status.success() => body.to_string(),
-            _ => "error".to_string(),
-        }
+    // One GET; the body, or "error".
+    let get = |ip: &str, port: u16| {
+        ns.0.http_get(ip, port, "/")
+            .map_or_else(|| "error".to_string(), |(_, body)| body)
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut answer = get("192.0.2.10", 80);
@@ -167,6 +132,4 @@ fn outbound_tcp_reaches_the_proxy_port_and_loopback_does_not() {
     assert_eq!(answer, "hello from captured\n");
     // Loopback: left alone, so nothing listens there.
     assert_eq!(get("127.0.0.1", 7999), "error");
-    let _ = proxy.kill();
-    let _ = proxy.wait();
 }

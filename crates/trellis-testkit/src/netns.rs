@@ -10,7 +10,8 @@
 //!
 //! Needs root and `ip` (iproute2). Everything made is named after the topology's tag,
 //! and removed on drop — also when the test panics — and processes started in a host
-//! with [`Host::spawn`] are killed first. Addresses come from a subnet picked from the
+//! with [`Namespace::spawn`] are stopped first. A lone [`Namespace`] serves tests that
+//! need one isolated network stack and no bridge. Addresses come from a subnet picked from the
 //! process id, inside 10.0.0.0/8 and only on interfaces the test made.
 
 use std::net::Ipv4Addr;
@@ -21,14 +22,30 @@ use std::sync::Mutex;
 /// Topologies made by this process so far: tests in one process run side by side.
 static MADE: AtomicU32 = AtomicU32::new(0);
 
-/// One namespace "host" of a [`Topology`].
+/// A network namespace with loopback up, removed on drop, with the processes started
+/// in it ([`Namespace::spawn`]) stopped first (SIGTERM, so a `trellis run` stops its
+/// application too, then SIGKILL).
+#[derive(Debug)]
+pub struct Namespace {
+    /// The name `ip netns exec` takes.
+    pub name: String,
+    children: Mutex<Vec<Child>>,
+}
+
+/// One "host" of a [`Topology`]: a namespace with an address on the bridge.
 #[derive(Debug)]
 pub struct Host {
     pub name: String,
-    /// The namespace, for `ip netns exec`.
-    pub netns: String,
     pub address: Ipv4Addr,
-    children: Mutex<Vec<Child>>,
+    pub namespace: Namespace,
+}
+
+impl std::ops::Deref for Host {
+    type Target = Namespace;
+
+    fn deref(&self) -> &Namespace {
+        &self.namespace
+    }
 }
 
 /// Hosts on one bridge; torn down on drop.
@@ -110,27 +127,20 @@ impl Topology {
 
     fn add_host(&mut self, name: &str, i: usize, address: Ipv4Addr) -> Result<(), NetnsError> {
         let (netns, outside, inside) = self.names(i, name);
-        ip(&["netns", "add", &netns])?;
+        let namespace = Namespace::new(&netns)?;
         ip(&[
             "link", "add", &outside, "type", "veth", "peer", "name", &inside,
         ])?;
         ip(&["link", "set", &outside, "master", &self.bridge])?;
         ip(&["link", "set", &outside, "up"])?;
         ip(&["link", "set", &inside, "netns", &netns])?;
-        let in_ns = |args: &[&str]| {
-            let mut full = vec!["netns", "exec", &netns, "ip"];
-            full.extend_from_slice(args);
-            ip(&full)
-        };
-        in_ns(&["link", "set", "lo", "up"])?;
-        in_ns(&["addr", "add", &format!("{address}/24"), "dev", &inside])?;
-        in_ns(&["link", "set", &inside, "up"])?;
-        in_ns(&["route", "add", "default", "via", &self.gateway.to_string()])?;
+        namespace.ip(&["addr", "add", &format!("{address}/24"), "dev", &inside])?;
+        namespace.ip(&["link", "set", &inside, "up"])?;
+        namespace.ip(&["route", "add", "default", "via", &self.gateway.to_string()])?;
         self.hosts.push(Host {
             name: name.to_string(),
-            netns,
             address,
-            children: Mutex::new(Vec::new()),
+            namespace,
         });
         Ok(())
     }
@@ -154,31 +164,51 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        // Processes first, while the network they drain over is still there.
         for host in &self.hosts {
-            host.kill_all();
+            host.stop_children();
         }
-        let names: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        self.cleanup_names(&names);
+        // Each host's namespace goes when it drops, taking its veth end (and so the
+        // peer on the bridge) with it.
+        let _ = ip(&["link", "del", &self.bridge]);
     }
 }
 
-impl Host {
+impl Namespace {
+    /// Makes the namespace `name` (replacing a leftover of that name) with loopback up.
+    pub fn new(name: &str) -> Result<Self, NetnsError> {
+        let _ = ip(&["netns", "del", name]);
+        ip(&["netns", "add", name])?;
+        let namespace = Namespace {
+            name: name.to_string(),
+            children: Mutex::new(Vec::new()),
+        };
+        namespace.ip(&["link", "set", "lo", "up"])?;
+        Ok(namespace)
+    }
+
+    /// `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> Result<(), NetnsError> {
+        let mut full = vec!["netns", "exec", &self.name, "ip"];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
     fn command(&self, program: &str, args: &[&str]) -> Command {
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &self.netns, program])
+            .args(["netns", "exec", &self.name, program])
             .args(args);
         command
     }
 
-    /// Runs a command in this host and waits for it.
+    /// Runs a command in the namespace and waits for it.
     pub fn output(&self, program: &str, args: &[&str]) -> std::io::Result<Output> {
         self.command(program, args).output()
     }
 
-    /// Starts a long-running process in this host, killed when the topology drops.
-    /// Its output goes to `log` (a file), or nowhere.
+    /// Starts a long-running process in the namespace, stopped when it drops. Its
+    /// output goes to `log` (a file), or nowhere.
     pub fn spawn(
         &self,
         program: &str,
@@ -203,12 +233,27 @@ impl Host {
         Ok(())
     }
 
-    fn kill_all(&self) {
+    /// One HTTP/1.0 `GET` from inside the namespace, through bash's `/dev/tcp` (no
+    /// client program needed there): the status line and the body, or `None` when
+    /// nothing answered within three seconds.
+    pub fn http_get(&self, ip: &str, port: u16, path: &str) -> Option<(String, String)> {
+        let script = format!(
+            "exec 3<>/dev/tcp/{ip}/{port} || exit 1; printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"
+        );
+        let out = self.output("timeout", &["3", "bash", "-c", &script]).ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        Some((head.lines().next()?.to_string(), body.to_string()))
+    }
+
+    fn stop_children(&self) {
         let Ok(mut children) = self.children.lock() else {
             return;
         };
         for child in children.iter_mut() {
-            // SIGTERM first, so a `trellis run` stops its application too.
             let _ = Command::new("kill").arg(child.id().to_string()).status();
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -223,5 +268,12 @@ impl Host {
             let _ = child.wait();
         }
         children.clear();
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        self.stop_children();
+        let _ = ip(&["netns", "del", &self.name]);
     }
 }

@@ -194,7 +194,7 @@ fn align(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) if !s.is_empty() => s.replace(['\n', '\t'], " "),
         Value::Number(n) => n.to_string(),
