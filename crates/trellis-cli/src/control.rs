@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use trellis_control::ca::CaSettings;
 use trellis_control::server::{ControlPlane, ControlSettings, StoreSettings};
 use trellis_control::store::etcd::{EtcdAuth, EtcdSettings, EtcdTls};
-use trellis_identity::CaPem;
+use trellis_identity::{CaPem, SealingKey};
 
 /// Flags of `trellis control`.
 #[derive(Debug, clap::Args)]
@@ -23,30 +23,13 @@ pub struct ControlArgs {
     /// of the embedded store in the data directory.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
-    /// Key prefix in etcd, so several meshes can share a cluster. Default `/trellis`.
-    #[arg(long, requires = "store")]
-    pub etcd_prefix: Option<String>,
-    /// CA certificate (PEM) that signed the etcd members' certificates; turns on TLS.
-    #[arg(long, requires = "store")]
-    pub etcd_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for etcd members that check client certificates.
-    #[arg(long, requires_all = ["etcd_key", "etcd_ca"])]
-    pub etcd_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, requires = "etcd_cert")]
-    pub etcd_key: Option<PathBuf>,
-    /// etcd user, when the cluster has authentication on; the password comes from
-    /// --etcd-password or TRELLIS_ETCD_PASSWORD.
-    #[arg(long, requires_all = ["store", "etcd_password"])]
-    pub etcd_user: Option<String>,
-    /// The etcd user's password.
-    #[arg(
-        long,
-        env = "TRELLIS_ETCD_PASSWORD",
-        hide_env_values = true,
-        requires = "etcd_user"
-    )]
-    pub etcd_password: Option<String>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// A file holding the key (64 hex digits; `trellis ca encryption-key` makes one)
+    /// that encrypts the CA's keys and the admin token in the store. Without it they
+    /// are stored in plaintext. Every control plane on the store needs the same key.
+    #[arg(long, value_name = "FILE")]
+    pub ca_encryption_key: Option<PathBuf>,
     /// HTTP API (and dashboard) address.
     #[arg(long, default_value = "127.0.0.1:7180")]
     pub http_addr: SocketAddr,
@@ -71,6 +54,39 @@ pub struct ControlArgs {
     pub ca_key: Option<PathBuf>,
 }
 
+/// How to reach an etcd cluster, beside its URL.
+#[derive(Debug, clap::Args)]
+pub struct EtcdArgs {
+    /// Key prefix in etcd, so several meshes can share a cluster. Default `/trellis`.
+    #[arg(long)]
+    pub etcd_prefix: Option<String>,
+    /// CA certificate (PEM) that signed the etcd members' certificates; turns on TLS.
+    #[arg(long)]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd members that check client certificates.
+    #[arg(long, requires_all = ["etcd_key", "etcd_ca"])]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, when the cluster has authentication on; the password comes from
+    /// --etcd-password or TRELLIS_ETCD_PASSWORD.
+    #[arg(long, requires = "etcd_password")]
+    pub etcd_user: Option<String>,
+    /// The etcd user's password.
+    #[arg(
+        long,
+        env = "TRELLIS_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_user"
+    )]
+    pub etcd_password: Option<String>,
+    /// Lifetime, in seconds, of each control plane's lease in the leader election on
+    /// etcd: a leader that dies is replaced within about this long.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..))]
+    pub etcd_lease_ttl: u64,
+}
+
 /// A duration as the resources write them: `1h30m`, `10s`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     s.parse::<trellis_api::duration::Duration>()
@@ -92,7 +108,10 @@ pub fn default_data_dir() -> Option<PathBuf> {
 }
 
 pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
-    let store = store_settings(&args)?;
+    let store = match &args.store {
+        Some(url) => StoreSettings::Etcd(Box::new(args.etcd.settings(url)?)),
+        None => StoreSettings::Embedded,
+    };
     let data_dir = match args.data_dir {
         Some(dir) => dir,
         None => default_data_dir().context("no data directory: pass --data-dir or set HOME")?,
@@ -107,6 +126,9 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
             cert_chain: read(cert)?,
             key: read(key)?,
         });
+    }
+    if let Some(path) = &args.ca_encryption_key {
+        ca.encryption_key = Some(std::sync::Arc::new(read_encryption_key(path)?));
     }
     let store_line = match &store {
         StoreSettings::Embedded => format!("embedded, {}", data_dir.join("store.redb").display()),
@@ -138,26 +160,33 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store the flags choose: the embedded one unless --store names an etcd cluster.
-fn store_settings(args: &ControlArgs) -> anyhow::Result<StoreSettings> {
-    let Some(url) = &args.store else {
-        return Ok(StoreSettings::Embedded);
-    };
-    let mut etcd = EtcdSettings::from_url(url)?;
-    if let Some(prefix) = &args.etcd_prefix {
-        etcd.prefix.clone_from(prefix);
+impl EtcdArgs {
+    /// The settings for the cluster at `url`, `etcd://host:port[,host:port…]`.
+    pub fn settings(&self, url: &str) -> anyhow::Result<EtcdSettings> {
+        let mut etcd = EtcdSettings::from_url(url)?;
+        if let Some(prefix) = &self.etcd_prefix {
+            etcd.prefix.clone_from(prefix);
+        }
+        if let Some(ca) = &self.etcd_ca {
+            etcd.tls = Some(EtcdTls {
+                ca: ca.clone(),
+                identity: self.etcd_cert.clone().zip(self.etcd_key.clone()),
+            });
+        }
+        if let (Some(user), Some(password)) = (&self.etcd_user, &self.etcd_password) {
+            etcd.auth = Some(EtcdAuth {
+                user: user.clone(),
+                password: password.clone(),
+            });
+        }
+        etcd.lease_ttl = Duration::from_secs(self.etcd_lease_ttl);
+        Ok(etcd)
     }
-    if let Some(ca) = &args.etcd_ca {
-        etcd.tls = Some(EtcdTls {
-            ca: ca.clone(),
-            identity: args.etcd_cert.clone().zip(args.etcd_key.clone()),
-        });
-    }
-    if let (Some(user), Some(password)) = (&args.etcd_user, &args.etcd_password) {
-        etcd.auth = Some(EtcdAuth {
-            user: user.clone(),
-            password: password.clone(),
-        });
-    }
-    Ok(StoreSettings::Etcd(Box::new(etcd)))
+}
+
+/// The operator's encryption key from `path`.
+pub fn read_encryption_key(path: &std::path::Path) -> anyhow::Result<SealingKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the encryption key {}", path.display()))?;
+    SealingKey::from_hex(&text).with_context(|| format!("{}", path.display()))
 }

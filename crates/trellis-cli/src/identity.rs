@@ -50,6 +50,10 @@ pub enum CaCommand {
         #[command(flatten)]
         args: CaArgs,
     },
+    /// Print a new random key for `trellis control --ca-encryption-key`, which
+    /// encrypts the CA's keys and the admin token in the store. Keep it outside the
+    /// store's reach (a secrets manager, a file only the control plane reads).
+    EncryptionKey,
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +101,10 @@ pub async fn ca(command: CaCommand) -> anyhow::Result<()> {
                 "rotation started: new root {}; the old root is retired after {overlap}",
                 text(&answer["newRoot"])
             );
+            Ok(())
+        }
+        CaCommand::EncryptionKey => {
+            println!("{}", trellis_identity::SealingKey::generate_hex()?);
             Ok(())
         }
     }

@@ -12,6 +12,7 @@ mod resources;
 mod run;
 mod sample;
 mod sidecar;
+mod store;
 
 use std::process::ExitCode;
 
@@ -56,6 +57,9 @@ enum Command {
     },
     /// Run the control plane: resource API, proxy configuration push, workload registry.
     Control(control::ControlArgs),
+    /// The control plane's store: move an embedded installation to etcd.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Run an application with its sidecar, registered with the control plane
     /// (universal mode): `trellis run --service books --port 9080 -- ./books`.
     Run(run::RunArgs),
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
             Command::Proxy(args) => proxy::run(args).await,
             Command::SampleServer { listen, name } => sample::run(listen, &name).await,
             Command::Control(args) => control::run(args).await,
+            Command::Store(command) => store::run(command).await,
             Command::Run(args) => run::run(args).await,
             Command::Apply(args) => resources::apply(args).await,
             Command::Get(args) => resources::get(args).await,

@@ -65,6 +65,7 @@ impl ControlPlane {
             admin_token: TOKEN.to_string(),
             proxy_api: None,
             ca: Arc::new(ca),
+            membership: None,
         };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

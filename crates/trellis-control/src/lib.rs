@@ -8,7 +8,9 @@
 pub mod api;
 pub mod ca;
 pub mod compile;
+pub mod leader;
 pub mod push;
 pub mod registry;
+pub mod secrets;
 pub mod server;
 pub mod store;

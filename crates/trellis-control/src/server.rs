@@ -1,5 +1,6 @@
 //! Wiring: `ControlPlane::start` opens the store (embedded, or etcd), loads the admin
-//! token, and serves the HTTP API (resources, proxies) and the gRPC API (proxy sessions)
+//! token shared by the control planes on the store, joins their leader election, and
+//! serves the HTTP API (resources, proxies) and the gRPC API (proxy sessions)
 //! on their ports.
 
 use std::net::SocketAddr;
@@ -14,8 +15,10 @@ use trellis_api::proto::v1::proxy_api_server::ProxyApiServer;
 
 use crate::api::{self, ApiState};
 use crate::ca::{CaSettings, MeshCa};
+use crate::leader::{self, Membership, Replica};
 use crate::push::{PushService, PushSettings};
 use crate::registry::Registry;
+use crate::secrets::Secrets;
 use crate::store::{EmbeddedStore, EtcdSettings, EtcdStore, Store, StoreError};
 
 /// Where and how the control plane runs.
@@ -51,8 +54,8 @@ pub enum StoreSettings {
 pub enum ControlError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read or create the admin token in {dir}: {error}")]
-    Token { dir: String, error: std::io::Error },
+    #[error("the admin token: {0}")]
+    Token(#[from] crate::secrets::SecretError),
     #[error(transparent)]
     Ca(#[from] crate::ca::CaError),
     #[error("{what}: cannot bind {addr}: {error}")]
@@ -92,6 +95,8 @@ pub struct ControlPlane {
     pub token: String,
     pub registry: Arc<Registry>,
     tasks: Vec<JoinHandle<()>>,
+    /// Membership of the store's election; leaves it when dropped.
+    pub membership: Arc<Membership>,
 }
 
 impl ControlPlane {
@@ -100,12 +105,8 @@ impl ControlPlane {
             StoreSettings::Embedded => Arc::new(EmbeddedStore::open(&settings.data_dir)?),
             StoreSettings::Etcd(etcd) => Arc::new(EtcdStore::connect((**etcd).clone()).await?),
         };
-        let token = api::token::load_or_create(&settings.data_dir).map_err(|error| {
-            ControlError::Token {
-                dir: settings.data_dir.display().to_string(),
-                error,
-            }
-        })?;
+        let secrets = Secrets::new(store.clone(), settings.ca.encryption_key.clone());
+        let token = api::token::share(&secrets, &settings.data_dir).await?;
         Self::start_with(store, token, settings).await
     }
 
@@ -129,12 +130,40 @@ impl ControlPlane {
         let ca = Arc::new(MeshCa::start(store.clone(), settings.ca.clone()).await?);
         let ca_task = tokio::spawn(ca.clone().follow_store());
         let registry = Arc::new(Registry::new());
+        let mut push_settings = PushSettings::new(token.clone());
+        push_settings.grace = settings.grace;
+        let weak_store = Arc::downgrade(&store);
+        let push = PushService::new(store.clone(), registry.clone(), ca.clone(), push_settings);
+        let membership = Arc::new(Membership::join(
+            store.as_ref(),
+            Replica {
+                instance: push.instance().to_owned(),
+                http: http_addr.to_string(),
+                grpc: grpc_addr.to_string(),
+            },
+        ));
+        let standing = membership.standing();
+        let sweep_store = store.clone();
+        let sweep_standing = membership.standing();
+        let grace = settings.grace;
+        let orphans_task = tokio::spawn(leader::while_leading(
+            membership.standing(),
+            "remove orphaned workloads",
+            move || leader::sweep_orphans(sweep_store.clone(), sweep_standing.clone(), grace),
+        ));
+        let rotation_ca = ca.clone();
+        let rotation_task = tokio::spawn(leader::while_leading(
+            standing,
+            "pace trust-anchor rotations",
+            move || rotation_ca.clone().drive_rotation(),
+        ));
         let router = api::router(ApiState {
             store: store.clone(),
             registry: registry.clone(),
             admin_token: token.clone(),
             proxy_api: Some(format!("http://{grpc_addr}")),
             ca: ca.clone(),
+            membership: Some(membership.clone()),
         });
         let http_task = tokio::spawn(async move {
             let app = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -143,10 +172,6 @@ impl ControlPlane {
             }
         });
 
-        let mut push_settings = PushSettings::new(token.clone());
-        push_settings.grace = settings.grace;
-        let weak_store = Arc::downgrade(&store);
-        let push = PushService::new(store, registry.clone(), ca, push_settings);
         let served_push = push.clone();
         let grpc_task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
@@ -167,7 +192,8 @@ impl ControlPlane {
             grpc_addr,
             token,
             registry,
-            tasks: vec![http_task, grpc_task, ca_task],
+            tasks: vec![http_task, grpc_task, ca_task, orphans_task, rotation_task],
+            membership,
         })
     }
 

@@ -316,3 +316,46 @@ async fn a_proxy_that_moved_to_another_control_plane_keeps_its_workload() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_removes_workloads_whose_control_plane_is_gone() {
+    let store = Arc::new(MemoryStore::new());
+    let a = control_plane_on(store.clone()).await;
+    let b = control_plane_on(store.clone()).await;
+    // Both see each other; a joined first and leads.
+    let view = |cp: &ControlPlane| cp.membership.view();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while view(&b).members.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "b never saw a");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(view(&b).leader.as_deref(), Some(view(&a).this.as_str()));
+
+    // b's proxy is registered through b; then b dies with it (stopping keeps the
+    // workload for whichever control plane comes next, as a crash would).
+    let key = "/resources/Workload/shop/books-1";
+    let session = open(&b, ADMIN, "books").await.expect("session on b");
+    assert!(store.get(key).await.expect("get").is_some());
+    b.stop().await;
+    drop(session);
+    // Nobody serves it any more: the leader removes it once the grace period passes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.get(key).await.expect("get").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the orphan was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(view(&a).members.len(), 1);
+
+    // When the leader goes, the next replica leads.
+    let c = control_plane_on(store.clone()).await;
+    a.stop().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while view(&c).leader.as_deref() != Some(view(&c).this.as_str()) {
+        assert!(tokio::time::Instant::now() < deadline, "c never took over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.stop().await;
+}

@@ -26,6 +26,7 @@ mod ca;
 mod csr;
 mod error;
 mod renew;
+pub mod seal;
 mod spiffe;
 mod store;
 mod tls;
@@ -41,6 +42,7 @@ pub use crate::error::{
     TlsError, TokenError,
 };
 pub use crate::renew::renew_at;
+pub use crate::seal::{SealError, SealingKey};
 pub use crate::spiffe::{validate_trust_domain, SpiffeId, DEFAULT_TRUST_DOMAIN};
 pub use crate::store::{CertStore, Credentials};
 pub use crate::tls::{client_config, server_config, ClientConfigs};

@@ -152,6 +152,18 @@ pub(super) async fn proxies(State(api): Shared) -> Json<Items<ProxyStatus>> {
     })
 }
 
+/// `GET /api/v1/control-planes`: the replicas on this store and which one leads.
+pub(super) async fn control_planes(State(api): Shared) -> Json<crate::leader::ReplicaView> {
+    Json(match &api.membership {
+        Some(membership) => membership.view(),
+        None => crate::leader::ReplicaView {
+            this: String::new(),
+            leader: None,
+            members: Vec::new(),
+        },
+    })
+}
+
 /// `GET /api/v1/health`
 pub(super) async fn health(State(api): Shared) -> Answer<Health> {
     let revision = api

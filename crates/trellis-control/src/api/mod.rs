@@ -66,6 +66,9 @@ pub struct ApiState {
     pub proxy_api: Option<String>,
     /// The CA: bootstrap tokens, trust anchors, rotation.
     pub ca: Arc<MeshCa>,
+    /// This control plane's place among the replicas on its store; `None` when the API
+    /// runs without one (tests).
+    pub membership: Option<Arc<crate::leader::Membership>>,
 }
 
 /// The API's routes. Serve it with
@@ -85,6 +88,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/apply", post(handlers::apply))
         .route("/api/v1/proxies", get(handlers::proxies))
+        .route("/api/v1/control-planes", get(handlers::control_planes))
         .route("/api/v1/explain", get(explain::explain))
         .route("/api/v1/tokens", post(identity::create_token))
         .route("/api/v1/ca", get(identity::show))

@@ -1,6 +1,10 @@
 //! The admin token: a credential made on first start from the operating system's secure
 //! random source, kept in the data directory (`admin-token`, mode 0600) so that the CLI
 //! on the same machine, run by the same user, can read it.
+//!
+//! Control planes sharing a store share one token ([`share`]): the store holds it
+//! (`/admin/token`, sealed like the CA's secrets when there is an encryption key), and
+//! each control plane copies it into its data directory for the CLI beside it.
 
 use std::fs;
 use std::io::{self, Write};
@@ -9,6 +13,66 @@ use std::path::Path;
 
 /// The token file's name in the data directory.
 pub const TOKEN_FILE: &str = "admin-token";
+
+/// Where the store keeps the token.
+pub const STORE_KEY: &str = "/admin/token";
+
+/// The admin token of the control planes on `secrets`' store, also written to
+/// `data_dir`. The first control plane to start puts its own token (the one already in
+/// its data directory, or a new one) in the store; the others adopt it.
+pub async fn share(
+    secrets: &crate::secrets::Secrets,
+    data_dir: &Path,
+) -> Result<String, crate::secrets::SecretError> {
+    use crate::secrets::SecretError;
+    use crate::store::{Expect, StoreError};
+    secrets.seal_at_rest(&[STORE_KEY]).await?;
+    loop {
+        if let Some((value, _)) = secrets.get(STORE_KEY).await? {
+            let token = String::from_utf8_lossy(&value).trim().to_owned();
+            if read(&data_dir.join(TOKEN_FILE)).ok().as_deref() != Some(token.as_str()) {
+                replace(data_dir, &token).map_err(|e| {
+                    SecretError::Store(StoreError::Backend {
+                        op: "copy the admin token to the data directory",
+                        source: Box::new(e),
+                    })
+                })?;
+            }
+            return Ok(token);
+        }
+        let local = load_or_create(data_dir).map_err(|e| {
+            SecretError::Store(StoreError::Backend {
+                op: "read the admin token",
+                source: Box::new(e),
+            })
+        })?;
+        match secrets
+            .put(STORE_KEY, local.as_bytes(), Expect::Absent)
+            .await
+        {
+            Ok(_) => return Ok(local),
+            // Another control plane shared its token first: adopt it.
+            Err(SecretError::Store(StoreError::Conflict { .. })) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes `token` as the data directory's token, replacing any other at once.
+fn replace(data_dir: &Path, token: &str) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|e| at(data_dir, e))?;
+    let path = data_dir.join(TOKEN_FILE);
+    let partial = data_dir.join(format!(".{TOKEN_FILE}.{}", std::process::id()));
+    let written = write_private(&partial, token).and_then(|()| fs::rename(&partial, &path));
+    if written.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    written.map_err(|e| at(&path, e))
+}
 
 /// Random bytes in a token; it is written as twice as many hex digits.
 const TOKEN_BYTES: usize = 32;

@@ -45,7 +45,10 @@ impl MeshCa {
     }
 
     /// Takes the store's bundle and signer if they differ from the ones in use.
-    async fn reload(&self) -> Result<(), super::CaError> {
+    pub(super) async fn reload(&self) -> Result<(), super::CaError> {
+        if let Some((rotation, _)) = storage::load_rotation(&self.secrets).await? {
+            self.rotation.show(&rotation);
+        }
         let current = self.current.load_full();
         let bundle = storage::load_bundle(self.store.as_ref())
             .await?
@@ -53,7 +56,7 @@ impl MeshCa {
         // An operator-given signer is the operator's, never the store's.
         let signer = match (
             &self.settings.operator,
-            storage::load_signer(self.store.as_ref()).await?,
+            storage::load_signer(&self.secrets).await?,
         ) {
             (None, Some(stored))
                 if stored.certificate().fingerprint != current.signer.certificate().fingerprint =>

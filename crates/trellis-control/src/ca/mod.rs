@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use trellis_identity::token::{self, Claims, TokenKey};
 use trellis_identity::{CaPem, CertificateAuthority, CsrError, IssuedCert, SpiffeId, TrustBundle};
 
+use crate::secrets::Secrets;
 use crate::store::{Store, StoreError};
 
 pub use self::rotate::RotationStatus;
@@ -38,6 +39,9 @@ pub struct CaSettings {
     /// An operator-given signing CA (PEM chain ending with the root, and its key),
     /// instead of a root kept in the store.
     pub operator: Option<CaPem>,
+    /// The operator's key that seals the CA's secrets in the store
+    /// (`--ca-encryption-key`); plaintext without one.
+    pub encryption_key: Option<Arc<trellis_identity::SealingKey>>,
 }
 
 impl Default for CaSettings {
@@ -53,6 +57,7 @@ impl CaSettings {
             workload_validity: Duration::from_secs(24 * 3600),
             root_validity: Duration::from_secs(10 * 365 * 24 * 3600),
             operator: None,
+            encryption_key: None,
         }
     }
 }
@@ -70,6 +75,8 @@ pub enum CaError {
     Create(String),
     #[error("{0}")]
     Rotation(String),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
 }
 
 /// What proxies must hold: the trust bundle, and which signer issues certificates.
@@ -90,6 +97,7 @@ struct Current {
 pub struct MeshCa {
     settings: CaSettings,
     store: Arc<dyn Store>,
+    secrets: Secrets,
     current: ArcSwap<Current>,
     token_key: TokenKey,
     version: watch::Sender<CaVersion>,
@@ -100,6 +108,11 @@ impl MeshCa {
     /// Loads the CA from the store (or the operator's), creating a root and a token
     /// key on first start.
     pub async fn start(store: Arc<dyn Store>, settings: CaSettings) -> Result<Self, CaError> {
+        let secrets = Secrets::new(store.clone(), settings.encryption_key.clone());
+        let sealed = secrets.seal_at_rest(&storage::SECRETS).await?;
+        if sealed > 0 {
+            tracing::info!(sealed, "encrypted the CA's secrets in the store");
+        }
         let (signer, bundle) = match &settings.operator {
             Some(pem) => {
                 let signer = CertificateAuthority::from_pem(&pem.cert_chain, &pem.key)
@@ -111,10 +124,14 @@ impl MeshCa {
                 }
                 (signer, bundle)
             }
-            None => storage::load_or_create(store.as_ref(), &settings).await?,
+            None => storage::load_or_create(store.as_ref(), &secrets, &settings).await?,
         };
-        let token_key = storage::load_or_create_token_key(store.as_ref()).await?;
-        Ok(Self::assemble(store, settings, signer, bundle, token_key))
+        let token_key = storage::load_or_create_token_key(&secrets).await?;
+        let ca = Self::assemble(store, settings, signer, bundle, token_key);
+        if let Some((rotation, _)) = storage::load_rotation(&secrets).await? {
+            ca.rotation.show(&rotation);
+        }
+        Ok(ca)
     }
 
     /// A CA with a new root and token key that are not written to `store` (rotation
@@ -145,6 +162,7 @@ impl MeshCa {
             "certificate authority ready"
         );
         Self {
+            secrets: Secrets::new(store.clone(), settings.encryption_key.clone()),
             settings,
             store,
             current: ArcSwap::from_pointee(Current {

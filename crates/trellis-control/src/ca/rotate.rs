@@ -10,17 +10,28 @@
 //! any certificate from the new root is presented, and every proxy holds a new
 //! certificate before the old root stops being trusted. Connections already open are
 //! untouched: TLS verifies a peer once, at the handshake.
+//!
+//! Step 1 is taken by the control plane asked to rotate; it records the rotation, with
+//! the new root's key and when the next step is due, in the store (`/ca/rotation`).
+//! The leader among the control planes on the store takes the later steps
+//! ([`MeshCa::drive_rotation`]), each a compare-and-swap on that record, so a rotation
+//! carries on when the replica that started it, or the leader, is gone. Every replica
+//! applies each step from its watch of the store ([`super::follow`]).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use trellis_identity::CertificateAuthority;
 
-use super::storage;
+use super::storage::{self, StoredSigner};
 use super::{CaError, Current, MeshCa};
 use crate::registry::now_rfc3339;
-use crate::store::Expect;
+use crate::secrets::SecretError;
+use crate::store::{Expect, StoreError};
+
+/// How often the leader looks for a rotation to advance when none is due sooner.
+const POLL: Duration = Duration::from_millis(500);
 
 /// Where a rotation stands, for `GET /api/v1/ca`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,10 +45,63 @@ pub struct RotationStatus {
     /// RFC 3339 time of the last phase change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// Unix milliseconds when the leader takes the next step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_step_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+/// A rotation as the store keeps it (`/ca/rotation`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StoredRotation {
+    /// `distributing`, `reissuing` or `done`.
+    phase: String,
+    new_root: String,
+    since: String,
+    /// Unix milliseconds when the next step is due.
+    next_step_at: u64,
+    overlap_ms: u64,
+    /// The new root, until it becomes the signer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_signer: Option<StoredSigner>,
+}
+
+impl StoredRotation {
+    fn running(&self) -> bool {
+        matches!(self.phase.as_str(), "distributing" | "reissuing")
+    }
+
+    fn phase(&self) -> &'static str {
+        match self.phase.as_str() {
+            "distributing" => "distributing",
+            "reissuing" => "reissuing",
+            "done" => "done",
+            _ => "failed",
+        }
+    }
+
+    /// The record after a step into `phase`, the next step due half an overlap later.
+    fn advanced(&self, phase: &str) -> Self {
+        Self {
+            phase: phase.to_owned(),
+            new_root: self.new_root.clone(),
+            since: now_rfc3339(),
+            next_step_at: now_ms() + self.overlap_ms / 2,
+            overlap_ms: self.overlap_ms,
+            next_signer: None,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Where this control plane last saw the rotation, for `GET /api/v1/ca`.
 #[derive(Debug, Default)]
 pub(super) struct Rotation {
     status: Mutex<RotationStatus>,
@@ -56,22 +120,16 @@ impl Rotation {
         }
     }
 
-    fn set(&self, phase: &'static str, new_root: Option<String>, error: Option<String>) {
+    pub(super) fn show(&self, stored: &StoredRotation) {
         if let Ok(mut s) = self.status.lock() {
             *s = RotationStatus {
-                phase,
-                new_root: new_root.or(s.new_root.take()),
-                since: Some(now_rfc3339()),
-                error,
+                phase: stored.phase(),
+                new_root: Some(stored.new_root.clone()),
+                since: Some(stored.since.clone()),
+                next_step_at: stored.running().then_some(stored.next_step_at),
+                error: None,
             };
         }
-    }
-
-    fn running(&self) -> bool {
-        matches!(
-            self.status().phase,
-            "distributing" | "reissuing" | "retiring"
-        )
     }
 }
 
@@ -86,10 +144,10 @@ impl MeshCa {
                     .into(),
             ));
         }
-        if self.rotation.running() {
-            return Err(CaError::Rotation(
-                "a trust-anchor rotation is already running".into(),
-            ));
+        let running = || CaError::Rotation("a trust-anchor rotation is already running".into());
+        let previous = storage::load_rotation(&self.secrets).await?;
+        if previous.as_ref().is_some_and(|(r, _)| r.running()) {
+            return Err(running());
         }
         let root = CertificateAuthority::generate_root(
             &self.settings.trust_domain,
@@ -97,55 +155,98 @@ impl MeshCa {
         )
         .map_err(|e| CaError::Create(e.to_string()))?;
         let fingerprint = root.certificate().fingerprint.clone();
+        let overlap_ms = u64::try_from(overlap.as_millis()).unwrap_or(u64::MAX);
+        let record = StoredRotation {
+            phase: "distributing".into(),
+            new_root: fingerprint.clone(),
+            since: now_rfc3339(),
+            next_step_at: now_ms() + overlap_ms / 2,
+            overlap_ms,
+            next_signer: Some(StoredSigner::of(&root)),
+        };
+        // One rotation at a time, whichever control planes are asked at once.
+        let expect = previous.map_or(Expect::Absent, |(_, revision)| Expect::Revision(revision));
+        match storage::save_rotation(&self.secrets, &record, expect).await {
+            Err(CaError::Secret(SecretError::Store(StoreError::Conflict { .. }))) => {
+                return Err(running())
+            }
+            other => other?,
+        }
         // Step 1 here, so the answer comes after the new root is distributed.
+        self.distribute(&root).await?;
+        self.rotation.show(&record);
+        tracing::info!(new_root = %fingerprint, "trust-anchor rotation: new root distributed");
+        Ok(fingerprint)
+    }
+
+    /// Adds `root` to the bundle, in the store and for this control plane's proxies.
+    async fn distribute(&self, root: &CertificateAuthority) -> Result<(), CaError> {
         let mut bundle = self.current.load().bundle.clone();
+        if let Some(stored) = storage::load_bundle(self.store.as_ref()).await? {
+            bundle.merge(&stored);
+        }
         bundle.merge(&root.trust_bundle());
         storage::save_bundle(self.store.as_ref(), &bundle, Expect::Any).await?;
         let signer = self.current.load().signer.clone();
         self.current.store(Arc::new(Current { signer, bundle }));
-        self.rotation
-            .set("distributing", Some(fingerprint.clone()), None);
         self.publish(false);
-        tracing::info!(new_root = %fingerprint, "trust-anchor rotation: new root distributed");
-
-        let ca = Arc::clone(self);
-        tokio::spawn(async move {
-            if let Err(e) = ca.finish_rotation(root, overlap).await {
-                tracing::error!(error = %e, "trust-anchor rotation failed");
-                ca.rotation.set("failed", None, Some(e.to_string()));
-            }
-        });
-        Ok(fingerprint)
+        Ok(())
     }
 
-    async fn finish_rotation(
-        &self,
-        root: CertificateAuthority,
-        overlap: Duration,
-    ) -> Result<(), CaError> {
-        tokio::time::sleep(overlap / 2).await;
-        storage::save_signer(self.store.as_ref(), &root, Expect::Any).await?;
-        let new_bundle = root.trust_bundle();
-        let bundle = self.current.load().bundle.clone();
-        self.current.store(Arc::new(Current {
-            signer: Arc::new(root),
-            bundle,
-        }));
-        self.rotation.set("reissuing", None, None);
-        self.publish(true);
-        tracing::info!("trust-anchor rotation: certificates re-issued from the new root");
+    /// Takes the later steps of every rotation, as they fall due; run by the leader
+    /// only ([`crate::leader::while_leading`]), for as long as it leads.
+    pub async fn drive_rotation(self: Arc<Self>) {
+        loop {
+            let pause = match self.rotation_step().await {
+                Ok(pause) => pause,
+                Err(e) => {
+                    tracing::warn!(error = %e, "trust-anchor rotation step failed; trying again");
+                    POLL
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
 
-        tokio::time::sleep(overlap / 2).await;
-        self.rotation.set("retiring", None, None);
-        storage::save_bundle(self.store.as_ref(), &new_bundle, Expect::Any).await?;
-        let signer = self.current.load().signer.clone();
-        self.current.store(Arc::new(Current {
-            signer,
-            bundle: new_bundle,
-        }));
-        self.publish(false);
-        self.rotation.set("done", None, None);
-        tracing::info!("trust-anchor rotation: old root retired");
-        Ok(())
+    /// Takes the next step if it is due; returns how long to wait before looking again.
+    async fn rotation_step(&self) -> Result<Duration, CaError> {
+        let Some((record, revision)) = storage::load_rotation(&self.secrets).await? else {
+            return Ok(POLL);
+        };
+        let now = now_ms();
+        if !record.running() {
+            return Ok(POLL);
+        }
+        if now < record.next_step_at {
+            return Ok(Duration::from_millis(record.next_step_at - now).min(POLL));
+        }
+        let next = match record.phase.as_str() {
+            "distributing" => {
+                let stored = record
+                    .next_signer
+                    .as_ref()
+                    .ok_or_else(|| CaError::Stored("the rotation has lost its new root".into()))?;
+                let root = stored.open(storage::ROTATION)?;
+                // Again, in case the replica that started the rotation stopped before
+                // it wrote the bundle.
+                self.distribute(&root).await?;
+                storage::save_signer(&self.secrets, &root, Expect::Any).await?;
+                tracing::info!("trust-anchor rotation: certificates re-issued from the new root");
+                record.advanced("reissuing")
+            }
+            _ => {
+                let signer = storage::load_signer(&self.secrets)
+                    .await?
+                    .ok_or_else(|| CaError::Stored("the signer vanished".into()))?;
+                storage::save_bundle(self.store.as_ref(), &signer.trust_bundle(), Expect::Any)
+                    .await?;
+                tracing::info!("trust-anchor rotation: old root retired");
+                record.advanced("done")
+            }
+        };
+        // A compare-and-swap: a leader that lost its place mid-step changes nothing.
+        storage::save_rotation(&self.secrets, &next, Expect::Revision(revision)).await?;
+        self.reload().await?;
+        Ok(Duration::ZERO)
     }
 }

@@ -5,9 +5,11 @@
 //! | `/ca/signer` | `{"certChain": PEM, "key": PEM}`: the CA generated here |
 //! | `/ca/bundle` | PEM: the roots proxies trust (two during a rotation) |
 //! | `/ca/token-key` | hex: the key bootstrap tokens are signed with |
+//! | `/ca/rotation` | JSON: a trust-anchor rotation's state and next root ([`super::rotate`]) |
 //!
-//! The private keys sit in the store as the admin token sits in the data directory:
-//! whoever reads the store's files can mint identities. `docs/identity.md` says so.
+//! The signer, the token key and the rotation are [`Secrets`]: sealed with the
+//! operator's key when one is given, else in plaintext, where whoever reads the store
+//! can mint identities. `docs/identity.md` has the threat model.
 //!
 //! First writes use `Expect::Absent`, so replicas starting together on one store agree
 //! on one CA: the loser of the race reads the winner's.
@@ -16,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use trellis_identity::token::TokenKey;
 use trellis_identity::{CertificateAuthority, TrustBundle};
 
+use super::rotate::StoredRotation;
 use super::{CaError, CaSettings};
+use crate::secrets::{SecretError, Secrets};
 use crate::store::{Expect, Store, StoreError};
 
 /// Where the CA's keys live; other control planes on the store watch it.
@@ -24,10 +28,13 @@ pub(super) const PREFIX: &str = "/ca/";
 const SIGNER: &str = "/ca/signer";
 const BUNDLE: &str = "/ca/bundle";
 const TOKEN_KEY: &str = "/ca/token-key";
+pub(super) const ROTATION: &str = "/ca/rotation";
+/// The keys holding secrets, sealed at rest when the operator gives a key.
+pub(super) const SECRETS: [&str; 3] = [SIGNER, TOKEN_KEY, ROTATION];
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct StoredSigner {
+pub(super) struct StoredSigner {
     cert_chain: String,
     key: String,
 }
@@ -35,20 +42,23 @@ struct StoredSigner {
 /// The signer and bundle kept in the store, made on first start.
 pub(super) async fn load_or_create(
     store: &dyn Store,
+    secrets: &Secrets,
     settings: &CaSettings,
 ) -> Result<(CertificateAuthority, TrustBundle), CaError> {
-    let signer = match load_signer(store).await? {
+    let signer = match load_signer(secrets).await? {
         Some(signer) => signer,
         None => {
             let root =
                 CertificateAuthority::generate_root(&settings.trust_domain, settings.root_validity)
                     .map_err(|e| CaError::Create(e.to_string()))?;
-            match save_signer(store, &root, Expect::Absent).await {
+            match save_signer(secrets, &root, Expect::Absent).await {
                 Ok(()) => root,
                 // Another replica made one first.
-                Err(CaError::Store(StoreError::Conflict { .. })) => load_signer(store)
-                    .await?
-                    .ok_or_else(|| CaError::Stored("the signer vanished".into()))?,
+                Err(CaError::Secret(SecretError::Store(StoreError::Conflict { .. }))) => {
+                    load_signer(secrets)
+                        .await?
+                        .ok_or_else(|| CaError::Stored("the signer vanished".into()))?
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -65,30 +75,61 @@ pub(super) async fn load_or_create(
 }
 
 pub(super) async fn load_signer(
-    store: &dyn Store,
+    secrets: &Secrets,
 ) -> Result<Option<CertificateAuthority>, CaError> {
-    let Some(entry) = store.get(SIGNER).await? else {
+    let Some((value, _)) = secrets.get(SIGNER).await? else {
         return Ok(None);
     };
-    let stored: StoredSigner = serde_json::from_slice(&entry.value)
-        .map_err(|e| CaError::Stored(format!("{SIGNER}: {e}")))?;
-    CertificateAuthority::from_pem(&stored.cert_chain, &stored.key)
-        .map(Some)
-        .map_err(|e| CaError::Stored(format!("{SIGNER}: {e}")))
+    let stored: StoredSigner =
+        serde_json::from_slice(&value).map_err(|e| CaError::Stored(format!("{SIGNER}: {e}")))?;
+    stored.open(SIGNER).map(Some)
 }
 
 pub(super) async fn save_signer(
-    store: &dyn Store,
+    secrets: &Secrets,
     signer: &CertificateAuthority,
     expect: Expect,
 ) -> Result<(), CaError> {
-    let pem = signer.to_pem();
-    let stored = StoredSigner {
-        cert_chain: pem.cert_chain.clone(),
-        key: pem.key.clone(),
+    let value = serde_json::to_vec(&StoredSigner::of(signer))
+        .map_err(|e| CaError::Stored(e.to_string()))?;
+    secrets.put(SIGNER, &value, expect).await?;
+    Ok(())
+}
+
+impl StoredSigner {
+    pub(super) fn of(signer: &CertificateAuthority) -> Self {
+        let pem = signer.to_pem();
+        Self {
+            cert_chain: pem.cert_chain.clone(),
+            key: pem.key.clone(),
+        }
+    }
+
+    /// The CA it holds; `name` says where it was read, for errors.
+    pub(super) fn open(&self, name: &str) -> Result<CertificateAuthority, CaError> {
+        CertificateAuthority::from_pem(&self.cert_chain, &self.key)
+            .map_err(|e| CaError::Stored(format!("{name}: {e}")))
+    }
+}
+
+pub(super) async fn load_rotation(
+    secrets: &Secrets,
+) -> Result<Option<(StoredRotation, u64)>, CaError> {
+    let Some((value, revision)) = secrets.get(ROTATION).await? else {
+        return Ok(None);
     };
-    let value = serde_json::to_vec(&stored).map_err(|e| CaError::Stored(e.to_string()))?;
-    store.put(SIGNER, value, expect).await?;
+    let record =
+        serde_json::from_slice(&value).map_err(|e| CaError::Stored(format!("{ROTATION}: {e}")))?;
+    Ok(Some((record, revision)))
+}
+
+pub(super) async fn save_rotation(
+    secrets: &Secrets,
+    record: &StoredRotation,
+    expect: Expect,
+) -> Result<(), CaError> {
+    let value = serde_json::to_vec(record).map_err(|e| CaError::Stored(e.to_string()))?;
+    secrets.put(ROTATION, &value, expect).await?;
     Ok(())
 }
 
@@ -114,20 +155,20 @@ pub(super) async fn save_bundle(
     Ok(())
 }
 
-pub(super) async fn load_or_create_token_key(store: &dyn Store) -> Result<TokenKey, CaError> {
+pub(super) async fn load_or_create_token_key(secrets: &Secrets) -> Result<TokenKey, CaError> {
     loop {
-        if let Some(entry) = store.get(TOKEN_KEY).await? {
-            let bytes = decode_hex(&entry.value)
+        if let Some((value, _)) = secrets.get(TOKEN_KEY).await? {
+            let bytes = decode_hex(&value)
                 .ok_or_else(|| CaError::Stored(format!("{TOKEN_KEY}: not hexadecimal")))?;
             return TokenKey::from_bytes(&bytes)
                 .map_err(|e| CaError::Stored(format!("{TOKEN_KEY}: {e}")));
         }
         let key = TokenKey::generate().map_err(|e| CaError::Create(e.to_string()))?;
         let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        match store.put(TOKEN_KEY, hex.into_bytes(), Expect::Absent).await {
+        match secrets.put(TOKEN_KEY, hex.as_bytes(), Expect::Absent).await {
             Ok(_) => return Ok(key),
             // Another replica wrote one first: read it.
-            Err(StoreError::Conflict { .. }) => continue,
+            Err(SecretError::Store(StoreError::Conflict { .. })) => continue,
             Err(e) => return Err(e.into()),
         }
     }

@@ -28,6 +28,41 @@ async fn a_root_is_made_once_and_kept_in_the_store() {
     assert_eq!(again.verify_token(&token).expect("valid").id, books());
 }
 
+fn encrypted(hex: &str) -> CaSettings {
+    let mut settings = settings();
+    let key = trellis_identity::SealingKey::from_hex(hex).expect("key");
+    settings.encryption_key = Some(Arc::new(key));
+    settings
+}
+
+#[tokio::test]
+async fn an_encryption_key_seals_the_ca_in_the_store() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // A CA made without a key, then given one: its secrets are sealed in place.
+    let plain = MeshCa::start(store.clone(), settings()).await.expect("ca");
+    let hex = trellis_identity::SealingKey::generate_hex().expect("random");
+    let sealed = MeshCa::start(store.clone(), encrypted(&hex))
+        .await
+        .expect("ca");
+    assert_eq!(plain.signer().fingerprint, sealed.signer().fingerprint);
+    for key in ["/ca/signer", "/ca/token-key"] {
+        let raw = store.get(key).await.expect("get").expect("present");
+        assert!(raw.value.starts_with(b"sealed:v1:"), "{key} not sealed");
+        assert!(!String::from_utf8_lossy(&raw.value).contains("PRIVATE KEY"));
+    }
+    // Without the key, or with another, the control plane refuses to start rather
+    // than make a new CA.
+    let refused = MeshCa::start(store.clone(), settings()).await.err();
+    let message = refused.map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("--ca-encryption-key"), "{message}");
+    let other = trellis_identity::SealingKey::generate_hex().expect("random");
+    assert!(MeshCa::start(store.clone(), encrypted(&other))
+        .await
+        .is_err());
+    let again = MeshCa::start(store, encrypted(&hex)).await.expect("ca");
+    assert_eq!(again.signer().fingerprint, plain.signer().fingerprint);
+}
+
 #[tokio::test]
 async fn signs_only_the_identity_asked_for() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -90,6 +125,7 @@ async fn rotation_distributes_reissues_then_retires() {
     let old = ca.signer().fingerprint;
     let mut versions = ca.subscribe();
     let generation = versions.borrow_and_update().signer_generation;
+    let driver = tokio::spawn(ca.clone().drive_rotation());
 
     let new = ca
         .rotate(Duration::from_millis(200))
@@ -125,6 +161,8 @@ async fn rotation_distributes_reissues_then_retires() {
     let restarted = MeshCa::start(store, settings()).await.expect("ca");
     assert_eq!(restarted.signer().fingerprint, new);
     assert_eq!(restarted.trust_bundle().len(), 1);
+    assert_eq!(restarted.rotation_status().phase, "done");
+    driver.abort();
 }
 
 #[tokio::test]
@@ -134,6 +172,9 @@ async fn a_control_plane_on_the_same_store_follows_a_rotation() {
     let other = Arc::new(MeshCa::start(store.clone(), settings()).await.expect("ca"));
     assert_eq!(pacing.signer().fingerprint, other.signer().fingerprint);
     let follower = tokio::spawn(other.clone().follow_store());
+    // The later steps are the leader's; here the other control plane leads, so the
+    // rotation outlives the one that started it.
+    let driver = tokio::spawn(other.clone().drive_rotation());
     let mut seen = other.subscribe();
     let generation = seen.borrow_and_update().signer_generation;
 
@@ -157,5 +198,7 @@ async fn a_control_plane_on_the_same_store_follows_a_rotation() {
     assert!(saw_both, "the overlap with both roots was skipped");
     assert_eq!(other.signer().fingerprint, new);
     assert!(seen.borrow().signer_generation > generation);
+    assert_eq!(other.rotation_status().phase, "done");
     follower.abort();
+    driver.abort();
 }

@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use trellis_api::proto::v1::{proxy_api_server::ProxyApi, ControlMessage, ProxyMessage};
 
 pub use self::mesh::{MeshVersion, MeshWatcher};
+pub use self::session::REGISTRATION;
 use crate::ca::MeshCa;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -100,6 +101,11 @@ impl PushService {
     /// configuration and reconnect to whichever control plane answers next.
     pub fn stop(&self) {
         self.inner.stopping.send_replace(true);
+    }
+
+    /// This control plane's instance id, which its registrations carry.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
     }
 
     /// The mesh state proxies are compiled from.

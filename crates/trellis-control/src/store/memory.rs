@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 
 use super::apply::{self, Applied, Current, Write};
+use super::election::{Campaign, LocalElections};
 use super::watch::{self, ChangeLog, Fanout};
 use super::{Event, Expect, Store, StoreError, StoreOptions, Versioned, Watch};
 
@@ -25,6 +26,7 @@ struct Inner {
     state: Mutex<State>,
     fanout: Fanout,
     options: StoreOptions,
+    elections: Arc<LocalElections>,
 }
 
 #[derive(Default)]
@@ -48,6 +50,7 @@ impl MemoryStore {
                 state: Mutex::new(State::default()),
                 fanout: Fanout::new(options.watch_buffer),
                 options,
+                elections: Arc::default(),
             }),
         }
     }
@@ -102,6 +105,10 @@ impl Store for MemoryStore {
 
     async fn revision(&self) -> Result<u64, StoreError> {
         Ok(self.inner.lock().revision)
+    }
+
+    fn campaign(&self, name: &str, candidate: &str) -> Campaign {
+        self.inner.elections.campaign(name, candidate)
     }
 }
 

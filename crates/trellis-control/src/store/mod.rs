@@ -13,10 +13,12 @@
 //! watch resumed from a compacted revision fails with [`StoreError::Compacted`].
 
 mod apply;
+pub mod election;
 pub mod embedded;
 mod error;
 pub mod etcd;
 pub mod memory;
+pub mod migrate;
 mod watch;
 
 #[cfg(test)]
@@ -27,6 +29,7 @@ use std::num::NonZeroUsize;
 
 use bytes::Bytes;
 
+pub use self::election::{Campaign, Standing};
 pub use self::embedded::EmbeddedStore;
 pub use self::error::StoreError;
 pub use self::etcd::{EtcdSettings, EtcdStore};
@@ -110,6 +113,14 @@ pub trait Store: Send + Sync + 'static {
     /// The current store revision: that of the latest write; 0 for a new embedded or
     /// in-memory store, 1 for a new etcd cluster.
     async fn revision(&self) -> Result<u64, StoreError>;
+
+    /// Joins the election `name` as `candidate` (a value unique to this process) until
+    /// the campaign is dropped; see [`election`]. The default suits a store that only
+    /// one process opens, as the embedded one is: its candidate leads.
+    fn campaign(&self, name: &str, candidate: &str) -> Campaign {
+        let _ = name;
+        Campaign::sole(candidate)
+    }
 }
 
 // === impl Expect ===

@@ -58,6 +58,7 @@ impl Api {
             admin_token: TOKEN.to_string(),
             proxy_api: None,
             ca: Arc::clone(&self.ca),
+            membership: None,
         }
     }
 

@@ -19,6 +19,7 @@
 //! does when the cluster has lost its quorum.
 
 mod call;
+mod election;
 mod settings;
 mod watch;
 
@@ -35,7 +36,7 @@ use tokio::time::Instant;
 
 use self::call::{Caller, Failure, Op};
 pub use self::settings::{EtcdAuth, EtcdSettings, EtcdTls, DEFAULT_PREFIX, URL_SCHEME};
-use super::{Expect, Store, StoreError, Versioned, Watch};
+use super::{Campaign, Expect, Store, StoreError, Versioned, Watch};
 
 /// How many entries one read of a list returns; a long list is read in pages at one
 /// revision, so no single response nears gRPC's message size limit.
@@ -67,6 +68,8 @@ struct Conn {
     /// The key prefix, ending with `/`.
     root: String,
     watch_buffer: usize,
+    /// Lifetime of the leases elections hold.
+    lease_ttl: std::time::Duration,
 }
 
 // === impl EtcdStore ===
@@ -90,6 +93,7 @@ impl EtcdStore {
                     },
                     root,
                     watch_buffer: settings.watch_buffer.get(),
+                    lease_ttl: settings.lease_ttl,
                 },
                 _open: open,
                 closed,
@@ -238,6 +242,12 @@ impl Store for EtcdStore {
             })
             .await?;
         header_revision(response.header())
+    }
+
+    fn campaign(&self, name: &str, candidate: &str) -> Campaign {
+        let conn = self.inner.conn.clone();
+        let ttl = conn.lease_ttl;
+        election::campaign(conn, name, candidate, ttl)
     }
 }
 

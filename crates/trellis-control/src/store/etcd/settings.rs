@@ -44,6 +44,9 @@ pub struct EtcdSettings {
     /// How many events each watch buffers for a slow consumer; etcd's own flow control
     /// holds the rest. Default 1 024 events.
     pub watch_buffer: NonZeroUsize,
+    /// Lifetime of a control plane's lease in the leader election: a leader that dies
+    /// is replaced within about this long. At least 2 s. Default 10 s.
+    pub lease_ttl: Duration,
 }
 
 /// TLS to the etcd members: the CA that signed their certificates and, when the cluster
@@ -76,6 +79,7 @@ impl EtcdSettings {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             watch_buffer: StoreOptions::default().watch_buffer,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 

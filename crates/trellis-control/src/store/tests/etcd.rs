@@ -306,3 +306,59 @@ async fn tls_with_client_certificates() {
     let plaintext = EtcdStore::connect(settings(&cluster)).await;
     assert!(plaintext.is_err(), "in plaintext: {plaintext:?}");
 }
+
+/// Waits for a campaign's standing to pass `test`, for at most `within`.
+async fn standing_within(
+    campaign: &crate::store::Campaign,
+    within: Duration,
+    test: impl Fn(&crate::store::Standing) -> bool,
+) -> crate::store::Standing {
+    let mut standing = campaign.standing();
+    let seen = match tokio::time::timeout(within, standing.wait_for(test)).await {
+        Ok(Ok(seen)) => seen.clone(),
+        _ => panic!(
+            "standing not reached; last: {:?}",
+            campaign.standing().borrow()
+        ),
+    };
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_oldest_candidate_leads_and_the_next_takes_over() {
+    let mut cluster = EtcdCluster::start(3).await;
+    let mut short = settings(&cluster);
+    short.lease_ttl = Duration::from_secs(2);
+    let a_store = EtcdStore::connect(short.clone()).await.expect("connect");
+    let b_store = EtcdStore::connect(short.clone()).await.expect("connect");
+    let lease = short.lease_ttl;
+
+    let a = a_store.campaign("singletons", "a");
+    standing_within(&a, lease * 2, |s| s.leading).await;
+    let b = b_store.campaign("singletons", "b");
+    let seen = standing_within(&b, lease * 2, |s| s.members.len() == 2).await;
+    assert_eq!(seen.leader.as_deref(), Some("a"));
+    assert!(!seen.leading, "only the oldest member leads");
+
+    // A resigning leader revokes its lease: the next one leads without waiting for it.
+    drop(a);
+    let seen = standing_within(&b, lease * 2, |s| s.leading).await;
+    assert_eq!(seen.members, ["b"]);
+
+    // A leader that dies without resigning is replaced once its lease runs out.
+    let c_store = EtcdStore::connect(short.clone()).await.expect("connect");
+    let c = c_store.campaign("singletons", "c");
+    standing_within(&c, lease * 2, |s| s.members.len() == 2).await;
+    b.abandon();
+    standing_within(&c, lease * 3, |s| s.leading).await;
+
+    // Without a quorum nobody can be sure of its lease: the leader steps down within the
+    // lease, and leads again once the quorum is back.
+    cluster.kill(1);
+    cluster.kill(2);
+    standing_within(&c, lease * 2, |s| !s.leading).await;
+    cluster.restart(1);
+    cluster.restart(2);
+    ready(&mut cluster).await;
+    standing_within(&c, Duration::from_secs(20), |s| s.leading).await;
+}
