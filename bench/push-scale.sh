@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Configuration push at scale: a control plane with 1,000 services and 5,000 workloads,
 # 1,000 proxies connected over real gRPC streams (simulated in one process), and three
-# route changes that every proxy must receive. Writes bench/RESULTS-control-plane.md.
+# route changes that every proxy must receive; then the same with two control-plane
+# replicas sharing a three-member etcd cluster (Debian's etcd-server), the proxies
+# spread over them. Writes bench/RESULTS-control-plane.md.
 # Arguments: [PROXIES SERVICES WORKLOADS] (default 1000 1000 5000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +18,11 @@ out=bench/RESULTS-control-plane.md
   echo "Goals: a route change reaches every proxy in p99 ≤ 1 s; control-plane peak RSS ≤ 150 MiB"
   echo "(the RSS below also counts the simulated proxies and their gRPC clients, so it is an upper bound)."
   echo
+  echo "## One control plane, in-memory store"
+  echo
   target/release/examples/push_scale "$@"
+  echo
+  echo "## Two replicas on etcd (3 members on loopback)"
+  echo
+  target/release/examples/push_scale "$@" --etcd-replicas=2
 } | tee "$out"

@@ -4,7 +4,12 @@
 //! Prints how long the initial sync and the route change took to reach the proxies.
 //!
 //! `cargo run --release -p trellis-control --example push_scale [PROXIES SERVICES WORKLOADS]`
-//! (defaults 1000 1000 5000); `bench/run.sh` runs it and adds the table to RESULTS.md.
+//! (defaults 1000 1000 5000); `bench/push-scale.sh` runs it and keeps the table.
+//!
+//! With `--etcd-replicas=N` the store is a three-member etcd cluster started here (from
+//! Debian's etcd-server) and N control planes share it; the proxies are spread over
+//! them, and each route change is written to the cluster, as an apply through any of
+//! them writes it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -21,7 +26,7 @@ use trellis_api::service::{WorkloadPort, WorkloadSpec};
 use trellis_api::{parse_documents, ObjectMeta, Resource, Spec};
 use trellis_control::api::write;
 use trellis_control::server::{ControlPlane, ControlSettings};
-use trellis_control::store::{MemoryStore, Store};
+use trellis_control::store::{EtcdSettings, EtcdStore, MemoryStore, Store};
 
 const TOKEN: &str = "push-scale";
 
@@ -30,9 +35,18 @@ type Received = Arc<Mutex<Vec<Vec<(u64, Instant)>>>>;
 
 fn arg(n: usize, default: usize) -> usize {
     std::env::args()
+        .filter(|a| !a.starts_with("--"))
         .nth(n)
         .and_then(|a| a.parse().ok())
         .unwrap_or(default)
+}
+
+/// `--etcd-replicas=N`: how many control planes share an etcd cluster (0: one control
+/// plane on the in-memory store).
+fn etcd_replicas() -> usize {
+    std::env::args()
+        .find_map(|a| a.strip_prefix("--etcd-replicas=")?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn workload(i: usize, service: &str) -> Resource {
@@ -183,7 +197,17 @@ async fn wait_all(received: &Received, version: u64, proxies: usize, limit: Dura
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (proxies, services, workloads) = (arg(1, 1000), arg(2, 1000), arg(3, 5000));
-    let store = Arc::new(MemoryStore::new());
+    let replicas = etcd_replicas();
+    // Kept alive until the end; stopped when dropped.
+    let mut _cluster = None;
+    let store: Arc<dyn Store> = if replicas == 0 {
+        Arc::new(MemoryStore::new())
+    } else {
+        let cluster = trellis_testkit::etcd::EtcdCluster::start(3).await;
+        let store = EtcdStore::connect(EtcdSettings::new(cluster.endpoints())).await?;
+        _cluster = Some(cluster);
+        Arc::new(store)
+    };
     for i in 0..workloads.saturating_sub(proxies) {
         write::apply(
             store.as_ref(),
@@ -192,22 +216,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     }
     write::apply(store.as_ref(), &workload(workloads, "shared")).await?;
-    let settings = ControlSettings {
-        data_dir: std::env::temp_dir(),
-        store: Default::default(),
-        http_addr: "127.0.0.1:0".parse()?,
-        grpc_addr: "127.0.0.1:0".parse()?,
-        grace: Duration::from_secs(60),
-        ca: Default::default(),
-    };
-    let store_dyn: Arc<dyn Store> = store.clone();
-    let cp = ControlPlane::start_with(store_dyn, TOKEN.into(), settings).await?;
-    let grpc = format!("http://{}", cp.grpc_addr);
+    let mut planes = Vec::new();
+    for _ in 0..replicas.max(1) {
+        let settings = ControlSettings {
+            data_dir: std::env::temp_dir(),
+            store: Default::default(),
+            http_addr: "127.0.0.1:0".parse()?,
+            grpc_addr: "127.0.0.1:0".parse()?,
+            grace: Duration::from_secs(60),
+            ca: Default::default(),
+        };
+        // Each replica on its own connections to the cluster, as separate processes are.
+        let replica_store: Arc<dyn Store> = match &_cluster {
+            Some(cluster) => {
+                Arc::new(EtcdStore::connect(EtcdSettings::new(cluster.endpoints())).await?)
+            }
+            None => store.clone(),
+        };
+        planes.push(ControlPlane::start_with(replica_store, TOKEN.into(), settings).await?);
+    }
+    let grpcs: Vec<String> = planes
+        .iter()
+        .map(|cp| format!("http://{}", cp.grpc_addr))
+        .collect();
 
     let received: Received = Arc::new(Mutex::new(vec![Vec::new(); proxies]));
     let started = Instant::now();
     for i in 0..proxies {
-        tokio::spawn(proxy(grpc.clone(), i, services, received.clone()));
+        let grpc = grpcs[i % grpcs.len()].clone();
+        tokio::spawn(proxy(grpc, i, services, received.clone()));
     }
     let registered = store.revision().await?;
     let synced = wait_all(&received, registered, proxies, Duration::from_secs(120)).await;
@@ -236,6 +273,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| measure | value |\n|---|--:|");
     println!("| proxies / services / workloads | {proxies} / {services} / {workloads} |");
     println!(
+        "| store | {} |",
+        if replicas == 0 {
+            "in memory, one control plane".to_owned()
+        } else {
+            format!("etcd, 3 members, {replicas} control planes")
+        }
+    );
+    println!(
         "| initial sync of every proxy | {:.0} ms{} |",
         sync_time.as_secs_f64() * 1e3,
         if synced { "" } else { " (not all synced)" }
@@ -250,6 +295,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| peak RSS, control plane and simulated proxies together | {:.1} MiB |",
         peak_rss_mib()
     );
-    cp.stop().await;
+    for cp in planes {
+        cp.stop().await;
+    }
     Ok(())
 }

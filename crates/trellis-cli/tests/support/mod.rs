@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod control;
+
 use std::net::SocketAddr;
 
 use trellis_api::proto::v1::{Upstream, Workload};
@@ -19,7 +21,7 @@ pub fn free_port() -> u16 {
 
 /// One workload of the `default` namespace, to start a sidecar for.
 pub struct SidecarSpec<'a> {
-    /// Control-plane gRPC URL.
+    /// Control-plane gRPC URL; several, comma-separated, for replicas.
     pub grpc: &'a str,
     pub token: &'a str,
     /// Workload name.
@@ -49,7 +51,7 @@ impl SidecarSpec<'_> {
 
     fn settings(&self) -> ControlSettings {
         ControlSettings {
-            addresses: vec![self.grpc.to_string()],
+            addresses: self.grpc.split(',').map(str::to_owned).collect(),
             token: self.token.into(),
             workload: Workload {
                 name: self.name.into(),
