@@ -83,7 +83,14 @@ impl Membership {
 }
 
 fn parse(candidate: &str) -> Option<Replica> {
-    serde_json::from_str(candidate).ok()
+    Replica::from_candidate(candidate)
+}
+
+impl Replica {
+    /// The replica an election member's candidate value names.
+    pub fn from_candidate(candidate: &str) -> Option<Replica> {
+        serde_json::from_str(candidate).ok()
+    }
 }
 
 /// Runs `work` whenever this replica leads, and aborts it as soon as it does not.

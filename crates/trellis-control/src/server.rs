@@ -151,6 +151,7 @@ impl ControlPlane {
             "remove orphaned workloads",
             move || leader::sweep_orphans(sweep_store.clone(), sweep_standing.clone(), grace),
         ));
+        let rejoin_task = tokio::spawn(push.restore_on_rejoin(membership.standing()));
         let rotation_ca = ca.clone();
         let rotation_task = tokio::spawn(leader::while_leading(
             standing,
@@ -192,7 +193,14 @@ impl ControlPlane {
             grpc_addr,
             token,
             registry,
-            tasks: vec![http_task, grpc_task, ca_task, orphans_task, rotation_task],
+            tasks: vec![
+                http_task,
+                grpc_task,
+                ca_task,
+                orphans_task,
+                rotation_task,
+                rejoin_task,
+            ],
             membership,
         })
     }

@@ -26,7 +26,7 @@ pub use self::mesh::{MeshVersion, MeshWatcher};
 pub use self::session::REGISTRATION;
 use crate::ca::MeshCa;
 use crate::registry::Registry;
-use crate::store::Store;
+use crate::store::{Standing, Store};
 
 /// Tuning of the push layer.
 #[derive(Debug, Clone)]
@@ -71,6 +71,10 @@ struct Inner {
     /// Random per process: tells this control plane's registrations from those of
     /// other replicas on the same store.
     instance: String,
+    /// The Workload resources of the sessions connected here, by store key, as
+    /// registered: restored if the leader removed them while this replica was cut off
+    /// from the store ([`PushService::restore_on_rejoin`]).
+    live: Mutex<HashMap<String, trellis_api::Resource>>,
 }
 
 impl PushService {
@@ -93,6 +97,7 @@ impl PushService {
                 settings,
                 sessions: Mutex::new(HashMap::new()),
                 instance: instance_id(),
+                live: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -101,6 +106,60 @@ impl PushService {
     /// configuration and reconnect to whichever control plane answers next.
     pub fn stop(&self) {
         self.inner.stopping.send_replace(true);
+    }
+
+    /// Writes back the workloads of this replica's live sessions each time it rejoins
+    /// the election after dropping out of it: while it could not renew its lease the
+    /// leader may have taken it for dead and removed them, though their proxies were
+    /// still connected here. Runs until the membership ends.
+    pub fn restore_on_rejoin(
+        &self,
+        mut standing: tokio::sync::watch::Receiver<Standing>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // The first term is the first membership; every later one is a rejoin. The
+        // current one is read now, so a rejoin right after the call is not missed.
+        let mut term = standing.borrow().term;
+        let push = self.clone();
+        async move { push.restore_terms(&mut standing, &mut term).await }
+    }
+
+    async fn restore_terms(
+        &self,
+        standing: &mut tokio::sync::watch::Receiver<Standing>,
+        term: &mut u64,
+    ) {
+        loop {
+            let rejoined = standing.wait_for(|s| s.term != 0 && s.term != *term).await;
+            let Ok(now) = rejoined.map(|s| s.term) else {
+                return;
+            };
+            let first = *term == 0;
+            *term = now;
+            if first {
+                continue;
+            }
+            let live: Vec<trellis_api::Resource> = self
+                .inner
+                .live
+                .lock()
+                .map(|l| l.values().cloned().collect())
+                .unwrap_or_default();
+            let store = self.inner.store.as_ref();
+            let mut restored = 0;
+            for workload in &live {
+                let key = crate::api::storage::key_of(workload);
+                match store.get(&key).await {
+                    Ok(None) => {
+                        if crate::api::write::apply(store, workload).await.is_ok() {
+                            restored += 1;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot check a live session's workload"),
+                }
+            }
+            tracing::info!(restored, live = live.len(), "rejoined the control planes");
+        }
     }
 
     /// This control plane's instance id, which its registrations carry.
@@ -113,6 +172,9 @@ impl PushService {
         &self.inner.mesh
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// Eight random hex digits (the time, should the system have no randomness to give).
 fn instance_id() -> String {

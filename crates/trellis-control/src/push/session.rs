@@ -24,7 +24,7 @@ use trellis_identity::{SpiffeId, TokenError};
 
 use super::Inner;
 use crate::api::auth::tokens_match;
-use crate::api::write;
+use crate::api::{storage, write};
 use crate::ca::CaVersion;
 use crate::compile::APP_LABEL;
 use crate::registry::{now_rfc3339, ProxyStatus, SyncState};
@@ -120,6 +120,9 @@ pub async fn register(inner: &Inner, hello: &Hello) -> Result<Registered, Status
     write::apply(inner.store.as_ref(), &resource)
         .await
         .map_err(|e| Status::unavailable(format!("cannot register the workload: {e}")))?;
+    if let Ok(mut live) = inner.live.lock() {
+        live.insert(storage::key_of(&resource), resource);
+    }
     inner.registry.upsert(ProxyStatus {
         workload: workload.name.clone(),
         namespace: workload.namespace.clone(),
@@ -370,6 +373,11 @@ fn ca_change(
 /// removes its workload.
 async fn disconnected(inner: Arc<Inner>, registered: Registered) {
     let name = registered.workload.name.clone();
+    if let Ok(mut live) = inner.live.lock() {
+        live.retain(|_, w| {
+            w.metadata.annotations.get(REGISTRATION) != Some(&registered.registration)
+        });
+    }
     tracing::info!(workload = %name, "proxy disconnected");
     inner
         .registry

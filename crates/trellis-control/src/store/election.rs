@@ -23,6 +23,9 @@ pub struct Standing {
     pub leader: Option<String>,
     /// Every member's candidate value, the leader first; empty while unknown.
     pub members: Vec<String>,
+    /// Which membership of this candidate this is (0: none now): it changes each time
+    /// the candidate joins again after dropping out, e.g. when its etcd lease ran out.
+    pub term: u64,
 }
 
 /// A candidacy: followed through [`Campaign::standing`], given up on drop.
@@ -34,12 +37,13 @@ pub struct Campaign {
 }
 
 impl Standing {
-    /// The standing of `me` among `members` (in joining order).
-    pub fn among(members: Vec<String>, me: &str) -> Self {
+    /// The standing of `me` among `members` (in joining order), in membership `term`.
+    pub fn among(members: Vec<String>, me: &str, term: u64) -> Self {
         Self {
             leading: members.first().is_some_and(|first| first == me),
             leader: members.first().cloned(),
             members,
+            term,
         }
     }
 }
@@ -64,7 +68,8 @@ impl Campaign {
 
     /// The only candidate of a store no one else opens: it leads at once.
     pub fn sole(candidate: &str) -> Self {
-        let (_, standing) = watch::channel(Standing::among(vec![candidate.to_owned()], candidate));
+        let (_, standing) =
+            watch::channel(Standing::among(vec![candidate.to_owned()], candidate, 1));
         Self {
             standing,
             _resign: watch::channel(()).0,
@@ -119,7 +124,7 @@ impl LocalElections {
                     .iter()
                     .map(|(_, c)| c.clone())
                     .collect();
-                standing.send_replace(Standing::among(now, &candidate));
+                standing.send_replace(Standing::among(now, &candidate, ticket + 1));
                 tokio::select! {
                     _ = changes.changed() => {}
                     _ = resigned.changed() => break,

@@ -110,7 +110,7 @@ impl Candidacy {
             match tokio::time::timeout_at(valid_until, self.members(&key)).await {
                 Ok(Ok(Some(members))) => {
                     standing.send_if_modified(|s| {
-                        let now = Standing::among(members, &self.candidate);
+                        let now = Standing::among(members, &self.candidate, lease.unsigned_abs());
                         let changed = *s != now;
                         *s = now;
                         changed
