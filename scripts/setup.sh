@@ -10,6 +10,7 @@ packages=(
   iptables iproute2                   # transparent interception and network-namespace tests
   procps util-linux                   # ps, taskset
   etcd-server                         # /usr/bin/etcd, for the etcd store's tests
+  prometheus                          # a real Prometheus scraping the demo mesh in the tests
 )
 
 missing=()
@@ -27,8 +28,9 @@ echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts nginx and etcd on install; the tests and benchmark start their own instances.
-for service in nginx etcd; do
+# Debian starts nginx, etcd and Prometheus on install; the tests and benchmark start
+# their own instances.
+for service in nginx etcd prometheus; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
     $sudo systemctl stop "$service" || true
   fi

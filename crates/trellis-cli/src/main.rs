@@ -7,6 +7,7 @@ mod demo;
 mod explain;
 mod identity;
 mod iptables;
+mod prometheus;
 mod proxy;
 mod resources;
 mod run;
@@ -84,6 +85,9 @@ enum Command {
     /// namespace's TCP through its sidecar, as an init container does on Kubernetes.
     #[command(subcommand)]
     Iptables(iptables::IptablesCommand),
+    /// Print a Prometheus scrape configuration for the mesh: every proxy's /metrics,
+    /// found through the control planes as workloads come and go.
+    PrometheusConfig(prometheus::PrometheusArgs),
     /// Check what expires soon: trust anchors, the signing CA, workload certificates.
     /// Exit code 1 when anything does.
     Check(identity::CheckArgs),
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
             Command::SampleServer { listen, name } => sample::run(listen, &name).await,
             Command::Control(args) => control::run(args).await,
             Command::Store(command) => store::run(command).await,
+            Command::PrometheusConfig(args) => prometheus::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Apply(args) => resources::apply(args).await,
             Command::Get(args) => resources::get(args).await,

@@ -324,6 +324,7 @@ fn get_proxies() {
         certificate_expires: Some(trellis_api::meta::rfc3339(
             std::time::SystemTime::now() + std::time::Duration::from_secs(5 * 3600 + 1800),
         )),
+        admin_address: String::new(),
     });
     let table = ok(cp.run(&["get", "proxies"]));
     let lines: Vec<Vec<&str>> = table

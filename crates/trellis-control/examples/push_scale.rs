@@ -119,6 +119,7 @@ async fn session(grpc: &str, i: usize, services: usize, received: &Received) {
         }),
         proxy_version: "bench".into(),
         serving_version: 0,
+        admin_address: String::new(),
     };
     let hello = ProxyMessage {
         message: Some(proxy_message::Message::Hello(hello)),

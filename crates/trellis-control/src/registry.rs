@@ -49,6 +49,9 @@ pub struct ProxyStatus {
     /// RFC 3339 end of validity of the last certificate issued to the proxy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate_expires: Option<String>,
+    /// `host:port` of the proxy's admin server (`/metrics`), when it said.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub admin_address: String,
 }
 
 /// Every proxy known to this control plane, keyed by workload name.

@@ -66,6 +66,7 @@ async fn open(cp: &ControlPlane, token: &str, service: &str) -> Result<Session, 
         }),
         proxy_version: "test".into(),
         serving_version: 0,
+        admin_address: String::new(),
     };
     tx.send(ProxyMessage {
         message: Some(proxy_message::Message::Hello(hello)),

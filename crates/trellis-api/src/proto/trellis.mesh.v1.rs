@@ -38,6 +38,10 @@ pub struct Hello {
     /// already up to date is not sent the same snapshot again.
     #[prost(uint64, tag = "4")]
     pub serving_version: u64,
+    /// Where the proxy's admin server (`/metrics`, `/config`) listens, `host:port`, so
+    /// the control plane can scrape it and tell Prometheus where to. Empty: unknown.
+    #[prost(string, tag = "5")]
+    pub admin_address: ::prost::alloc::string::String,
 }
 /// One instance of a service, with its sidecar.
 #[allow(clippy::all)]

@@ -152,6 +152,29 @@ pub(super) async fn proxies(State(api): Shared) -> Json<Items<ProxyStatus>> {
     })
 }
 
+/// `GET /api/v1/prometheus/targets`: the proxies connected here, in Prometheus's HTTP
+/// service-discovery format, so Prometheus follows the mesh as proxies come and go
+/// (`trellis prometheus-config` writes the scrape configuration that reads it).
+pub(super) async fn prometheus_targets(State(api): Shared) -> Json<Vec<serde_json::Value>> {
+    let targets = api
+        .registry
+        .list()
+        .into_iter()
+        .filter(|p| !p.admin_address.is_empty())
+        .map(|p| {
+            serde_json::json!({
+                "targets": [p.admin_address],
+                "labels": {
+                    "mesh_workload": p.workload,
+                    "mesh_namespace": p.namespace,
+                    "mesh_service": p.service,
+                },
+            })
+        })
+        .collect();
+    Json(targets)
+}
+
 /// `GET /api/v1/control-planes`: the replicas on this store and which one leads.
 pub(super) async fn control_planes(State(api): Shared) -> Json<crate::leader::ReplicaView> {
     Json(match &api.membership {

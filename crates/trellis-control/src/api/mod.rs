@@ -89,6 +89,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/apply", post(handlers::apply))
         .route("/api/v1/proxies", get(handlers::proxies))
         .route("/api/v1/control-planes", get(handlers::control_planes))
+        .route(
+            "/api/v1/prometheus/targets",
+            get(handlers::prometheus_targets),
+        )
         .route("/api/v1/explain", get(explain::explain))
         .route("/api/v1/tokens", post(identity::create_token))
         .route("/api/v1/ca", get(identity::show))

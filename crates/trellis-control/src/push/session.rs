@@ -136,6 +136,7 @@ pub async fn register(inner: &Inner, hello: &Hello) -> Result<Registered, Status
         connected_at: now_rfc3339(),
         identity: identity.to_string(),
         certificate_expires: None,
+        admin_address: hello.admin_address.clone(),
     });
     tracing::info!(workload = %workload.name, service = %workload.service, %identity, "proxy connected");
     Ok(Registered {

@@ -118,6 +118,19 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// The admin server's address as others reach it: a wildcard bind is named by the
+/// workload's address.
+fn admin_address(bound: std::net::SocketAddr, workload_address: &str) -> String {
+    if bound.ip().is_unspecified() && !workload_address.is_empty() {
+        match workload_address.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, bound.port()).to_string(),
+            Err(_) => format!("{workload_address}:{}", bound.port()),
+        }
+    } else {
+        bound.to_string()
+    }
+}
+
 /// A pause between half and all of `base`, so proxies that lost the control plane
 /// together do not come back in lockstep.
 fn jitter(base: Duration) -> Duration {
@@ -156,6 +169,7 @@ async fn session(
         workload: Some(settings.workload.clone()),
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),
         serving_version: *serving_version,
+        admin_address: admin_address(proxy.admin_addr(), &settings.workload.address),
     };
     let _ = tx.try_send(message(proxy_message::Message::Hello(hello)));
     let mut inbound = client

@@ -242,6 +242,7 @@ async fn describe_shows_the_proxies_holding_a_policy() {
         connected_at: "2026-11-05T10:00:00Z".into(),
         identity: "spiffe://trellis.local/ns/shop/sa/cart".into(),
         certificate_expires: None,
+        admin_address: String::new(),
     });
     api.registry
         .record_sent("cart-1", Arc::new(compile(&state, &proxy)));

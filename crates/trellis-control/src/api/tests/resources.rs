@@ -340,6 +340,7 @@ async fn proxies_come_from_the_registry() {
         connected_at: "2026-11-05T10:00:00Z".into(),
         identity: "spiffe://trellis.local/ns/default/sa/web".into(),
         certificate_expires: None,
+        admin_address: String::new(),
     });
     let (status, body) = api.get("/api/v1/proxies").await;
     assert_eq!(status, StatusCode::OK);
