@@ -13,6 +13,7 @@ mod resources;
 mod run;
 mod sample;
 mod sidecar;
+mod stat;
 mod store;
 
 use std::process::ExitCode;
@@ -85,6 +86,9 @@ enum Command {
     /// namespace's TCP through its sidecar, as an init container does on Kubernetes.
     #[command(subcommand)]
     Iptables(iptables::IptablesCommand),
+    /// Golden signals over a window: success rate, requests per second and latency
+    /// percentiles per service, workload or route, from the proxies' metrics.
+    Stat(stat::StatArgs),
     /// Print a Prometheus scrape configuration for the mesh: every proxy's /metrics,
     /// found through the control planes as workloads come and go.
     PrometheusConfig(prometheus::PrometheusArgs),
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
             Command::Control(args) => control::run(args).await,
             Command::Store(command) => store::run(command).await,
             Command::PrometheusConfig(args) => prometheus::run(args).await,
+            Command::Stat(args) => stat::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Apply(args) => resources::apply(args).await,
             Command::Get(args) => resources::get(args).await,

@@ -69,7 +69,7 @@ pub struct ObjectArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Table,
     Json,
     Yaml,
@@ -331,7 +331,7 @@ fn read(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Writes to standard output; a closed pipe (`trellis get … | head`) is not an error.
-fn emit(text: &str) -> anyhow::Result<()> {
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

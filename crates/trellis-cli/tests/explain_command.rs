@@ -66,6 +66,7 @@ impl ControlPlane {
             proxy_api: None,
             ca: Arc::new(ca),
             membership: None,
+            telemetry: None,
         };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

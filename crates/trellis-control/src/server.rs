@@ -20,6 +20,7 @@ use crate::push::{PushService, PushSettings};
 use crate::registry::Registry;
 use crate::secrets::Secrets;
 use crate::store::{EmbeddedStore, EtcdSettings, EtcdStore, Store, StoreError};
+use crate::telemetry::{Telemetry, TelemetrySettings};
 
 /// Where and how the control plane runs.
 #[derive(Debug, Clone)]
@@ -152,6 +153,11 @@ impl ControlPlane {
             move || leader::sweep_orphans(sweep_store.clone(), sweep_standing.clone(), grace),
         ));
         let rejoin_task = tokio::spawn(push.restore_on_rejoin(membership.standing()));
+        let telemetry = Arc::new(Telemetry::new(
+            registry.clone(),
+            TelemetrySettings::default(),
+        ));
+        let telemetry_task = tokio::spawn(telemetry.clone().run());
         let rotation_ca = ca.clone();
         let rotation_task = tokio::spawn(leader::while_leading(
             standing,
@@ -165,6 +171,7 @@ impl ControlPlane {
             proxy_api: Some(format!("http://{grpc_addr}")),
             ca: ca.clone(),
             membership: Some(membership.clone()),
+            telemetry: Some(telemetry.clone()),
         });
         let http_task = tokio::spawn(async move {
             let app = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -200,6 +207,7 @@ impl ControlPlane {
                 orphans_task,
                 rotation_task,
                 rejoin_task,
+                telemetry_task,
             ],
             membership,
         })

@@ -169,7 +169,7 @@ fn expires_in(v: &Value, now: u64) -> String {
 }
 
 /// Columns padded to their widest cell and three spaces apart; the last is not padded.
-fn align(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn align(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -32,6 +32,7 @@ mod error;
 mod explain;
 mod handlers;
 mod identity;
+mod stat;
 pub mod status;
 pub mod storage;
 pub mod token;
@@ -69,6 +70,8 @@ pub struct ApiState {
     /// This control plane's place among the replicas on its store; `None` when the API
     /// runs without one (tests).
     pub membership: Option<Arc<crate::leader::Membership>>,
+    /// The proxies' metrics, for `trellis stat`; `None` when not collected.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// The API's routes. Serve it with
@@ -93,6 +96,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/prometheus/targets",
             get(handlers::prometheus_targets),
         )
+        .route("/api/v1/stat", get(stat::stat))
         .route("/api/v1/explain", get(explain::explain))
         .route("/api/v1/tokens", post(identity::create_token))
         .route("/api/v1/ca", get(identity::show))

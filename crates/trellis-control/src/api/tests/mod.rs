@@ -59,6 +59,7 @@ impl Api {
             proxy_api: None,
             ca: Arc::clone(&self.ca),
             membership: None,
+            telemetry: None,
         }
     }
 

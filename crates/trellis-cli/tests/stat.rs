@@ -1,0 +1,139 @@
+//! `trellis stat` against known traffic: a control plane and two sidecars in this
+//! process, real requests through them, and the figures the control plane computes
+//! from the proxies' scraped metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use trellis_control::server::{ControlPlane, ControlSettings};
+use trellis_control::store::MemoryStore;
+use trellis_testkit::assert_eventually;
+use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
+
+mod support;
+
+use support::control::trellis_binary;
+use support::{free_port, SidecarSpec};
+
+const TOKEN: &str = "stat-token";
+
+async fn stat(cp: &ControlPlane, query: &str) -> Value {
+    let url = format!("http://{}/api/v1/stat?{query}", cp.http_addr);
+    let answer = HttpClient::http1().get(&url).await.expect("stat answers");
+    serde_json::from_slice(&answer.body).expect("JSON")
+}
+
+fn row<'a>(answer: &'a Value, name: &str) -> Option<&'a Value> {
+    answer["items"]
+        .as_array()?
+        .iter()
+        .find(|row| row["name"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_reports_what_the_proxies_served() {
+    let settings = ControlSettings {
+        data_dir: std::env::temp_dir(),
+        store: Default::default(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        grace: Duration::from_secs(5),
+        ca: Default::default(),
+    };
+    let cp = ControlPlane::start_with(Arc::new(MemoryStore::new()), TOKEN.into(), settings)
+        .await
+        .expect("control plane");
+    let grpc = format!("http://{}", cp.grpc_addr);
+    let books = HttpServer::start("books", ServerProtocol::Http1)
+        .await
+        .expect("books");
+    let spec = |name, service, app, upstreams| SidecarSpec {
+        grpc: &grpc,
+        token: TOKEN,
+        name,
+        service,
+        labels: &[],
+        app,
+        upstreams,
+    };
+    let _books_side = spec("books-1", "books", books.addr(), &[]).start().await;
+    let port = free_port();
+    let web_app = "127.0.0.1:9".parse().expect("addr");
+    let _web_side = spec("web-1", "web", web_app, &[("books", port)])
+        .start()
+        .await;
+    let client = HttpClient::http1();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    assert_eventually!(client.get(&url("/")).await.is_ok_and(|r| r.status == 200));
+    // A first scrape, before the traffic counted below.
+    assert_eventually!(stat(&cp, "by=workload").await["items"]
+        .as_array()
+        .is_some_and(|items| items.iter().any(|r| r["name"] == "books-1")));
+    let before = stat(&cp, "by=service&name=books").await;
+    let before =
+        row(&before, "books").map_or(0.0, |r| r["counts"]["requests"].as_f64().unwrap_or(0.0));
+
+    // 90 answered, 10 failed with 500.
+    for _ in 0..90 {
+        assert_eq!(client.get(&url("/")).await.expect("ok").status, 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(
+            client
+                .get(&url("/status/500"))
+                .await
+                .expect("answered")
+                .status,
+            500
+        );
+    }
+    assert_eventually!(
+        stat(&cp, "by=service&name=books").await["items"][0]["counts"]["requests"]
+            .as_f64()
+            .is_some_and(|n| n >= before + 100.0)
+    );
+    let answer = stat(&cp, "by=service&name=books").await;
+    let books_row = row(&answer, "books").expect("a row for books");
+    let requests = books_row["counts"]["requests"].as_f64().expect("requests") - before;
+    let failures = books_row["counts"]["failures"].as_f64().expect("failures");
+    assert_eq!((requests, failures), (100.0, 10.0), "{books_row}");
+    let success = books_row["successRate"].as_f64().expect("success rate");
+    assert!((0.9 - 1e-9..1.0).contains(&success), "{success}");
+    assert!(books_row["requestsPerSecond"].as_f64().expect("rps") > 0.0);
+    let p50 = books_row["p50Ms"].as_f64().expect("p50");
+    let p99 = books_row["p99Ms"].as_f64().expect("p99");
+    assert!(p50 > 0.0 && p50 <= p99, "p50 {p50} p99 {p99}");
+
+    // The route web's proxy sent them through shows the same requests.
+    let routes = stat(&cp, "by=route").await;
+    let sent: f64 = routes["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|r| r["counts"]["requests"].as_f64())
+        .sum();
+    assert!(sent >= 100.0, "{routes}");
+
+    // And the command prints it.
+    let output = tokio::process::Command::new(trellis_binary())
+        .args(["stat", "service", "books", "--control"])
+        .arg(format!("http://{}", cp.http_addr))
+        .env("TRELLIS_LOG", "error")
+        .output()
+        .await
+        .expect("trellis stat");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header
+            .split_whitespace()
+            .eq(["NAMESPACE", "NAME", "SUCCESS", "RPS", "P50", "P95", "P99"]),
+        "{table}"
+    );
+    assert!(
+        table.lines().nth(1).is_some_and(|l| l.contains("books")),
+        "{table}"
+    );
+}
