@@ -26,6 +26,7 @@ pub mod state;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 
 pub use app::{Proxy, Shared, StartError};
 pub use config::ProxyConfig;
