@@ -13,6 +13,13 @@ packages=(
   prometheus                          # a real Prometheus scraping the demo mesh in the tests
 )
 
+# rotel, an OpenTelemetry receiver that logs the spans it gets, for the span-export
+# tests; from PyPI, for the user running the tests.
+if ! python3 -c 'import rotel' 2>/dev/null; then
+  echo "installing: rotel (PyPI)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check rotel==0.0.1a15 >&2
+fi
+
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -9,6 +9,8 @@
 //! The application only has to copy these headers from the request it serves to the
 //! requests it makes.
 
+pub mod otlp;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
