@@ -176,6 +176,57 @@ impl Client {
         })
     }
 
+    /// `GET path`, calling `line` with each line of the answer as it arrives, for
+    /// streams with no end fixed in advance (`trellis tap`).
+    pub async fn stream_lines(
+        &self,
+        path: &str,
+        mut line: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.base);
+        let mut request = Request::builder().method(Method::GET).uri(&url);
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(Bytes::new()))?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| ClientError::Unreachable {
+                url: self.base.clone(),
+                cause: format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()),
+            })?
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                cause: e.to_string(),
+            })?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            let json: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let mut message = json["error"].as_str().map_or_else(
+                || format!("the control plane answered {status}"),
+                str::to_string,
+            );
+            if status == StatusCode::UNAUTHORIZED && self.token.is_none() {
+                message.push_str(&self.token_hint());
+            }
+            anyhow::bail!(message);
+        }
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let text: Vec<u8> = pending.drain(..=end).collect();
+                line(&text[..text.len() - 1])?;
+            }
+        }
+        Ok(())
+    }
+
     /// What to do when no token was found.
     fn token_hint(&self) -> String {
         match &self.token_file {

@@ -15,6 +15,7 @@ mod sample;
 mod sidecar;
 mod stat;
 mod store;
+mod tap;
 
 use std::process::ExitCode;
 
@@ -89,6 +90,9 @@ enum Command {
     /// Golden signals over a window: success rate, requests per second and latency
     /// percentiles per service, workload or route, from the proxies' metrics.
     Stat(stat::StatArgs),
+    /// Watch live requests to and from a service's proxies: method, path, status,
+    /// latency, identities (never bodies). Needs the admin token.
+    Tap(tap::TapArgs),
     /// Print a Prometheus scrape configuration for the mesh: every proxy's /metrics,
     /// found through the control planes as workloads come and go.
     PrometheusConfig(prometheus::PrometheusArgs),
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             Command::Store(command) => store::run(command).await,
             Command::PrometheusConfig(args) => prometheus::run(args).await,
             Command::Stat(args) => stat::run(args).await,
+            Command::Tap(args) => tap::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Apply(args) => resources::apply(args).await,
             Command::Get(args) => resources::get(args).await,

@@ -56,6 +56,7 @@ impl ControlPlane {
             ca: Arc::new(ca),
             membership: None,
             telemetry: None,
+            taps: None,
         };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

@@ -1,6 +1,6 @@
-//! `trellis stat` against known traffic: a control plane and two sidecars in this
-//! process, real requests through them, and the figures the control plane computes
-//! from the proxies' scraped metrics.
+//! `trellis stat` and `trellis tap` against known traffic: a control plane and two
+//! sidecars in this process, real requests through them, the figures the control plane
+//! computes from the proxies' scraped metrics, and the requests a tap streams.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use trellis_control::server::{ControlPlane, ControlSettings};
 use trellis_control::store::MemoryStore;
+use trellis_proxy::control::Sidecar;
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 
@@ -31,8 +32,16 @@ fn row<'a>(answer: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|row| row["name"] == name)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stat_reports_what_the_proxies_served() {
+/// A control plane, books behind its sidecar, and web's sidecar calling books through
+/// a local port.
+struct Mesh {
+    cp: ControlPlane,
+    books: (HttpServer, Sidecar),
+    _web: Sidecar,
+    port: u16,
+}
+
+async fn mesh() -> Mesh {
     let settings = ControlSettings {
         data_dir: std::env::temp_dir(),
         store: Default::default(),
@@ -57,20 +66,34 @@ async fn stat_reports_what_the_proxies_served() {
         app,
         upstreams,
     };
-    let _books_side = spec("books-1", "books", books.addr(), &[]).start().await;
+    let books_side = spec("books-1", "books", books.addr(), &[]).start().await;
     let port = free_port();
     let web_app = "127.0.0.1:9".parse().expect("addr");
-    let _web_side = spec("web-1", "web", web_app, &[("books", port)])
+    let web = spec("web-1", "web", web_app, &[("books", port)])
         .start()
         .await;
     let client = HttpClient::http1();
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eventually!(client.get(&url).await.is_ok_and(|r| r.status == 200));
+    Mesh {
+        cp,
+        books: (books, books_side),
+        _web: web,
+        port,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_reports_what_the_proxies_served() {
+    let mesh = mesh().await;
+    let (cp, port) = (&mesh.cp, mesh.port);
+    let client = HttpClient::http1();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    assert_eventually!(client.get(&url("/")).await.is_ok_and(|r| r.status == 200));
     // A first scrape, before the traffic counted below.
-    assert_eventually!(stat(&cp, "by=workload").await["items"]
+    assert_eventually!(stat(cp, "by=workload").await["items"]
         .as_array()
         .is_some_and(|items| items.iter().any(|r| r["name"] == "books-1")));
-    let before = stat(&cp, "by=service&name=books").await;
+    let before = stat(cp, "by=service&name=books").await;
     let before =
         row(&before, "books").map_or(0.0, |r| r["counts"]["requests"].as_f64().unwrap_or(0.0));
 
@@ -89,11 +112,11 @@ async fn stat_reports_what_the_proxies_served() {
         );
     }
     assert_eventually!(
-        stat(&cp, "by=service&name=books").await["items"][0]["counts"]["requests"]
+        stat(cp, "by=service&name=books").await["items"][0]["counts"]["requests"]
             .as_f64()
             .is_some_and(|n| n >= before + 100.0)
     );
-    let answer = stat(&cp, "by=service&name=books").await;
+    let answer = stat(cp, "by=service&name=books").await;
     let books_row = row(&answer, "books").expect("a row for books");
     let requests = books_row["counts"]["requests"].as_f64().expect("requests") - before;
     let failures = books_row["counts"]["failures"].as_f64().expect("failures");
@@ -106,7 +129,7 @@ async fn stat_reports_what_the_proxies_served() {
     assert!(p50 > 0.0 && p50 <= p99, "p50 {p50} p99 {p99}");
 
     // The route web's proxy sent them through shows the same requests.
-    let routes = stat(&cp, "by=route").await;
+    let routes = stat(cp, "by=route").await;
     let sent: f64 = routes["items"]
         .as_array()
         .expect("items")
@@ -136,4 +159,70 @@ async fn stat_reports_what_the_proxies_served() {
         table.lines().nth(1).is_some_and(|l| l.contains("books")),
         "{table}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_streams_matching_requests_and_needs_the_token() {
+    let mesh = mesh().await;
+    let tap_url = |query: &str| {
+        format!(
+            "http://{}/api/v1/tap?service=books&{query}",
+            mesh.cp.http_addr
+        )
+    };
+    // No token, even from this host: refused.
+    let refused = HttpClient::http1()
+        .get(&tap_url("limit=1"))
+        .await
+        .expect("answers");
+    assert_eq!(refused.status, 401);
+    assert!(
+        !mesh.books.1.proxy.taps().active(),
+        "nobody taps: nothing runs"
+    );
+
+    // A tap on failing requests to books, through the command, stopping after three.
+    let tap = tokio::process::Command::new(trellis_binary())
+        .args([
+            "tap", "books", "--path", "/status", "--limit", "3", "-o", "json",
+        ])
+        .args(["--duration", "60s", "--token", TOKEN, "--control"])
+        .arg(format!("http://{}", mesh.cp.http_addr))
+        .env("TRELLIS_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("trellis tap");
+    assert_eventually!(mesh.books.1.proxy.taps().active());
+    let client = HttpClient::http1();
+    // Exactly as many matching requests as the limit: the tap must end without a
+    // fourth to notice it.
+    for i in 0..12 {
+        let path = if i % 4 == 0 { "/status/503" } else { "/" };
+        let url = format!("http://127.0.0.1:{}{path}", mesh.port);
+        client.get(&url).await.expect("answered");
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), tap.wait_with_output())
+        .await
+        .expect("the tap ends at its limit")
+        .expect("trellis tap runs");
+    assert!(output.status.success());
+    let events: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    for event in &events {
+        assert_eq!(event["path"], "/status/503");
+        assert_eq!(event["status"], 503);
+        assert_eq!(event["method"], "GET");
+        assert_eq!(event["direction"], "inbound");
+        assert_eq!(event["workload"], "books-1");
+        assert!(event["latencyMicros"].as_u64().is_some());
+        assert_eq!(
+            event["destinationIdentity"],
+            "spiffe://trellis.local/ns/default/sa/books"
+        );
+    }
+    // The tap ended with its stream: the proxy stops it.
+    assert_eventually!(!mesh.books.1.proxy.taps().active());
 }

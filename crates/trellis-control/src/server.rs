@@ -172,6 +172,7 @@ impl ControlPlane {
             ca: ca.clone(),
             membership: Some(membership.clone()),
             telemetry: Some(telemetry.clone()),
+            taps: Some(push.taps()),
         });
         let http_task = tokio::spawn(async move {
             let app = router.into_make_service_with_connect_info::<SocketAddr>();

@@ -33,6 +33,8 @@ pub struct Shared {
     pub(crate) authz_warn: WarnLimiter,
     /// Addresses listeners are actually bound to (differs from the config for port 0).
     bound: Mutex<HashMap<String, SocketAddr>>,
+    /// Taps the control plane started (`trellis tap`).
+    pub taps: crate::tap::Taps,
 }
 
 impl Shared {
@@ -106,6 +108,7 @@ impl Proxy {
             tls: TlsState::default(),
             authz_warn: WarnLimiter::new(),
             bound: Mutex::new(HashMap::new()),
+            taps: crate::tap::Taps::default(),
         });
         let mut running = HashMap::new();
         start_listeners(sockets, &shared, &mut running)?;
@@ -119,6 +122,11 @@ impl Proxy {
             admin_task,
             housekeeping,
         })
+    }
+
+    /// The taps the control plane runs on this proxy.
+    pub fn taps(&self) -> &crate::tap::Taps {
+        &self.shared.taps
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

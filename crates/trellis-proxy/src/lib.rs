@@ -23,6 +23,7 @@ mod listener;
 pub mod resilience;
 pub mod route;
 pub mod state;
+pub mod tap;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;

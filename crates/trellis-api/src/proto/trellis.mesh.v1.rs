@@ -2,7 +2,7 @@
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProxyMessage {
-    #[prost(oneof = "proxy_message::Message", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "proxy_message::Message", tags = "1, 2, 3, 4, 5")]
     pub message: ::core::option::Option<proxy_message::Message>,
 }
 /// Nested message and enum types in `ProxyMessage`.
@@ -18,7 +18,46 @@ pub mod proxy_message {
         Nack(super::Nack),
         #[prost(message, tag = "4")]
         CertificateRequest(super::CertificateRequest),
+        #[prost(message, tag = "5")]
+        TapEvent(super::TapEvent),
     }
+}
+/// One request a tap matched: its metadata, never its body.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TapEvent {
+    /// The tap it answers (`TapStart.id`).
+    #[prost(string, tag = "1")]
+    pub tap_id: ::prost::alloc::string::String,
+    /// When the response was sent, Unix nanoseconds.
+    #[prost(uint64, tag = "2")]
+    pub unix_nanos: u64,
+    /// `inbound` (a request to this workload) or `outbound` (one it made).
+    #[prost(string, tag = "3")]
+    pub direction: ::prost::alloc::string::String,
+    /// SPIFFE IDs, when known: the caller's from mTLS on inbound, this workload's on
+    /// outbound; the destination's the other way round.
+    #[prost(string, tag = "4")]
+    pub source_identity: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub destination_identity: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub method: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub authority: ::prost::alloc::string::String,
+    #[prost(string, tag = "8")]
+    pub path: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "9")]
+    pub status: u32,
+    #[prost(uint64, tag = "10")]
+    pub latency_micros: u64,
+    #[prost(string, tag = "11")]
+    pub route: ::prost::alloc::string::String,
+    #[prost(string, tag = "12")]
+    pub backend: ::prost::alloc::string::String,
+    /// The workload whose proxy saw it.
+    #[prost(string, tag = "13")]
+    pub workload: ::prost::alloc::string::String,
 }
 /// The first message on a stream.
 #[allow(clippy::all)]
@@ -116,7 +155,7 @@ pub struct Nack {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ControlMessage {
-    #[prost(oneof = "control_message::Message", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "control_message::Message", tags = "1, 2, 3, 4, 5, 6")]
     pub message: ::core::option::Option<control_message::Message>,
 }
 /// Nested message and enum types in `ControlMessage`.
@@ -132,7 +171,38 @@ pub mod control_message {
         TrustBundle(super::TrustBundle),
         #[prost(message, tag = "4")]
         SessionInfo(super::SessionInfo),
+        #[prost(message, tag = "5")]
+        TapStart(super::TapStart),
+        #[prost(message, tag = "6")]
+        TapStop(super::TapStop),
     }
+}
+/// Start reporting requests that match, as `TapEvent`s, until `TapStop` or the end of
+/// the session.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TapStart {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// Each empty or zero field matches anything.
+    #[prost(string, tag = "2")]
+    pub path_prefix: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub method: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub status: u32,
+    /// A substring of the authority or the backend: the service called.
+    #[prost(string, tag = "5")]
+    pub to: ::prost::alloc::string::String,
+    /// Events a second the proxy sends at most for this tap; more are dropped.
+    #[prost(uint32, tag = "6")]
+    pub max_per_second: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TapStop {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
 }
 /// The first message of a session: who the control plane takes the proxy to be, so it
 /// can ask for a certificate of that identity.

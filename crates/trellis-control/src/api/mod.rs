@@ -35,6 +35,7 @@ mod identity;
 mod stat;
 pub mod status;
 pub mod storage;
+mod tap;
 pub mod token;
 mod usage;
 pub mod write;
@@ -72,6 +73,8 @@ pub struct ApiState {
     pub membership: Option<Arc<crate::leader::Membership>>,
     /// The proxies' metrics, for `trellis stat`; `None` when not collected.
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// Where `trellis tap` starts taps; `None` without proxy sessions.
+    pub taps: Option<Arc<crate::push::TapHub>>,
 }
 
 /// The API's routes. Serve it with
@@ -104,6 +107,8 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(token, auth::require));
     Router::new()
         .route("/api/v1/health", get(handlers::health))
+        // Checks the admin token itself: a tap needs it from every host.
+        .route("/api/v1/tap", get(tap::tap))
         .merge(guarded)
         .fallback(handlers::no_route)
         .method_not_allowed_fallback(handlers::wrong_method)

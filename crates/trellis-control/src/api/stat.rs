@@ -99,7 +99,7 @@ pub(super) async fn stat(
 }
 
 /// The HTTP addresses of the other control planes on the store.
-fn peers(api: &ApiState) -> Vec<String> {
+pub(super) fn peers(api: &ApiState) -> Vec<String> {
     let Some(membership) = &api.membership else {
         return Vec::new();
     };

@@ -10,6 +10,7 @@
 
 mod mesh;
 mod session;
+mod tap;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -24,6 +25,7 @@ use trellis_api::proto::v1::{proxy_api_server::ProxyApi, ControlMessage, ProxyMe
 
 pub use self::mesh::{MeshVersion, MeshWatcher};
 pub use self::session::REGISTRATION;
+pub use self::tap::{TapHub, TapStream};
 use crate::ca::MeshCa;
 use crate::registry::Registry;
 use crate::store::{Standing, Store};
@@ -75,6 +77,8 @@ struct Inner {
     /// registered: restored if the leader removed them while this replica was cut off
     /// from the store ([`PushService::restore_on_rejoin`]).
     live: Mutex<HashMap<String, trellis_api::Resource>>,
+    /// Taps asked for through the API, which sessions start on their proxies.
+    taps: Arc<TapHub>,
 }
 
 impl PushService {
@@ -98,6 +102,7 @@ impl PushService {
                 sessions: Mutex::new(HashMap::new()),
                 instance: instance_id(),
                 live: Mutex::new(HashMap::new()),
+                taps: Arc::default(),
             }),
         }
     }
@@ -160,6 +165,11 @@ impl PushService {
             }
             tracing::info!(restored, live = live.len(), "rejoined the control planes");
         }
+    }
+
+    /// The taps running through this control plane.
+    pub fn taps(&self) -> Arc<TapHub> {
+        self.inner.taps.clone()
     }
 
     /// This control plane's instance id, which its registrations carry.

@@ -16,7 +16,7 @@ use tonic::{Status, Streaming};
 use trellis_api::meta::DEFAULT_NAMESPACE;
 use trellis_api::proto::v1::{
     control_message, proxy_message, Certificate, ControlMessage, Hello, ProxyConfig, ProxyMessage,
-    SessionInfo, Snapshot, TrustBundle, Workload,
+    SessionInfo, Snapshot, TapStop, TrustBundle, Workload,
 };
 use trellis_api::service::{WorkloadPort, WorkloadSpec};
 use trellis_api::{Kind, ObjectMeta, Resource, Spec};
@@ -198,6 +198,8 @@ pub async fn run(
     let mut ca = inner.ca.subscribe();
     let mut ca_seen = ca.borrow_and_update().clone();
     let mut last_sent: Option<Arc<ProxyConfig>> = None;
+    let mut tap_updates = inner.taps.subscribe();
+    let mut running_taps = std::collections::HashSet::new();
     // The proxy's latest CSR, re-signed when the signer changes (rotation).
     let mut last_csr: Option<String> = None;
     let info = ControlMessage {
@@ -208,6 +210,16 @@ pub async fn run(
     };
     if tx.send(Ok(info)).await.is_err() {
         return disconnected(inner, registered).await;
+    }
+    // Taps already running for the service start on this proxy too.
+    tap_updates.mark_unchanged();
+    for message in tap_changes(&inner, &registered, &mut running_taps)
+        .into_iter()
+        .flatten()
+    {
+        if tx.send(Ok(message)).await.is_err() {
+            return disconnected(inner, registered).await;
+        }
     }
     loop {
         let version = mesh.borrow_and_update().clone();
@@ -241,6 +253,12 @@ pub async fn run(
         let reply = tokio::select! {
             _ = stopping.wait_for(|stopping| *stopping) => return,
             changed = mesh.changed() => if changed.is_err() { break } else { None },
+            changed = tap_updates.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                tap_changes(&inner, &registered, &mut running_taps)
+            }
             changed = ca.changed() => {
                 if changed.is_err() {
                     break;
@@ -298,9 +316,52 @@ fn answer(
             }
             return Some(vec![certificate_message(reply)]);
         }
+        Some(proxy_message::Message::TapEvent(mut event)) => {
+            // The proxy does not know its own name or, on inbound, its identity; the
+            // session does.
+            event.workload = registered.workload.name.clone();
+            let own = registered.identity.to_string();
+            if event.direction == "inbound" {
+                event.destination_identity = own;
+            } else {
+                event.source_identity = own;
+            }
+            inner.taps.deliver(event);
+        }
         Some(proxy_message::Message::Hello(_)) | None => {}
     }
     None
+}
+
+/// The `TapStart`s and `TapStop`s that bring the proxy's taps to those its service
+/// should run now; `running` is updated to match.
+fn tap_changes(
+    inner: &Inner,
+    registered: &Registered,
+    running: &mut std::collections::HashSet<String>,
+) -> Option<Vec<ControlMessage>> {
+    let w = &registered.workload;
+    let wanted = inner.taps.for_service(&w.service, &w.namespace);
+    let mut messages = Vec::new();
+    for start in &wanted {
+        if running.insert(start.id.clone()) {
+            messages.push(control_message::Message::TapStart(start.clone()));
+        }
+    }
+    running.retain(|id| {
+        let keep = wanted.iter().any(|t| &t.id == id);
+        if !keep {
+            messages.push(control_message::Message::TapStop(TapStop {
+                id: id.clone(),
+            }));
+        }
+        keep
+    });
+    let messages: Vec<ControlMessage> = messages
+        .into_iter()
+        .map(|m| ControlMessage { message: Some(m) })
+        .collect();
+    (!messages.is_empty()).then_some(messages)
 }
 
 /// Signs `csr_pem` for the session's identity, or says why not.

@@ -103,7 +103,7 @@ impl IdentityState {
                 self.trust(&bundle.roots_pem);
                 None
             }
-            Message::Snapshot(_) => None,
+            Message::Snapshot(_) | Message::TapStart(_) | Message::TapStop(_) => None,
         }
     }
 

@@ -182,36 +182,55 @@ async fn session(
         .into_inner();
     tracing::info!(%address, workload = %settings.workload.name, "connected to the control plane");
 
-    loop {
+    // Taps belong to the session that started them.
+    let taps = proxy.taps();
+    taps.clear();
+    let mut tap_events = taps.events().await;
+    let ended = loop {
         let renewal = identity.renewal();
         let reply = tokio::select! {
             next = inbound.message() => {
-                let next = next.map_err(|status| SessionError::Broken {
-                    address: address.into(),
-                    status,
-                })?;
-                let Some(msg) = next else {
-                    return Err(SessionError::Closed {
+                let next = match next {
+                    Ok(next) => next,
+                    Err(status) => break SessionError::Broken {
                         address: address.into(),
-                    });
+                        status,
+                    },
+                };
+                let Some(msg) = next else {
+                    break SessionError::Closed {
+                        address: address.into(),
+                    };
                 };
                 match msg.message {
                     Some(control_message::Message::Snapshot(snapshot)) => {
                         Some(apply(proxy, &settings.local, &snapshot, serving_version).await)
                     }
+                    Some(control_message::Message::TapStart(start)) => {
+                        tracing::info!(tap = %start.id, "tap started");
+                        taps.start(start);
+                        None
+                    }
+                    Some(control_message::Message::TapStop(stop)) => {
+                        taps.stop(&stop.id);
+                        None
+                    }
                     Some(other) => identity.handle(proxy, other),
                     None => None,
                 }
             }
+            Some(event) = tap_events.recv() => Some(proxy_message::Message::TapEvent(event)),
             () = sleep_until(renewal), if renewal.is_some() => identity.request(),
         };
         let Some(reply) = reply else { continue };
         if tx.send(message(reply)).await.is_err() {
-            return Err(SessionError::Closed {
+            break SessionError::Closed {
                 address: address.into(),
-            });
+            };
         }
-    }
+    };
+    taps.clear();
+    Err(ended)
 }
 
 /// Applies one snapshot and says how it went.

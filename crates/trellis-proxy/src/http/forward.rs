@@ -76,6 +76,7 @@ pub async fn handle(
     let listener = ctx.current_listener();
     let grpc = listener.protocol == ListenerProtocol::Grpc || is_grpc(&req);
     let client_version = req.version();
+    let tapped = ctx.shared.taps.active().then(|| TapSeen::of(&req));
 
     // Checked against the listener as it is now, so a reload's policies apply from the
     // next request of every open connection.
@@ -126,8 +127,65 @@ pub async fn handle(
     ctx.shared
         .metrics
         .record_request(&labels, resp.status().as_u16(), error, started.elapsed());
+    if let Some(seen) = tapped {
+        seen.report(&ctx, &labels, resp.status().as_u16(), started.elapsed());
+    }
     *resp.version_mut() = client_version;
     Ok(resp)
+}
+
+/// What a tap reports of a request, taken before the request is sent on.
+struct TapSeen {
+    method: http::Method,
+    authority: String,
+    path: String,
+}
+
+impl TapSeen {
+    fn of<B>(req: &Request<B>) -> Self {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| {
+                let host = req.headers().get(http::header::HOST)?;
+                host.to_str().ok().map(str::to_owned)
+            })
+            .unwrap_or_default();
+        Self {
+            method: req.method().clone(),
+            authority,
+            path: req.uri().path().to_owned(),
+        }
+    }
+
+    fn report(
+        &self,
+        ctx: &ConnContext,
+        labels: &RouteLabels,
+        status: u16,
+        latency: std::time::Duration,
+    ) {
+        let inbound = &*labels.listener == crate::config::INBOUND_LISTENER;
+        let caller = ctx
+            .identity
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        ctx.shared.taps.observe(&crate::tap::Observed {
+            inbound,
+            source_identity: if inbound { &caller } else { "" },
+            destination_identity: "",
+            method: self.method.as_str(),
+            authority: &self.authority,
+            path: &self.path,
+            status,
+            latency,
+            route: &labels.route,
+            backend: &labels.backend,
+            workload: "",
+        });
+    }
 }
 
 /// Labels for a request no backend was chosen for.

@@ -60,6 +60,7 @@ impl Api {
             ca: Arc::clone(&self.ca),
             membership: None,
             telemetry: None,
+            taps: None,
         }
     }
 
