@@ -18,14 +18,37 @@ use crate::tls::metrics::TlsMetrics;
 /// Labels of one HTTP request series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// `inbound` (to this workload) or `outbound` (from it).
+    pub direction: &'static str,
     pub listener: Arc<str>,
     pub route: Arc<str>,
     pub backend: Arc<str>,
+    /// The caller's SPIFFE ID, on inbound requests over mTLS; else empty.
+    pub peer_identity: Arc<str>,
+    /// Whether the client connection was mutual TLS.
+    pub tls: &'static str,
     pub status: u16,
     pub class: &'static str,
     /// Why the proxy answered instead of the backend (`connect timeout`, …), else empty.
     pub error: &'static str,
 }
+
+/// Who a request came from, as the request series label it; made once per client
+/// connection.
+#[derive(Debug, Clone)]
+pub struct CallLabels {
+    pub direction: &'static str,
+    pub peer_identity: Arc<str>,
+    pub tls: &'static str,
+}
+
+/// The series a family may hold before new label sets go to one overflow series
+/// (`route="overflow"`), so a flood of distinct routes or callers cannot grow the
+/// proxy's memory without bound.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+
+/// The label value of the overflow series.
+pub const OVERFLOW: &str = "overflow";
 
 /// Labels of request latency and TCP traffic: where it came in, which route took it,
 /// which backend served it.
@@ -77,6 +100,11 @@ pub struct Metrics {
     pub authz_denied: Family<AuthzLabels, Counter>,
     /// `trellis_tls_*`.
     pub tls: TlsMetrics,
+    /// Request series made so far, against `max_series`.
+    request_series: std::sync::atomic::AtomicUsize,
+    max_series: usize,
+    /// Requests recorded in the overflow series instead of their own.
+    pub overflowed: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -168,9 +196,18 @@ impl Metrics {
             authz_denied.clone(),
         );
         let tls = TlsMetrics::register(&mut registry);
+        let overflowed = Counter::default();
+        registry.register(
+            "trellis_metric_series_overflow",
+            "Requests counted in the overflow series because the request series reached their limit",
+            overflowed.clone(),
+        );
         Self {
             registry,
             tls,
+            request_series: std::sync::atomic::AtomicUsize::new(0),
+            max_series: DEFAULT_MAX_SERIES,
+            overflowed,
             requests,
             request_duration,
             connections,
@@ -186,25 +223,53 @@ impl Metrics {
         }
     }
 
+    /// The same, holding at most `max_series` request series.
+    pub fn with_max_series(max_series: usize) -> Self {
+        Self {
+            max_series,
+            ..Self::new()
+        }
+    }
+
     /// Records one answered HTTP request.
     pub fn record_request(
         &self,
         route: &RouteLabels,
+        call: &CallLabels,
         status: u16,
         error: &'static str,
         elapsed: Duration,
     ) {
-        let labels = RequestLabels {
+        let mut labels = RequestLabels {
+            direction: call.direction,
             listener: route.listener.clone(),
             route: route.route.clone(),
             backend: route.backend.clone(),
+            peer_identity: call.peer_identity.clone(),
+            tls: call.tls,
             status,
             class: status_class(status),
             error,
         };
+        let mut duration_labels = std::borrow::Cow::Borrowed(route);
+        if self.requests.get(&labels).is_none() {
+            use std::sync::atomic::Ordering::Relaxed;
+            if self.request_series.fetch_add(1, Relaxed) >= self.max_series {
+                self.request_series.fetch_sub(1, Relaxed);
+                self.overflowed.inc();
+                let overflow: Arc<str> = OVERFLOW.into();
+                (labels.route, labels.backend, labels.peer_identity) =
+                    (overflow.clone(), overflow.clone(), overflow.clone());
+                duration_labels = std::borrow::Cow::Owned(RouteLabels {
+                    listener: route.listener.clone(),
+                    route: overflow.clone(),
+                    backend: overflow,
+                });
+            }
+        }
         self.requests.get_or_create(&labels).inc();
         self.request_duration
-            .get_or_create(route)
+            .get_or_create(&duration_labels)
             .observe(elapsed.as_secs_f64());
     }
 
@@ -311,15 +376,63 @@ mod tests {
             route: "0".into(),
             backend: "app".into(),
         };
-        metrics.record_request(&route, 503, "no endpoints", Duration::from_millis(3));
+        let call = CallLabels {
+            direction: "inbound",
+            peer_identity: "spiffe://trellis.local/ns/default/sa/web".into(),
+            tls: "true",
+        };
+        metrics.record_request(&route, &call, 503, "no endpoints", Duration::from_millis(3));
         let text = metrics.encode();
         assert!(
-            text.contains(r#"trellis_requests_total{listener="web",route="0",backend="app",status="503",class="5xx",error="no endpoints"} 1"#),
+            text.contains(r#"trellis_requests_total{direction="inbound",listener="web",route="0",backend="app",peer_identity="spiffe://trellis.local/ns/default/sa/web",tls="true",status="503",class="5xx",error="no endpoints"} 1"#),
             "{text}"
         );
         assert!(
             text.contains("trellis_request_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn series_past_the_limit_go_to_one_overflow_series() {
+        let metrics = Metrics::with_max_series(3);
+        let call = CallLabels {
+            direction: "outbound",
+            peer_identity: "".into(),
+            tls: "false",
+        };
+        // A path explosion: every request its own route.
+        for i in 0..1000 {
+            let route = RouteLabels {
+                listener: "out".into(),
+                route: format!("route-{i}").into(),
+                backend: "books".into(),
+            };
+            metrics.record_request(&route, &call, 200, "", Duration::from_millis(1));
+        }
+        let text = metrics.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("trellis_requests_total{"))
+            .count();
+        assert_eq!(series, 4, "three of their own and the overflow:\n{text}");
+        assert!(
+            text.contains(r#"route="overflow",backend="overflow""#),
+            "{text}"
+        );
+        assert!(
+            text.contains("trellis_metric_series_overflow_total 997"),
+            "{text}"
+        );
+        // A series that exists keeps being counted as itself.
+        let first = RouteLabels {
+            listener: "out".into(),
+            route: "route-0".into(),
+            backend: "books".into(),
+        };
+        metrics.record_request(&first, &call, 200, "", Duration::from_millis(1));
+        assert!(metrics
+            .encode()
+            .contains("trellis_metric_series_overflow_total 997"));
     }
 }

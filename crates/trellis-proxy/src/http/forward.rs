@@ -24,7 +24,7 @@ use crate::config::{BackendProtocol, ListenerProtocol};
 use crate::endpoint::{BoxBody, BoxError, Endpoint};
 use crate::route::{Route, RouteBackend};
 use crate::state::Listener;
-use crate::telemetry::RouteLabels;
+use crate::telemetry::{CallLabels, RouteLabels};
 use crate::tls::{Identity, PEER_IDENTITY_HEADER};
 use crate::Shared;
 
@@ -45,6 +45,8 @@ pub struct ConnContext {
     pub identity: Option<SpiffeId>,
     /// The port the connection arrived on, for authorization.
     pub local_port: u16,
+    /// Who the requests come from, for the request metrics.
+    pub call: CallLabels,
 }
 
 impl ConnContext {
@@ -124,9 +126,13 @@ pub async fn handle(
             (err.to_response(grpc), err.reason())
         }
     };
-    ctx.shared
-        .metrics
-        .record_request(&labels, resp.status().as_u16(), error, started.elapsed());
+    ctx.shared.metrics.record_request(
+        &labels,
+        &ctx.call,
+        resp.status().as_u16(),
+        error,
+        started.elapsed(),
+    );
     if let Some(seen) = tapped {
         seen.report(&ctx, &labels, resp.status().as_u16(), started.elapsed());
     }

@@ -147,8 +147,22 @@ async fn http_is_allowed_by_identity_and_denied_with_the_deciding_policy() {
     assert_eq!(metric(&cart, &decided("allowed", "shop/allow-web")), 1);
     assert_eq!(metric(&cart, &decided("denied", "shop/deny-admin")), 1);
     assert_eq!(metric(&cart, &decided("denied", "no-allow-match")), 2);
-    let forbidden = r#"trellis_requests_total{listener="inbound",route="",backend="",status="403",class="4xx",error="denied"}"#;
-    assert_eq!(metric(&cart, forbidden), 3);
+    // Denied requests are counted by caller: web and other over mTLS, one without.
+    let text = cart.metrics().encode();
+    let forbidden: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("trellis_requests_total{") && l.contains(r#"status="403""#))
+        .collect();
+    assert_eq!(forbidden.len(), 3, "{forbidden:?}");
+    assert!(forbidden
+        .iter()
+        .all(|l| l.contains(r#"error="denied""#) && l.ends_with(" 1")));
+    assert!(forbidden
+        .iter()
+        .any(|l| l.contains(r#"peer_identity="","#) && l.contains(r#"tls="false""#)));
+    assert!(forbidden
+        .iter()
+        .any(|l| l.contains("/sa/other\",") && l.contains(r#"tls="true""#)));
 }
 
 #[tokio::test]
