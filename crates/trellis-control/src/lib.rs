@@ -12,3 +12,4 @@ pub mod push;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod vip;

@@ -23,7 +23,7 @@ use crate::io::PrefixedIo;
 use crate::state::Listener;
 use crate::telemetry::ConnectionLabels;
 use crate::tls::accept;
-use crate::{http, tcp, Shared};
+use crate::{http, tcp, transparent, Shared};
 
 /// Pending connections the kernel queues before `accept`.
 const BACKLOG: u32 = 1024;
@@ -116,9 +116,20 @@ async fn accept_loop(
 async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
     let _guard = shared.drain.track();
     let drain = shared.drain.watch();
-    let Some(listener) = shared.state.load().listeners.get(&name).cloned() else {
+    let snapshot = shared.state.load_full();
+    let Some(mut listener) = snapshot.listeners.get(&name).cloned() else {
         return;
     };
+    if let Some(table) = &listener.original_destination {
+        // A captured connection: the listener serving its destination takes it from
+        // here, unless it was passed through or refused.
+        let dispatched = transparent::dispatch(stream, &listener, table, &snapshot, &shared);
+        let Some((captured, target)) = dispatched.await else {
+            return;
+        };
+        (stream, listener) = (captured, target);
+    }
+    drop(snapshot);
     let _ = stream.set_nodelay(true);
     let local_port = stream
         .local_addr()

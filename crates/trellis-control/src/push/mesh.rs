@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::api::storage::{self, PREFIX};
 use crate::compile::{MeshIndex, MeshState};
 use crate::store::Store;
+use crate::vip::{self, VipError};
 
 /// The mesh at one store revision, indexed for compiling.
 #[derive(Debug, Default)]
@@ -53,6 +54,15 @@ impl MeshWatcher {
     }
 }
 
+/// Reads the recorded virtual IPs, assigns the Services that have none, and hands the
+/// table to the index. Returns the revision of the last write, if any.
+async fn with_vips(store: &dyn Store, index: &mut MeshIndex) -> Result<Option<u64>, VipError> {
+    let (mut table, _) = vip::read(store).await?;
+    let written = vip::assign(store, &mut table, index.service_keys()).await?;
+    index.set_vips(table);
+    Ok(written)
+}
+
 async fn watch_store(
     store: Arc<dyn Store>,
     debounce: Duration,
@@ -67,7 +77,18 @@ async fn watch_store(
                 continue;
             }
         };
-        let index = MeshIndex::new(&MeshState::new(resources));
+        let mut index = MeshIndex::new(&MeshState::new(resources));
+        // Every Service gets its virtual IP before any proxy is compiled against it; the
+        // snapshot version is then the revision of the last address written, so it still
+        // names everything the snapshot holds.
+        let revision = match with_vips(store.as_ref(), &mut index).await {
+            Ok(written) => written.map_or(revision, |w| w.max(revision)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot assign virtual IPs; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
         if tx.send(Arc::new(MeshVersion { revision, index })).is_err() {
             return; // nobody listens any more
         }
