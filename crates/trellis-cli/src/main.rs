@@ -7,6 +7,7 @@ mod demo;
 mod explain;
 mod identity;
 mod iptables;
+mod pod;
 mod proxy;
 mod resources;
 mod run;
