@@ -54,6 +54,10 @@ enum Command {
         /// Name the service answers with (`hello from NAME`, `x-served-by: NAME`).
         #[arg(long, default_value = "sample")]
         name: String,
+        /// Speak a TCP protocol instead of HTTP: write this line on accept (as a MySQL
+        /// server sends its handshake first), then echo what the client sends.
+        #[arg(long)]
+        greeting: Option<String>,
     },
     /// Run the control plane: resource API, proxy configuration push, workload registry.
     Control(control::ControlArgs),
@@ -106,7 +110,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Proxy(args) => proxy::run(args).await,
-            Command::SampleServer { listen, name } => sample::run(listen, &name).await,
+            Command::SampleServer {
+                listen,
+                name,
+                greeting,
+            } => sample::run(listen, &name, greeting).await,
             Command::Control(args) => control::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Apply(args) => resources::apply(args).await,

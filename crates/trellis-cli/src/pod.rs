@@ -39,6 +39,9 @@ pub struct PodArgs {
     /// registers with it.
     #[arg(long, value_parser = parse_pod_address)]
     pub pod_address: Option<(Ipv4Addr, u8)>,
+    /// The pod's network namespace name. Default: `trellis-<service>-<4 hex digits>`.
+    #[arg(long)]
+    pub pod_name: Option<String>,
     /// The bridge (in the current network namespace) the pod's veth joins.
     #[arg(long)]
     pub pod_bridge: Option<String>,

@@ -179,7 +179,10 @@ async fn run_pod(
             .ok()
             .and_then(|text| pod::first_nameserver(&text)),
     };
-    let name = format!("trellis-{}-{:04x}", args.service, fastrand::u16(..));
+    let name = match &args.pod.pod_name {
+        Some(name) => name.clone(),
+        None => format!("trellis-{}-{:04x}", args.service, fastrand::u16(..)),
+    };
     let pod = Pod::create(&name, &args.pod, &args.sidecar.namespace)?;
     let exe = std::env::current_exe().context("cannot find the trellis binary")?;
     let mut inner = Command::new("ip");
