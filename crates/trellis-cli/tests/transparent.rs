@@ -278,6 +278,24 @@ async fn an_unmodified_bookshop_runs_across_pods_with_transparent_capture() {
     // 1. web → books → ratings, by name, through three pods.
     assert_eventually!(web.shop_works().await, "web never served a rated product");
 
+    // The names resolved to the Services' virtual IPs, which the CLI shows.
+    let services = Command::new(TRELLIS)
+        .args([
+            "get",
+            "services",
+            "ratings",
+            "--control",
+            &control,
+            "--token",
+            TOKEN,
+        ])
+        .output()
+        .await
+        .expect("trellis get services");
+    let services = String::from_utf8_lossy(&services.stdout);
+    assert!(services.contains("VIRTUAL-IP"), "{services}");
+    assert!(services.contains(" 240.240."), "{services}");
+
     // 2. Between pods it is mTLS: a client without a certificate, from a host of the
     // bridge, is refused at books' application port (captured into the sidecar).
     assert!(
