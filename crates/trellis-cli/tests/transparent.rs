@@ -385,6 +385,12 @@ async fn an_unmodified_bookshop_runs_across_pods_with_transparent_capture() {
     };
     let ((served, failed), ()) = tokio::join!(traffic, kill);
     eprintln!("while books' instance went away: {served} requests served, {failed} failed");
+    // The killed `trellis run` had no chance to clean up; its pod's own process did.
+    let netns = std::path::PathBuf::from("/run/netns").join(&books_b.name);
+    assert_eventually!(
+        !netns.exists(),
+        "the killed pod's namespace was left behind"
+    );
     for i in 0..20 {
         assert!(
             web.shop_works().await,

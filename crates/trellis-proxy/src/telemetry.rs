@@ -55,7 +55,7 @@ pub struct AuthzLabels {
 /// Labels of a captured outbound connection that left the mesh or was refused:
 /// `reason` is `registry_only` (a destination outside the mesh under `registryOnly`),
 /// `loop` (the proxy's own listener) or `unknown_destination` (no original destination
-/// could be read); `passthrough` connections carry an empty reason.
+/// could be read); passed-through connections carry `allow_any`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct OutboundLabels {
     pub listener: Arc<str>,

@@ -116,7 +116,7 @@ pub async fn dispatch(
             shared
                 .metrics
                 .outbound_passthrough
-                .get_or_create(&labels(""))
+                .get_or_create(&labels("allow_any"))
                 .inc();
             let mark = snapshot.config.socket_mark;
             passthrough(stream, original, mark, listener).await;
