@@ -371,8 +371,9 @@ async fn an_unmodified_bookshop_runs_across_pods_with_transparent_capture() {
         (served, failed)
     };
     let kill = async {
-        books_b.kill().await;
+        // Marked first: a request that fails from here on is one the kill may cause.
         killed.store(true, Ordering::SeqCst);
+        books_b.kill().await;
         assert_eventually!(
             web.get("127.0.0.1", 7191, "/config")
                 .await
