@@ -179,6 +179,10 @@ async fn run_pod(
             .ok()
             .and_then(|text| pod::first_nameserver(&text)),
     };
+    if let Some(upstream) = upstream.filter(|u| u.ip().is_loopback()) {
+        // The host's loopback is not the pod's: names outside the mesh will not resolve.
+        tracing::warn!(%upstream, "the upstream resolver is on the host's loopback, which a pod cannot reach; pass --dns-upstream");
+    }
     let name = match &args.pod.pod_name {
         Some(name) => name.clone(),
         None => format!("trellis-{}-{:04x}", args.service, fastrand::u16(..)),
