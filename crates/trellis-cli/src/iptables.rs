@@ -62,8 +62,9 @@ pub struct InstallArgs {
     #[arg(long)]
     pub proxy_uid: Option<u32>,
     /// The `SO_MARK` the proxy puts on its own connections, which are then never
-    /// redirected (for a proxy that runs as the same user as its application).
-    #[arg(long)]
+    /// redirected (for a proxy that runs as the same user as its application);
+    /// decimal or `0x` hexadecimal.
+    #[arg(long, value_parser = parse_mark)]
     pub proxy_mark: Option<u32>,
     /// The proxy's admin port, never redirected inbound.
     #[arg(long, default_value_t = 7191)]
@@ -92,6 +93,14 @@ impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.len)
     }
+}
+
+fn parse_mark(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("{s:?}: expected a 32-bit mark such as 0x7e11 or 32273"))
 }
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
@@ -441,5 +450,8 @@ mod tests {
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("fd00::/129").is_err());
         assert!(parse_cidr("nowhere/8").is_err());
+        assert_eq!(parse_mark("0x7e11"), Ok(0x7e11));
+        assert_eq!(parse_mark("32273"), Ok(32273));
+        assert!(parse_mark("0xnope").is_err());
     }
 }
