@@ -50,11 +50,13 @@ spec:
 "#;
 
 /// One `trellis run --transparent` process, in the root namespace; stopped (SIGTERM,
-/// then SIGKILL) when dropped, and its pod removed should it have left one.
+/// then SIGKILL) when dropped, and its pod removed should it have left one. Its output
+/// goes to `<temp dir>/<pod>.log`, kept when the test fails.
 struct Pod {
     name: String,
     address: String,
     child: Child,
+    log: std::path::PathBuf,
 }
 
 impl Pod {
@@ -94,8 +96,8 @@ impl Pod {
             "--".into(),
         ];
         args.extend(command.iter().map(|s| s.to_string()));
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("{name}.log")))
-            .expect("log file");
+        let log_path = std::env::temp_dir().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(TRELLIS)
             .args(&args)
             .env("TRELLIS_LOG", "info")
@@ -111,6 +113,7 @@ impl Pod {
             name,
             address,
             child,
+            log: log_path,
         }
     }
 
@@ -176,6 +179,9 @@ impl Drop for Pod {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -313,6 +319,27 @@ async fn an_unmodified_bookshop_runs_across_pods_with_transparent_capture() {
             "trellis_tls_plaintext_connections_total{listener=\"inbound\",action=\"refused\"} 1"
         ),
         "{books_metrics}"
+    );
+
+    // A pod's own address and application port stand for its Service too: web's
+    // sidecar takes the call into the mesh, over mTLS, where the plaintext above failed.
+    let direct = web.get(&books_a.address, APP_PORT, "/books").await;
+    assert!(
+        direct
+            .as_ref()
+            .is_some_and(|(status, _)| status.contains(" 200 ")),
+        "{direct:?}"
+    );
+    // The outbound listener dialled directly is not proxied to itself.
+    assert_eq!(web.get("127.0.0.1", 7140, "/").await, None);
+    let (_, web_metrics) = web
+        .get("127.0.0.1", 7191, "/metrics")
+        .await
+        .expect("metrics");
+    assert!(
+        web_metrics
+            .contains("trellis_outbound_refused_total{listener=\"outbound\",reason=\"loop\"} 1"),
+        "{web_metrics}"
     );
 
     // 3. A server that speaks first, reached by name through the capture.
