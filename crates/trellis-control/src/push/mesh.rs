@@ -69,7 +69,7 @@ async fn watch_store(
     tx: watch::Sender<Arc<MeshVersion>>,
 ) {
     loop {
-        let (resources, revision) = match storage::read_prefix(store.as_ref(), PREFIX).await {
+        let (resources, listed) = match storage::read_prefix(store.as_ref(), PREFIX).await {
             Ok(read) => read,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the mesh state; retrying");
@@ -80,9 +80,10 @@ async fn watch_store(
         let mut index = MeshIndex::new(&MeshState::new(resources));
         // Every Service gets its virtual IP before any proxy is compiled against it; the
         // snapshot version is then the revision of the last address written, so it still
-        // names everything the snapshot holds.
+        // names everything the snapshot holds. The watch goes on from the list's
+        // revision, so a resource written meanwhile is not missed.
         let revision = match with_vips(store.as_ref(), &mut index).await {
-            Ok(written) => written.map_or(revision, |w| w.max(revision)),
+            Ok(written) => written.map_or(listed, |w| w.max(listed)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot assign virtual IPs; retrying");
                 tokio::time::sleep(RETRY).await;
@@ -92,7 +93,7 @@ async fn watch_store(
         if tx.send(Arc::new(MeshVersion { revision, index })).is_err() {
             return; // nobody listens any more
         }
-        let mut watch = match store.watch(PREFIX, revision).await {
+        let mut watch = match store.watch(PREFIX, listed).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the store; re-reading");
