@@ -70,6 +70,10 @@ pub struct Status {
     /// Latest observations, at most one per condition type.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// A Service's stable virtual IP, which mesh DNS answers for its names and
+    /// transparent sidecars route by. Unset for other kinds, and until assigned.
+    #[serde(default, rename = "virtualIP", skip_serializing_if = "Option::is_none")]
+    pub virtual_ip: Option<std::net::IpAddr>,
 }
 
 impl Status {

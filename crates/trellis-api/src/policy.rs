@@ -30,6 +30,9 @@ pub struct MeshConfigSpec {
     /// Access logging on every proxy. Unset: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLogConfig>,
+    /// Where captured traffic to addresses outside the mesh may go. Default: anywhere.
+    #[serde(default)]
+    pub egress: EgressConfig,
 }
 
 impl Default for MeshConfigSpec {
@@ -39,8 +42,30 @@ impl Default for MeshConfigSpec {
             mtls: MtlsConfig::default(),
             default_authorization: DefaultAuthorization::default(),
             access_log: None,
+            egress: EgressConfig::default(),
         }
     }
+}
+
+/// Outbound traffic to destinations that are not Services of the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Default `allowAny`.
+    #[serde(default)]
+    pub mode: EgressMode,
+}
+
+/// What a sidecar does with a captured connection whose destination is no Service's
+/// virtual IP and no workload of the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EgressMode {
+    /// Pass it through to the address the application dialled, as plain TCP.
+    #[default]
+    AllowAny,
+    /// Close it, and count and log it: only the mesh's Services are reachable.
+    RegistryOnly,
 }
 
 fn default_trust_domain() -> String {

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! PREROUTING ─► TRELLIS_INBOUND ─► (excluded ports: RETURN) ─► TRELLIS_IN_REDIRECT (→ inbound port)
-//! OUTPUT ────► TRELLIS_OUTPUT ──► (proxy UID, loopback, excluded ports and CIDRs: RETURN)
+//! OUTPUT ────► TRELLIS_OUTPUT ──► (proxy UID or mark, loopback, excluded ports and CIDRs: RETURN)
 //!                                  ─► TRELLIS_OUT_REDIRECT (→ outbound port)
 //! ```
 //!
@@ -50,6 +50,7 @@ pub struct FamilyArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("proxy").required(true).multiple(true).args(["proxy_uid", "proxy_mark"])))]
 pub struct InstallArgs {
     /// The sidecar's inbound port, where traffic for this host's applications goes.
     #[arg(long, default_value_t = 7143)]
@@ -59,7 +60,12 @@ pub struct InstallArgs {
     pub outbound_port: u16,
     /// The user the proxy runs as: its own connections are never redirected.
     #[arg(long)]
-    pub proxy_uid: u32,
+    pub proxy_uid: Option<u32>,
+    /// The `SO_MARK` the proxy puts on its own connections, which are then never
+    /// redirected (for a proxy that runs as the same user as its application);
+    /// decimal or `0x` hexadecimal.
+    #[arg(long, value_parser = parse_mark)]
+    pub proxy_mark: Option<u32>,
     /// The proxy's admin port, never redirected inbound.
     #[arg(long, default_value_t = 7191)]
     pub admin_port: u16,
@@ -87,6 +93,14 @@ impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.len)
     }
+}
+
+fn parse_mark(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("{s:?}: expected a 32-bit mark such as 0x7e11 or 32273"))
 }
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
@@ -192,13 +206,18 @@ pub fn install_script(args: &InstallArgs, family: Family) -> String {
     );
     // Outbound: not the proxy's own connections, nothing on loopback, not the
     // excluded ports and blocks.
-    rule(
-        &mut out,
-        format!(
-            "-A TRELLIS_OUTPUT -m owner --uid-owner {} -j RETURN",
-            args.proxy_uid
-        ),
-    );
+    if let Some(uid) = args.proxy_uid {
+        rule(
+            &mut out,
+            format!("-A TRELLIS_OUTPUT -m owner --uid-owner {uid} -j RETURN"),
+        );
+    }
+    if let Some(mark) = args.proxy_mark {
+        rule(
+            &mut out,
+            format!("-A TRELLIS_OUTPUT -m mark --mark {mark:#x} -j RETURN"),
+        );
+    }
     rule(
         &mut out,
         format!("-A TRELLIS_OUTPUT -d {} -j RETURN", family.loopback()),
@@ -313,16 +332,27 @@ fn remove_family(family: Family) -> anyhow::Result<bool> {
     }
 }
 
+/// Installs the rules in the current network namespace, replacing any earlier install.
+pub fn install(args: &InstallArgs) -> anyhow::Result<()> {
+    for family in families(&args.family) {
+        remove_family(family)?;
+        restore(family, &install_script(args, family))?;
+    }
+    Ok(())
+}
+
 pub fn run(command: IptablesCommand) -> anyhow::Result<()> {
     match command {
         IptablesCommand::Install(args) => {
-            for family in families(&args.family) {
-                remove_family(family)?;
-                restore(family, &install_script(&args, family))?;
-            }
+            install(&args)?;
+            let mut excluded = Vec::new();
+            excluded.extend(args.proxy_uid.map(|uid| format!("UID {uid}")));
+            excluded.extend(args.proxy_mark.map(|mark| format!("mark {mark:#x}")));
             println!(
-                "installed: inbound TCP → port {}, outbound TCP → port {} (UID {} and loopback excluded)",
-                args.inbound_port, args.outbound_port, args.proxy_uid
+                "installed: inbound TCP → port {}, outbound TCP → port {} ({} and loopback excluded)",
+                args.inbound_port,
+                args.outbound_port,
+                excluded.join(", ")
             );
             Ok(())
         }
@@ -371,7 +401,8 @@ mod tests {
         InstallArgs {
             inbound_port: 7143,
             outbound_port: 7140,
-            proxy_uid: 1337,
+            proxy_uid: Some(1337),
+            proxy_mark: Some(0x7e11),
             admin_port: 7191,
             exclude_inbound_ports: vec![22],
             exclude_outbound_ports: vec![5432],
@@ -389,6 +420,7 @@ mod tests {
         assert!(v4.contains("-A TRELLIS_INBOUND -p tcp --dport 22 -j RETURN\n"));
         assert!(v4.contains("-A TRELLIS_INBOUND -p tcp --dport 7191 -j RETURN\n"));
         assert!(v4.contains("-A TRELLIS_OUTPUT -m owner --uid-owner 1337 -j RETURN\n"));
+        assert!(v4.contains("-A TRELLIS_OUTPUT -m mark --mark 0x7e11 -j RETURN\n"));
         assert!(v4.contains("-A TRELLIS_OUTPUT -d 127.0.0.0/8 -j RETURN\n"));
         assert!(v4.contains("-A TRELLIS_OUTPUT -d 10.0.0.0/8 -j RETURN\n"));
         assert!(!v4.contains("fd00::"), "an IPv6 block is not an IPv4 rule");
@@ -418,5 +450,8 @@ mod tests {
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("fd00::/129").is_err());
         assert!(parse_cidr("nowhere/8").is_err());
+        assert_eq!(parse_mark("0x7e11"), Ok(0x7e11));
+        assert_eq!(parse_mark("32273"), Ok(32273));
+        assert!(parse_mark("0xnope").is_err());
     }
 }

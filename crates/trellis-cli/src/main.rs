@@ -7,6 +7,7 @@ mod demo;
 mod explain;
 mod identity;
 mod iptables;
+mod pod;
 mod prometheus;
 mod proxy;
 mod resources;
@@ -57,6 +58,10 @@ enum Command {
         /// Name the service answers with (`hello from NAME`, `x-served-by: NAME`).
         #[arg(long, default_value = "sample")]
         name: String,
+        /// Speak a TCP protocol instead of HTTP: write this line on accept (as a MySQL
+        /// server sends its handshake first), then echo what the client sends.
+        #[arg(long)]
+        greeting: Option<String>,
     },
     /// Run the control plane: resource API, proxy configuration push, workload registry.
     Control(control::ControlArgs),
@@ -121,7 +126,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Proxy(args) => proxy::run(args).await,
-            Command::SampleServer { listen, name } => sample::run(listen, &name).await,
+            Command::SampleServer {
+                listen,
+                name,
+                greeting,
+            } => sample::run(listen, &name, greeting).await,
             Command::Control(args) => control::run(args).await,
             Command::Store(command) => store::run(command).await,
             Command::PrometheusConfig(args) => prometheus::run(args).await,

@@ -32,7 +32,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     match (args.config, args.service, args.app) {
         (Some(path), _, _) => run_file(&path).await,
         (None, Some(service), Some(app)) => {
-            let sidecar = sidecar::start(&service, app.port(), &args.sidecar).await?;
+            let sidecar = sidecar::start(&service, app.port(), &args.sidecar, None).await?;
             wait_for_stop().await?;
             let left = sidecar.proxy.shutdown().await;
             if left > 0 {

@@ -1,6 +1,6 @@
 //! `trellis run --service NAME --port PORT -- CMD`: universal mode. Starts the
 //! application with its sidecar, registers it with the control plane, and stops both
-//! together.
+//! together. With `--transparent`, the two run in a pod of their own ([`crate::pod`]).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -10,7 +10,8 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::sidecar::{self, SidecarArgs};
+use crate::pod::{self, Pod, PodArgs};
+use crate::sidecar::{self, Capture, SidecarArgs};
 
 /// Flags of `trellis run`.
 #[derive(Debug, clap::Args)]
@@ -23,6 +24,8 @@ pub struct RunArgs {
     pub port: u16,
     #[command(flatten)]
     pub sidecar: SidecarArgs,
+    #[command(flatten)]
+    pub pod: PodArgs,
     /// Stop (as on SIGTERM) when the process that started `trellis run` exits, so a
     /// supervisor that dies takes its workloads with it.
     #[arg(long, hide = true)]
@@ -74,41 +77,72 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     if args.exit_with_parent {
         exit_with_parent()?;
     }
-    let (program, rest) = args.command.split_first().context("no command to run")?;
-    let http_proxy_port = match args.sidecar.http_proxy_port {
-        Some(port) => port,
-        None => sidecar::free_port()?,
+    if args.pod.transparent && args.pod.inside_pod.is_none() {
+        return run_pod(&args, &mut terminate).await;
+    }
+    let _orphaned = args.pod.inside_pod.clone().map(|name| OrphanedPod {
+        name,
+        parent: rustix::process::getppid(),
+    });
+    let capture = match &args.pod.inside_pod {
+        Some(_) => Some(enter_pod(&mut args)?),
+        None => None,
     };
-    args.sidecar.http_proxy_port = Some(http_proxy_port);
-    let http_proxy = format!("http://127.0.0.1:{http_proxy_port}");
-    // Loopback stays direct: the app's upstream ports are there.
-    let no_proxy = "localhost,127.0.0.1,::1";
-    let mut child = Command::new(program)
-        .args(rest)
+    let (program, rest) = args.command.split_first().context("no command to run")?;
+    let mut app = Command::new(program);
+    app.args(rest)
         .env("PORT", args.port.to_string())
-        .env("HTTP_PROXY", &http_proxy)
-        .env("http_proxy", &http_proxy)
-        .env("NO_PROXY", no_proxy)
-        .env("no_proxy", no_proxy)
         .stdin(Stdio::null())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // In a pod the app dials Services by name and the capture takes it from there.
+    let http_proxy = match capture {
+        Some(_) => None,
+        None => {
+            let port = match args.sidecar.http_proxy_port {
+                Some(port) => port,
+                None => sidecar::free_port()?,
+            };
+            args.sidecar.http_proxy_port = Some(port);
+            let http_proxy = format!("http://127.0.0.1:{port}");
+            // Loopback stays direct: the app's upstream ports are there.
+            let no_proxy = "localhost,127.0.0.1,::1";
+            app.env("HTTP_PROXY", &http_proxy)
+                .env("http_proxy", &http_proxy)
+                .env("NO_PROXY", no_proxy)
+                .env("no_proxy", no_proxy);
+            Some(http_proxy)
+        }
+    };
+    let mut child = app
         .spawn()
         .with_context(|| format!("cannot start {program:?}"))?;
     let starting = async {
         wait_until_listening(&mut child, args.port).await?;
-        sidecar::start(&args.service, args.port, &args.sidecar).await
+        let sidecar = sidecar::start(&args.service, args.port, &args.sidecar, capture).await?;
+        let dns = match capture {
+            Some(_) => Some(serve_dns(&sidecar, &args).await?),
+            None => None,
+        };
+        anyhow::Ok((sidecar, dns))
     };
     let started = tokio::select! {
         started = starting => Some(started?),
         _ = terminate.recv() => None,
         _ = tokio::signal::ctrl_c() => None,
     };
-    let Some(sidecar) = started else {
+    let Some((sidecar, _dns)) = started else {
         stop_app(&mut child).await;
         return Ok(());
     };
+    let how = match &http_proxy {
+        Some(http_proxy) => format!("HTTP proxy {http_proxy}"),
+        None => format!(
+            "transparent: address {}, outbound port {}",
+            sidecar.workload.address, sidecar.workload.outbound_port
+        ),
+    };
     println!(
-        "{} running as workload {} (sidecar inbound port {}, HTTP proxy {http_proxy})",
+        "{} running as workload {} (sidecar inbound port {}, {how})",
         args.service, sidecar.workload.name, sidecar.workload.inbound_port
     );
     let status = tokio::select! {
@@ -128,6 +162,120 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The outer process of `--transparent`: makes the pod, runs this same command inside
+/// it, and removes the pod when that ends.
+async fn run_pod(
+    args: &RunArgs,
+    terminate: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        anyhow::bail!("--transparent makes a network namespace and iptables rules: run as root");
+    }
+    let upstream = match args.pod.dns_upstream {
+        Some(upstream) => Some(upstream),
+        None => std::fs::read_to_string("/etc/resolv.conf")
+            .ok()
+            .and_then(|text| pod::first_nameserver(&text)),
+    };
+    if let Some(upstream) = upstream.filter(|u| u.ip().is_loopback()) {
+        // The host's loopback is not the pod's: names outside the mesh will not resolve.
+        tracing::warn!(%upstream, "the upstream resolver is on the host's loopback, which a pod cannot reach; pass --dns-upstream");
+    }
+    let name = match &args.pod.pod_name {
+        Some(name) => name.clone(),
+        None => format!("trellis-{}-{:04x}", args.service, fastrand::u16(..)),
+    };
+    let pod = Pod::create(&name, &args.pod, &args.sidecar.namespace)?;
+    let exe = std::env::current_exe().context("cannot find the trellis binary")?;
+    let mut inner = Command::new("ip");
+    inner
+        .args(["netns", "exec", &pod.name])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(pod::POD_ENV, &pod.name)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(upstream) = upstream {
+        inner.env("TRELLIS_DNS_UPSTREAM", upstream.to_string());
+    }
+    let mut child = inner.spawn().context("cannot start the pod's process")?;
+    let status = tokio::select! {
+        status = child.wait() => Some(status.context("waiting for the pod's process")?),
+        _ = terminate.recv() => None,
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let status = match status {
+        Some(status) => status,
+        None => {
+            stop_app(&mut child).await;
+            return Ok(());
+        }
+    };
+    drop(pod);
+    if !status.success() {
+        anyhow::bail!("the pod's process exited with {status}");
+    }
+    Ok(())
+}
+
+/// The inner process of `--transparent`, in the pod: takes the pod's address, asks the
+/// kernel to stop it with the outer process, and installs the capture rules.
+fn enter_pod(args: &mut RunArgs) -> anyhow::Result<Capture> {
+    let (ip, _) = args
+        .pod
+        .pod_address
+        .context("--transparent needs --pod-address")?;
+    args.sidecar.address = ip.into();
+    if args.sidecar.inbound_port == 0 {
+        args.sidecar.inbound_port = trellis_control::compile::DEFAULT_INBOUND_PORT;
+    }
+    exit_with_parent()?;
+    let mut control: Vec<&str> = vec![args.sidecar.client.control.as_str()];
+    control.extend(args.sidecar.control_grpc.iter().map(String::as_str));
+    pod::install_capture(
+        args.sidecar.inbound_port,
+        args.pod.outbound_port,
+        args.sidecar.admin.port(),
+        pod::url_hosts(&control)?,
+    )?;
+    Ok(Capture {
+        outbound_port: args.pod.outbound_port,
+        mark: pod::PROXY_MARK,
+    })
+}
+
+/// Removes the pod on the way out of the inner process if the outer one that made it
+/// is gone (killed without a chance to remove it).
+struct OrphanedPod {
+    name: String,
+    parent: Option<rustix::process::Pid>,
+}
+
+impl Drop for OrphanedPod {
+    fn drop(&mut self) {
+        if rustix::process::getppid() != self.parent {
+            Pod::remove(&self.name);
+        }
+    }
+}
+
+/// The pod's DNS server, in the sidecar.
+async fn serve_dns(
+    sidecar: &sidecar::Sidecar,
+    args: &RunArgs,
+) -> anyhow::Result<trellis_proxy::dns::DnsServer> {
+    let settings = trellis_proxy::dns::DnsSettings {
+        address: args.pod.dns_address,
+        namespace: args.sidecar.namespace.clone(),
+        upstream: args.pod.dns_upstream,
+    };
+    sidecar
+        .proxy
+        .serve_dns(settings)
+        .await
+        .with_context(|| format!("cannot serve DNS on {}", args.pod.dns_address))
 }
 
 /// Asks the app to stop with SIGTERM, as a supervisor would, and waits for it.

@@ -79,6 +79,15 @@ fn parse_upstream(s: &str) -> Result<(String, u16), String> {
     Ok((service.to_string(), port))
 }
 
+/// What a sidecar inside a transparent pod adds: the port captured outbound
+/// connections arrive at, and the mark on its own connections that the capture rules
+/// let through.
+#[derive(Debug, Clone, Copy)]
+pub struct Capture {
+    pub outbound_port: u16,
+    pub mark: u32,
+}
+
 /// A running sidecar and the workload it registered.
 pub struct Sidecar {
     pub proxy: Arc<Proxy>,
@@ -86,8 +95,14 @@ pub struct Sidecar {
     _running: control::Sidecar,
 }
 
-/// Starts a sidecar for `service` in front of the app on loopback port `app_port`.
-pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::Result<Sidecar> {
+/// Starts a sidecar for `service` in front of the app on loopback port `app_port`;
+/// with `capture`, it also takes the pod's captured outbound connections.
+pub async fn start(
+    service: &str,
+    app_port: u16,
+    args: &SidecarArgs,
+    capture: Option<Capture>,
+) -> anyhow::Result<Sidecar> {
     let token = registration_token(service, args).await?;
     let addresses = match args.control_grpc.is_empty() {
         false => args.control_grpc.clone(),
@@ -116,6 +131,7 @@ pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::
             })
             .collect(),
         http_proxy_port: args.http_proxy_port.map_or(0, u32::from),
+        outbound_port: capture.map_or(0, |c| u32::from(c.outbound_port)),
         ..Default::default()
     };
     let settings = ControlSettings {
@@ -126,6 +142,7 @@ pub async fn start(service: &str, app_port: u16, args: &SidecarArgs) -> anyhow::
             admin: args.admin,
             drain_timeout: defaults::drain_timeout(),
             max_header_bytes: defaults::max_header_bytes(),
+            socket_mark: capture.map(|c| c.mark),
         },
     };
     let running = control::Sidecar::start(settings).await?;

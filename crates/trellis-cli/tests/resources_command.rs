@@ -178,7 +178,14 @@ fn apply_get_describe_delete() {
         .collect();
     assert_eq!(
         lines[0],
-        ["NAME", "NAMESPACE", "SELECTOR", "PORTS", "AGE"],
+        [
+            "NAME",
+            "NAMESPACE",
+            "SELECTOR",
+            "PORTS",
+            "VIRTUAL-IP",
+            "AGE"
+        ],
         "{table}"
     );
     assert_eq!(

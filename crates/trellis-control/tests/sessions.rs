@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 use trellis_api::proto::v1::{
     control_message, proxy_api_client::ProxyApiClient, proxy_message, Certificate,
-    CertificateRequest, ControlMessage, Hello, ProxyMessage, SessionInfo, Workload,
+    CertificateRequest, ControlMessage, Hello, MeshService, ProxyMessage, SessionInfo, Workload,
 };
 use trellis_control::server::{ControlPlane, ControlSettings};
 use trellis_control::store::{MemoryStore, Store};
@@ -49,21 +49,34 @@ struct Session {
 }
 
 async fn open(cp: &ControlPlane, token: &str, service: &str) -> Result<Session, tonic::Status> {
+    open_as(cp, token, workload(service)).await
+}
+
+/// Workload `<service>-1` of `service` in namespace `shop`.
+fn workload(service: &str) -> Workload {
+    Workload {
+        name: format!("{service}-1"),
+        namespace: "shop".into(),
+        service: service.into(),
+        address: "127.0.0.1".into(),
+        inbound_port: 7143,
+        app_port: 8080,
+        ..Default::default()
+    }
+}
+
+async fn open_as(
+    cp: &ControlPlane,
+    token: &str,
+    workload: Workload,
+) -> Result<Session, tonic::Status> {
     let mut client = ProxyApiClient::connect(format!("http://{}", cp.grpc_addr))
         .await
         .expect("connect");
     let (tx, rx) = mpsc::channel(4);
     let hello = Hello {
         token: token.into(),
-        workload: Some(Workload {
-            name: format!("{service}-1"),
-            namespace: "shop".into(),
-            service: service.into(),
-            address: "127.0.0.1".into(),
-            inbound_port: 7143,
-            app_port: 8080,
-            ..Default::default()
-        }),
+        workload: Some(workload),
         proxy_version: "test".into(),
         serving_version: 0,
         admin_address: String::new(),
@@ -91,17 +104,35 @@ impl Session {
         self.tx.send(message).await.expect("send");
     }
 
+    /// The next message, within ten seconds.
+    async fn next_message(&mut self) -> ControlMessage {
+        tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+            .await
+            .expect("in time")
+            .expect("stream")
+            .expect("a message")
+    }
+
     /// The next message that is not a snapshot.
     async fn next_identity_message(&mut self) -> control_message::Message {
         loop {
-            let message = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
-                .await
-                .expect("in time")
-                .expect("stream")
-                .expect("a message");
+            let message = self.next_message().await;
             match message.message {
                 Some(control_message::Message::Snapshot(_)) | None => continue,
                 Some(other) => return other,
+            }
+        }
+    }
+
+    /// The Services (with virtual IPs) of the first snapshot that lists `want`.
+    async fn services(&mut self, want: usize) -> Vec<MeshService> {
+        loop {
+            let message = self.next_message().await;
+            if let Some(control_message::Message::Snapshot(snapshot)) = message.message {
+                let services = snapshot.config.expect("config").services;
+                if services.len() >= want {
+                    return services;
+                }
             }
         }
     }
@@ -359,4 +390,33 @@ async fn the_leader_removes_workloads_whose_control_plane_is_gone() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     c.stop().await;
+}
+
+/// A transparent proxy of `service`: it gets the Services with their virtual IPs.
+async fn open_transparent(cp: &ControlPlane, service: &str) -> Session {
+    let mut w = workload(service);
+    w.outbound_port = 7140;
+    open_as(cp, ADMIN, w).await.expect("session")
+}
+
+#[tokio::test]
+async fn services_keep_their_virtual_ips_when_the_control_plane_restarts() {
+    let store = Arc::new(MemoryStore::new());
+    let first = control_plane_on(store.clone()).await;
+    let books = open_transparent(&first, "books").await;
+    let before = open_transparent(&first, "web").await.services(2).await;
+    let names: Vec<&str> = before.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["books", "web"]);
+    assert!(before.iter().all(|s| s.virtual_ip.starts_with("240.240.")));
+    assert_ne!(before[0].virtual_ip, before[1].virtual_ip);
+    drop(books);
+    first.stop().await;
+
+    // A new control plane on the same store; the proxies come back to it.
+    let again = control_plane_on(store).await;
+    let books = open_transparent(&again, "books").await;
+    let after = open_transparent(&again, "web").await.services(2).await;
+    assert_eq!(after, before);
+    drop(books);
+    again.stop().await;
 }

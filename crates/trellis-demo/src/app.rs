@@ -40,17 +40,19 @@ pub enum Role {
     },
     /// The books catalogue (HTTP/1.1 JSON), asking ratings for each book.
     Books {
-        /// Where ratings is reached: the sidecar's local upstream port.
+        /// Where ratings is reached, `HOST:PORT`: the sidecar's local upstream port,
+        /// or in transparent mode the Service's name (`ratings:8080`).
         #[arg(long)]
-        ratings: SocketAddr,
+        ratings: String,
         #[command(flatten)]
         listen: Listen,
     },
     /// The shop's front end (HTML and JSON), built from books.
     Web {
-        /// Where books is reached: the sidecar's local upstream port.
+        /// Where books is reached, `HOST:PORT`: the sidecar's local upstream port, or
+        /// in transparent mode the Service's name (`books:8080`).
         #[arg(long)]
-        books: SocketAddr,
+        books: String,
         #[command(flatten)]
         listen: Listen,
     },

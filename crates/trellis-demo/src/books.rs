@@ -8,6 +8,7 @@
 //!
 //! An unknown book is 404, an id that is not a number 400, both as `{"error": "…"}`.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,12 +23,12 @@ use crate::ratings::RatingsClient;
 
 /// Serves books on `listen`, asking ratings at `ratings` (in the mesh, the local
 /// upstream port of the sidecar), until the task is dropped.
-pub async fn serve_books(listen: SocketAddr, ratings: SocketAddr) -> io::Result<()> {
+pub async fn serve_books(listen: SocketAddr, ratings: impl fmt::Display) -> io::Result<()> {
     serve_books_on(TcpListener::bind(listen).await?, ratings).await
 }
 
 /// [`serve_books`] on a bound listener.
-pub async fn serve_books_on(listener: TcpListener, ratings: SocketAddr) -> io::Result<()> {
+pub async fn serve_books_on(listener: TcpListener, ratings: impl fmt::Display) -> io::Result<()> {
     let ratings = RatingsClient::new(ratings).map_err(io::Error::other)?;
     let state = Arc::new(State { ratings });
     httpkit::serve(listener, "books", move |req| handle(state.clone(), req)).await;

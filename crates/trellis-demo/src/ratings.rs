@@ -15,6 +15,7 @@
 //! in every answer.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -143,9 +144,10 @@ pub struct RatingsClient {
 // === impl RatingsClient ===
 
 impl RatingsClient {
-    /// A client for `http://{addr}`; nothing is dialled until the first call.
-    pub fn new(addr: SocketAddr) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+    /// A client for `http://{authority}` (`IP:PORT`, or `NAME:PORT` resolved when
+    /// dialling); nothing is dialled until the first call.
+    pub fn new(authority: impl fmt::Display) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(format!("http://{authority}"))?
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect_lazy();

@@ -9,7 +9,7 @@
 //! When books cannot be reached the answer is 502 with `{"error": "…"}` (an HTML
 //! page for `/`); a book books does not have is 404.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,12 +27,12 @@ const BOOKS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Serves web on `listen`, calling books at `books` (in the mesh, the local upstream
 /// port of the sidecar), until the task is dropped.
-pub async fn serve_web(listen: SocketAddr, books: SocketAddr) -> io::Result<()> {
+pub async fn serve_web(listen: SocketAddr, books: impl fmt::Display) -> io::Result<()> {
     serve_web_on(TcpListener::bind(listen).await?, books).await
 }
 
 /// [`serve_web`] on a bound listener.
-pub async fn serve_web_on(listener: TcpListener, books: SocketAddr) -> io::Result<()> {
+pub async fn serve_web_on(listener: TcpListener, books: impl fmt::Display) -> io::Result<()> {
     let state = Arc::new(State {
         books: format!("http://{books}"),
         client: JsonClient::new(BOOKS_TIMEOUT),

@@ -13,6 +13,7 @@ use trellis_identity::{CertStore, TlsError};
 
 use crate::admin;
 use crate::config::{ConfigError, ProxyConfig};
+use crate::dns::{self, DnsServer, DnsSettings};
 use crate::drain::Drain;
 use crate::listener::{self, Running};
 use crate::state::Snapshot;
@@ -158,6 +159,12 @@ impl Proxy {
         Ok(())
     }
 
+    /// Starts the DNS server for the mesh's Services (transparent mode); it answers
+    /// from whichever configuration is in force and stops when dropped.
+    pub async fn serve_dns(&self, settings: DnsSettings) -> std::io::Result<DnsServer> {
+        dns::serve(settings, self.shared.clone()).await
+    }
+
     /// The configuration in force, with bound addresses.
     pub fn effective_config(&self) -> ProxyConfig {
         self.shared.effective_config()
@@ -210,6 +217,7 @@ impl Proxy {
         let wanted: HashMap<String, SocketAddr> = config
             .listeners
             .iter()
+            .filter(|l| l.bind)
             .map(|l| (l.name.clone(), l.address))
             .collect();
 
@@ -266,7 +274,8 @@ fn bind_new(
     kept: &HashMap<String, SocketAddr>,
 ) -> Result<NewSockets, StartError> {
     let mut sockets = Vec::new();
-    for l in &config.listeners {
+    // Unbound listeners are reached through an original-destination listener only.
+    for l in config.listeners.iter().filter(|l| l.bind) {
         if kept.get(&l.name) == Some(&l.address) {
             continue;
         }

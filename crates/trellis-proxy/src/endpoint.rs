@@ -26,6 +26,7 @@ use trellis_identity::SpiffeId;
 
 use crate::balance::Load;
 use crate::config::BackendProtocol;
+use crate::sockopt;
 use crate::tls::connect::{self, MtlsStream};
 use crate::tls::{Alpn, Generation, HandshakeReason, Identity};
 
@@ -43,6 +44,8 @@ pub struct ConnectSettings {
     pub protocol: BackendProtocol,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// `SO_MARK` on every connection made ([`crate::sockopt::connect`]).
+    pub mark: Option<u32>,
 }
 
 /// Why a request or connection to an endpoint failed.
@@ -184,7 +187,7 @@ impl Endpoint {
     /// Opens a TCP connection, within the connect timeout.
     pub async fn connect_tcp(&self) -> Result<TcpStream, EndpointError> {
         let timeout = self.settings.connect_timeout;
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
+        let stream = tokio::time::timeout(timeout, sockopt::connect(self.addr, self.settings.mark))
             .await
             .map_err(|_| EndpointError::ConnectTimeout {
                 addr: self.addr,

@@ -23,7 +23,7 @@ use crate::io::PrefixedIo;
 use crate::state::Listener;
 use crate::telemetry::ConnectionLabels;
 use crate::tls::accept;
-use crate::{http, tcp, Shared};
+use crate::{http, sockopt, tcp, transparent, Shared};
 
 /// Pending connections the kernel queues before `accept`.
 const BACKLOG: u32 = 1024;
@@ -116,12 +116,25 @@ async fn accept_loop(
 async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
     let _guard = shared.drain.track();
     let drain = shared.drain.watch();
-    let Some(listener) = shared.state.load().listeners.get(&name).cloned() else {
+    let snapshot = shared.state.load_full();
+    let Some(mut listener) = snapshot.listeners.get(&name).cloned() else {
         return;
     };
+    if let Some(table) = &listener.original_destination {
+        // A captured connection: the listener serving its destination takes it from
+        // here, unless it was passed through or refused.
+        let dispatched = transparent::dispatch(stream, &listener, table, &snapshot, &shared);
+        let Some((captured, target)) = dispatched.await else {
+            return;
+        };
+        (stream, listener) = (captured, target);
+    }
+    drop(snapshot);
     let _ = stream.set_nodelay(true);
-    let local_port = stream
-        .local_addr()
+    // The port the client dialled: for a connection the capture rules redirected to an
+    // inbound listener, the original one, which authorization's port rules are about.
+    let local_port = sockopt::original_dst(&stream)
+        .or_else(|_| stream.local_addr())
         .map_or(listener.address.port(), |a| a.port());
     let deadline = Instant::now() + listener.detect_timeout;
     // Room for a ClientHello or a request line in one read.

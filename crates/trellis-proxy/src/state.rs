@@ -15,8 +15,10 @@ use crate::balance::{Balancer, Weighted};
 use crate::config::{
     BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, MtlsMode, ProxyConfig,
 };
+use crate::dns::names::ServiceNames;
 use crate::endpoint::{ConnectSettings, Endpoint};
 use crate::route::Route;
+use crate::transparent::DestinationTable;
 
 /// One configuration version, ready to serve.
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub struct Snapshot {
     pub config: Arc<ProxyConfig>,
     pub listeners: HashMap<String, Arc<Listener>>,
     pub backends: HashMap<String, Arc<Backend>>,
+    /// The mesh's Services by name, for the DNS server.
+    pub service_names: ServiceNames,
 }
 
 /// A listener's settings and its routes.
@@ -39,6 +43,9 @@ pub struct Listener {
     pub authorization: Option<ListenerAuthz>,
     /// Tried in order; the first that matches takes the request.
     pub routes: Vec<Route>,
+    /// On the listener of captured outbound connections: where each goes by the
+    /// address its client dialled.
+    pub original_destination: Option<DestinationTable>,
 }
 
 impl Listener {
@@ -64,11 +71,13 @@ impl Backend {
     pub(crate) fn build(
         config: &BackendConfig,
         reuse: &HashMap<EndpointKey, Arc<Endpoint>>,
+        mark: Option<u32>,
     ) -> Self {
         let settings = ConnectSettings {
             protocol: config.protocol,
             connect_timeout: config.connect_timeout.get(),
             idle_timeout: config.idle_timeout.get(),
+            mark,
         };
         let endpoints: Vec<Weighted> = config
             .endpoints
@@ -129,7 +138,12 @@ impl Snapshot {
         let backends: HashMap<String, Arc<Backend>> = config
             .backends
             .iter()
-            .map(|b| (b.name.clone(), Arc::new(Backend::build(b, &reuse))))
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    Arc::new(Backend::build(b, &reuse, config.socket_mark)),
+                )
+            })
             .collect();
         let listeners = config
             .listeners
@@ -140,6 +154,7 @@ impl Snapshot {
             })
             .collect();
         Self {
+            service_names: ServiceNames::new(&config.services),
             config: Arc::new(config),
             listeners,
             backends,
@@ -176,6 +191,10 @@ fn build_listener(
             .as_ref()
             .map(|a| ListenerAuthz::new(name.clone(), a)),
         routes,
+        original_destination: config
+            .original_destination
+            .as_ref()
+            .map(DestinationTable::build),
         name,
     })
 }

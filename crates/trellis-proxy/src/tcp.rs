@@ -71,6 +71,26 @@ async fn relay<I, U>(
 {
     let metrics = &shared.metrics;
     let started = Instant::now();
+    let (read, written) = splice(client, upstream, listener).await;
+    metrics.tcp_read_bytes.get_or_create(labels).inc_by(read);
+    metrics
+        .tcp_write_bytes
+        .get_or_create(labels)
+        .inc_by(written);
+    metrics
+        .tcp_duration
+        .get_or_create(labels)
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// Copies bytes both ways, with half-close, until both directions are done or nothing
+/// moved for the listener's idle timeout. Returns the bytes read from and written to
+/// the client.
+pub(crate) async fn splice<I, U>(client: I, upstream: U, listener: &Listener) -> (u64, u64)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let activity = Activity::new();
     let mut client = TrackedIo::new(client, activity.clone());
     let mut upstream = TrackedIo::new(upstream, activity.clone());
@@ -84,16 +104,5 @@ async fn relay<I, U>(
             tracing::debug!(listener = %listener.name, "closing idle TCP connection");
         }
     }
-    metrics
-        .tcp_read_bytes
-        .get_or_create(labels)
-        .inc_by(client.bytes_read());
-    metrics
-        .tcp_write_bytes
-        .get_or_create(labels)
-        .inc_by(client.bytes_written());
-    metrics
-        .tcp_duration
-        .get_or_create(labels)
-        .observe(started.elapsed().as_secs_f64());
+    (client.bytes_read(), client.bytes_written())
 }

@@ -75,6 +75,16 @@ pub struct AuthzLabels {
     pub policy: Arc<str>,
 }
 
+/// Labels of a captured outbound connection that left the mesh or was refused:
+/// `reason` is `registry_only` (a destination outside the mesh under `registryOnly`),
+/// `loop` (the proxy's own listener) or `unknown_destination` (no original destination
+/// could be read); passed-through connections carry `allow_any`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutboundLabels {
+    pub listener: Arc<str>,
+    pub reason: &'static str,
+}
+
 /// Labels of a configuration reload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -98,6 +108,10 @@ pub struct Metrics {
     /// Requests and TCP connections a listener's authorization allowed or denied.
     pub authz_allowed: Family<AuthzLabels, Counter>,
     pub authz_denied: Family<AuthzLabels, Counter>,
+    /// Captured connections passed through to a destination outside the mesh.
+    pub outbound_passthrough: Family<OutboundLabels, Counter>,
+    /// Captured connections closed without being forwarded.
+    pub outbound_refused: Family<OutboundLabels, Counter>,
     /// `trellis_tls_*`.
     pub tls: TlsMetrics,
     /// Request series made so far, against `max_series`.
@@ -195,6 +209,18 @@ impl Metrics {
             "HTTP requests and TCP connections denied by the listener's authorization, by the deciding policy",
             authz_denied.clone(),
         );
+        let outbound_passthrough = Family::default();
+        registry.register(
+            "trellis_outbound_passthrough",
+            "Captured outbound connections passed through to a destination outside the mesh",
+            outbound_passthrough.clone(),
+        );
+        let outbound_refused = Family::default();
+        registry.register(
+            "trellis_outbound_refused",
+            "Captured outbound connections closed without being forwarded, by reason",
+            outbound_refused.clone(),
+        );
         let tls = TlsMetrics::register(&mut registry);
         let overflowed = Counter::default();
         registry.register(
@@ -220,6 +246,8 @@ impl Metrics {
             reloads,
             authz_allowed,
             authz_denied,
+            outbound_passthrough,
+            outbound_refused,
         }
     }
 

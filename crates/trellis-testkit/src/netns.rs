@@ -145,6 +145,18 @@ impl Topology {
         Ok(())
     }
 
+    /// The bridge's name, for pods (`trellis run --transparent --pod-bridge`) to join.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// An address on the bridge's /24 that no host has: the `n`th (0 to 99) of
+    /// `.100` to `.199`, for pods the test makes itself.
+    pub fn spare_address(&self, n: u8) -> Ipv4Addr {
+        let [a, b, c, _] = self.gateway.octets();
+        Ipv4Addr::new(a, b, c, 100 + n.min(99))
+    }
+
     pub fn host(&self, name: &str) -> &Host {
         match self.hosts.iter().find(|h| h.name == name) {
             Some(h) => h,

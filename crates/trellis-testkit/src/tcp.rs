@@ -36,7 +36,7 @@ impl TcpEchoServer {
     /// Binds `127.0.0.1:0` and starts accepting.
     pub async fn start() -> io::Result<Self> {
         let connections = Arc::new(AtomicU64::new(0));
-        let (addr, trigger) = serve(b"", connections.clone()).await?;
+        let (addr, trigger) = serve(LOOPBACK, b"", connections.clone()).await?;
         Ok(Self {
             addr,
             connections,
@@ -61,7 +61,12 @@ impl SpeakFirstServer {
     /// Binds `127.0.0.1:0` and starts accepting; each connection first
     /// receives `greeting`.
     pub async fn start(greeting: &'static [u8]) -> io::Result<Self> {
-        let (addr, trigger) = serve(greeting, Arc::new(AtomicU64::new(0))).await?;
+        Self::start_on(LOOPBACK, greeting).await
+    }
+
+    /// Like [`SpeakFirstServer::start`], on `addr`.
+    pub async fn start_on(addr: SocketAddr, greeting: &'static [u8]) -> io::Result<Self> {
+        let (addr, trigger) = serve(addr, greeting, Arc::new(AtomicU64::new(0))).await?;
         Ok(Self {
             addr,
             _trigger: trigger,
@@ -74,12 +79,15 @@ impl SpeakFirstServer {
     }
 }
 
+const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
 /// Binds a listener and spawns the accept loop shared by both servers.
 async fn serve(
+    addr: SocketAddr,
     greeting: &'static [u8],
     connections: Arc<AtomicU64>,
 ) -> io::Result<(SocketAddr, Trigger)> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (trigger, shutdown) = shutdown::channel();
     shutdown.spawn(accept_loop(

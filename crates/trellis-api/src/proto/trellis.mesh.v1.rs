@@ -118,6 +118,10 @@ pub struct Workload {
     /// HTTP and gRPC upstreams (the app's `HTTP_PROXY`); 0: none.
     #[prost(uint32, tag = "11")]
     pub http_proxy_port: u32,
+    /// Port of the sidecar's original-destination listener on loopback, where the
+    /// application's captured outbound connections arrive (transparent mode); 0: none.
+    #[prost(uint32, tag = "12")]
+    pub outbound_port: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -257,6 +261,22 @@ pub struct ProxyConfig {
     pub listeners: ::prost::alloc::vec::Vec<Listener>,
     #[prost(message, repeated, tag = "2")]
     pub backends: ::prost::alloc::vec::Vec<Backend>,
+    /// The mesh's Services with their virtual IPs, which the sidecar's DNS answers for;
+    /// sorted by namespace and name. Sent only to proxies with an `outbound_port`.
+    #[prost(message, repeated, tag = "3")]
+    pub services: ::prost::alloc::vec::Vec<MeshService>,
+}
+/// A Service and its stable virtual IP.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MeshService {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub namespace: ::prost::alloc::string::String,
+    /// IPv4, from 240.240.0.0/16.
+    #[prost(string, tag = "3")]
+    pub virtual_ip: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -282,6 +302,35 @@ pub struct Listener {
     /// listeners, from the policies targeting the workload's Service.
     #[prost(message, optional, tag = "8")]
     pub authorization: ::core::option::Option<Authorization>,
+    /// Not bound to a socket: connections reach it only from an original-destination
+    /// listener whose target names it.
+    #[prost(bool, tag = "9")]
+    pub unbound: bool,
+    /// Set on the listener that takes captured outbound connections: it routes each by
+    /// the address the application dialled (`SO_ORIGINAL_DST`) and has no routes itself.
+    #[prost(message, optional, tag = "10")]
+    pub original_destination: ::core::option::Option<OriginalDestination>,
+}
+/// Where a captured connection goes, by the address its client dialled.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct OriginalDestination {
+    /// The first target holding the address takes the connection.
+    #[prost(message, repeated, tag = "1")]
+    pub targets: ::prost::alloc::vec::Vec<DestinationTarget>,
+    /// What happens to a destination no target holds.
+    #[prost(enumeration = "EgressMode", tag = "2")]
+    pub egress: i32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DestinationTarget {
+    /// `ip` (any port: a Service's virtual IP) or `ip:port` (a workload's application).
+    #[prost(string, repeated, tag = "1")]
+    pub addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The (unbound) listener whose routes serve the connection.
+    #[prost(string, tag = "2")]
+    pub listener: ::prost::alloc::string::String,
 }
 /// A Service's authorization, compiled. A request is denied when a Deny policy matches
 /// it; otherwise, when Allow policies exist, allowed only if one of them matches;
@@ -511,6 +560,35 @@ impl ListenerProtocol {
             "LISTENER_PROTOCOL_HTTP2" => Some(Self::Http2),
             "LISTENER_PROTOCOL_GRPC" => Some(Self::Grpc),
             "LISTENER_PROTOCOL_TCP" => Some(Self::Tcp),
+            _ => None,
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum EgressMode {
+    /// Pass through to the dialled address as plain TCP.
+    AllowAny = 0,
+    /// Close the connection, count and log it.
+    RegistryOnly = 1,
+}
+impl EgressMode {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::AllowAny => "EGRESS_MODE_ALLOW_ANY",
+            Self::RegistryOnly => "EGRESS_MODE_REGISTRY_ONLY",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "EGRESS_MODE_ALLOW_ANY" => Some(Self::AllowAny),
+            "EGRESS_MODE_REGISTRY_ONLY" => Some(Self::RegistryOnly),
             _ => None,
         }
     }

@@ -125,6 +125,7 @@ fn broken_documents_name_the_field() {
         (MESH, "trustDomain: example.org", "trustDomain: Example.org", "spec.trustDomain", "not a valid trust domain"),
         (MESH, "defaultAuthorization: deny", "defaultAuthorization: maybe", "spec.defaultAuthorization", "expected `allow` or `deny`"),
         (MESH, "format: json", "format: xml", "spec.accessLog.format", "expected `json` or `text`"),
+        (MESH, "mode: registryOnly", "mode: registry-only", "spec.egress.mode", "expected `allowAny` or `registryOnly`"),
         (POLICY, "type: least-request", "type: random", "spec.loadBalancer.type",
          "expected one of `ewma`, `round-robin`, `least-request`"),
         (POLICY, "connectTimeout: 500ms", "connectTimeout: 0s", "spec.connectTimeout", "must be greater than 0s"),

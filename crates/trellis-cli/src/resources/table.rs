@@ -69,7 +69,14 @@ pub(super) fn conditions(conditions: &[Value]) -> String {
 
 fn headers(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::Service => &["NAME", "NAMESPACE", "SELECTOR", "PORTS", "AGE"],
+        Kind::Service => &[
+            "NAME",
+            "NAMESPACE",
+            "SELECTOR",
+            "PORTS",
+            "VIRTUAL-IP",
+            "AGE",
+        ],
         Kind::Workload => &["NAME", "NAMESPACE", "ADDRESS", "LABELS", "PORTS", "AGE"],
         Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute => &[
             "NAME",
@@ -97,7 +104,11 @@ fn headers(kind: Kind) -> &'static [&'static str] {
 fn kind_columns(kind: Kind, r: &Value) -> Vec<String> {
     let spec = &r["spec"];
     match kind {
-        Kind::Service => vec![labels(&spec["selector"]), ports(&spec["ports"])],
+        Kind::Service => vec![
+            labels(&spec["selector"]),
+            ports(&spec["ports"]),
+            text(&r["status"]["virtualIP"]),
+        ],
         Kind::Workload => vec![
             text(&spec["address"]),
             labels(&r["metadata"]["labels"]),

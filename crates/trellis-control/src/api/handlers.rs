@@ -65,7 +65,10 @@ pub(super) async fn list(
     let Query(query) = query?;
     let namespace = query.namespace.filter(|ns| !ns.is_empty());
     let all = storage::read_all(api.store.as_ref()).await?;
-    let existing = Existing::new(&all);
+    let (vips, _) = crate::vip::read(api.store.as_ref())
+        .await
+        .map_err(storage::StorageError::from)?;
+    let existing = Existing::new(&all).with_vips(vips);
     let mut items: Vec<Resource> = all
         .into_iter()
         .filter(|r| r.kind == kind)
@@ -101,7 +104,10 @@ pub(super) async fn find_one(
 ) -> Result<Resource, ApiError> {
     let (kind, namespace) = parse_object(kind, namespace)?;
     let all = storage::read_all(api.store.as_ref()).await?;
-    let existing = Existing::new(&all);
+    let (vips, _) = crate::vip::read(api.store.as_ref())
+        .await
+        .map_err(storage::StorageError::from)?;
+    let existing = Existing::new(&all).with_vips(vips);
     all.into_iter()
         .find(|r| r.kind == kind && r.metadata.namespace == namespace && r.metadata.name == name)
         .map(|r| existing.with_status(r))

@@ -13,6 +13,9 @@ use std::collections::HashSet;
 
 use trellis_api::{Condition, Kind, ObjectRef, Resource, Status};
 
+use crate::compile::ServiceKey;
+use crate::vip::VipTable;
+
 /// The label by which a Workload implies a Service of that name.
 pub const APP_LABEL: &str = "app";
 
@@ -20,6 +23,8 @@ pub const APP_LABEL: &str = "app";
 #[derive(Debug, Default)]
 pub struct Existing {
     objects: HashSet<ObjectRef>,
+    /// Services' virtual IPs, shown in their status.
+    vips: VipTable,
 }
 
 impl Existing {
@@ -38,7 +43,16 @@ impl Existing {
                 })
             });
         objects.extend(implied);
-        Self { objects }
+        Self {
+            objects,
+            vips: VipTable::new(),
+        }
+    }
+
+    /// The same, with the Services' virtual IPs ([`crate::vip::read`]) to show.
+    pub fn with_vips(mut self, vips: VipTable) -> Self {
+        self.vips = vips;
+        self
     }
 
     /// Whether the object exists, declared or implied.
@@ -66,7 +80,20 @@ impl Existing {
             resolved.last_transition_time = None;
             conditions.push(resolved);
         }
-        Status { conditions }
+        let virtual_ip = match resource.kind {
+            Kind::Service => self
+                .vips
+                .get(&ServiceKey::new(
+                    &resource.metadata.namespace,
+                    &resource.metadata.name,
+                ))
+                .map(|ip| (*ip).into()),
+            _ => None,
+        };
+        Status {
+            conditions,
+            virtual_ip,
+        }
     }
 
     /// `resource` with its status filled in.

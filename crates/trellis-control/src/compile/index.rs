@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use trellis_api::authz::AuthorizationPolicySpec;
 use trellis_api::meta::READY;
 use trellis_api::policy::{
-    BackendPolicySpec, BackendProtocol, LoadBalancerType, MeshConfigSpec, MtlsMode,
+    BackendPolicySpec, BackendProtocol, EgressMode, LoadBalancerType, MeshConfigSpec, MtlsMode,
 };
 use trellis_api::proto::v1::{
-    AuthorizationAction, AuthorizationPolicy as WireAuthorizationPolicy, Endpoint, LoadBalancer,
-    MtlsMode as WireMtls,
+    AuthorizationAction, AuthorizationPolicy as WireAuthorizationPolicy, EgressMode as WireEgress,
+    Endpoint, LoadBalancer, MtlsMode as WireMtls,
 };
 use trellis_api::route::ParentReference;
 use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadSpec};
@@ -36,6 +36,9 @@ pub(super) struct ServiceEntry {
     pub ports: Vec<ServicePort>,
     /// `address:inboundPort` of every ready workload selected, sorted, weight 1.
     pub endpoints: Vec<Endpoint>,
+    /// `address:port` of the applications of those workloads, sorted: what a client
+    /// that dials a workload directly connects to.
+    pub app_addresses: Vec<SocketAddr>,
 }
 
 impl ServiceEntry {
@@ -98,6 +101,8 @@ pub(super) struct MeshSettings {
     pub mtls: WireMtls,
     /// What requests no authorization policy decides get.
     pub default_authorization: AuthorizationAction,
+    /// What captured connections to destinations outside the mesh get.
+    pub egress: WireEgress,
 }
 
 impl Default for MeshSettings {
@@ -115,6 +120,10 @@ impl MeshSettings {
                 MtlsMode::Strict => WireMtls::Strict,
             },
             default_authorization: authz::default_action(spec.default_authorization),
+            egress: match spec.egress.mode {
+                EgressMode::AllowAny => WireEgress::AllowAny,
+                EgressMode::RegistryOnly => WireEgress::RegistryOnly,
+            },
         }
     }
 }
@@ -131,6 +140,8 @@ struct WorkloadRef<'a> {
     endpoint: Option<SocketAddr>,
     /// The SPIFFE ID its proxy proves.
     identity: String,
+    /// Its applications' `address:port`.
+    app: Vec<SocketAddr>,
 }
 
 impl Tables {
@@ -264,6 +275,11 @@ fn services(
                 SocketAddr::new(w.address, w.inbound_port.unwrap_or(DEFAULT_INBOUND_PORT))
             }),
             identity: workload_identity(trust_domain, &r.metadata.namespace, &w.service_account),
+            app: w
+                .ports
+                .iter()
+                .map(|p| SocketAddr::new(w.address, p.port))
+                .collect(),
         })
         .collect();
     // (namespace, label, value) → workloads, to start each selector from its rarest
@@ -295,19 +311,25 @@ fn services(
     selectors
         .into_iter()
         .map(|(key, (ports, selector))| {
-            let endpoints = endpoints(&key.namespace, &selector, &refs, &by_label);
-            (key, ServiceEntry { ports, endpoints })
+            let (endpoints, app_addresses) = endpoints(&key.namespace, &selector, &refs, &by_label);
+            let entry = ServiceEntry {
+                ports,
+                endpoints,
+                app_addresses,
+            };
+            (key, entry)
         })
         .collect()
 }
 
-/// The endpoints of the ready workloads in `namespace` whose labels include `selector`.
+/// The endpoints of the ready workloads in `namespace` whose labels include `selector`,
+/// and their applications' addresses.
 fn endpoints(
     namespace: &str,
     selector: &BTreeMap<String, String>,
     workloads: &[WorkloadRef<'_>],
     by_label: &HashMap<(&str, &str, &str), Vec<usize>>,
-) -> Vec<Endpoint> {
+) -> (Vec<Endpoint>, Vec<SocketAddr>) {
     // An empty selector is refused on apply; selecting nothing is the safe reading.
     let rarest = selector
         .iter()
@@ -318,29 +340,33 @@ fn endpoints(
         })
         .min_by_key(|list| list.len());
     let Some(candidates) = rarest else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
+    let mut app_addresses = Vec::new();
     let mut selected: Vec<(SocketAddr, &str)> = candidates
         .iter()
         .filter_map(|&i| {
             let w = &workloads[i];
             let selected = selector.iter().all(|(k, v)| w.labels.get(k) == Some(v));
-            w.endpoint
-                .filter(|_| selected)
-                .map(|a| (a, w.identity.as_str()))
+            let endpoint = w.endpoint.filter(|_| selected)?;
+            app_addresses.extend_from_slice(&w.app);
+            Some((endpoint, w.identity.as_str()))
         })
         .collect();
+    app_addresses.sort();
+    app_addresses.dedup();
     selected.sort();
     // Two workloads claiming one address: the first identity (in order) keeps it.
     selected.dedup_by_key(|(a, _)| *a);
-    selected
+    let endpoints = selected
         .into_iter()
         .map(|(a, identity)| Endpoint {
             address: a.to_string(),
             weight: 1,
             identity: identity.to_string(),
         })
-        .collect()
+        .collect();
+    (endpoints, app_addresses)
 }
 
 /// A workload takes traffic unless its `Ready` condition is `False`: one just

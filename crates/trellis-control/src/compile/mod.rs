@@ -47,6 +47,15 @@
 //!   names of its Service ([`service_hosts`]). An upstream with local port 0 is
 //!   reached this way only. A host no upstream has gets 404 `no route`.
 //!
+//! - **`outbound`** on `127.0.0.1:<outboundPort>` when the workload has one (transparent
+//!   mode: the application's outgoing TCP is redirected there): no routes of its own, but an
+//!   `originalDestination` table whose targets map each Service's virtual IP (any port) and
+//!   its workloads' application addresses (`address:port`) to an unbound listener
+//!   `transparent-<namespace>-<service>` holding the routes an upstream listener for that
+//!   Service would hold, and the MeshConfig's `egress.mode` for every other destination.
+//!   The config then also lists every Service with its virtual IP (`services`), for the
+//!   sidecar's DNS, and holds a backend for every Service.
+//!
 //! Upstreams the proxy could not bind are left out: local port 0 or above 65535, or a
 //! port another listener of the proxy already uses (the first by namespace, service and
 //! port keeps it). When two upstreams would get the same listener name (the same
@@ -54,8 +63,9 @@
 
 mod authz;
 mod index;
-mod names;
+pub(crate) mod names;
 mod routes;
+mod transparent;
 
 #[cfg(test)]
 mod tests;
@@ -72,6 +82,8 @@ use trellis_api::proto::v1::{
 use trellis_api::service::AppProtocol;
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
 
+use crate::vip::VipTable;
+
 pub use self::index::workload_identity;
 use self::index::{ServiceEntry, Tables};
 pub use self::names::{
@@ -82,6 +94,8 @@ pub use self::names::{
 pub const INBOUND_LISTENER: &str = "inbound";
 /// Name of the listener that takes HTTP proxy requests and routes them by host.
 pub const HTTP_PROXY_LISTENER: &str = "http-proxy";
+/// Name of the listener that takes captured outbound connections (transparent mode).
+pub const TRANSPARENT_LISTENER: &str = "outbound";
 /// Name of the backend that is the proxy's own application on loopback.
 pub const LOCAL_APP_BACKEND: &str = "local-app";
 /// Name of the route that takes whatever no route resource matched.
@@ -157,18 +171,35 @@ pub fn compile(state: &MeshState, proxy: &Workload) -> ProxyConfig {
 #[derive(Debug, Default)]
 pub struct MeshIndex {
     tables: Tables,
+    vips: VipTable,
 }
 
 impl MeshIndex {
     pub fn new(state: &MeshState) -> Self {
         Self {
             tables: Tables::build(&state.resources),
+            vips: VipTable::new(),
         }
     }
 
     /// Whether a Service of that name exists, declared or implicitly.
     pub fn service_exists(&self, service: &ServiceKey) -> bool {
         self.tables.services.contains_key(service)
+    }
+
+    /// Every Service, declared or implicit.
+    pub fn service_keys(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.tables.services.keys()
+    }
+
+    /// The Services' virtual IPs ([`crate::vip`]), which transparent sidecars route by.
+    pub fn set_vips(&mut self, vips: VipTable) {
+        self.vips = vips;
+    }
+
+    /// A Service's virtual IP, once assigned.
+    pub fn vip(&self, service: &ServiceKey) -> Option<Ipv4Addr> {
+        self.vips.get(service).copied()
     }
 
     /// The configuration `proxy` needs, from what it said in its `Hello`.
@@ -221,6 +252,16 @@ impl MeshIndex {
             let mut targets: Vec<&ServiceKey> = upstreams.iter().map(|(t, _)| t).collect();
             targets.dedup();
             listeners.push(self.http_proxy(&targets, namespace, port, &mut reach));
+            ports.insert(port);
+        }
+        let outbound_port = u16::try_from(proxy.outbound_port)
+            .ok()
+            .filter(|p| *p != 0 && !ports.contains(p));
+        let mut services = Vec::new();
+        if let Some(port) = outbound_port {
+            let transparent = self.transparent(namespace, port, &mut names, &mut reach);
+            listeners.extend(transparent.listeners);
+            services = transparent.services;
         }
 
         backends.extend(reach.iter().map(|(key, h2)| self.backend(key, *h2)));
@@ -229,6 +270,7 @@ impl MeshIndex {
         ProxyConfig {
             listeners,
             backends,
+            services,
         }
     }
 
@@ -259,6 +301,7 @@ impl MeshIndex {
             idle_timeout_ms: None,
             mtls: self.tables.mesh.mtls as i32,
             authorization: Some(self.authorization(own, app_port(proxy))),
+            ..Default::default()
         }
     }
 
@@ -323,6 +366,7 @@ impl MeshIndex {
             idle_timeout_ms: None,
             mtls: MtlsMode::Disabled as i32,
             authorization: None,
+            ..Default::default()
         }
     }
 
@@ -359,6 +403,7 @@ impl MeshIndex {
             idle_timeout_ms: None,
             mtls: MtlsMode::Disabled as i32,
             authorization: None,
+            ..Default::default()
         }
     }
 

@@ -87,7 +87,7 @@ pub fn config_name(raw: &str) -> String {
 /// 64-bit FNV-1a. Chosen over `std`'s hasher because its output is fixed by definition:
 /// a name must not change between builds or between control-plane replicas, or every
 /// proxy would be sent a "new" configuration.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     bytes

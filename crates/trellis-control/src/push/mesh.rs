@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use crate::api::storage::{self, PREFIX};
 use crate::compile::{MeshIndex, MeshState};
 use crate::store::Store;
+use crate::vip::{self, VipError};
 
 /// The mesh at one store revision, indexed for compiling.
 #[derive(Debug, Default)]
@@ -53,13 +54,22 @@ impl MeshWatcher {
     }
 }
 
+/// Reads the recorded virtual IPs, assigns the Services that have none, and hands the
+/// table to the index. Returns the revision of the last write, if any.
+async fn with_vips(store: &dyn Store, index: &mut MeshIndex) -> Result<Option<u64>, VipError> {
+    let (mut table, _) = vip::read(store).await?;
+    let written = vip::assign(store, &mut table, index.service_keys()).await?;
+    index.set_vips(table);
+    Ok(written)
+}
+
 async fn watch_store(
     store: Arc<dyn Store>,
     debounce: Duration,
     tx: watch::Sender<Arc<MeshVersion>>,
 ) {
     loop {
-        let (resources, revision) = match storage::read_prefix(store.as_ref(), PREFIX).await {
+        let (resources, listed) = match storage::read_prefix(store.as_ref(), PREFIX).await {
             Ok(read) => read,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the mesh state; retrying");
@@ -67,11 +77,23 @@ async fn watch_store(
                 continue;
             }
         };
-        let index = MeshIndex::new(&MeshState::new(resources));
+        let mut index = MeshIndex::new(&MeshState::new(resources));
+        // Every Service gets its virtual IP before any proxy is compiled against it; the
+        // snapshot version is then the revision of the last address written, so it still
+        // names everything the snapshot holds. The watch goes on from the list's
+        // revision, so a resource written meanwhile is not missed.
+        let revision = match with_vips(store.as_ref(), &mut index).await {
+            Ok(written) => written.map_or(listed, |w| w.max(listed)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot assign virtual IPs; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
         if tx.send(Arc::new(MeshVersion { revision, index })).is_err() {
             return; // nobody listens any more
         }
-        let mut watch = match store.watch(PREFIX, revision).await {
+        let mut watch = match store.watch(PREFIX, listed).await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the store; re-reading");

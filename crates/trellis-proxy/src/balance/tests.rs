@@ -11,6 +11,7 @@ fn endpoints(weights: &[u32]) -> Vec<Weighted> {
         protocol: BackendProtocol::Http1,
         connect_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
+        mark: None,
     };
     weights
         .iter()

@@ -5,6 +5,7 @@
 //! operator can find the mistake without reading the proxy's source.
 
 mod duration;
+mod original_dst;
 mod route;
 mod sidecar;
 
@@ -19,6 +20,9 @@ use trellis_api::authz::AuthorizationConfig;
 use trellis_identity::SpiffeId;
 
 pub use self::duration::{Duration, ParseDurationError};
+pub use self::original_dst::{
+    DestinationAddress, DestinationTarget, EgressMode, MeshService, OriginalDestination,
+};
 pub use self::route::{PathMatch, RouteConfig, RouteMatch, ValueMatch, WeightedBackend};
 pub use self::sidecar::{INBOUND_LISTENER, LOCAL_APP_BACKEND};
 
@@ -43,6 +47,15 @@ pub struct ProxyConfig {
     /// are answered with 431. Default 65536.
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
+    /// The mesh's Services and their virtual IPs, which a transparent sidecar's DNS
+    /// answers for. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<MeshService>,
+    /// `SO_MARK` set on every connection the proxy opens, so capture rules that skip
+    /// this mark let the proxy's own traffic through (a transparent sidecar running as
+    /// the same user as its application). Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_mark: Option<u32>,
 }
 
 /// One listening socket.
@@ -76,6 +89,20 @@ pub struct ListenerConfig {
     /// and on every TCP connection when accepted. Unset: everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationConfig>,
+    /// Whether the proxy binds `address`. An unbound listener is reached only through
+    /// an original-destination listener's targets. Default `true`.
+    #[serde(default = "defaults::bind", skip_serializing_if = "is_true")]
+    pub bind: bool,
+    /// Makes this the listener of captured outbound connections: each is routed by the
+    /// address its client dialled (`SO_ORIGINAL_DST`) to a target listener, or passed
+    /// through or refused by `egress`. Such a listener has no routes. Unset: a plain
+    /// listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_destination: Option<OriginalDestination>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Mutual TLS on a listener. With `permissive` or `strict`, a connection that opens
@@ -247,6 +274,9 @@ pub mod defaults {
     pub fn weight() -> u32 {
         1
     }
+    pub fn bind() -> bool {
+        true
+    }
 }
 
 /// A configuration that cannot be used, with the path of the field at fault.
@@ -355,7 +385,7 @@ impl ProxyConfig {
                     format!("duplicate listener name {:?}", l.name),
                 ));
             }
-            if l.address.port() != 0 && !addresses.insert(l.address) {
+            if l.bind && l.address.port() != 0 && !addresses.insert(l.address) {
                 return Err(ConfigError::invalid(
                     format!("{at}.address"),
                     format!("{} is used by another listener", l.address),
@@ -366,7 +396,10 @@ impl ProxyConfig {
                     .validate(&format!("{at}.authorization"))
                     .map_err(|e| ConfigError::invalid(e.path, e.message))?;
             }
-            if l.address == self.admin && l.address.port() != 0 {
+            if let Some(table) = &l.original_destination {
+                table.validate(&at, l, &self.listeners)?;
+            }
+            if l.bind && l.address == self.admin && l.address.port() != 0 {
                 return Err(ConfigError::invalid(
                     format!("{at}.address"),
                     format!("{} is the admin address", l.address),
@@ -374,7 +407,10 @@ impl ProxyConfig {
             }
             // An HTTP listener without routes answers 404 `no route`; bytes of a TCP
             // listener would have nowhere to go.
-            if l.routes.is_empty() && l.protocol == ListenerProtocol::Tcp {
+            if l.routes.is_empty()
+                && l.protocol == ListenerProtocol::Tcp
+                && l.original_destination.is_none()
+            {
                 return Err(ConfigError::invalid(
                     format!("{at}.routes"),
                     "a TCP listener needs a route",

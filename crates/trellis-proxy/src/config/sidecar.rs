@@ -34,6 +34,8 @@ impl ProxyConfig {
                 }],
                 mtls: MtlsMode::Disabled,
                 authorization: None,
+                bind: true,
+                original_destination: None,
             }],
             backends: vec![BackendConfig {
                 name: LOCAL_APP_BACKEND.into(),
@@ -50,6 +52,8 @@ impl ProxyConfig {
             admin,
             drain_timeout: defaults::drain_timeout(),
             max_header_bytes: defaults::max_header_bytes(),
+            services: Vec::new(),
+            socket_mark: None,
         }
     }
 }

@@ -277,3 +277,61 @@ fn unreadable_file_names_the_path() {
         .to_string()
         .starts_with("cannot read config file /nonexistent/trellis.yaml"));
 }
+
+const TRANSPARENT: &str = r#"
+listeners:
+  - name: outbound
+    address: 127.0.0.1:7140
+    routes: []
+    originalDestination:
+      egress: registryOnly
+      targets:
+        - addresses: [240.240.0.9, "10.0.0.7:8080"]
+          listener: to-web
+  - name: to-web
+    address: 0.0.0.0:0
+    bind: false
+    routes: [{backend: web-app}]
+backends:
+  - name: web-app
+    endpoints: [127.0.0.1:8080]
+services: [{name: web, namespace: shop, virtualIp: 240.240.0.9}]
+socketMark: 0x7e11
+"#;
+
+#[test]
+fn transparent_mode_is_read_and_checked() {
+    let config = ProxyConfig::from_yaml(TRANSPARENT).expect("parses");
+    let table = config.listeners[0]
+        .original_destination
+        .as_ref()
+        .expect("a table");
+    assert_eq!(table.egress, EgressMode::RegistryOnly);
+    assert_eq!(
+        table.targets[0].addresses,
+        [
+            DestinationAddress::Ip("240.240.0.9".parse().expect("ip")),
+            DestinationAddress::Socket("10.0.0.7:8080".parse().expect("addr")),
+        ]
+    );
+    assert!(!config.listeners[1].bind);
+    assert_eq!(config.socket_mark, Some(0x7e11));
+    assert_eq!(config.services[0].virtual_ip.to_string(), "240.240.0.9");
+
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, &str)] = &[
+        ("listener: to-web", "listener: nowhere",
+         "listeners[0].originalDestination.targets[0].listener: no listener named \"nowhere\""),
+        ("    bind: false\n", "",
+         "listeners[0].originalDestination.targets[0].listener: listener \"to-web\" must be unbound"),
+        ("routes: []", "routes: [{backend: web-app}]",
+         "listeners[0].routes: an original-destination listener has no routes"),
+        ("\"10.0.0.7:8080\"", "\"10.0.0.7:port\"",
+         "listeners[0].originalDestination.targets[0].addresses[1]: invalid destination"),
+    ];
+    for (from, to, want) in cases {
+        let yaml = TRANSPARENT.replace(from, to);
+        let err = ProxyConfig::from_yaml(&yaml).expect_err(want).to_string();
+        assert!(err.starts_with(want), "{want}: got {err}");
+    }
+}

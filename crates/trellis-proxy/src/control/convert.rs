@@ -8,8 +8,9 @@ use trellis_api::authz::AuthorizationConfig;
 use trellis_api::proto::v1 as wire;
 
 use crate::config::{
-    self, defaults, BackendConfig, BackendProtocol, Duration, EndpointConfig, ListenerConfig,
-    ListenerProtocol, LoadBalancer, PathMatch, ProxyConfig, RouteConfig, RouteMatch, ValueMatch,
+    self, defaults, BackendConfig, BackendProtocol, DestinationAddress, DestinationTarget,
+    Duration, EgressMode, EndpointConfig, ListenerConfig, ListenerProtocol, LoadBalancer,
+    MeshService, OriginalDestination, PathMatch, ProxyConfig, RouteConfig, RouteMatch, ValueMatch,
     WeightedBackend,
 };
 
@@ -19,6 +20,8 @@ pub struct LocalSettings {
     pub admin: SocketAddr,
     pub drain_timeout: Duration,
     pub max_header_bytes: usize,
+    /// `SO_MARK` for the proxy's own connections (transparent capture skips it).
+    pub socket_mark: Option<u32>,
 }
 
 /// Converts and validates a snapshot's configuration.
@@ -38,12 +41,20 @@ pub fn to_proxy_config(
         .enumerate()
         .map(|(i, b)| backend(b, &format!("backends[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
+    let services = wire
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| mesh_service(s, &format!("services[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
     let config = ProxyConfig {
         listeners,
         backends,
         admin: local.admin,
         drain_timeout: local.drain_timeout,
         max_header_bytes: local.max_header_bytes,
+        services,
+        socket_mark: local.socket_mark,
     };
     config.validate()?;
     Ok(config)
@@ -53,6 +64,60 @@ fn address(value: &str, field: &str) -> Result<SocketAddr, config::ConfigError> 
     value.parse().map_err(|_| config::ConfigError::Invalid {
         field: field.to_string(),
         message: format!("invalid address {value:?}: expected IP:PORT"),
+    })
+}
+
+fn mesh_service(s: &wire::MeshService, at: &str) -> Result<MeshService, config::ConfigError> {
+    Ok(MeshService {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+        virtual_ip: s
+            .virtual_ip
+            .parse()
+            .map_err(|_| config::ConfigError::Invalid {
+                field: format!("{at}.virtualIp"),
+                message: format!(
+                    "invalid address {:?}: expected an IPv4 address",
+                    s.virtual_ip
+                ),
+            })?,
+    })
+}
+
+fn original_destination(
+    table: &wire::OriginalDestination,
+    at: &str,
+) -> Result<OriginalDestination, config::ConfigError> {
+    let targets = table
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(j, t)| {
+            let addresses = t
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(k, a)| {
+                    DestinationAddress::try_from(a.clone()).map_err(|message| {
+                        config::ConfigError::Invalid {
+                            field: format!("{at}.targets[{j}].addresses[{k}]"),
+                            message,
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(DestinationTarget {
+                addresses,
+                listener: t.listener.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, config::ConfigError>>()?;
+    Ok(OriginalDestination {
+        targets,
+        egress: match table.egress() {
+            wire::EgressMode::AllowAny => EgressMode::AllowAny,
+            wire::EgressMode::RegistryOnly => EgressMode::RegistryOnly,
+        },
     })
 }
 
@@ -88,6 +153,12 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
                 field: e.path,
                 message: e.message,
             })?,
+        bind: !l.unbound,
+        original_destination: l
+            .original_destination
+            .as_ref()
+            .map(|t| original_destination(t, &format!("{at}.originalDestination")))
+            .transpose()?,
     })
 }
 
@@ -178,6 +249,7 @@ mod tests {
             admin: "127.0.0.1:0".parse().expect("addr"),
             drain_timeout: Duration::from_secs(1),
             max_header_bytes: 65536,
+            socket_mark: None,
         }
     }
 
@@ -231,6 +303,7 @@ mod tests {
                         }],
                     }],
                 }),
+                ..Default::default()
             }],
             backends: ["ratings-v1", "ratings-v2"]
                 .iter()
@@ -246,6 +319,7 @@ mod tests {
                     connect_timeout_ms: Some(250),
                 })
                 .collect(),
+            services: vec![],
         }
     }
 

@@ -18,7 +18,7 @@ fn backend(name: &str) -> Arc<Backend> {
         connect_timeout: config::Duration::from_secs(1),
         idle_timeout: config::Duration::from_secs(1),
     };
-    Arc::new(Backend::build(&config, &Default::default()))
+    Arc::new(Backend::build(&config, &Default::default(), None))
 }
 
 fn route(matches: RouteMatch) -> Route {

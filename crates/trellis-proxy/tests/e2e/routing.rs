@@ -84,7 +84,9 @@ backends:
     assert!((240..=360).contains(&n1), "3:1 split gave v1 {n1}, v2 {n2}");
     let metrics = proxy.metrics().encode();
     assert!(
-        metrics.contains(r#"listener="web",route="split",backend="v2",peer_identity="",tls="false",status="200""#),
+        metrics.contains(
+            r#"listener="web",route="split",backend="v2",peer_identity="",tls="false",status="200""#
+        ),
         "{metrics}"
     );
 }

@@ -10,6 +10,7 @@ mod policy;
 mod precedence;
 mod protocols;
 mod reach;
+mod transparent;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -90,6 +91,7 @@ fn proxy(
             })
             .collect(),
         http_proxy_port: 0,
+        outbound_port: 0,
     }
 }
 
@@ -193,9 +195,10 @@ fn assert_acceptable(config: &ProxyConfig) {
             .address
             .parse()
             .unwrap_or_else(|_| panic!("address {:?}", l.address));
-        // Two listeners on one port collide at bind time whatever their IPs.
+        // Two listeners on one port collide at bind time whatever their IPs; unbound
+        // listeners are never bound.
         assert!(
-            addresses.insert(addr.port()),
+            l.unbound || addresses.insert(addr.port()),
             "port {} used twice",
             addr.port()
         );

@@ -1,0 +1,143 @@
+//! Transparent mode: the original-destination listener, its targets and the Service
+//! table for DNS.
+
+use std::net::Ipv4Addr;
+
+use trellis_api::proto::v1::{EgressMode, ListenerProtocol};
+use trellis_api::service::WorkloadPort;
+
+use super::*;
+use crate::compile::ServiceKey;
+use crate::vip::VipTable;
+
+const MESH: &str = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  selector: {app: db}
+  ports: [{port: 3306, appProtocol: tcp}]
+"#;
+
+const REGISTRY_ONLY: &str =
+    "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: default}\nspec: {egress: {mode: registryOnly}}\n";
+
+fn with_app_port(mut w: Resource, port: u16) -> Resource {
+    if let Spec::Workload(spec) = &mut w.spec {
+        spec.ports = vec![WorkloadPort {
+            name: None,
+            port,
+            app_protocol: None,
+        }];
+    }
+    w
+}
+
+fn mesh(extra: &str) -> Vec<Resource> {
+    let mut resources = yaml(&format!("{MESH}{extra}"));
+    resources.push(with_app_port(
+        workload(
+            "shop",
+            "books-1",
+            &[("app", "books")],
+            "10.0.0.7",
+            Some(true),
+        ),
+        8080,
+    ));
+    resources.push(workload("shop", "db-1", &[("app", "db")], "10.0.0.8", None));
+    resources
+}
+
+fn compile_with_vips(resources: &[Resource], proxy: &Workload) -> ProxyConfig {
+    let mut index = MeshIndex::new(&MeshState::new(resources.to_vec()));
+    let vips: VipTable = [
+        (
+            ServiceKey::new("shop", "books"),
+            Ipv4Addr::new(240, 240, 0, 7),
+        ),
+        (ServiceKey::new("shop", "db"), Ipv4Addr::new(240, 240, 0, 8)),
+    ]
+    .into();
+    index.set_vips(vips);
+    let config = index.compile(proxy);
+    assert_acceptable(&config);
+    config
+}
+
+fn transparent_proxy() -> Workload {
+    let mut proxy = proxy("shop", "web", 8080, &[]);
+    proxy.outbound_port = 7140;
+    proxy
+}
+
+#[test]
+fn destinations_map_to_their_services_listeners() {
+    let config = compile_with_vips(&mesh(""), &transparent_proxy());
+    let outbound = listener(&config, "outbound");
+    assert_eq!(outbound.address, "127.0.0.1:7140");
+    assert!(outbound.routes.is_empty());
+    let table = outbound
+        .original_destination
+        .as_ref()
+        .expect("an original-destination table");
+    assert_eq!(table.egress, EgressMode::AllowAny as i32);
+    let targets: Vec<(String, Vec<String>)> = table
+        .targets
+        .iter()
+        .map(|t| (t.listener.clone(), t.addresses.clone()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            (
+                "transparent-shop-books".to_string(),
+                vec!["240.240.0.7".to_string(), "10.0.0.7:8080".to_string()]
+            ),
+            (
+                "transparent-shop-db".to_string(),
+                vec!["240.240.0.8".to_string()]
+            ),
+        ]
+    );
+    let books = listener(&config, "transparent-shop-books");
+    assert!(books.unbound);
+    assert_eq!(books.protocol, ListenerProtocol::Auto as i32);
+    assert_eq!(routes(books), ["default | * | books.shop=1"]);
+    let db = listener(&config, "transparent-shop-db");
+    assert_eq!(db.protocol, ListenerProtocol::Tcp as i32);
+    assert_eq!(endpoints(backend(&config, "db.shop")), ["10.0.0.8:7143"]);
+
+    let services: Vec<(&str, &str, &str)> = config
+        .services
+        .iter()
+        .map(|s| (s.namespace.as_str(), s.name.as_str(), s.virtual_ip.as_str()))
+        .collect();
+    assert_eq!(
+        services,
+        [
+            ("shop", "books", "240.240.0.7"),
+            ("shop", "db", "240.240.0.8")
+        ]
+    );
+}
+
+#[test]
+fn registry_only_is_compiled_into_the_table() {
+    let config = compile_with_vips(
+        &mesh(&format!("---\n{REGISTRY_ONLY}")),
+        &transparent_proxy(),
+    );
+    let table = listener(&config, "outbound")
+        .original_destination
+        .clone()
+        .expect("an original-destination table");
+    assert_eq!(table.egress, EgressMode::RegistryOnly as i32);
+}
+
+#[test]
+fn explicit_proxies_get_no_transparent_listener() {
+    let config = compile_with_vips(&mesh(""), &proxy("shop", "web", 8080, &[]));
+    assert!(config.listeners.iter().all(|l| l.name != "outbound"));
+    assert!(config.services.is_empty());
+}

@@ -1,0 +1,119 @@
+//! The DNS server over real sockets: a proxy whose configuration lists Services, an
+//! upstream resolver on loopback for everything else.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::DnsSettings;
+use crate::{Proxy, ProxyConfig};
+
+const CONFIG: &str = r#"
+admin: 127.0.0.1:0
+listeners:
+  - name: outbound
+    address: 127.0.0.1:0
+    originalDestination: {targets: []}
+    routes: []
+services:
+  - {name: books, namespace: shop, virtualIp: 240.240.0.9}
+"#;
+
+/// An upstream resolver that answers every A query with 192.0.2.53.
+async fn upstream() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let Ok(request) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
+            for q in &request.queries {
+                reply.add_query(q.clone());
+                reply.add_answer(hickory_proto::rr::Record::from_rdata(
+                    q.name().clone(),
+                    60,
+                    RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::new(192, 0, 2, 53))),
+                ));
+            }
+            let _ = socket.send_to(&reply.to_vec().expect("encode"), from).await;
+        }
+    });
+    addr
+}
+
+fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+    message.to_vec().expect("encode")
+}
+
+async fn ask_udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    socket.connect(server).await.expect("connect");
+    socket.send(&query(name, qtype)).await.expect("send");
+    let mut buf = vec![0u8; 4096];
+    let n = socket.recv(&mut buf).await.expect("reply");
+    Message::from_vec(&buf[..n]).expect("a DNS message")
+}
+
+fn addresses(reply: &Message) -> Vec<Ipv4Addr> {
+    reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn mesh_names_are_answered_and_others_forwarded() {
+    let proxy = Proxy::start(ProxyConfig::from_yaml(CONFIG).expect("valid"))
+        .await
+        .expect("proxy");
+    let dns = proxy
+        .serve_dns(DnsSettings {
+            address: "127.0.0.1:0".parse().expect("addr"),
+            namespace: "shop".into(),
+            upstream: Some(upstream().await),
+        })
+        .await
+        .expect("dns");
+    let vip = Ipv4Addr::new(240, 240, 0, 9);
+
+    for name in ["books", "books.shop", "books.shop.svc.trellis.local."] {
+        let reply = ask_udp(dns.address, name, RecordType::A).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert_eq!(addresses(&reply), [vip], "{name}");
+    }
+    let aaaa = ask_udp(dns.address, "books", RecordType::AAAA).await;
+    assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
+    assert!(aaaa.answers.is_empty());
+    let missing = ask_udp(dns.address, "nothing.shop.svc.trellis.local", RecordType::A).await;
+    assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+    let other = ask_udp(dns.address, "example.com", RecordType::A).await;
+    assert_eq!(addresses(&other), [Ipv4Addr::new(192, 0, 2, 53)]);
+
+    // The same over TCP, length-prefixed.
+    let mut tcp = TcpStream::connect(dns.address).await.expect("connect");
+    let message = query("books.shop", RecordType::A);
+    tcp.write_u16(message.len() as u16).await.expect("write");
+    tcp.write_all(&message).await.expect("write");
+    let len = tcp.read_u16().await.expect("length");
+    let mut reply = vec![0u8; usize::from(len)];
+    tcp.read_exact(&mut reply).await.expect("reply");
+    let reply = Message::from_vec(&reply).expect("a DNS message");
+    assert_eq!(addresses(&reply), [vip]);
+}
