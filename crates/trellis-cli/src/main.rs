@@ -4,6 +4,7 @@
 mod client;
 mod control;
 mod demo;
+mod edges;
 mod explain;
 mod identity;
 mod iptables;
@@ -98,6 +99,9 @@ enum Command {
     /// Watch live requests to and from a service's proxies: method, path, status,
     /// latency, identities (never bodies). Needs the admin token.
     Tap(tap::TapArgs),
+    /// Who calls a service and whom it calls: callers' identities, whether the calls
+    /// are mTLS, success rate and rate over a window.
+    Edges(edges::EdgesArgs),
     /// Print a Prometheus scrape configuration for the mesh: every proxy's /metrics,
     /// found through the control planes as workloads come and go.
     PrometheusConfig(prometheus::PrometheusArgs),
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
             Command::PrometheusConfig(args) => prometheus::run(args).await,
             Command::Stat(args) => stat::run(args).await,
             Command::Tap(args) => tap::run(args).await,
+            Command::Edges(args) => edges::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Apply(args) => resources::apply(args).await,
             Command::Get(args) => resources::get(args).await,

@@ -75,6 +75,13 @@ async fn mesh() -> Mesh {
     let client = HttpClient::http1();
     let url = format!("http://127.0.0.1:{port}/");
     assert_eventually!(client.get(&url).await.is_ok_and(|r| r.status == 200));
+    // Calls go over mTLS once both sidecars hold certificates: wait for that, so the
+    // counts below are of mTLS calls only.
+    let handshake = r#"trellis_tls_handshakes_total{direction="inbound",result="ok",reason=""}"#;
+    assert_eventually!(
+        client.get(&url).await.is_ok_and(|r| r.status == 200)
+            && books_side.proxy.metrics().encode().contains(handshake)
+    );
     Mesh {
         cp,
         books: (books, books_side),
@@ -137,6 +144,42 @@ async fn stat_reports_what_the_proxies_served() {
         .filter_map(|r| r["counts"]["requests"].as_f64())
         .sum();
     assert!(sent >= 100.0, "{routes}");
+
+    // The edge web → books, with web's identity once the sidecars speak mTLS (they do
+    // as soon as their certificates arrive, before the traffic above).
+    let edges_url = format!("http://{}/api/v1/edges?service=books", cp.http_addr);
+    let edges: Value = serde_json::from_slice(
+        &HttpClient::http1()
+            .get(&edges_url)
+            .await
+            .expect("edges")
+            .body,
+    )
+    .expect("JSON");
+    let web_id = "spiffe://trellis.local/ns/default/sa/web";
+    let edge = edges["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|e| e["source"] == web_id))
+        .unwrap_or_else(|| panic!("no edge from web: {edges}"));
+    assert_eq!(edge["destination"], "books");
+    assert_eq!(edge["mtls"], true);
+    assert!(
+        edge["requests"].as_f64().is_some_and(|n| n >= 90.0),
+        "{edge}"
+    );
+    // The same edge seen from web's side.
+    let from_web = format!("http://{}/api/v1/edges?service=web", cp.http_addr);
+    let from_web: Value = serde_json::from_slice(
+        &HttpClient::http1()
+            .get(&from_web)
+            .await
+            .expect("edges")
+            .body,
+    )
+    .expect("JSON");
+    assert!(from_web["items"]
+        .as_array()
+        .is_some_and(|items| items.iter().any(|e| e["destination"] == "books")));
 
     // And the command prints it.
     let output = tokio::process::Command::new(trellis_binary())

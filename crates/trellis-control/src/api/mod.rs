@@ -100,6 +100,7 @@ pub fn router(state: ApiState) -> Router {
             get(handlers::prometheus_targets),
         )
         .route("/api/v1/stat", get(stat::stat))
+        .route("/api/v1/edges", get(stat::edges))
         .route("/api/v1/explain", get(explain::explain))
         .route("/api/v1/tokens", post(identity::create_token))
         .route("/api/v1/ca", get(identity::show))

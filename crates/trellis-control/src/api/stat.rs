@@ -1,5 +1,6 @@
 //! `GET /api/v1/stat?by=service|workload|route[&name=N][&window=1m]`: the golden signals
-//! of `trellis stat`. Each control plane scrapes only the proxies connected to it, so
+//! of `trellis stat`; `GET /api/v1/edges?service=S[&namespace=N][&window=1m]`: who calls
+//! whom, for `trellis edges`. Each control plane scrapes only the proxies connected to it, so
 //! the one asked adds the others' rows (asked with `local=true`) to its own.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use trellis_api::duration::Duration as ApiDuration;
 
 use super::error::ApiError;
 use super::ApiState;
-use crate::telemetry::{self, By, StatRow};
+use crate::telemetry::{self, By, EdgeRow, StatRow};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,13 +44,7 @@ pub(super) async fn stat(
     State(api): State<Arc<ApiState>>,
     Query(query): Query<StatQuery>,
 ) -> Result<Json<StatAnswer>, ApiError> {
-    let window = match &query.window {
-        Some(text) => text
-            .parse::<ApiDuration>()
-            .map_err(|e| ApiError::BadRequest(format!("window: {e}")))?
-            .get(),
-        None => WINDOW,
-    };
+    let window = parse_window(query.window.as_deref())?;
     let Some(telemetry) = &api.telemetry else {
         return Err(ApiError::BadRequest(
             "this control plane does not collect metrics".into(),
@@ -69,8 +64,7 @@ pub(super) async fn stat(
                 window.as_secs()
             );
             if let Some(name) = &query.name {
-                path.push_str("&name=");
-                path.extend(form_urlencoded::byte_serialize(name.as_bytes()));
+                path.push_str(&format!("&name={}", encode(name)));
             }
             let answer = telemetry::get(&peer, &path, Some(&api.admin_token)).await;
             let Some(answer) = answer
@@ -96,6 +90,94 @@ pub(super) async fn stat(
         window_seconds: window.as_secs_f64(),
         items: rows.into_values().map(StatRow::derive).collect(),
     }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EdgesQuery {
+    service: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    window: Option<String>,
+    #[serde(default)]
+    local: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct EdgesAnswer {
+    window_seconds: f64,
+    items: Vec<EdgeRow>,
+}
+
+pub(super) async fn edges(
+    State(api): State<Arc<ApiState>>,
+    Query(query): Query<EdgesQuery>,
+) -> Result<Json<EdgesAnswer>, ApiError> {
+    let window = parse_window(query.window.as_deref())?;
+    let Some(telemetry) = &api.telemetry else {
+        return Err(ApiError::BadRequest(
+            "this control plane does not collect metrics".into(),
+        ));
+    };
+    let namespace = query.namespace.clone().unwrap_or_else(|| "default".into());
+    telemetry.refresh().await;
+    let mut rows: BTreeMap<(String, String, String, bool), EdgeRow> = BTreeMap::new();
+    let mut add = |row: EdgeRow| {
+        if !row.touches(&query.service, &namespace) {
+            return;
+        }
+        let key = (
+            row.source.clone(),
+            row.namespace.clone(),
+            row.destination.clone(),
+            row.mtls,
+        );
+        match rows.get_mut(&key) {
+            Some(mine) => mine.merge(&row),
+            None => {
+                rows.insert(key, row);
+            }
+        }
+    };
+    telemetry.edges(window).into_iter().for_each(&mut add);
+    if !query.local {
+        let path = format!(
+            "/api/v1/edges?local=true&service={}&namespace={}&window={}s",
+            encode(&query.service),
+            encode(&namespace),
+            window.as_secs()
+        );
+        for peer in peers(&api) {
+            let answer = telemetry::get(&peer, &path, Some(&api.admin_token)).await;
+            match answer
+                .ok()
+                .and_then(|t| serde_json::from_str::<EdgesAnswer>(&t).ok())
+            {
+                Some(answer) => answer.items.into_iter().for_each(&mut add),
+                None => tracing::warn!(%peer, "cannot read another control plane's edges"),
+            }
+        }
+    }
+    Ok(Json(EdgesAnswer {
+        window_seconds: window.as_secs_f64(),
+        items: rows.into_values().map(EdgeRow::derive).collect(),
+    }))
+}
+
+fn parse_window(text: Option<&str>) -> Result<Duration, ApiError> {
+    match text {
+        Some(text) => Ok(text
+            .parse::<ApiDuration>()
+            .map_err(|e| ApiError::BadRequest(format!("window: {e}")))?
+            .get()),
+        None => Ok(WINDOW),
+    }
+}
+
+fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// The HTTP addresses of the other control planes on the store.

@@ -200,12 +200,12 @@ impl Telemetry {
             let Some((delta, seconds)) = history.delta(window) else {
                 continue;
             };
-            for ((listener, route), counts) in delta {
-                let inbound = listener == INBOUND_LISTENER;
+            for (series, counts) in delta {
+                let inbound = series.listener == INBOUND_LISTENER;
                 let key = match by {
                     By::Service if inbound => service.clone(),
                     By::Workload if inbound => workload.clone(),
-                    By::Route if !inbound => route,
+                    By::Route if !inbound => series.route,
                     _ => continue,
                 };
                 if name.is_some_and(|n| n != key) {
@@ -226,6 +226,97 @@ impl Telemetry {
             }
         }
         rows.into_values().map(StatRow::derive).collect()
+    }
+}
+
+impl Telemetry {
+    /// Who called whom over `window`, from what the callees' proxies received: one row
+    /// per (caller identity, callee service, mTLS or not). A caller without mTLS has no
+    /// identity (`source` empty).
+    pub fn edges(&self, window: Duration) -> Vec<EdgeRow> {
+        let statuses: HashMap<String, (String, String)> = self
+            .registry
+            .list()
+            .into_iter()
+            .map(|p| (p.workload, (p.service, p.namespace)))
+            .collect();
+        let proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: BTreeMap<(String, String, String, bool), EdgeRow> = BTreeMap::new();
+        for (workload, history) in proxies.iter() {
+            let (Some((service, namespace)), Some((delta, seconds))) =
+                (statuses.get(workload), history.delta(window))
+            else {
+                continue;
+            };
+            for (series, counts) in delta {
+                // Latency buckets sit under no caller: edges count requests only.
+                if series.listener != INBOUND_LISTENER || counts.requests <= 0.0 {
+                    continue;
+                }
+                let key = (
+                    series.peer.clone(),
+                    namespace.clone(),
+                    service.clone(),
+                    series.tls,
+                );
+                let row = rows.entry(key).or_insert_with(|| EdgeRow {
+                    source: series.peer.clone(),
+                    destination: service.clone(),
+                    namespace: namespace.clone(),
+                    mtls: series.tls,
+                    ..EdgeRow::default()
+                });
+                row.merge(&EdgeRow {
+                    requests: counts.requests,
+                    failures: counts.failures,
+                    seconds,
+                    ..EdgeRow::default()
+                });
+            }
+        }
+        rows.into_values().map(EdgeRow::derive).collect()
+    }
+}
+
+/// One caller → callee edge of `trellis edges`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeRow {
+    /// The caller's SPIFFE ID; empty when it called without mTLS.
+    pub source: String,
+    /// The service called, and its namespace.
+    pub destination: String,
+    pub namespace: String,
+    pub mtls: bool,
+    pub requests: f64,
+    pub failures: f64,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    pub success_rate: Option<f64>,
+}
+
+impl EdgeRow {
+    pub fn derive(mut self) -> Self {
+        self.requests_per_second = if self.seconds > 0.0 {
+            self.requests / self.seconds
+        } else {
+            0.0
+        };
+        self.success_rate = (self.requests > 0.0).then(|| 1.0 - self.failures / self.requests);
+        self
+    }
+
+    pub fn merge(&mut self, other: &EdgeRow) {
+        self.requests += other.requests;
+        self.failures += other.failures;
+        self.seconds = self.seconds.max(other.seconds);
+    }
+
+    /// Whether `service` in `namespace` is at either end.
+    pub fn touches(&self, service: &str, namespace: &str) -> bool {
+        let caller = format!("/ns/{namespace}/sa/{service}");
+        (self.destination == service && self.namespace == namespace)
+            || self.source.ends_with(&caller)
     }
 }
 

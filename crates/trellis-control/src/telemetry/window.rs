@@ -1,8 +1,8 @@
 //! What the control plane keeps of each proxy's metrics between scrapes, and the golden
 //! signals over a window computed from it.
 //!
-//! A scrape is reduced at once to one [`Counts`] per (listener, route): requests,
-//! failures and the cumulative latency buckets, so a proxy costs a few hundred numbers
+//! A scrape is reduced at once to one [`Counts`] per [`SeriesKey`] (listener, route,
+//! caller): requests, failures and the cumulative latency buckets, so a proxy costs a few hundred numbers
 //! per scrape kept, whatever its label cardinality. A window's figures are the
 //! difference between the newest scrape and the one at the window's start; a counter
 //! that went down (the proxy restarted) counts from zero.
@@ -24,15 +24,32 @@ pub struct Counts {
     pub buckets: Vec<(f64, f64)>,
 }
 
-/// One scrape, by (listener, route).
-pub type Snapshot = BTreeMap<(String, String), Counts>;
+/// What a scrape's series are reduced by. Latency buckets carry no caller, so theirs
+/// sit under an empty `peer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub listener: String,
+    pub route: String,
+    /// The caller's SPIFFE ID on inbound mTLS, else empty.
+    pub peer: String,
+    /// `true` when the caller's connection was mutual TLS.
+    pub tls: bool,
+}
+
+/// One scrape, by series key.
+pub type Snapshot = BTreeMap<SeriesKey, Counts>;
 
 /// The snapshot of a scrape's samples.
 pub fn snapshot(samples: &[Sample]) -> Snapshot {
     let mut out = Snapshot::new();
     let label = |s: &Sample, k: &str| s.labels.get(k).cloned().unwrap_or_default();
     for s in samples {
-        let key = (label(s, "listener"), label(s, "route"));
+        let key = SeriesKey {
+            listener: label(s, "listener"),
+            route: label(s, "route"),
+            peer: label(s, "peer_identity"),
+            tls: s.labels.get("tls").is_some_and(|t| t == "true"),
+        };
         let counts = out.entry(key).or_default();
         if s.name == REQUESTS {
             counts.requests += s.value;
@@ -183,6 +200,14 @@ mod tests {
         snapshot(&samples(&text))
     }
 
+    fn key() -> SeriesKey {
+        SeriesKey {
+            listener: "inbound".into(),
+            route: "0".into(),
+            ..SeriesKey::default()
+        }
+    }
+
     #[test]
     fn a_window_is_the_difference_between_its_ends() {
         let t = Instant::now();
@@ -196,7 +221,7 @@ mod tests {
         );
         let (delta, seconds) = history.delta(Duration::from_secs(60)).expect("two scrapes");
         assert_eq!(seconds, 10.0);
-        let counts = &delta[&("inbound".to_owned(), "0".to_owned())];
+        let counts = &delta[&key()];
         assert_eq!((counts.requests, counts.failures), (100.0, 10.0));
         // 50 fast (≤ 10 ms), 50 slow (10–100 ms): the median is at 10 ms, p99 near 100.
         let p50 = counts.quantile(0.5).expect("p50");
@@ -221,6 +246,6 @@ mod tests {
         // The proxy restarted: its counters start again below the last scrape.
         history.push(t + Duration::from_secs(100), scrape(5, 0, 5, 0), keep);
         let (delta, _) = history.delta(Duration::from_secs(10)).expect("delta");
-        assert_eq!(delta[&("inbound".to_owned(), "0".to_owned())].requests, 5.0);
+        assert_eq!(delta[&key()].requests, 5.0);
     }
 }
