@@ -7,6 +7,7 @@ mod grpc;
 mod http;
 mod lifecycle;
 mod malformed;
+mod matching;
 mod mtls;
 mod routing;
 mod tcp;
