@@ -73,11 +73,16 @@ impl Route {
 
     /// A backend chosen in proportion to the weights; `None` when every weight is 0.
     pub fn pick_backend(&self) -> Option<&RouteBackend> {
+        self.pick_backend_with(&mut fastrand::Rng::new())
+    }
+
+    /// [`Route::pick_backend`] drawing from `rng`, so tests can seed it.
+    pub fn pick_backend_with(&self, rng: &mut fastrand::Rng) -> Option<&RouteBackend> {
         match self.backends.as_slice() {
             [only] if only.weight > 0 => Some(only),
             _ if self.total_weight == 0 => None,
             backends => {
-                let mut ticket = fastrand::u64(..self.total_weight);
+                let mut ticket = rng.u64(..self.total_weight);
                 backends.iter().find(|b| {
                     let w = u64::from(b.weight);
                     if ticket < w {
