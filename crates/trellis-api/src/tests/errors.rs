@@ -95,6 +95,8 @@ fn broken_documents_name_the_field() {
         (FILTERS, "type: ResponseHeaderModifier\n          responseHeaderModifier:\n            add:\n              - name: x-served-by\n                value: trellis\n",
          "type: RequestMirror\n          requestMirror:\n            backendRef: {name: reviews-v3}\n        - type: RequestRedirect\n          requestRedirect: {}\n        - type: URLRewrite\n          urlRewrite: {}\n",
          "spec.rules[2].filters[3].type", "URLRewrite cannot be combined with RequestRedirect"),
+        (FILTERS, "value: v2\n", "value: v2\n            - type: RequestMirror\n              requestMirror: {backendRef: {name: reviews-v3}}\n",
+         "spec.rules[2].backendRefs[0].filters[1].type", "RequestMirror is not supported on a backendRef"),
         // GRPCRoute.
         (GRPC, "method: SayHello", "method: Say.Hello", "spec.rules[0].matches[0].method.method", "not a method name"),
         (GRPC, "service: helloworld.Greeter\n      filters", "type: Exact\n      filters",
