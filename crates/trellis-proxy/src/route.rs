@@ -1,5 +1,7 @@
 //! Route selection on the request path: the first route whose match fits the request,
-//! then one of its backends by weight.
+//! then one of its backends by weight. The route's filters are in `filter`.
+
+pub mod filter;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use crate::config::{self, PathMatch, RouteConfig};
 use crate::state::Backend;
 use crate::telemetry::RouteLabels;
 
+use self::filter::{Filters, HeaderEdits};
+
 /// A compiled route.
 #[derive(Debug)]
 pub struct Route {
@@ -19,6 +23,7 @@ pub struct Route {
     backends: Vec<RouteBackend>,
     total_weight: u64,
     pub timeout: Option<Duration>,
+    pub filters: Filters,
 }
 
 /// One backend of a route, with the metric labels of the pair.
@@ -27,6 +32,9 @@ pub struct RouteBackend {
     pub weight: u32,
     pub backend: Arc<Backend>,
     pub labels: RouteLabels,
+    /// Header changes for this backend, after the route's.
+    pub request_headers: Option<HeaderEdits>,
+    pub response_headers: Option<HeaderEdits>,
 }
 
 impl Route {
@@ -42,6 +50,11 @@ impl Route {
             Some(n) => n.as_str().into(),
             None => index.to_string().into(),
         };
+        let labels = |backend: &Arc<Backend>| RouteLabels {
+            listener: listener.clone(),
+            route: name.clone(),
+            backend: backend.name.clone(),
+        };
         let backends = config
             .weighted_backends()
             .into_iter()
@@ -49,16 +62,20 @@ impl Route {
                 let backend = lookup(&wb.name)?;
                 Some(RouteBackend {
                     weight: wb.weight,
-                    labels: RouteLabels {
-                        listener: listener.clone(),
-                        route: name.clone(),
-                        backend: backend.name.clone(),
-                    },
+                    labels: labels(&backend),
+                    request_headers: HeaderEdits::build_opt(wb.request_headers.as_ref())?,
+                    response_headers: HeaderEdits::build_opt(wb.response_headers.as_ref())?,
                     backend,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
+        let matched_prefix = match config.matches.as_ref().and_then(|m| m.path.as_ref()) {
+            Some(PathMatch::Prefix(p)) => p.as_str(),
+            _ => "",
+        };
+        let filters = Filters::build(&config.filters, matched_prefix, labels, &lookup)?;
         Some(Self {
+            filters,
             matcher: Matcher::build(config.matches.as_ref())?,
             total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
             backends,

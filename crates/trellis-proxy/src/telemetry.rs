@@ -36,6 +36,17 @@ pub struct RouteLabels {
     pub backend: Arc<str>,
 }
 
+/// Labels of a mirrored request: the route and mirror backend, and how it went (the
+/// response's status class, `failed`, `timeout`, `aborted` when the mirror fell behind
+/// copying the body, `no endpoints`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
+    pub outcome: &'static str,
+}
+
 /// Labels of accepted connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ConnectionLabels {
@@ -75,6 +86,8 @@ pub struct Metrics {
     /// Requests and TCP connections a listener's authorization allowed or denied.
     pub authz_allowed: Family<AuthzLabels, Counter>,
     pub authz_denied: Family<AuthzLabels, Counter>,
+    /// Copies of requests sent to mirror backends, by outcome.
+    pub mirrors: Family<MirrorLabels, Counter>,
     /// `trellis_tls_*`.
     pub tls: TlsMetrics,
 }
@@ -167,6 +180,12 @@ impl Metrics {
             "HTTP requests and TCP connections denied by the listener's authorization, by the deciding policy",
             authz_denied.clone(),
         );
+        let mirrors = Family::default();
+        registry.register(
+            "trellis_mirror_requests",
+            "Copies of requests sent to a route's mirror backends, by outcome",
+            mirrors.clone(),
+        );
         let tls = TlsMetrics::register(&mut registry);
         Self {
             registry,
@@ -183,6 +202,7 @@ impl Metrics {
             reloads,
             authz_allowed,
             authz_denied,
+            mirrors,
         }
     }
 
@@ -206,6 +226,17 @@ impl Metrics {
         self.request_duration
             .get_or_create(route)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one mirrored request's outcome.
+    pub fn record_mirror(&self, route: &RouteLabels, outcome: &'static str) {
+        let labels = MirrorLabels {
+            listener: route.listener.clone(),
+            route: route.route.clone(),
+            backend: route.backend.clone(),
+            outcome,
+        };
+        self.mirrors.get_or_create(&labels).inc();
     }
 
     /// The metrics as OpenMetrics text.
@@ -278,7 +309,7 @@ impl Default for WarnLimiter {
     }
 }
 
-fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

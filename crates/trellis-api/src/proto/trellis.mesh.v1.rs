@@ -315,6 +315,105 @@ pub struct Route {
     /// Request timeout to response headers; unset: none.
     #[prost(uint64, optional, tag = "4")]
     pub timeout_ms: ::core::option::Option<u64>,
+    /// What the route does to its requests and responses besides forwarding them.
+    #[prost(message, optional, tag = "5")]
+    pub filters: ::core::option::Option<RouteFilters>,
+}
+/// A route's filters (HTTPRoute and GRPCRoute rule filters). Each kind appears at most
+/// once, except mirrors; `redirect` and `rewrite` exclude each other.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RouteFilters {
+    #[prost(message, optional, tag = "1")]
+    pub request_headers: ::core::option::Option<HeaderModifier>,
+    #[prost(message, optional, tag = "2")]
+    pub response_headers: ::core::option::Option<HeaderModifier>,
+    /// Set: the route answers with this redirect and forwards nothing.
+    #[prost(message, optional, tag = "3")]
+    pub redirect: ::core::option::Option<Redirect>,
+    #[prost(message, optional, tag = "4")]
+    pub rewrite: ::core::option::Option<Rewrite>,
+    /// Copies of requests sent to other backends; their answers are dropped.
+    #[prost(message, repeated, tag = "5")]
+    pub mirrors: ::prost::alloc::vec::Vec<Mirror>,
+}
+/// Headers to set (replacing), add (appending) and remove; names are lower case.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HeaderModifier {
+    #[prost(message, repeated, tag = "1")]
+    pub set: ::prost::alloc::vec::Vec<Header>,
+    #[prost(message, repeated, tag = "2")]
+    pub add: ::prost::alloc::vec::Vec<Header>,
+    #[prost(string, repeated, tag = "3")]
+    pub remove: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Header {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Redirect {
+    /// `http` or `https`; empty: the request's.
+    #[prost(string, tag = "1")]
+    pub scheme: ::prost::alloc::string::String,
+    /// Empty: the request's host.
+    #[prost(string, tag = "2")]
+    pub hostname: ::prost::alloc::string::String,
+    /// Unset: the request's path.
+    #[prost(message, optional, tag = "3")]
+    pub path: ::core::option::Option<PathModifier>,
+    /// 0: the scheme's well-known port when `scheme` is set, else the request's port.
+    #[prost(uint32, tag = "4")]
+    pub port: u32,
+    /// 301, 302, 303, 307 or 308.
+    #[prost(uint32, tag = "5")]
+    pub status_code: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Rewrite {
+    /// Replacement host (`Host` / `:authority`); empty: keep it.
+    #[prost(string, tag = "1")]
+    pub hostname: ::prost::alloc::string::String,
+    /// Unset: keep the path.
+    #[prost(message, optional, tag = "2")]
+    pub path: ::core::option::Option<PathModifier>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PathModifier {
+    #[prost(oneof = "path_modifier::Kind", tags = "1, 2")]
+    pub kind: ::core::option::Option<path_modifier::Kind>,
+}
+/// Nested message and enum types in `PathModifier`.
+pub mod path_modifier {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Kind {
+        /// Replaces the whole path.
+        #[prost(string, tag = "1")]
+        Full(::prost::alloc::string::String),
+        /// Replaces the prefix the route's path match matched, keeping the rest.
+        #[prost(string, tag = "2")]
+        Prefix(::prost::alloc::string::String),
+    }
+}
+/// Mirror `numerator / denominator` of the requests to `backend`.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Mirror {
+    #[prost(string, tag = "1")]
+    pub backend: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub numerator: u32,
+    #[prost(uint32, tag = "3")]
+    pub denominator: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -372,12 +471,18 @@ pub mod value_match {
     }
 }
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct WeightedBackend {
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,
     #[prost(uint32, tag = "2")]
     pub weight: u32,
+    /// Header changes for the requests sent to this backend and its responses, after the
+    /// route's own.
+    #[prost(message, optional, tag = "3")]
+    pub request_headers: ::core::option::Option<HeaderModifier>,
+    #[prost(message, optional, tag = "4")]
+    pub response_headers: ::core::option::Option<HeaderModifier>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

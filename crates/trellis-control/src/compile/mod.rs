@@ -53,6 +53,7 @@
 //! Service on two ports), the later one's name ends in `-<localPort>`.
 
 mod authz;
+mod filters;
 mod index;
 mod names;
 mod routes;
@@ -252,8 +253,10 @@ impl MeshIndex {
                 backends: vec![WeightedBackend {
                     name: LOCAL_APP_BACKEND.to_string(),
                     weight: 1,
+                    ..Default::default()
                 }],
                 timeout_ms: None,
+                filters: None,
             }],
             detect_timeout_ms: None,
             idle_timeout_ms: None,
@@ -392,8 +395,10 @@ impl MeshIndex {
             backends: vec![WeightedBackend {
                 name: backend_name(target),
                 weight: 1,
+                ..Default::default()
             }],
             timeout_ms: policy_timeout.filter(|_| protocol != AppProtocol::Tcp),
+            filters: None,
         };
         let grpc = protocol == AppProtocol::Grpc;
         let mut note = |key: &ServiceKey| {

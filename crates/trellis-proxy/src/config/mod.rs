@@ -5,6 +5,7 @@
 //! operator can find the mistake without reading the proxy's source.
 
 mod duration;
+mod filter;
 mod route;
 mod sidecar;
 
@@ -19,6 +20,9 @@ use trellis_api::authz::AuthorizationConfig;
 use trellis_identity::SpiffeId;
 
 pub use self::duration::{Duration, ParseDurationError};
+pub use self::filter::{
+    Header, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite, RouteFilters,
+};
 pub use self::route::{PathMatch, RouteConfig, RouteMatch, ValueMatch, WeightedBackend};
 pub use self::sidecar::{INBOUND_LISTENER, LOCAL_APP_BACKEND};
 
@@ -401,24 +405,19 @@ impl ProxyConfig {
                         "request timeouts apply to HTTP; a tcp listener has none",
                     ));
                 }
+                for (k, m) in r.filters.mirrors.iter().enumerate() {
+                    self.backend_named(
+                        &format!("{field}.filters.mirrors[{k}].backend"),
+                        &m.backend,
+                    )?;
+                }
                 for (k, wb) in r.weighted_backends().iter().enumerate() {
                     let field = if r.backend.is_some() {
                         format!("{field}.backend")
                     } else {
                         format!("{field}.backends[{k}].name")
                     };
-                    let Some(backend) = self.backends.iter().find(|b| b.name == wb.name) else {
-                        let known: Vec<&str> =
-                            self.backends.iter().map(|b| b.name.as_str()).collect();
-                        return Err(ConfigError::invalid(
-                            field,
-                            format!(
-                                "no backend named {:?} (known: {})",
-                                wb.name,
-                                known.join(", ")
-                            ),
-                        ));
-                    };
+                    let backend = self.backend_named(&field, &wb.name)?;
                     if l.protocol == ListenerProtocol::Grpc
                         && backend.protocol != BackendProtocol::Http2
                     {
@@ -434,6 +433,22 @@ impl ProxyConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl ProxyConfig {
+    /// The backend a route names at `field`.
+    fn backend_named(&self, field: &str, name: &str) -> Result<&BackendConfig, ConfigError> {
+        self.backends
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+                ConfigError::invalid(
+                    field,
+                    format!("no backend named {name:?} (known: {})", known.join(", ")),
+                )
+            })
     }
 }
 

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::filter::{HeaderModifier, RouteFilters};
 use super::{ConfigError, Duration, MAX_WEIGHT};
 
 /// A route from a listener to one or more backends.
@@ -26,6 +27,9 @@ pub struct RouteConfig {
     /// arrive, connecting included; past it the client gets 504. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Header changes, redirects, rewrites and mirrors. Default: none.
+    #[serde(default, skip_serializing_if = "RouteFilters::is_empty")]
+    pub filters: RouteFilters,
 }
 
 /// A backend and its share of a route's requests.
@@ -36,6 +40,24 @@ pub struct WeightedBackend {
     /// Relative share; 0 takes no requests. Default 1.
     #[serde(default = "one")]
     pub weight: u32,
+    /// Header changes for requests sent to this backend, after the route's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderModifier>,
+    /// Header changes for this backend's responses, after the route's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderModifier>,
+}
+
+impl WeightedBackend {
+    /// A backend with a weight and no header changes.
+    pub fn new(name: impl Into<String>, weight: u32) -> Self {
+        Self {
+            name: name.into(),
+            weight,
+            request_headers: None,
+            response_headers: None,
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -92,10 +114,7 @@ impl RouteConfig {
     /// The backends and weights of this route, whichever form it was written in.
     pub fn weighted_backends(&self) -> Vec<WeightedBackend> {
         match &self.backend {
-            Some(name) => vec![WeightedBackend {
-                name: name.clone(),
-                weight: 1,
-            }],
+            Some(name) => vec![WeightedBackend::new(name.clone(), 1)],
             None => self.backends.clone(),
         }
     }
@@ -123,11 +142,20 @@ impl RouteConfig {
                     format!("must be between 0 and {MAX_WEIGHT}, got {}", b.weight),
                 ));
             }
+            for (field, m) in [
+                ("requestHeaders", &b.request_headers),
+                ("responseHeaders", &b.response_headers),
+            ] {
+                if let Some(m) = m {
+                    m.validate(&format!("{at}.backends[{i}].{field}"))?;
+                }
+            }
         }
         if let Some(m) = &self.matches {
             m.validate(&format!("{at}.match"))?;
         }
-        Ok(())
+        let path = self.matches.as_ref().and_then(|m| m.path.as_ref());
+        self.filters.validate(&format!("{at}.filters"), path)
     }
 }
 

@@ -31,6 +31,7 @@ impl ProxyConfig {
                     backend: Some(LOCAL_APP_BACKEND.into()),
                     backends: vec![],
                     timeout: None,
+                    filters: Default::default(),
                 }],
                 mtls: MtlsMode::Disabled,
                 authorization: None,

@@ -8,9 +8,10 @@ use trellis_api::authz::AuthorizationConfig;
 use trellis_api::proto::v1 as wire;
 
 use crate::config::{
-    self, defaults, BackendConfig, BackendProtocol, Duration, EndpointConfig, ListenerConfig,
-    ListenerProtocol, LoadBalancer, PathMatch, ProxyConfig, RouteConfig, RouteMatch, ValueMatch,
-    WeightedBackend,
+    self, defaults, BackendConfig, BackendProtocol, Duration, EndpointConfig, Header,
+    HeaderModifier, ListenerConfig, ListenerProtocol, LoadBalancer, Mirror, PathMatch,
+    PathModifier, ProxyConfig, Redirect, Rewrite, RouteConfig, RouteFilters, RouteMatch,
+    ValueMatch, WeightedBackend,
 };
 
 /// What the control plane does not decide: the proxy's own admin address and limits.
@@ -102,9 +103,62 @@ fn route(r: &wire::Route) -> RouteConfig {
             .map(|b| WeightedBackend {
                 name: b.name.clone(),
                 weight: b.weight,
+                request_headers: b.request_headers.as_ref().map(header_modifier),
+                response_headers: b.response_headers.as_ref().map(header_modifier),
             })
             .collect(),
         timeout: millis(r.timeout_ms),
+        filters: r.filters.as_ref().map(filters).unwrap_or_default(),
+    }
+}
+
+fn filters(f: &wire::RouteFilters) -> RouteFilters {
+    let path = |p: &Option<wire::PathModifier>| match p.as_ref().and_then(|p| p.kind.as_ref()) {
+        Some(wire::path_modifier::Kind::Full(v)) => Some(PathModifier::Full(v.clone())),
+        Some(wire::path_modifier::Kind::Prefix(v)) => Some(PathModifier::Prefix(v.clone())),
+        None => None,
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    RouteFilters {
+        request_headers: f.request_headers.as_ref().map(header_modifier),
+        response_headers: f.response_headers.as_ref().map(header_modifier),
+        redirect: f.redirect.as_ref().map(|r| Redirect {
+            scheme: non_empty(&r.scheme),
+            hostname: non_empty(&r.hostname),
+            path: path(&r.path),
+            // Out of range is refused by validation, as port 0 is.
+            port: (r.port != 0).then(|| u16::try_from(r.port).unwrap_or(0)),
+            status_code: u16::try_from(r.status_code).unwrap_or(0),
+        }),
+        rewrite: f.rewrite.as_ref().map(|r| Rewrite {
+            hostname: non_empty(&r.hostname),
+            path: path(&r.path),
+        }),
+        mirrors: f
+            .mirrors
+            .iter()
+            .map(|m| Mirror {
+                backend: m.backend.clone(),
+                numerator: m.numerator,
+                denominator: m.denominator,
+            })
+            .collect(),
+    }
+}
+
+fn header_modifier(m: &wire::HeaderModifier) -> HeaderModifier {
+    let headers = |list: &[wire::Header]| {
+        list.iter()
+            .map(|h| Header {
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .collect()
+    };
+    HeaderModifier {
+        set: headers(&m.set),
+        add: headers(&m.add),
+        remove: m.remove.clone(),
     }
 }
 
@@ -205,13 +259,40 @@ mod tests {
                         wire::WeightedBackend {
                             name: "ratings-v1".into(),
                             weight: 90,
+                            ..Default::default()
                         },
                         wire::WeightedBackend {
                             name: "ratings-v2".into(),
                             weight: 10,
+                            response_headers: Some(wire::HeaderModifier {
+                                set: vec![wire::Header {
+                                    name: "x-version".into(),
+                                    value: "v2".into(),
+                                }],
+                                ..Default::default()
+                            }),
+                            ..Default::default()
                         },
                     ],
                     timeout_ms: Some(1500),
+                    filters: Some(wire::RouteFilters {
+                        request_headers: Some(wire::HeaderModifier {
+                            remove: vec!["cookie".into()],
+                            ..Default::default()
+                        }),
+                        rewrite: Some(wire::Rewrite {
+                            hostname: "ratings.internal".into(),
+                            path: Some(wire::PathModifier {
+                                kind: Some(wire::path_modifier::Kind::Prefix("/v2".into())),
+                            }),
+                        }),
+                        mirrors: vec![wire::Mirror {
+                            backend: "ratings-v2".into(),
+                            numerator: 1,
+                            denominator: 3,
+                        }],
+                        ..Default::default()
+                    }),
                 }],
                 detect_timeout_ms: None,
                 idle_timeout_ms: Some(60_000),
@@ -259,6 +340,24 @@ mod tests {
         assert_eq!(r.name.as_deref(), Some("canary"));
         assert_eq!(r.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(r.backends[1].weight, 10);
+        let set = &r.backends[1]
+            .response_headers
+            .as_ref()
+            .expect("headers")
+            .set;
+        assert_eq!(
+            (set[0].name.as_str(), set[0].value.as_str()),
+            ("x-version", "v2")
+        );
+        let f = &r.filters;
+        assert_eq!(
+            f.request_headers.as_ref().expect("headers").remove,
+            ["cookie"]
+        );
+        let rewrite = f.rewrite.as_ref().expect("rewrite");
+        assert_eq!(rewrite.hostname.as_deref(), Some("ratings.internal"));
+        assert_eq!(rewrite.path, Some(PathModifier::Prefix("/v2".into())));
+        assert_eq!((f.mirrors[0].numerator, f.mirrors[0].denominator), (1, 3));
         let m = r.matches.as_ref().expect("match");
         assert_eq!(m.path, Some(PathMatch::Prefix("/api".into())));
         assert_eq!(m.method.as_deref(), Some("GET"));
@@ -319,7 +418,7 @@ mod tests {
             ),
             (
                 dangling,
-                "listeners[0].routes[0].backends[1].name: no backend named \"ratings-v2\"",
+                "listeners[0].routes[0].filters.mirrors[0].backend: no backend named \"ratings-v2\"",
             ),
             (
                 bad_regex,

@@ -13,15 +13,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use trellis_identity::SpiffeId;
 
 use super::errors::{is_grpc, ProxyError};
+use super::mirror;
 use crate::balance::InFlight;
 use crate::config::{BackendProtocol, ListenerProtocol};
 use crate::endpoint::{BoxBody, BoxError, Endpoint};
+use crate::route::filter::{edit_headers, Redirect};
 use crate::route::{Route, RouteBackend};
 use crate::state::Listener;
 use crate::telemetry::RouteLabels;
@@ -94,14 +96,18 @@ pub async fn handle(
                 }),
                 unrouted(&listener, ""),
             ),
-            Some(route) => match route.pick_backend() {
-                None => (
+            Some(route) => match (&route.filters.redirect, route.pick_backend()) {
+                (Some(redirect), _) => (
+                    Ok(redirect_response(redirect, &req, route)),
+                    unrouted(&listener, &route.name),
+                ),
+                (None, None) => (
                     Err(ProxyError::NoBackend {
                         route: route.name.clone(),
                     }),
                     unrouted(&listener, &route.name),
                 ),
-                Some(target) => (
+                (None, Some(target)) => (
                     proxy(req, route, target, &ctx.shared).await,
                     target.labels.clone(),
                 ),
@@ -109,14 +115,13 @@ pub async fn handle(
         },
     };
     let (mut resp, error) = match result {
-        Ok((resp, in_flight)) => {
+        Ok(resp) => {
             let (parts, body) = resp.into_parts();
             let body = Guarded {
                 inner: body,
-                _guards: (in_flight, active),
+                _guards: active,
             };
-            let body = body.map_err(BoxError::from).boxed();
-            (Response::from_parts(parts, body), "")
+            (Response::from_parts(parts, body.boxed()), "")
         }
         Err(err) => {
             tracing::debug!(listener = %listener.name, error = %err, "request failed");
@@ -139,20 +144,45 @@ fn unrouted(listener: &Listener, route: &str) -> RouteLabels {
     }
 }
 
-/// Forwards a request and returns the backend's response with the request still counted
-/// as in flight on its endpoint.
+/// The answer of a route whose filter is a redirect.
+fn redirect_response<B>(redirect: &Redirect, req: &Request<B>, route: &Route) -> Response<BoxBody> {
+    let mut resp = Response::new(Empty::new().map_err(BoxError::from).boxed());
+    *resp.status_mut() = redirect.status;
+    if let Ok(location) = HeaderValue::from_str(&redirect.location(req)) {
+        resp.headers_mut().insert(header::LOCATION, location);
+    }
+    edit_headers(route.filters.response_headers.as_ref(), resp.headers_mut());
+    resp
+}
+
+/// Forwards a request through the route's filters and returns the backend's response,
+/// whose body keeps the request counted as in flight on its endpoint until it ends.
 async fn proxy(
     req: Request<Incoming>,
     route: &Route,
     target: &RouteBackend,
     shared: &Arc<Shared>,
-) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+) -> Result<Response<BoxBody>, ProxyError> {
     let backend = &target.backend;
     let endpoint = backend.pick().ok_or_else(|| ProxyError::NoEndpoints {
         backend: backend.name.clone(),
     })?;
     let in_flight = InFlight::new(endpoint.clone());
     let upgrade = is_upgrade(&req);
+    let (mut parts, body) = req.into_parts();
+    let mut body = body.map_err(BoxError::from).boxed();
+    let filters = &route.filters;
+    edit_headers(filters.request_headers.as_ref(), &mut parts.headers);
+    if let Some(rewrite) = &filters.rewrite {
+        rewrite.apply(&mut parts);
+    }
+    // Mirrors get the request as the route changed it, without the backend's own
+    // changes; an upgrade is a connection, not a request to copy.
+    if !upgrade && !filters.mirrors.is_empty() {
+        body = mirror::start(&filters.mirrors, &parts, body, route.timeout, shared);
+    }
+    edit_headers(target.request_headers.as_ref(), &mut parts.headers);
+    let req = Request::from_parts(parts, body);
     if upgrade && backend.protocol == BackendProtocol::Http2 {
         return Err(ProxyError::UpgradeUnsupported {
             backend: backend.name.clone(),
@@ -180,13 +210,23 @@ async fn proxy(
         None => send.await?,
     };
     endpoint.load().observe_rtt(started.elapsed());
-    Ok((from_backend(resp), in_flight))
+    let (mut parts, body) = from_backend(resp).into_parts();
+    edit_headers(filters.response_headers.as_ref(), &mut parts.headers);
+    edit_headers(target.response_headers.as_ref(), &mut parts.headers);
+    let body = Guarded {
+        inner: body,
+        _guards: in_flight,
+    };
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed(),
+    ))
 }
 
 /// Passes an `Upgrade` request (WebSocket and the like) to the backend on a connection of
 /// its own; if the backend switches protocols, both upgraded streams are joined.
 async fn forward_upgrade(
-    mut req: Request<Incoming>,
+    mut req: Request<BoxBody>,
     endpoint: &Arc<Endpoint>,
     identity: Option<&Identity>,
     shared: &Arc<Shared>,
@@ -274,8 +314,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Rewrites a client's request into what the backend's protocol expects: origin-form
 /// URI and a `host` header for HTTP/1.1, absolute URI (`:authority`) for HTTP/2.
-fn to_backend(
-    req: Request<Incoming>,
+pub(super) fn to_backend(
+    req: Request<BoxBody>,
     protocol: BackendProtocol,
     endpoint: std::net::SocketAddr,
 ) -> Request<BoxBody> {
@@ -323,7 +363,7 @@ fn to_backend(
             }
         }
     }
-    Request::from_parts(parts, body.map_err(BoxError::from).boxed())
+    Request::from_parts(parts, body)
 }
 
 /// Strips the backend connection's own headers from its response. The response to an

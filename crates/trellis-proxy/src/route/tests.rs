@@ -28,6 +28,7 @@ fn route(matches: RouteMatch) -> Route {
         backend: Some("b".into()),
         backends: vec![],
         timeout: None,
+        filters: Default::default(),
     };
     Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds")
 }
@@ -139,12 +140,10 @@ fn split(weights: &[(&str, u32)]) -> Route {
         backend: None,
         backends: weights
             .iter()
-            .map(|(name, weight)| config::WeightedBackend {
-                name: (*name).into(),
-                weight: *weight,
-            })
+            .map(|(name, weight)| config::WeightedBackend::new(*name, *weight))
             .collect(),
         timeout: None,
+        filters: Default::default(),
     };
     Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds")
 }
@@ -181,11 +180,9 @@ fn all_zero_weights_pick_nothing() {
         name: None,
         matches: None,
         backend: None,
-        backends: vec![config::WeightedBackend {
-            name: "v1".into(),
-            weight: 0,
-        }],
+        backends: vec![config::WeightedBackend::new("v1", 0)],
         timeout: None,
+        filters: Default::default(),
     };
     let r = Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds");
     assert!(r.pick_backend().is_none());

@@ -3,6 +3,7 @@
 
 mod authz;
 mod balancers;
+mod filters;
 mod grpc;
 mod http;
 mod lifecycle;
