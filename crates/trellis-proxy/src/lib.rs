@@ -20,6 +20,7 @@ pub mod endpoint;
 pub mod http;
 pub mod io;
 mod listener;
+pub mod retry;
 pub mod route;
 pub mod state;
 pub mod tcp;

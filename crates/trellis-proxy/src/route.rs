@@ -10,6 +10,7 @@ use http::Request;
 use regex::Regex;
 
 use crate::config::{self, PathMatch, RouteConfig};
+use crate::retry::RetryPolicy;
 use crate::state::Backend;
 use crate::telemetry::RouteLabels;
 
@@ -22,7 +23,11 @@ pub struct Route {
     matcher: Matcher,
     backends: Vec<RouteBackend>,
     total_weight: u64,
+    /// Limit on the whole request, retries included, to response headers.
     pub timeout: Option<Duration>,
+    /// Limit on each attempt, to response headers.
+    pub backend_timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
     pub filters: Filters,
 }
 
@@ -81,6 +86,8 @@ impl Route {
             backends,
             name,
             timeout: config.timeout.map(|t| t.get()),
+            backend_timeout: config.backend_timeout.map(|t| t.get()),
+            retry: config.retry.as_ref().map(RetryPolicy::build),
         })
     }
 

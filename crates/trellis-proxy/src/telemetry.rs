@@ -47,6 +47,16 @@ pub struct MirrorLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a retry: the route and backend, and why the attempt before failed (a
+/// proxy error reason, or `status` for a retried response status).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
+    pub reason: &'static str,
+}
+
 /// Labels of accepted connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ConnectionLabels {
@@ -86,6 +96,8 @@ pub struct Metrics {
     /// Requests and TCP connections a listener's authorization allowed or denied.
     pub authz_allowed: Family<AuthzLabels, Counter>,
     pub authz_denied: Family<AuthzLabels, Counter>,
+    /// Attempts retried, by route, backend and the reason of the failed attempt.
+    pub retries: Family<RetryLabels, Counter>,
     /// Copies of requests sent to mirror backends, by outcome.
     pub mirrors: Family<MirrorLabels, Counter>,
     /// `trellis_tls_*`.
@@ -180,6 +192,12 @@ impl Metrics {
             "HTTP requests and TCP connections denied by the listener's authorization, by the deciding policy",
             authz_denied.clone(),
         );
+        let retries = Family::default();
+        registry.register(
+            "trellis_retries",
+            "Attempts retried, by the reason the attempt before failed",
+            retries.clone(),
+        );
         let mirrors = Family::default();
         registry.register(
             "trellis_mirror_requests",
@@ -202,6 +220,7 @@ impl Metrics {
             reloads,
             authz_allowed,
             authz_denied,
+            retries,
             mirrors,
         }
     }
@@ -226,6 +245,17 @@ impl Metrics {
         self.request_duration
             .get_or_create(route)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one retry.
+    pub fn record_retry(&self, route: &RouteLabels, reason: &'static str) {
+        let labels = RetryLabels {
+            listener: route.listener.clone(),
+            route: route.route.clone(),
+            backend: route.backend.clone(),
+            reason,
+        };
+        self.retries.get_or_create(&labels).inc();
     }
 
     /// Records one mirrored request's outcome.

@@ -318,6 +318,29 @@ pub struct Route {
     /// What the route does to its requests and responses besides forwarding them.
     #[prost(message, optional, tag = "5")]
     pub filters: ::core::option::Option<RouteFilters>,
+    /// Limit on each attempt to a backend, to response headers; unset: none.
+    #[prost(uint64, optional, tag = "6")]
+    pub backend_timeout_ms: ::core::option::Option<u64>,
+    /// Retries of failed attempts; unset: none.
+    #[prost(message, optional, tag = "7")]
+    pub retry: ::core::option::Option<Retry>,
+}
+/// Retries of replay-safe requests (idempotent methods whose body the proxy could hold):
+/// an attempt that failed to connect, failed before response headers, ran out of its
+/// backend timeout, or was answered with one of `codes` is tried again, unless the
+/// client has already been sent anything.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Retry {
+    /// Retries after the first attempt.
+    #[prost(uint32, tag = "1")]
+    pub attempts: u32,
+    /// Response statuses that are retried.
+    #[prost(uint32, repeated, tag = "2")]
+    pub codes: ::prost::alloc::vec::Vec<u32>,
+    /// Wait before the first retry; doubled for each further one, with jitter.
+    #[prost(uint64, tag = "3")]
+    pub backoff_ms: u64,
 }
 /// A route's filters (HTTPRoute and GRPCRoute rule filters). Each kind appears at most
 /// once, except mirrors; `redirect` and `rewrite` exclude each other.

@@ -255,8 +255,7 @@ impl MeshIndex {
                     weight: 1,
                     ..Default::default()
                 }],
-                timeout_ms: None,
-                filters: None,
+                ..Default::default()
             }],
             detect_timeout_ms: None,
             idle_timeout_ms: None,
@@ -398,7 +397,7 @@ impl MeshIndex {
                 ..Default::default()
             }],
             timeout_ms: policy_timeout.filter(|_| protocol != AppProtocol::Tcp),
-            filters: None,
+            ..Default::default()
         };
         let grpc = protocol == AppProtocol::Grpc;
         let mut note = |key: &ServiceKey| {

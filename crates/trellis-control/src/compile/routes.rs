@@ -21,13 +21,13 @@
 use std::cmp::Reverse;
 
 use trellis_api::proto::v1::{
-    path_match, value_match, HeaderModifier, PathMatch, Route, RouteFilters, RouteMatch,
+    path_match, value_match, HeaderModifier, PathMatch, Retry, Route, RouteFilters, RouteMatch,
     ValueMatch, WeightedBackend,
 };
 use trellis_api::route::grpc::{GRPCHeaderMatch, GRPCMethodMatch, GRPCRouteMatch, GRPCRouteSpec};
 use trellis_api::route::http::{
-    HTTPHeaderMatch, HTTPMethod, HTTPQueryParamMatch, HTTPRouteMatch, HTTPRouteSpec, MatchType,
-    PathMatchType,
+    HTTPHeaderMatch, HTTPMethod, HTTPQueryParamMatch, HTTPRouteMatch, HTTPRouteRule, HTTPRouteSpec,
+    MatchType, PathMatchType,
 };
 use trellis_api::route::tcp::TCPRouteSpec;
 use trellis_api::route::{BackendRef, GRPCBackendRef, HTTPBackendRef};
@@ -152,7 +152,7 @@ impl<'a> Base<'a> {
         index: usize,
         name: Option<&str>,
         refs: impl Iterator<Item = BackendSpec<'r>>,
-        timeout_ms: Option<u64>,
+        limits: Limits,
         filters: RuleFilters,
     ) -> Rule {
         let route_ns = self.resource.metadata.namespace.as_str();
@@ -185,7 +185,7 @@ impl<'a> Base<'a> {
             name: self.rule_name(index, name),
             backends: weighted,
             needs: keys,
-            timeout_ms,
+            limits,
             filters: filters.filters,
         }
     }
@@ -213,7 +213,9 @@ impl<'a> Base<'a> {
                 name: rule.name.clone(),
                 r#match: route_match,
                 backends: rule.backends.clone(),
-                timeout_ms: rule.timeout_ms,
+                timeout_ms: rule.limits.timeout_ms,
+                backend_timeout_ms: rule.limits.backend_timeout_ms,
+                retry: rule.limits.retry.clone(),
                 filters: rule.filters.clone(),
             },
             backends: rule.needs.clone(),
@@ -228,8 +230,45 @@ struct Rule {
     backends: Vec<WeightedBackend>,
     /// Every Service the rule sends to, mirrors included.
     needs: Vec<ServiceKey>,
-    timeout_ms: Option<u64>,
+    limits: Limits,
     filters: Option<RouteFilters>,
+}
+
+/// A rule's timeouts and retries.
+#[derive(Debug, Clone, Default)]
+struct Limits {
+    timeout_ms: Option<u64>,
+    backend_timeout_ms: Option<u64>,
+    retry: Option<Retry>,
+}
+
+/// Retries after the first attempt when a rule's `retry` does not say.
+const DEFAULT_RETRY_ATTEMPTS: u32 = 1;
+/// Wait before the first retry when a rule's `retry` does not say, in milliseconds.
+const DEFAULT_RETRY_BACKOFF_MS: u64 = 25;
+
+impl Limits {
+    /// `timeouts.request` (else the parent's BackendPolicy `requestTimeout`),
+    /// `timeouts.backendRequest` and `retry`; a zero duration is no limit.
+    fn http(rule: &HTTPRouteRule, default_timeout: Option<u64>) -> Self {
+        let timeouts = rule.timeouts.as_ref();
+        Self {
+            timeout_ms: match timeouts.and_then(|t| t.request) {
+                Some(d) => timeout_ms(d),
+                None => default_timeout,
+            },
+            backend_timeout_ms: timeouts
+                .and_then(|t| t.backend_request)
+                .and_then(timeout_ms),
+            retry: rule.retry.as_ref().map(|r| Retry {
+                attempts: r.attempts.unwrap_or(DEFAULT_RETRY_ATTEMPTS),
+                codes: r.codes.iter().map(|c| u32::from(*c)).collect(),
+                backoff_ms: r
+                    .backoff
+                    .map_or(DEFAULT_RETRY_BACKOFF_MS, |d| timeout_ms(d).unwrap_or(0)),
+            }),
+        }
+    }
 }
 
 // === HTTPRoute ===
@@ -248,16 +287,11 @@ pub(super) fn http(
     let base = Base::new(resource, parent);
     let mut out = Vec::new();
     for (i, rule) in spec.rules.iter().enumerate() {
-        // Retries and `timeouts.backendRequest` are not compiled yet.
-        let timeout = match rule.timeouts.as_ref().and_then(|t| t.request) {
-            Some(d) => timeout_ms(d),
-            None => default_timeout,
-        };
         let compiled = base.rule(
             i,
             rule.name.as_deref(),
             rule.backend_refs.iter().map(BackendSpec::http),
-            timeout,
+            Limits::http(rule, default_timeout),
             filters::rule(&rule.filters, &resource.metadata.namespace),
         );
         if rule.matches.is_empty() {
@@ -377,7 +411,10 @@ pub(super) fn grpc(
             i,
             rule.name.as_deref(),
             rule.backend_refs.iter().map(BackendSpec::grpc),
-            default_timeout,
+            Limits {
+                timeout_ms: default_timeout,
+                ..Limits::default()
+            },
             filters::rule(&as_http, &resource.metadata.namespace),
         );
         if rule.matches.is_empty() {
@@ -475,7 +512,7 @@ pub(super) fn tcp(resource: &Resource, spec: &TCPRouteSpec, parent: &ServiceKey)
                 i,
                 rule.name.as_deref(),
                 rule.backend_refs.iter().map(BackendSpec::tcp),
-                None,
+                Limits::default(),
                 RuleFilters::default(),
             );
             let none = [0; 6].map(Reverse);

@@ -23,7 +23,10 @@ pub use self::duration::{Duration, ParseDurationError};
 pub use self::filter::{
     Header, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite, RouteFilters,
 };
-pub use self::route::{PathMatch, RouteConfig, RouteMatch, ValueMatch, WeightedBackend};
+pub use self::route::{
+    PathMatch, RetryConfig, RouteConfig, RouteMatch, ValueMatch, WeightedBackend,
+    MAX_RETRY_ATTEMPTS,
+};
 pub use self::sidecar::{INBOUND_LISTENER, LOCAL_APP_BACKEND};
 
 /// The whole proxy configuration.
@@ -399,10 +402,15 @@ impl ProxyConfig {
                         "a tcp listener cannot match on requests",
                     ));
                 }
-                if l.protocol == ListenerProtocol::Tcp && r.timeout.is_some() {
+                if l.protocol == ListenerProtocol::Tcp
+                    && (r.timeout.is_some()
+                        || r.backend_timeout.is_some()
+                        || r.retry.is_some()
+                        || !r.filters.is_empty())
+                {
                     return Err(ConfigError::invalid(
-                        format!("{field}.timeout"),
-                        "request timeouts apply to HTTP; a tcp listener has none",
+                        field.clone(),
+                        "timeouts, retries and filters apply to HTTP; a tcp listener has none",
                     ));
                 }
                 for (k, m) in r.filters.mirrors.iter().enumerate() {

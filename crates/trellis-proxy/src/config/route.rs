@@ -30,6 +30,39 @@ pub struct RouteConfig {
     /// Header changes, redirects, rewrites and mirrors. Default: none.
     #[serde(default, skip_serializing_if = "RouteFilters::is_empty")]
     pub filters: RouteFilters,
+    /// Time allowed for each attempt to a backend, to its response headers; a retry
+    /// gets a fresh one, while `timeout` bounds them all. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_timeout: Option<Duration>,
+    /// Retries of failed attempts. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+}
+
+/// Retries of replay-safe requests: idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
+/// DELETE) whose body has a known length of at most 64 KiB. An attempt is retried when
+/// it could not connect, failed before response headers, ran out of `backendTimeout`, or
+/// was answered with one of `codes`; never once the client has been sent anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries after the first attempt, at most 10. Default 1.
+    #[serde(default = "one")]
+    pub attempts: u32,
+    /// Response statuses (400 to 599) that are retried. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<u16>,
+    /// Wait before the first retry, doubled for each further one, with jitter.
+    /// Default `25ms`.
+    #[serde(default = "default_backoff")]
+    pub backoff: Duration,
+}
+
+/// Most retries a route may ask for.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+fn default_backoff() -> Duration {
+    Duration::from_millis(25)
 }
 
 /// A backend and its share of a route's requests.
@@ -153,6 +186,25 @@ impl RouteConfig {
         }
         if let Some(m) = &self.matches {
             m.validate(&format!("{at}.match"))?;
+        }
+        if let Some(retry) = &self.retry {
+            if retry.attempts > MAX_RETRY_ATTEMPTS {
+                return Err(ConfigError::invalid(
+                    format!("{at}.retry.attempts"),
+                    format!(
+                        "must be at most {MAX_RETRY_ATTEMPTS}, got {}",
+                        retry.attempts
+                    ),
+                ));
+            }
+            for (i, code) in retry.codes.iter().enumerate() {
+                if !(400..=599).contains(code) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.retry.codes[{i}]"),
+                        format!("must be an HTTP status between 400 and 599, got {code}"),
+                    ));
+                }
+            }
         }
         let path = self.matches.as_ref().and_then(|m| m.path.as_ref());
         self.filters.validate(&format!("{at}.filters"), path)

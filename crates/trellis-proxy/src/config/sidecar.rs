@@ -32,6 +32,8 @@ impl ProxyConfig {
                     backends: vec![],
                     timeout: None,
                     filters: Default::default(),
+                    backend_timeout: None,
+                    retry: None,
                 }],
                 mtls: MtlsMode::Disabled,
                 authorization: None,

@@ -119,6 +119,9 @@ fn errors_name_the_field() {
         ("- backend: web-app", "- backend: web-app\n        filters: {mirrors: [{backend: shadow}]}", "listeners[0].routes[0].filters.mirrors[0].backend: no backend named \"shadow\""),
         ("- backend: web-app", "- backend: web-app\n        filters: {mirrors: [{backend: web-app, numerator: 3, denominator: 2}]}", "listeners[0].routes[0].filters.mirrors[0]: numerator must be at most denominator"),
         ("- backend: web-app", "- backend: web-app\n        filters: {mirror: {}}", "listeners[0].routes[0].filters.mirror: unknown field"),
+        ("- backend: web-app", "- backend: web-app\n        retry: {attempts: 11}", "listeners[0].routes[0].retry.attempts: must be at most 10, got 11"),
+        ("- backend: web-app", "- backend: web-app\n        retry: {codes: [503, 200]}", "listeners[0].routes[0].retry.codes[1]: must be an HTTP status between 400 and 599, got 200"),
+        ("- backend: web-app", "- backend: web-app\n        retry: {backoff: soon}", "listeners[0].routes[0].retry.backoff: invalid duration"),
         ("protocol: auto", "protocol: tcp\n    routes:\n      - backend: web-app\n        match: {method: GET}\n    x-unused: 1", "listeners[0].x-unused: unknown field"),
         ("protocol: auto", "protocol: htp", "listeners[0].protocol: "),
         (

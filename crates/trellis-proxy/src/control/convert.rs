@@ -10,8 +10,8 @@ use trellis_api::proto::v1 as wire;
 use crate::config::{
     self, defaults, BackendConfig, BackendProtocol, Duration, EndpointConfig, Header,
     HeaderModifier, ListenerConfig, ListenerProtocol, LoadBalancer, Mirror, PathMatch,
-    PathModifier, ProxyConfig, Redirect, Rewrite, RouteConfig, RouteFilters, RouteMatch,
-    ValueMatch, WeightedBackend,
+    PathModifier, ProxyConfig, Redirect, RetryConfig, Rewrite, RouteConfig, RouteFilters,
+    RouteMatch, ValueMatch, WeightedBackend,
 };
 
 /// What the control plane does not decide: the proxy's own admin address and limits.
@@ -109,6 +109,17 @@ fn route(r: &wire::Route) -> RouteConfig {
             .collect(),
         timeout: millis(r.timeout_ms),
         filters: r.filters.as_ref().map(filters).unwrap_or_default(),
+        backend_timeout: millis(r.backend_timeout_ms),
+        retry: r.retry.as_ref().map(|retry| RetryConfig {
+            attempts: retry.attempts,
+            // Out of range is refused by validation, as 0 is.
+            codes: retry
+                .codes
+                .iter()
+                .map(|c| u16::try_from(*c).unwrap_or(0))
+                .collect(),
+            backoff: Duration::from_millis(retry.backoff_ms),
+        }),
     }
 }
 
@@ -275,6 +286,12 @@ mod tests {
                         },
                     ],
                     timeout_ms: Some(1500),
+                    backend_timeout_ms: Some(500),
+                    retry: Some(wire::Retry {
+                        attempts: 2,
+                        codes: vec![503],
+                        backoff_ms: 10,
+                    }),
                     filters: Some(wire::RouteFilters {
                         request_headers: Some(wire::HeaderModifier {
                             remove: vec!["cookie".into()],
@@ -339,6 +356,15 @@ mod tests {
         let r = &l.routes[0];
         assert_eq!(r.name.as_deref(), Some("canary"));
         assert_eq!(r.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(r.backend_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(
+            r.retry,
+            Some(RetryConfig {
+                attempts: 2,
+                codes: vec![503],
+                backoff: Duration::from_millis(10),
+            })
+        );
         assert_eq!(r.backends[1].weight, 10);
         let set = &r.backends[1]
             .response_headers

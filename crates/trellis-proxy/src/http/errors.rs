@@ -26,6 +26,11 @@ pub enum ProxyError {
     NoEndpoints { backend: Arc<str> },
     #[error("no response within the route timeout of {0:?}")]
     RequestTimeout(Duration),
+    #[error("no response headers from the backend within its attempt timeout of {0:?}")]
+    BackendTimeout(Duration),
+    /// The client's request body failed while the proxy held it for retries.
+    #[error("reading the request body: {0}")]
+    ClientBody(crate::endpoint::BoxError),
     #[error("backend {backend} speaks HTTP/2, which cannot carry an HTTP/1 upgrade")]
     UpgradeUnsupported { backend: Arc<str> },
     #[error(transparent)]
@@ -49,7 +54,10 @@ impl ProxyError {
             ProxyError::NoBackend { .. } | ProxyError::NoEndpoints { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyError::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::RequestTimeout(_) | ProxyError::BackendTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
             ProxyError::Endpoint(e) => match e {
@@ -71,6 +79,8 @@ impl ProxyError {
             ProxyError::NoBackend { .. } => "no backend",
             ProxyError::NoEndpoints { .. } => "no endpoints",
             ProxyError::RequestTimeout(_) => "request timeout",
+            ProxyError::BackendTimeout(_) => "backend timeout",
+            ProxyError::ClientBody(_) => "request body failed",
             ProxyError::UpgradeUnsupported { .. } => "upgrade unsupported",
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => "connect timeout",
@@ -80,6 +90,16 @@ impl ProxyError {
                 EndpointError::Request { .. } => "upstream failed",
             },
         }
+    }
+
+    /// Whether another attempt could succeed where this one failed: the backend could
+    /// not be reached, or did not answer in time or at all. Decided here, where the
+    /// failure is named, so every retry follows the same rule.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BackendTimeout(_) | ProxyError::Endpoint(_)
+        )
     }
 
     /// The `trellis-error` header: the reason, or for a denial which policy decided

@@ -23,6 +23,7 @@ use super::mirror;
 use crate::balance::InFlight;
 use crate::config::{BackendProtocol, ListenerProtocol};
 use crate::endpoint::{BoxBody, BoxError, Endpoint};
+use crate::retry;
 use crate::route::filter::{edit_headers, Redirect};
 use crate::route::{Route, RouteBackend};
 use crate::state::Listener;
@@ -164,11 +165,12 @@ async fn proxy(
     shared: &Arc<Shared>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let backend = &target.backend;
-    let endpoint = backend.pick().ok_or_else(|| ProxyError::NoEndpoints {
-        backend: backend.name.clone(),
-    })?;
-    let in_flight = InFlight::new(endpoint.clone());
     let upgrade = is_upgrade(&req);
+    if upgrade && backend.protocol == BackendProtocol::Http2 {
+        return Err(ProxyError::UpgradeUnsupported {
+            backend: backend.name.clone(),
+        });
+    }
     let (mut parts, body) = req.into_parts();
     let mut body = body.map_err(BoxError::from).boxed();
     let filters = &route.filters;
@@ -183,11 +185,54 @@ async fn proxy(
     }
     edit_headers(target.request_headers.as_ref(), &mut parts.headers);
     let req = Request::from_parts(parts, body);
-    if upgrade && backend.protocol == BackendProtocol::Http2 {
-        return Err(ProxyError::UpgradeUnsupported {
-            backend: backend.name.clone(),
-        });
-    }
+    let send = async {
+        if upgrade {
+            // A connection handed over to another protocol is never retried.
+            return attempt(req, target, None, shared, true).await;
+        }
+        retry::send(
+            route.retry.as_ref(),
+            req,
+            |req| attempt(req, target, route.backend_timeout, shared, false),
+            |(resp, _): &(Response<Incoming>, InFlight)| resp.status(),
+            |reason| shared.metrics.record_retry(&target.labels, reason),
+        )
+        .await
+    };
+    let (resp, in_flight) = match route.timeout {
+        Some(limit) => tokio::time::timeout(limit, send)
+            .await
+            .map_err(|_| ProxyError::RequestTimeout(limit))??,
+        None => send.await?,
+    };
+    let (mut parts, body) = from_backend(resp).into_parts();
+    edit_headers(filters.response_headers.as_ref(), &mut parts.headers);
+    edit_headers(target.response_headers.as_ref(), &mut parts.headers);
+    let body = Guarded {
+        inner: body,
+        _guards: in_flight,
+    };
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed(),
+    ))
+}
+
+/// One attempt: an endpoint of the backend, the request in the form it needs, response
+/// headers within `limit`. The request stays counted as in flight on the endpoint as
+/// long as the returned guard lives.
+async fn attempt(
+    req: Request<BoxBody>,
+    target: &RouteBackend,
+    limit: Option<std::time::Duration>,
+    shared: &Arc<Shared>,
+    upgrade: bool,
+) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+    let backend = &target.backend;
+    let endpoint = backend.pick().ok_or_else(|| ProxyError::NoEndpoints {
+        backend: backend.name.clone(),
+    })?;
+    let in_flight = InFlight::new(endpoint.clone());
     // Only endpoints of the mesh need this proxy's identity; others skip the lookup.
     let identity = match endpoint.identity() {
         Some(_) => shared.tls.identity(),
@@ -203,24 +248,14 @@ async fn proxy(
             Ok(endpoint.send(req, identity.as_deref()).await?)
         }
     };
-    let resp = match route.timeout {
+    let resp = match limit {
         Some(limit) => tokio::time::timeout(limit, send)
             .await
-            .map_err(|_| ProxyError::RequestTimeout(limit))??,
+            .map_err(|_| ProxyError::BackendTimeout(limit))??,
         None => send.await?,
     };
     endpoint.load().observe_rtt(started.elapsed());
-    let (mut parts, body) = from_backend(resp).into_parts();
-    edit_headers(filters.response_headers.as_ref(), &mut parts.headers);
-    edit_headers(target.response_headers.as_ref(), &mut parts.headers);
-    let body = Guarded {
-        inner: body,
-        _guards: in_flight,
-    };
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed(),
-    ))
+    Ok((resp, in_flight))
 }
 
 /// Passes an `Upgrade` request (WebSocket and the like) to the backend on a connection of

@@ -29,6 +29,8 @@ fn route(matches: RouteMatch) -> Route {
         backends: vec![],
         timeout: None,
         filters: Default::default(),
+        backend_timeout: None,
+        retry: None,
     };
     Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds")
 }
@@ -144,6 +146,8 @@ fn split(weights: &[(&str, u32)]) -> Route {
             .collect(),
         timeout: None,
         filters: Default::default(),
+        backend_timeout: None,
+        retry: None,
     };
     Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds")
 }
@@ -183,6 +187,8 @@ fn all_zero_weights_pick_nothing() {
         backends: vec![config::WeightedBackend::new("v1", 0)],
         timeout: None,
         filters: Default::default(),
+        backend_timeout: None,
+        retry: None,
     };
     let r = Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds");
     assert!(r.pick_backend().is_none());

@@ -3,18 +3,15 @@
 //! leave the primary response as it would be without them.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use tokio::net::TcpListener;
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 
+use super::recorder::{Answer, Recorder};
 use super::{start, url};
 
 /// One listener `web` with the given routes over the backend `app` (a sample server) and
@@ -147,110 +144,25 @@ async fn rewrites_change_the_path_and_host() {
     );
 }
 
-/// How a [`MirrorTarget`] answers.
-#[derive(Clone, Copy, PartialEq)]
-enum Answer {
-    Ok,
-    Fail,
-    /// Never: the request is held open.
-    Hang,
-}
-
-/// A mirror backend that records the requests it receives (head, and body unless it
-/// hangs).
-struct MirrorTarget {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl MirrorTarget {
-    async fn start(answer: Answer) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let seen = received.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let seen = seen.clone();
-                        async move { record(req, answer, &seen).await }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self {
-            addr,
-            received,
-            task,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.received.lock().expect("lock").len()
-    }
-
-    fn received(&self) -> Vec<(HeaderMap, Bytes)> {
-        self.received.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for MirrorTarget {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn record(
-    req: Request<Incoming>,
-    answer: Answer,
-    seen: &Mutex<Vec<(HeaderMap, Bytes)>>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let (parts, body) = req.into_parts();
-    if answer == Answer::Hang {
-        seen.lock()
-            .expect("lock")
-            .push((parts.headers.clone(), Bytes::new()));
-        std::future::pending::<()>().await;
-    }
-    let body = body.collect().await?.to_bytes();
-    seen.lock().expect("lock").push((parts.headers, body));
-    let status = match answer {
-        Answer::Fail => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::OK,
-    };
-    let mut resp = Response::new(Full::new(Bytes::from_static(b"from the mirror\n")));
-    *resp.status_mut() = status;
-    Ok(resp)
-}
-
 fn mirror_count(proxy: &trellis_proxy::Proxy, backend: &str, outcome: &str) -> u64 {
-    let metrics = proxy.metrics().encode();
-    let series = format!(
-        r#"trellis_mirror_requests_total{{listener="web",route="0",backend="{backend}",outcome="{outcome}"}} "#
-    );
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    super::counter(
+        proxy,
+        &format!(
+            r#"trellis_mirror_requests_total{{listener="web",route="0",backend="{backend}",outcome="{outcome}"}}"#
+        ),
+    )
 }
 
 #[tokio::test]
 async fn mirrors_get_a_marked_copy_with_the_body() {
-    let shadow = MirrorTarget::start(Answer::Ok).await;
+    let shadow = Recorder::start(Answer::Ok).await;
     let routes = r#"
       - backend: app
         filters:
           requestHeaders: {set: [{name: x-route, value: "1"}]}
           mirrors: [{backend: shadow}, {backend: never, numerator: 0}]
 "#;
-    let never = MirrorTarget::start(Answer::Ok).await;
+    let never = Recorder::start(Answer::Ok).await;
     let (proxy, app) = proxy_with(routes, &[("shadow", shadow.addr), ("never", never.addr)]).await;
     let client = HttpClient::http1();
     let resp = client
@@ -284,8 +196,8 @@ async fn mirrors_get_a_marked_copy_with_the_body() {
 
 #[tokio::test]
 async fn hanging_and_failing_mirrors_leave_the_primary_alone() {
-    let hanging = MirrorTarget::start(Answer::Hang).await;
-    let failing = MirrorTarget::start(Answer::Fail).await;
+    let hanging = Recorder::start(Answer::Hang).await;
+    let failing = Recorder::start(Answer::Status(500)).await;
     // A port nobody listens on: connections are refused.
     let refused = TcpListener::bind("127.0.0.1:0")
         .await
@@ -338,7 +250,7 @@ async fn hanging_and_failing_mirrors_leave_the_primary_alone() {
 async fn a_mirror_that_stops_reading_loses_its_copy_not_the_primary() {
     // Far more than the copy channel and the sockets' buffers hold.
     const SIZE: usize = 32 * 1024 * 1024;
-    let hanging = MirrorTarget::start(Answer::Hang).await;
+    let hanging = Recorder::start(Answer::Hang).await;
     let routes = "      - {backend: app, filters: {mirrors: [{backend: hanging}]}}\n";
     let (proxy, _app) = proxy_with(routes, &[("hanging", hanging.addr)]).await;
     let body = Bytes::from(vec![b'x'; SIZE]);
