@@ -1,6 +1,6 @@
 //! The Trellis resource model: the documents operators apply (`HTTPRoute`,
 //! `GRPCRoute`, `TCPRoute` from the Kubernetes Gateway API; `Service`, `Workload`,
-//! `MeshConfig`, `BackendPolicy` and `AuthorizationPolicy` under
+//! `MeshConfig`, `BackendPolicy`, `AuthorizationPolicy` and `FaultInjection` under
 //! `trellis.dev/v1alpha1`), their typed specs, and their validation, with errors that
 //! give the path of the field at fault.
 //!
@@ -17,6 +17,7 @@
 pub mod authz;
 pub mod duration;
 mod error;
+pub mod fault;
 pub mod kind;
 pub mod meta;
 mod parse;

@@ -1,6 +1,7 @@
 //! Route selection on the request path: the first route whose match fits the request,
 //! then one of its backends by weight. The route's filters are in `filter`.
 
+pub mod fault;
 pub mod filter;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use crate::retry::RetryPolicy;
 use crate::state::Backend;
 use crate::telemetry::RouteLabels;
 
+use self::fault::Fault;
 use self::filter::{Filters, HeaderEdits};
 
 /// A compiled route.
@@ -29,6 +31,7 @@ pub struct Route {
     pub backend_timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub filters: Filters,
+    pub fault: Option<Fault>,
 }
 
 /// One backend of a route, with the metric labels of the pair.
@@ -79,7 +82,12 @@ impl Route {
             _ => "",
         };
         let filters = Filters::build(&config.filters, matched_prefix, labels, &lookup)?;
+        let fault = match &config.fault {
+            Some(f) => Some(Fault::build(f)?),
+            None => None,
+        };
         Some(Self {
+            fault,
             filters,
             matcher: Matcher::build(config.matches.as_ref())?,
             total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),

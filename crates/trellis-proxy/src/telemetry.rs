@@ -57,6 +57,15 @@ pub struct RetryLabels {
     pub reason: &'static str,
 }
 
+/// Labels of an injected fault: the route, the fault's name and `delay` or `abort`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    pub fault: Arc<str>,
+    pub kind: &'static str,
+}
+
 /// Labels of accepted connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ConnectionLabels {
@@ -98,6 +107,8 @@ pub struct Metrics {
     pub authz_denied: Family<AuthzLabels, Counter>,
     /// Attempts retried, by route, backend and the reason of the failed attempt.
     pub retries: Family<RetryLabels, Counter>,
+    /// Delays and aborts injected by FaultInjections.
+    pub faults: Family<FaultLabels, Counter>,
     /// Copies of requests sent to mirror backends, by outcome.
     pub mirrors: Family<MirrorLabels, Counter>,
     /// `trellis_tls_*`.
@@ -198,6 +209,12 @@ impl Metrics {
             "Attempts retried, by the reason the attempt before failed",
             retries.clone(),
         );
+        let faults = Family::default();
+        registry.register(
+            "trellis_faults_injected",
+            "Delays and aborts injected into requests, by route and fault",
+            faults.clone(),
+        );
         let mirrors = Family::default();
         registry.register(
             "trellis_mirror_requests",
@@ -221,6 +238,7 @@ impl Metrics {
             authz_allowed,
             authz_denied,
             retries,
+            faults,
             mirrors,
         }
     }
@@ -245,6 +263,17 @@ impl Metrics {
         self.request_duration
             .get_or_create(route)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one injected fault.
+    pub fn record_fault(&self, route: &RouteLabels, fault: &Arc<str>, kind: &'static str) {
+        let labels = FaultLabels {
+            listener: route.listener.clone(),
+            route: route.route.clone(),
+            fault: fault.clone(),
+            kind,
+        };
+        self.faults.get_or_create(&labels).inc();
     }
 
     /// Records one retry.

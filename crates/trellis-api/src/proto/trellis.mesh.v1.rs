@@ -324,6 +324,47 @@ pub struct Route {
     /// Retries of failed attempts; unset: none.
     #[prost(message, optional, tag = "7")]
     pub retry: ::core::option::Option<Retry>,
+    /// Delays and aborts injected into matching requests (FaultInjection); unset: none.
+    #[prost(message, optional, tag = "8")]
+    pub fault: ::core::option::Option<Fault>,
+}
+/// Faults for a route's requests, from the FaultInjection attached to it; the control
+/// plane sends it only to proxies whose workload is one of the fault's sources.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Fault {
+    /// `<namespace>/<name>` of the FaultInjection, for metrics.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Requests the faults apply to: every header condition must hold.
+    #[prost(message, repeated, tag = "2")]
+    pub headers: ::prost::alloc::vec::Vec<ValueMatch>,
+    #[prost(message, optional, tag = "3")]
+    pub delay: ::core::option::Option<FaultDelay>,
+    #[prost(message, optional, tag = "4")]
+    pub abort: ::core::option::Option<FaultAbort>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FaultDelay {
+    #[prost(uint64, tag = "1")]
+    pub fixed_ms: u64,
+    /// 0 to 100.
+    #[prost(uint32, tag = "2")]
+    pub percent: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FaultAbort {
+    /// HTTP status, 400 to 599; 0: 500 for HTTP requests.
+    #[prost(uint32, tag = "1")]
+    pub http_status: u32,
+    /// gRPC status code for gRPC calls, 1 to 16; 0: the one matching `http_status`.
+    #[prost(uint32, tag = "2")]
+    pub grpc_status: u32,
+    /// 0 to 100.
+    #[prost(uint32, tag = "3")]
+    pub percent: u32,
 }
 /// Retries of replay-safe requests (idempotent methods whose body the proxy could hold):
 /// an attempt that failed to connect, failed before response headers, ran out of its

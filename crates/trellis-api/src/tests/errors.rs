@@ -20,6 +20,7 @@ fn broken_documents_name_the_field() {
     const MESH: &str = "meshconfig.yaml";
     const POLICY: &str = "backendpolicy.yaml";
     const AUTHZ: &str = "authorizationpolicy.yaml";
+    const FAULT: &str = "faultinjection.yaml";
     #[rustfmt::skip]
     let cases: &[(&str, &str, &str, &str, &str)] = &[
         // Envelope and metadata.
@@ -97,6 +98,18 @@ fn broken_documents_name_the_field() {
          "spec.rules[2].filters[3].type", "URLRewrite cannot be combined with RequestRedirect"),
         (FILTERS, "value: v2\n", "value: v2\n            - type: RequestMirror\n              requestMirror: {backendRef: {name: reviews-v3}}\n",
          "spec.rules[2].backendRefs[0].filters[1].type", "RequestMirror is not supported on a backendRef"),
+        // FaultInjection.
+        (FAULT, "kind: HTTPRoute", "kind: Service", "spec.targetRef", "must name an HTTPRoute or GRPCRoute"),
+        (FAULT, "fixed: 2s", "fixed: 0s", "spec.delay.fixed", "more than 0s and at most 1h"),
+        (FAULT, "percent: 50", "percent: 150", "spec.delay.percent", "between 0 and 100, got 150"),
+        (FAULT, "httpStatus: 503", "httpStatus: 200", "spec.abort.httpStatus", "between 400 and 599"),
+        (FAULT, "httpStatus: 503", "grpcStatus: 0", "spec.abort.grpcStatus", "between 1 and 16"),
+        (FAULT, "httpStatus: 503\n", "", "spec.abort", "set httpStatus or grpcStatus"),
+        (FAULT, "namespaces: [shop]", "namespaces: [Shop]", "spec.match.from.namespaces[0]", "not a valid name"),
+        (FAULT, "[\"spiffe://trellis.local/ns/bookinfo/sa/productpage\"]", "[productpage]",
+         "spec.match.from.identities[0]", "not a SPIFFE ID"),
+        (FAULT, "name: x-chaos", "name: \"x chaos\"", "spec.match.headers[0].name", "not a valid header name"),
+        (FAULT, "  abort:", "  chaos: true\n  abort:", "spec.chaos", "unknown field"),
         // GRPCRoute.
         (GRPC, "method: SayHello", "method: Say.Hello", "spec.rules[0].matches[0].method.method", "not a method name"),
         (GRPC, "service: helloworld.Greeter\n      filters", "type: Exact\n      filters",

@@ -85,6 +85,7 @@ fn has_references(kind: Kind) -> bool {
             | Kind::TCPRoute
             | Kind::BackendPolicy
             | Kind::AuthorizationPolicy
+            | Kind::FaultInjection
     )
 }
 

@@ -21,9 +21,10 @@ use trellis_api::proto::v1::{
 };
 use trellis_api::route::ParentReference;
 use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadSpec};
-use trellis_api::{ConditionStatus, Kind, Resource, Spec};
+use trellis_api::{ConditionStatus, Kind, ObjectRef, Resource, Spec};
 
 use super::authz;
+use super::fault::{self, ScopedFault};
 use super::names::Created;
 use super::routes::{self, Candidate};
 use super::{service_of, ServiceKey, APP_LABEL, DEFAULT_INBOUND_PORT};
@@ -142,6 +143,7 @@ impl Tables {
         let mut authorization: Vec<(&Resource, &AuthorizationPolicySpec)> = Vec::new();
         let mut route_resources: Vec<&Resource> = Vec::new();
         let mut mesh_configs: Vec<&Resource> = Vec::new();
+        let mut faults = Vec::new();
         for r in resources {
             match &r.spec {
                 Spec::Service(s) => declared.push((ServiceKey::of(r), s)),
@@ -152,6 +154,7 @@ impl Tables {
                     route_resources.push(r)
                 }
                 Spec::MeshConfig(_) => mesh_configs.push(r),
+                Spec::FaultInjection(f) => faults.push((r, f)),
             }
         }
         // One MeshConfig is expected; with several, the oldest (then first by name)
@@ -178,12 +181,16 @@ impl Tables {
             mesh,
         };
         tables.policies = pick_policies(&policies);
-        tables.attach_routes(&route_resources);
+        tables.attach_routes(&route_resources, &fault::by_route(&faults));
         tables
     }
 
     /// Compiles every route resource into candidates under each Service it attaches to.
-    fn attach_routes(&mut self, route_resources: &[&Resource]) {
+    fn attach_routes(
+        &mut self,
+        route_resources: &[&Resource],
+        faults: &HashMap<ObjectRef, ScopedFault>,
+    ) {
         for r in route_resources {
             let ns = r.metadata.namespace.as_str();
             let parents: &[ParentReference] = match &r.spec {
@@ -200,22 +207,27 @@ impl Tables {
             // A route naming one Service twice (two ports) attaches once.
             keys.sort();
             keys.dedup();
+            let fault = faults.get(&r.object_ref());
             for parent in keys {
                 let timeout = self
                     .policies
                     .get(&parent)
                     .and_then(|p| p.request_timeout_ms);
                 let attached = self.attached.entry(parent.clone()).or_default();
-                match &r.spec {
+                let (list, mut candidates) = match &r.spec {
                     Spec::HTTPRoute(s) => {
-                        attached.http.extend(routes::http(r, s, &parent, timeout));
+                        (&mut attached.http, routes::http(r, s, &parent, timeout))
                     }
                     Spec::GRPCRoute(s) => {
-                        attached.grpc.extend(routes::grpc(r, s, &parent, timeout));
+                        (&mut attached.grpc, routes::grpc(r, s, &parent, timeout))
                     }
-                    Spec::TCPRoute(s) => attached.tcp.extend(routes::tcp(r, s, &parent)),
-                    _ => {}
+                    Spec::TCPRoute(s) => (&mut attached.tcp, routes::tcp(r, s, &parent)),
+                    _ => continue,
+                };
+                for c in &mut candidates {
+                    c.fault = fault.cloned();
                 }
+                list.extend(candidates);
             }
         }
         for attached in self.attached.values_mut() {

@@ -53,6 +53,7 @@
 //! Service on two ports), the later one's name ends in `-<localPort>`.
 
 mod authz;
+mod fault;
 mod filters;
 mod index;
 mod names;
@@ -147,6 +148,13 @@ impl From<&ServiceKey> for ObjectRef {
     }
 }
 
+/// The workload a proxy's outbound routes are compiled for.
+struct Caller<'a> {
+    namespace: &'a str,
+    /// Its SPIFFE ID.
+    identity: String,
+}
+
 /// Compiles the configuration of one proxy. To compile many proxies against the same
 /// state, build a [`MeshIndex`] once and call [`MeshIndex::compile`].
 pub fn compile(state: &MeshState, proxy: &Workload) -> ProxyConfig {
@@ -176,6 +184,14 @@ impl MeshIndex {
     pub fn compile(&self, proxy: &Workload) -> ProxyConfig {
         let namespace = or_default(&proxy.namespace);
         let own = ServiceKey::new(namespace, &proxy.service);
+        let caller = Caller {
+            namespace,
+            identity: workload_identity(
+                &self.tables.mesh.trust_domain,
+                namespace,
+                &proxy.service_account,
+            ),
+        };
         let inbound_port = u16::try_from(proxy.inbound_port)
             .ok()
             .filter(|p| *p != 0)
@@ -213,7 +229,7 @@ impl MeshIndex {
             if !names.insert(name.clone()) {
                 continue;
             }
-            listeners.push(self.outbound(target, namespace, name, port, &mut reach));
+            listeners.push(self.outbound(target, &caller, name, port, &mut reach));
         }
         let http_proxy_port = u16::try_from(proxy.http_proxy_port)
             .ok()
@@ -221,7 +237,7 @@ impl MeshIndex {
         if let Some(port) = http_proxy_port {
             let mut targets: Vec<&ServiceKey> = upstreams.iter().map(|(t, _)| t).collect();
             targets.dedup();
-            listeners.push(self.http_proxy(&targets, namespace, port, &mut reach));
+            listeners.push(self.http_proxy(&targets, &caller, port, &mut reach));
         }
 
         backends.extend(reach.iter().map(|(key, h2)| self.backend(key, *h2)));
@@ -305,17 +321,17 @@ impl MeshIndex {
         })
     }
 
-    /// The listener for calls from a proxy in `namespace` to `target`; records the
-    /// Services its routes send to in `reach`.
+    /// The listener for calls from `caller` to `target`; records the Services its routes
+    /// send to in `reach`.
     fn outbound(
         &self,
         target: &ServiceKey,
-        namespace: &str,
+        caller: &Caller<'_>,
         name: String,
         port: u16,
         reach: &mut BTreeMap<ServiceKey, bool>,
     ) -> Listener {
-        let (protocol, routes) = self.outbound_routes(target, namespace, reach);
+        let (protocol, routes) = self.outbound_routes(target, caller, reach);
         Listener {
             name,
             address: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port).to_string(),
@@ -333,7 +349,7 @@ impl MeshIndex {
     fn http_proxy(
         &self,
         targets: &[&ServiceKey],
-        namespace: &str,
+        caller: &Caller<'_>,
         port: u16,
         reach: &mut BTreeMap<ServiceKey, bool>,
     ) -> Listener {
@@ -345,8 +361,8 @@ impl MeshIndex {
             if protocol == AppProtocol::Tcp {
                 continue;
             }
-            let hosts = service_hosts(target, namespace);
-            let (_, target_routes) = self.outbound_routes(target, namespace, reach);
+            let hosts = service_hosts(target, caller.namespace);
+            let (_, target_routes) = self.outbound_routes(target, caller, reach);
             routes.extend(target_routes.into_iter().map(|mut route| {
                 route.r#match.get_or_insert_with(Default::default).hosts = hosts.clone();
                 route
@@ -364,14 +380,15 @@ impl MeshIndex {
         }
     }
 
-    /// The routes for calls from a proxy in `namespace` to `target`, and the protocol
-    /// they are for; records the Services they send to in `reach`.
+    /// The routes for calls from `caller` to `target`, and the protocol they are for;
+    /// records the Services they send to in `reach`.
     fn outbound_routes(
         &self,
         target: &ServiceKey,
-        namespace: &str,
+        caller: &Caller<'_>,
         reach: &mut BTreeMap<ServiceKey, bool>,
     ) -> (AppProtocol, Vec<Route>) {
+        let namespace = caller.namespace;
         let protocol = self
             .service(target)
             .map_or(AppProtocol::Http, ServiceEntry::protocol);
@@ -419,7 +436,13 @@ impl MeshIndex {
             let mut routes: Vec<Route> = applicable
                 .map(|c| {
                     c.backends.iter().for_each(&mut note);
-                    c.route.clone()
+                    let mut route = c.route.clone();
+                    route.fault = c
+                        .fault
+                        .as_ref()
+                        .filter(|f| f.applies_to(&caller.identity, caller.namespace))
+                        .map(|f| f.fault.clone());
+                    route
                 })
                 .collect();
             routes.push(catch_all);

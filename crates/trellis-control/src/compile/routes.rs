@@ -33,6 +33,7 @@ use trellis_api::route::tcp::TCPRouteSpec;
 use trellis_api::route::{BackendRef, GRPCBackendRef, HTTPBackendRef};
 use trellis_api::Resource;
 
+use super::fault::ScopedFault;
 use super::filters::{self, RuleFilters};
 use super::index::timeout_ms;
 use super::names::{backend_name, Created};
@@ -66,6 +67,8 @@ pub(super) struct Candidate {
     pub route: Route,
     /// The Services the route sends to, each a backend the proxy then needs.
     pub backends: Vec<ServiceKey>,
+    /// The FaultInjection targeting the route resource, for the proxies it scopes.
+    pub fault: Option<ScopedFault>,
 }
 
 impl Candidate {
@@ -217,8 +220,10 @@ impl<'a> Base<'a> {
                 backend_timeout_ms: rule.limits.backend_timeout_ms,
                 retry: rule.limits.retry.clone(),
                 filters: rule.filters.clone(),
+                fault: None,
             },
             backends: rule.needs.clone(),
+            fault: None,
         }
     }
 }
@@ -360,7 +365,7 @@ fn query_param(q: &HTTPQueryParamMatch) -> ValueMatch {
     value_match(&q.name, q.type_, &q.value)
 }
 
-fn value_match(name: &str, type_: MatchType, value: &str) -> ValueMatch {
+pub(super) fn value_match(name: &str, type_: MatchType, value: &str) -> ValueMatch {
     let value = value.to_string();
     let kind = match type_ {
         MatchType::Exact => value_match::Kind::Exact(value),

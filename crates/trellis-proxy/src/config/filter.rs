@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::route::PathMatch;
-use super::ConfigError;
+use super::route::{PathMatch, ValueMatch};
+use super::{ConfigError, Duration};
 
 /// Filters of one route.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -266,5 +266,86 @@ fn check_hostname(at: &str, host: &str) -> Result<(), ConfigError> {
             at,
             format!("{host:?} is not a host name"),
         ))
+    }
+}
+
+/// Delays and aborts injected into a route's matching requests (a FaultInjection).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Name in metrics. Default: `fault`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Header conditions a request must all meet. Empty: every request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelayConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbortConfig>,
+}
+
+/// Hold a share of the matching requests before routing them on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultDelayConfig {
+    pub fixed: Duration,
+    /// 0 to 100. Default 100.
+    #[serde(default = "hundred")]
+    pub percent: u32,
+}
+
+/// Answer a share of the matching requests with an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultAbortConfig {
+    /// 400 to 599. Default 500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// gRPC status code (1 to 16) for gRPC calls. Default: the one matching
+    /// `httpStatus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+    /// 0 to 100. Default 100.
+    #[serde(default = "hundred")]
+    pub percent: u32,
+}
+
+impl FaultConfig {
+    pub(super) fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let as_match = super::route::RouteMatch {
+            headers: self.headers.clone(),
+            ..Default::default()
+        };
+        as_match.validate(at)?;
+        let percent = |field: String, p: u32| {
+            if p > 100 {
+                Err(ConfigError::invalid(
+                    field,
+                    format!("must be between 0 and 100, got {p}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(d) = &self.delay {
+            percent(format!("{at}.delay.percent"), d.percent)?;
+        }
+        if let Some(a) = &self.abort {
+            percent(format!("{at}.abort.percent"), a.percent)?;
+            if let Some(s) = a.http_status.filter(|s| !(400..=599).contains(s)) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.abort.httpStatus"),
+                    format!("must be between 400 and 599, got {s}"),
+                ));
+            }
+            if let Some(s) = a.grpc_status.filter(|s| !(1..=16).contains(s)) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.abort.grpcStatus"),
+                    format!("must be a gRPC status code between 1 and 16, got {s}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -21,7 +21,8 @@ use trellis_identity::SpiffeId;
 
 pub use self::duration::{Duration, ParseDurationError};
 pub use self::filter::{
-    Header, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite, RouteFilters,
+    FaultAbortConfig, FaultConfig, FaultDelayConfig, Header, HeaderModifier, Mirror, PathModifier,
+    Redirect, Rewrite, RouteFilters,
 };
 pub use self::route::{
     PathMatch, RetryConfig, RouteConfig, RouteMatch, ValueMatch, WeightedBackend,
@@ -406,11 +407,12 @@ impl ProxyConfig {
                     && (r.timeout.is_some()
                         || r.backend_timeout.is_some()
                         || r.retry.is_some()
+                        || r.fault.is_some()
                         || !r.filters.is_empty())
                 {
                     return Err(ConfigError::invalid(
                         field.clone(),
-                        "timeouts, retries and filters apply to HTTP; a tcp listener has none",
+                        "timeouts, retries, filters and faults apply to HTTP; a tcp listener has none",
                     ));
                 }
                 for (k, m) in r.filters.mirrors.iter().enumerate() {

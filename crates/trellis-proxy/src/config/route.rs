@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::filter::{HeaderModifier, RouteFilters};
+use super::filter::{FaultConfig, HeaderModifier, RouteFilters};
 use super::{ConfigError, Duration, MAX_WEIGHT};
 
 /// A route from a listener to one or more backends.
@@ -37,6 +37,9 @@ pub struct RouteConfig {
     /// Retries of failed attempts. Unset: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryConfig>,
+    /// Delays and aborts injected into matching requests. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultConfig>,
 }
 
 /// Retries of replay-safe requests: idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
@@ -206,13 +209,16 @@ impl RouteConfig {
                 }
             }
         }
+        if let Some(fault) = &self.fault {
+            fault.validate(&format!("{at}.fault"))?;
+        }
         let path = self.matches.as_ref().and_then(|m| m.path.as_ref());
         self.filters.validate(&format!("{at}.filters"), path)
     }
 }
 
 impl RouteMatch {
-    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self, at: &str) -> Result<(), ConfigError> {
         match &self.path {
             Some(PathMatch::Exact(p)) | Some(PathMatch::Prefix(p)) if !p.starts_with('/') => {
                 return Err(ConfigError::invalid(

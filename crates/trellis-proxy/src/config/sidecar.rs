@@ -34,6 +34,7 @@ impl ProxyConfig {
                     filters: Default::default(),
                     backend_timeout: None,
                     retry: None,
+                    fault: None,
                 }],
                 mtls: MtlsMode::Disabled,
                 authorization: None,

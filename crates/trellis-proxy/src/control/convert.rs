@@ -8,10 +8,10 @@ use trellis_api::authz::AuthorizationConfig;
 use trellis_api::proto::v1 as wire;
 
 use crate::config::{
-    self, defaults, BackendConfig, BackendProtocol, Duration, EndpointConfig, Header,
-    HeaderModifier, ListenerConfig, ListenerProtocol, LoadBalancer, Mirror, PathMatch,
-    PathModifier, ProxyConfig, Redirect, RetryConfig, Rewrite, RouteConfig, RouteFilters,
-    RouteMatch, ValueMatch, WeightedBackend,
+    self, defaults, BackendConfig, BackendProtocol, Duration, EndpointConfig, FaultAbortConfig,
+    FaultConfig, FaultDelayConfig, Header, HeaderModifier, ListenerConfig, ListenerProtocol,
+    LoadBalancer, Mirror, PathMatch, PathModifier, ProxyConfig, Redirect, RetryConfig, Rewrite,
+    RouteConfig, RouteFilters, RouteMatch, ValueMatch, WeightedBackend,
 };
 
 /// What the control plane does not decide: the proxy's own admin address and limits.
@@ -120,6 +120,7 @@ fn route(r: &wire::Route) -> RouteConfig {
                 .collect(),
             backoff: Duration::from_millis(retry.backoff_ms),
         }),
+        fault: r.fault.as_ref().map(fault),
     }
 }
 
@@ -173,23 +174,41 @@ fn header_modifier(m: &wire::HeaderModifier) -> HeaderModifier {
     }
 }
 
+fn values(list: &[wire::ValueMatch]) -> Vec<ValueMatch> {
+    list.iter()
+        .map(|v| {
+            let (exact, regex) = match &v.kind {
+                Some(wire::value_match::Kind::Exact(e)) => (Some(e.clone()), None),
+                Some(wire::value_match::Kind::Regex(r)) => (None, Some(r.clone())),
+                None => (None, None),
+            };
+            ValueMatch {
+                name: v.name.clone(),
+                exact,
+                regex,
+            }
+        })
+        .collect()
+}
+
+fn fault(f: &wire::Fault) -> FaultConfig {
+    FaultConfig {
+        name: (!f.name.is_empty()).then(|| f.name.clone()),
+        headers: values(&f.headers),
+        delay: f.delay.as_ref().map(|d| FaultDelayConfig {
+            fixed: Duration::from_millis(d.fixed_ms),
+            percent: d.percent,
+        }),
+        abort: f.abort.as_ref().map(|a| FaultAbortConfig {
+            // Out of range is refused by validation, as 0 is.
+            http_status: (a.http_status != 0).then(|| u16::try_from(a.http_status).unwrap_or(0)),
+            grpc_status: (a.grpc_status != 0).then_some(a.grpc_status),
+            percent: a.percent,
+        }),
+    }
+}
+
 fn route_match(m: &wire::RouteMatch) -> RouteMatch {
-    let values = |list: &[wire::ValueMatch]| {
-        list.iter()
-            .map(|v| {
-                let (exact, regex) = match &v.kind {
-                    Some(wire::value_match::Kind::Exact(e)) => (Some(e.clone()), None),
-                    Some(wire::value_match::Kind::Regex(r)) => (None, Some(r.clone())),
-                    None => (None, None),
-                };
-                ValueMatch {
-                    name: v.name.clone(),
-                    exact,
-                    regex,
-                }
-            })
-            .collect()
-    };
     RouteMatch {
         path: m.path.as_ref().and_then(|p| match &p.kind {
             Some(wire::path_match::Kind::Exact(v)) => Some(PathMatch::Exact(v.clone())),
@@ -292,6 +311,19 @@ mod tests {
                         codes: vec![503],
                         backoff_ms: 10,
                     }),
+                    fault: Some(wire::Fault {
+                        name: "bookinfo/chaos".into(),
+                        headers: vec![],
+                        delay: Some(wire::FaultDelay {
+                            fixed_ms: 2000,
+                            percent: 50,
+                        }),
+                        abort: Some(wire::FaultAbort {
+                            http_status: 0,
+                            grpc_status: 14,
+                            percent: 10,
+                        }),
+                    }),
                     filters: Some(wire::RouteFilters {
                         request_headers: Some(wire::HeaderModifier {
                             remove: vec!["cookie".into()],
@@ -357,6 +389,23 @@ mod tests {
         assert_eq!(r.name.as_deref(), Some("canary"));
         assert_eq!(r.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(r.backend_timeout, Some(Duration::from_millis(500)));
+        let fault = r.fault.as_ref().expect("fault");
+        assert_eq!(fault.name.as_deref(), Some("bookinfo/chaos"));
+        assert_eq!(
+            fault.delay,
+            Some(FaultDelayConfig {
+                fixed: Duration::from_secs(2),
+                percent: 50
+            })
+        );
+        assert_eq!(
+            fault.abort,
+            Some(FaultAbortConfig {
+                http_status: None,
+                grpc_status: Some(14),
+                percent: 10
+            })
+        );
         assert_eq!(
             r.retry,
             Some(RetryConfig {

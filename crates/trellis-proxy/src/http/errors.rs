@@ -38,6 +38,14 @@ pub enum ProxyError {
     /// The listener's authorization refused the request.
     #[error(transparent)]
     Denied(#[from] Denied),
+    /// A FaultInjection aborted the request.
+    #[error("aborted by fault {fault}")]
+    FaultAbort {
+        fault: Arc<str>,
+        status: StatusCode,
+        /// The gRPC status code for gRPC calls; `None`: the one matching `status`.
+        grpc: Option<u32>,
+    },
 }
 
 /// gRPC status codes the proxy answers with.
@@ -60,6 +68,7 @@ impl ProxyError {
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
+            ProxyError::FaultAbort { status, .. } => *status,
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 EndpointError::Connect { .. }
@@ -75,6 +84,7 @@ impl ProxyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::Denied(_) => "denied",
+            ProxyError::FaultAbort { .. } => "fault injected",
             ProxyError::NoRoute { .. } => "no route",
             ProxyError::NoBackend { .. } => "no backend",
             ProxyError::NoEndpoints { .. } => "no endpoints",
@@ -112,8 +122,15 @@ impl ProxyError {
         }
     }
 
-    fn grpc_status(&self) -> &'static str {
-        match self.status() {
+    fn grpc_status(&self) -> HeaderValue {
+        if let ProxyError::FaultAbort {
+            status, grpc: code, ..
+        } = self
+        {
+            let code = code.unwrap_or_else(|| grpc_code_for(*status));
+            return HeaderValue::from(code);
+        }
+        HeaderValue::from_static(match self.status() {
             StatusCode::FORBIDDEN => GRPC_PERMISSION_DENIED,
             StatusCode::GATEWAY_TIMEOUT => GRPC_DEADLINE_EXCEEDED,
             _ if matches!(
@@ -124,7 +141,7 @@ impl ProxyError {
                 GRPC_UNIMPLEMENTED
             }
             _ => GRPC_UNAVAILABLE,
-        }
+        })
     }
 
     /// The response the client gets. gRPC clients read the status from `grpc-status`,
@@ -148,6 +165,19 @@ impl ProxyError {
         builder
             .body(full(body))
             .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+    }
+}
+
+/// The gRPC status for an HTTP status, as gRPC's "HTTP to gRPC status code mapping"
+/// gives it.
+fn grpc_code_for(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
     }
 }
 

@@ -97,22 +97,7 @@ pub async fn handle(
                 }),
                 unrouted(&listener, ""),
             ),
-            Some(route) => match (&route.filters.redirect, route.pick_backend()) {
-                (Some(redirect), _) => (
-                    Ok(redirect_response(redirect, &req, route)),
-                    unrouted(&listener, &route.name),
-                ),
-                (None, None) => (
-                    Err(ProxyError::NoBackend {
-                        route: route.name.clone(),
-                    }),
-                    unrouted(&listener, &route.name),
-                ),
-                (None, Some(target)) => (
-                    proxy(req, route, target, &ctx.shared).await,
-                    target.labels.clone(),
-                ),
-            },
+            Some(route) => route_request(req, route, &listener, &ctx.shared).await,
         },
     };
     let (mut resp, error) = match result {
@@ -134,6 +119,49 @@ pub async fn handle(
         .record_request(&labels, resp.status().as_u16(), error, started.elapsed());
     *resp.version_mut() = client_version;
     Ok(resp)
+}
+
+/// A routed request: its faults, then its redirect or its backend.
+async fn route_request(
+    req: Request<Incoming>,
+    route: &Route,
+    listener: &Listener,
+    shared: &Arc<Shared>,
+) -> (Result<Response<BoxBody>, ProxyError>, RouteLabels) {
+    let unrouted = || unrouted(listener, &route.name);
+    if let Some(fault) = &route.fault {
+        let injected = fault.draw(&req);
+        if let Some(delay) = injected.delay {
+            shared
+                .metrics
+                .record_fault(&unrouted(), &fault.name, "delay");
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(abort) = injected.abort {
+            shared
+                .metrics
+                .record_fault(&unrouted(), &fault.name, "abort");
+            let aborted = ProxyError::FaultAbort {
+                fault: fault.name.clone(),
+                status: abort.status,
+                grpc: abort.grpc,
+            };
+            return (Err(aborted), unrouted());
+        }
+    }
+    match (&route.filters.redirect, route.pick_backend()) {
+        (Some(redirect), _) => (Ok(redirect_response(redirect, &req, route)), unrouted()),
+        (None, None) => (
+            Err(ProxyError::NoBackend {
+                route: route.name.clone(),
+            }),
+            unrouted(),
+        ),
+        (None, Some(target)) => (
+            proxy(req, route, target, shared).await,
+            target.labels.clone(),
+        ),
+    }
 }
 
 /// Labels for a request no backend was chosen for.

@@ -45,7 +45,7 @@ pub(super) fn start(
     timeout: Option<Duration>,
     shared: &Arc<Shared>,
 ) -> BoxBody {
-    let sampled: Vec<&Mirror> = mirrors.iter().filter(|m| m.sampled()).collect();
+    let sampled: Vec<&Mirror> = mirrors.iter().filter(|m| m.share.sampled()).collect();
     if sampled.is_empty() {
         return body;
     }

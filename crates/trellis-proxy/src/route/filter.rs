@@ -231,19 +231,37 @@ impl Rewrite {
 #[derive(Debug)]
 pub struct Mirror {
     pub backend: Arc<Backend>,
-    numerator: u32,
-    denominator: u32,
+    pub share: Share,
     /// Labels of the mirrored requests' metric.
     pub labels: RouteLabels,
 }
 
-impl Mirror {
-    /// Whether this request is one of the share mirrored.
+/// `numerator / denominator` of the requests, drawn at random request by request.
+#[derive(Debug, Clone, Copy)]
+pub struct Share {
+    numerator: u32,
+    denominator: u32,
+}
+
+impl Share {
+    /// A denominator of 0 counts as 1.
+    pub fn new(numerator: u32, denominator: u32) -> Self {
+        Self {
+            numerator,
+            denominator: denominator.max(1),
+        }
+    }
+
+    pub fn percent(percent: u32) -> Self {
+        Self::new(percent, 100)
+    }
+
+    /// Whether this request is one of the share.
     pub fn sampled(&self) -> bool {
         self.sampled_with(&mut fastrand::Rng::new())
     }
 
-    /// [`Mirror::sampled`] drawing from `rng`, so tests can seed it.
+    /// [`Share::sampled`] drawing from `rng`, so tests can seed it.
     pub fn sampled_with(&self, rng: &mut fastrand::Rng) -> bool {
         self.numerator >= self.denominator || rng.u32(..self.denominator) < self.numerator
     }
@@ -276,8 +294,7 @@ impl Filters {
                 Some(Mirror {
                     labels: labels(&backend),
                     backend,
-                    numerator: m.numerator,
-                    denominator: m.denominator.max(1),
+                    share: Share::new(m.numerator, m.denominator),
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -405,30 +422,15 @@ mod tests {
     }
 
     #[test]
-    fn mirrors_sample_their_fraction() {
-        let backend = Arc::new(Backend::build(
-            &serde_saphyr::from_str("{name: shadow, endpoints: []}").expect("backend"),
-            &Default::default(),
-        ));
-        let labels = RouteLabels {
-            listener: "l".into(),
-            route: "r".into(),
-            backend: "shadow".into(),
-        };
-        let mirror = |numerator, denominator| Mirror {
-            backend: backend.clone(),
-            numerator,
-            denominator,
-            labels: labels.clone(),
-        };
+    fn shares_sample_their_fraction() {
         let mut rng = fastrand::Rng::with_seed(7);
-        assert!((0..1000).all(|_| mirror(100, 100).sampled_with(&mut rng)));
-        assert!((0..1000).all(|_| !mirror(0, 100).sampled_with(&mut rng)));
+        assert!((0..1000).all(|_| Share::percent(100).sampled_with(&mut rng)));
+        assert!((0..1000).all(|_| !Share::percent(0).sampled_with(&mut rng)));
         // A third, over seeded draws: within a tenth of the expected count.
         const DRAWS: u32 = 30_000;
+        let third = Share::new(1, 3);
         for seed in 0..10 {
             let mut rng = fastrand::Rng::with_seed(seed);
-            let third = mirror(1, 3);
             let got = (0..DRAWS).filter(|_| third.sampled_with(&mut rng)).count();
             let got = u32::try_from(got).expect("fits");
             assert!(got.abs_diff(DRAWS / 3) <= DRAWS / 30, "seed {seed}: {got}");

@@ -31,6 +31,7 @@ fn route(matches: RouteMatch) -> Route {
         filters: Default::default(),
         backend_timeout: None,
         retry: None,
+        fault: None,
     };
     Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds")
 }
@@ -148,6 +149,7 @@ fn split(weights: &[(&str, u32)]) -> Route {
         filters: Default::default(),
         backend_timeout: None,
         retry: None,
+        fault: None,
     };
     Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds")
 }
@@ -189,6 +191,7 @@ fn all_zero_weights_pick_nothing() {
         filters: Default::default(),
         backend_timeout: None,
         retry: None,
+        fault: None,
     };
     let r = Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds");
     assert!(r.pick_backend().is_none());

@@ -3,6 +3,7 @@
 
 mod authz;
 mod balancers;
+mod faults;
 mod filters;
 mod grpc;
 mod http;

@@ -3,6 +3,7 @@
 //! configuration (the control plane cannot depend on the proxy to call them itself).
 
 mod authorization;
+mod faults;
 mod filters;
 mod http_proxy;
 mod inbound;
