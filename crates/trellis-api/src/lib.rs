@@ -9,7 +9,8 @@
 //! with [`Resource::new`] and check them with [`Resource::validate`].
 //!
 //! [`proto`] is the control plane's gRPC API for proxies. [`authz`] holds the one
-//! evaluation of authorization policies that the proxy and `trellis explain` share.
+//! evaluation of authorization policies, and [`routing`] the one evaluation of route
+//! matches, that the proxy and `trellis explain` share.
 //!
 //! This crate is the contract between the control plane and the proxy: it must not
 //! depend on `trellis-proxy` or `trellis-control`.
@@ -25,6 +26,7 @@ pub mod policy;
 pub mod proto;
 mod resource;
 pub mod route;
+pub mod routing;
 pub mod service;
 mod validate;
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use regex::Regex;
+use trellis_api::routing::{
+    HeaderValues, MatchRequest, PathCondition, RequestMatcher, ValueCondition,
+};
 
 use crate::config::{self, PathMatch, RouteConfig};
 use crate::retry::RetryPolicy;
@@ -134,13 +136,11 @@ impl Route {
     }
 }
 
-/// Compiled match conditions.
+/// Compiled match conditions: the host here, the rest in the shared
+/// [`RequestMatcher`].
 #[derive(Debug, Default)]
 struct Matcher {
-    path: Option<PathMatcher>,
-    headers: Vec<(http::HeaderName, ValueMatcher)>,
-    query: Vec<(String, ValueMatcher)>,
-    method: Option<http::Method>,
+    request: RequestMatcher,
     hosts: Vec<HostMatcher>,
 }
 
@@ -176,39 +176,24 @@ fn request_authority<B>(req: &Request<B>) -> Option<http::uri::Authority> {
     host.parse().ok()
 }
 
-#[derive(Debug)]
-enum PathMatcher {
-    Exact(String),
-    Prefix(String),
-    Regex(Regex),
-}
+/// A request's headers as the shared matcher asks for them.
+struct Headers<'a>(&'a http::HeaderMap);
 
-#[derive(Debug)]
-enum ValueMatcher {
-    Exact(String),
-    Regex(Regex),
-}
-
-impl ValueMatcher {
-    fn build(m: &config::ValueMatch) -> Option<Self> {
-        match (&m.exact, &m.regex) {
-            (Some(v), _) => Some(Self::Exact(v.clone())),
-            (None, Some(r)) => Some(Self::Regex(anchored(r)?)),
-            (None, None) => None,
-        }
-    }
-
-    fn matches(&self, value: &str) -> bool {
-        match self {
-            Self::Exact(v) => v == value,
-            Self::Regex(r) => r.is_match(value),
-        }
+impl HeaderValues for Headers<'_> {
+    fn any_value(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.0
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(&mut *pred))
     }
 }
 
-/// Patterns must match the whole value, as the Gateway API specifies.
-fn anchored(pattern: &str) -> Option<Regex> {
-    Regex::new(&format!("^(?:{pattern})$")).ok()
+fn value_condition(m: &config::ValueMatch) -> Option<ValueCondition> {
+    match (&m.exact, &m.regex) {
+        (Some(v), _) => Some(ValueCondition::Exact(v.clone())),
+        (None, Some(r)) => ValueCondition::regex(r),
+        (None, None) => None,
+    }
 }
 
 impl Matcher {
@@ -218,47 +203,37 @@ impl Matcher {
         };
         let path = match &config.path {
             None => None,
-            Some(PathMatch::Exact(p)) => Some(PathMatcher::Exact(p.clone())),
-            Some(PathMatch::Prefix(p)) => {
-                Some(PathMatcher::Prefix(p.trim_end_matches('/').to_string()))
-            }
-            Some(PathMatch::Regex(r)) => Some(PathMatcher::Regex(anchored(r)?)),
+            Some(PathMatch::Exact(p)) => Some(PathCondition::Exact(p.clone())),
+            Some(PathMatch::Prefix(p)) => Some(PathCondition::prefix(p)),
+            Some(PathMatch::Regex(r)) => Some(PathCondition::regex(r)?),
         };
         let headers = config
             .headers
             .iter()
-            .map(|h| {
-                let name = http::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-                Some((name, ValueMatcher::build(h)?))
-            })
+            .map(|h| Some((h.name.to_ascii_lowercase(), value_condition(h)?)))
             .collect::<Option<Vec<_>>>()?;
         let query = config
             .query
             .iter()
-            .map(|q| Some((q.name.clone(), ValueMatcher::build(q)?)))
+            .map(|q| Some((q.name.clone(), value_condition(q)?)))
             .collect::<Option<Vec<_>>>()?;
-        let method = match &config.method {
-            Some(m) => Some(http::Method::from_bytes(m.as_bytes()).ok()?),
-            None => None,
-        };
         let hosts = config
             .hosts
             .iter()
             .map(|h| HostMatcher::build(h))
             .collect::<Option<Vec<_>>>()?;
         Some(Self {
-            path,
-            headers,
-            query,
-            method,
+            request: RequestMatcher {
+                path,
+                headers,
+                query,
+                method: config.method.clone(),
+            },
             hosts,
         })
     }
 
     fn matches<B>(&self, req: &Request<B>) -> bool {
-        if self.method.as_ref().is_some_and(|m| m != req.method()) {
-            return false;
-        }
         if !self.hosts.is_empty() {
             let Some(authority) = request_authority(req) else {
                 return false;
@@ -267,38 +242,11 @@ impl Matcher {
                 return false;
             }
         }
-        let path = req.uri().path();
-        let path_ok = match &self.path {
-            None => true,
-            Some(PathMatcher::Exact(p)) => path == p,
-            Some(PathMatcher::Prefix(p)) => {
-                // Whole segments only: `/api` takes `/api` and `/api/x`, not `/apis`.
-                path.strip_prefix(p.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || p.is_empty())
-            }
-            Some(PathMatcher::Regex(r)) => r.is_match(path),
-        };
-        if !path_ok {
-            return false;
-        }
-        let headers_ok = self.headers.iter().all(|(name, m)| {
-            req.headers()
-                .get_all(name)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|v| m.matches(v)))
-        });
-        if !headers_ok {
-            return false;
-        }
-        if self.query.is_empty() {
-            return true;
-        }
-        let query = req.uri().query().unwrap_or_default();
-        self.query.iter().all(|(name, m)| {
-            query
-                .split('&')
-                .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-                .any(|(k, v)| k == name && m.matches(v))
+        self.request.matches(&MatchRequest {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: &Headers(req.headers()),
         })
     }
 }
