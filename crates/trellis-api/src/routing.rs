@@ -25,7 +25,7 @@ pub trait HeaderValues {
     fn any_value(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool;
 }
 
-impl HeaderValues for [(String, String)] {
+impl HeaderValues for Vec<(String, String)> {
     fn any_value(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool {
         self.iter()
             .any(|(n, v)| n.eq_ignore_ascii_case(name) && pred(v))

@@ -380,6 +380,18 @@ impl MeshIndex {
         }
     }
 
+    /// The routes a caller with SPIFFE ID `identity` in `namespace` has for calls to
+    /// `target`, in the order its proxy tries them (the catch-all last): what
+    /// `trellis explain` evaluates.
+    pub fn routes_for(&self, target: &ServiceKey, namespace: &str, identity: &str) -> Vec<Route> {
+        let caller = Caller {
+            namespace,
+            identity: identity.to_string(),
+        };
+        self.outbound_routes(target, &caller, &mut BTreeMap::new())
+            .1
+    }
+
     /// The routes for calls from `caller` to `target`, and the protocol they are for;
     /// records the Services they send to in `reach`.
     fn outbound_routes(
