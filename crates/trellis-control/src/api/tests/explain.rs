@@ -298,7 +298,7 @@ async fn policies_show_whether_their_service_exists() {
         condition(&body, "ResolvedRefs"),
         (
             "False".into(),
-            "BackendNotFound".into(),
+            "TargetNotFound".into(),
             "not found: Service shop/basket".into()
         )
     );
