@@ -548,6 +548,26 @@ pub struct WeightedBackend {
     #[prost(message, optional, tag = "4")]
     pub response_headers: ::core::option::Option<HeaderModifier>,
 }
+/// What a consistent hash keys requests on.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HashOn {
+    #[prost(oneof = "hash_on::Key", tags = "1, 2")]
+    pub key: ::core::option::Option<hash_on::Key>,
+}
+/// Nested message and enum types in `HashOn`.
+pub mod hash_on {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Key {
+        /// A header's value; the name in lower case.
+        #[prost(string, tag = "1")]
+        Header(::prost::alloc::string::String),
+        /// A cookie's value.
+        #[prost(string, tag = "2")]
+        Cookie(::prost::alloc::string::String),
+    }
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Backend {
@@ -561,6 +581,9 @@ pub struct Backend {
     pub load_balancer: i32,
     #[prost(uint64, optional, tag = "5")]
     pub connect_timeout_ms: ::core::option::Option<u64>,
+    /// With LOAD_BALANCER_CONSISTENT_HASH.
+    #[prost(message, optional, tag = "6")]
+    pub hash_on: ::core::option::Option<HashOn>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -704,6 +727,8 @@ pub enum LoadBalancer {
     Ewma = 0,
     RoundRobin = 1,
     LeastRequest = 2,
+    /// A Maglev table keyed by `Backend.hash_on`.
+    ConsistentHash = 3,
 }
 impl LoadBalancer {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -715,6 +740,7 @@ impl LoadBalancer {
             Self::Ewma => "LOAD_BALANCER_EWMA",
             Self::RoundRobin => "LOAD_BALANCER_ROUND_ROBIN",
             Self::LeastRequest => "LOAD_BALANCER_LEAST_REQUEST",
+            Self::ConsistentHash => "LOAD_BALANCER_CONSISTENT_HASH",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -723,6 +749,7 @@ impl LoadBalancer {
             "LOAD_BALANCER_EWMA" => Some(Self::Ewma),
             "LOAD_BALANCER_ROUND_ROBIN" => Some(Self::RoundRobin),
             "LOAD_BALANCER_LEAST_REQUEST" => Some(Self::LeastRequest),
+            "LOAD_BALANCER_CONSISTENT_HASH" => Some(Self::ConsistentHash),
             _ => None,
         }
     }

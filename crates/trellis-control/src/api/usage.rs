@@ -230,6 +230,7 @@ fn backend(b: &Backend) -> Value {
     let balancer = match LoadBalancer::try_from(b.load_balancer) {
         Ok(LoadBalancer::RoundRobin) => "round-robin",
         Ok(LoadBalancer::LeastRequest) => "least-request",
+        Ok(LoadBalancer::ConsistentHash) => "consistent-hash",
         _ => "ewma",
     };
     let endpoints: Vec<&str> = b.endpoints.iter().map(|e| e.address.as_str()).collect();

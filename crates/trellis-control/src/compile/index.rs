@@ -16,8 +16,8 @@ use trellis_api::policy::{
     BackendPolicySpec, BackendProtocol, LoadBalancerType, MeshConfigSpec, MtlsMode,
 };
 use trellis_api::proto::v1::{
-    AuthorizationAction, AuthorizationPolicy as WireAuthorizationPolicy, Endpoint, LoadBalancer,
-    MtlsMode as WireMtls,
+    hash_on, AuthorizationAction, AuthorizationPolicy as WireAuthorizationPolicy, Endpoint,
+    HashOn as WireHashOn, LoadBalancer, MtlsMode as WireMtls,
 };
 use trellis_api::route::ParentReference;
 use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadSpec};
@@ -62,9 +62,11 @@ impl ServiceEntry {
 }
 
 /// The settings a BackendPolicy gives traffic to its Service, in the proxy's terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Policy {
     pub load_balancer: LoadBalancer,
+    /// With a consistent hash: what it keys on.
+    pub hash_on: Option<WireHashOn>,
     pub connect_timeout_ms: Option<u64>,
     /// For routes to the Service that set no timeout; `None` is no limit.
     pub request_timeout_ms: Option<u64>,
@@ -388,13 +390,24 @@ fn pick_policies(policies: &[(&Resource, &BackendPolicySpec)]) -> HashMap<Servic
     winners
         .into_iter()
         .map(|(key, (_, _, spec))| {
-            let load_balancer = match spec.load_balancer.map(|lb| lb.type_).unwrap_or_default() {
+            let lb = spec.load_balancer.as_ref();
+            let load_balancer = match lb.map(|lb| lb.type_).unwrap_or_default() {
                 LoadBalancerType::Ewma => LoadBalancer::Ewma,
                 LoadBalancerType::RoundRobin => LoadBalancer::RoundRobin,
                 LoadBalancerType::LeastRequest => LoadBalancer::LeastRequest,
+                LoadBalancerType::ConsistentHash => LoadBalancer::ConsistentHash,
             };
+            let hash_on = lb.and_then(|lb| lb.hash_on.as_ref()).and_then(|h| {
+                let key = match (&h.header, &h.cookie) {
+                    (Some(name), _) => hash_on::Key::Header(name.to_ascii_lowercase()),
+                    (None, Some(name)) => hash_on::Key::Cookie(name.clone()),
+                    (None, None) => return None,
+                };
+                Some(WireHashOn { key: Some(key) })
+            });
             let policy = Policy {
                 load_balancer,
+                hash_on,
                 // Validation refuses 0s; a 0 that got through is left to the proxy's
                 // default rather than sent as an invalid value.
                 connect_timeout_ms: spec.connect_timeout.map(millis).filter(|ms| *ms > 0),

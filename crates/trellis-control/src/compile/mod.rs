@@ -310,6 +310,7 @@ impl MeshIndex {
             protocol: protocol as i32,
             endpoints,
             load_balancer: LoadBalancer::Ewma as i32,
+            hash_on: None,
             connect_timeout_ms: None,
         }
     }
@@ -481,6 +482,7 @@ impl MeshIndex {
             endpoints: service.map(|s| s.endpoints.clone()).unwrap_or_default(),
             load_balancer: policy.map_or(LoadBalancer::Ewma, |p| p.load_balancer) as i32,
             connect_timeout_ms: policy.and_then(|p| p.connect_timeout_ms),
+            hash_on: policy.and_then(|p| p.hash_on.clone()),
         }
     }
 }

@@ -17,6 +17,8 @@ use std::path::Path;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use trellis_api::authz::AuthorizationConfig;
+/// What a consistent hash keys requests on (the BackendPolicy's own shape).
+pub use trellis_api::policy::HashOn;
 use trellis_identity::SpiffeId;
 
 pub use self::duration::{Duration, ParseDurationError};
@@ -136,6 +138,9 @@ pub struct BackendConfig {
     /// Default `ewma`.
     #[serde(default)]
     pub load_balancer: LoadBalancer,
+    /// With `consistent-hash`: what requests are keyed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<HashOn>,
     /// Time allowed to open a TCP connection to an endpoint. Default `1s`.
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: Duration,
@@ -164,6 +169,9 @@ pub enum LoadBalancer {
     RoundRobin,
     /// Power of two choices over outstanding requests.
     LeastRequest,
+    /// A Maglev table keyed by `hashOn`: the same key, the same endpoint (weights are
+    /// not used). Requests without the key get least-request.
+    ConsistentHash,
 }
 
 /// One endpoint of a backend.
@@ -326,6 +334,20 @@ impl ProxyConfig {
                 return Err(ConfigError::invalid(
                     format!("{at}.name"),
                     format!("duplicate backend name {:?}", b.name),
+                ));
+            }
+            let hashing = b.load_balancer == LoadBalancer::ConsistentHash;
+            let one_key = b.hash_on.as_ref().is_some_and(|h| {
+                h.header
+                    .as_ref()
+                    .is_some_and(|n| http::HeaderName::from_bytes(n.as_bytes()).is_ok())
+                    != h.cookie.as_ref().is_some_and(|n| !n.is_empty())
+            });
+            if hashing != one_key || (b.hash_on.is_some() && !hashing) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.hashOn"),
+                    "loadBalancer consistent-hash needs hashOn with exactly one valid \
+                     header or cookie name; other balancers take none",
                 ));
             }
             for (j, e) in b.endpoints.iter().enumerate() {

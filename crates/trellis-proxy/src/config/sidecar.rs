@@ -48,6 +48,7 @@ impl ProxyConfig {
                     identity: None,
                 }],
                 load_balancer: LoadBalancer::Ewma,
+                hash_on: None,
                 connect_timeout: defaults::connect_timeout(),
                 idle_timeout: defaults::pool_idle_timeout(),
             }],

@@ -131,6 +131,16 @@ fn errors_name_the_field() {
         ),
         (
             "loadBalancer: ewma",
+            "loadBalancer: consistent-hash",
+            "backends[0].hashOn: loadBalancer consistent-hash needs hashOn",
+        ),
+        (
+            "loadBalancer: ewma",
+            "loadBalancer: ewma\n    hashOn: {header: x-user}",
+            "backends[0].hashOn: ",
+        ),
+        (
+            "loadBalancer: ewma",
             "loadBalancer: ewma\n    colour: red",
             "backends[0]",
         ),

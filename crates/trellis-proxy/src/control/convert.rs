@@ -9,9 +9,9 @@ use trellis_api::proto::v1 as wire;
 
 use crate::config::{
     self, defaults, BackendConfig, BackendProtocol, Duration, EndpointConfig, FaultAbortConfig,
-    FaultConfig, FaultDelayConfig, Header, HeaderModifier, ListenerConfig, ListenerProtocol,
-    LoadBalancer, Mirror, PathMatch, PathModifier, ProxyConfig, Redirect, RetryConfig, Rewrite,
-    RouteConfig, RouteFilters, RouteMatch, ValueMatch, WeightedBackend,
+    FaultConfig, FaultDelayConfig, HashOn, Header, HeaderModifier, ListenerConfig,
+    ListenerProtocol, LoadBalancer, Mirror, PathMatch, PathModifier, ProxyConfig, Redirect,
+    RetryConfig, Rewrite, RouteConfig, RouteFilters, RouteMatch, ValueMatch, WeightedBackend,
 };
 
 /// What the control plane does not decide: the proxy's own admin address and limits.
@@ -247,7 +247,19 @@ fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigE
             wire::LoadBalancer::Ewma => LoadBalancer::Ewma,
             wire::LoadBalancer::RoundRobin => LoadBalancer::RoundRobin,
             wire::LoadBalancer::LeastRequest => LoadBalancer::LeastRequest,
+            wire::LoadBalancer::ConsistentHash => LoadBalancer::ConsistentHash,
         },
+        hash_on: b.hash_on.as_ref().map(|h| match &h.key {
+            Some(wire::hash_on::Key::Header(name)) => HashOn {
+                header: Some(name.clone()),
+                cookie: None,
+            },
+            Some(wire::hash_on::Key::Cookie(name)) => HashOn {
+                header: None,
+                cookie: Some(name.clone()),
+            },
+            None => HashOn::default(),
+        }),
         connect_timeout: millis(b.connect_timeout_ms).unwrap_or_else(defaults::connect_timeout),
         idle_timeout: defaults::pool_idle_timeout(),
     })
@@ -373,6 +385,7 @@ mod tests {
                         identity: "spiffe://trellis.local/ns/default/sa/ratings".into(),
                     }],
                     load_balancer: wire::LoadBalancer::LeastRequest as i32,
+                    hash_on: None,
                     connect_timeout_ms: Some(250),
                 })
                 .collect(),

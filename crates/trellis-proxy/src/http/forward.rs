@@ -257,9 +257,11 @@ async fn attempt(
     upgrade: bool,
 ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
     let backend = &target.backend;
-    let endpoint = backend.pick().ok_or_else(|| ProxyError::NoEndpoints {
-        backend: backend.name.clone(),
-    })?;
+    let endpoint = backend
+        .pick_for(backend.hash_key(req.headers()))
+        .ok_or_else(|| ProxyError::NoEndpoints {
+            backend: backend.name.clone(),
+        })?;
     let in_flight = InFlight::new(endpoint.clone());
     // Only endpoints of the mesh need this proxy's identity; others skip the lookup.
     let identity = match endpoint.identity() {

@@ -15,6 +15,7 @@ fn backend(name: &str) -> Arc<Backend> {
         protocol: BackendProtocol::Http1,
         endpoints: vec![],
         load_balancer: LoadBalancer::Ewma,
+        hash_on: None,
         connect_timeout: config::Duration::from_secs(1),
         idle_timeout: config::Duration::from_secs(1),
     };

@@ -1,7 +1,7 @@
 //! BackendPolicy: load balancing, connect timeout and the default request timeout; a
 //! rule's own timeouts and retries.
 
-use trellis_api::proto::v1::{LoadBalancer, Retry};
+use trellis_api::proto::v1::{hash_on, LoadBalancer, Retry};
 
 use super::outbound::{bookinfo, productpage, LISTENER};
 use super::*;
@@ -171,4 +171,33 @@ spec:
     );
     let catch_all = routes.iter().find(|r| r.name == "default").expect("route");
     assert_eq!(catch_all.retry, None);
+}
+
+#[test]
+fn consistent_hash_reaches_the_backend() {
+    let policy = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  loadBalancer: {type: consistent-hash, hashOn: {header: X-User}}
+"#;
+    let config = compile(&bookinfo(policy), &productpage());
+    let b = backend(&config, "ratings.bookinfo");
+    assert_eq!(b.load_balancer, LoadBalancer::ConsistentHash as i32);
+    assert_eq!(
+        b.hash_on.as_ref().and_then(|h| h.key.clone()),
+        Some(hash_on::Key::Header("x-user".into())),
+        "header names in lower case"
+    );
+    let cookie = policy.replace("{header: X-User}", "{cookie: session}");
+    let config = compile(&bookinfo(&cookie), &productpage());
+    assert_eq!(
+        backend(&config, "ratings.bookinfo")
+            .hash_on
+            .as_ref()
+            .and_then(|h| h.key.clone()),
+        Some(hash_on::Key::Cookie("session".into()))
+    );
 }
