@@ -115,6 +115,21 @@ pub struct BackendPolicySpec {
     /// Protocol to the endpoints. Unset: from the Service port's `appProtocol`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<BackendProtocol>,
+    /// Which endpoints a caller uses by zone. Default `any`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+}
+
+/// Zone preference of the Service's callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Locality {
+    /// Every ready endpoint, whatever its zone.
+    #[default]
+    Any,
+    /// Only the ready endpoints in the caller's zone while there is one; every ready
+    /// endpoint when there is none, or the caller has no zone.
+    PreferZone,
 }
 
 /// The object a policy attaches to (Gateway API `LocalPolicyTargetReference`).
@@ -257,6 +272,7 @@ impl BackendPolicySpec {
             connect_timeout: None,
             request_timeout: None,
             protocol: None,
+            locality: None,
         }
     }
 

@@ -596,6 +596,10 @@ pub struct Endpoint {
     /// The SPIFFE ID the endpoint's proxy must prove over mTLS; empty: plaintext.
     #[prost(string, tag = "3")]
     pub identity: ::prost::alloc::string::String,
+    /// The workload's zone; empty: none. The control plane uses it to prefer a caller's
+    /// own zone; the proxy only shows it.
+    #[prost(string, tag = "4")]
+    pub zone: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

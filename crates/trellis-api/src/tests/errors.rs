@@ -143,6 +143,7 @@ fn broken_documents_name_the_field() {
         (POLICY, "type: least-request", "type: random", "spec.loadBalancer.type",
          "expected one of `ewma`, `round-robin`, `least-request`"),
         (POLICY, "connectTimeout: 500ms", "connectTimeout: 0s", "spec.connectTimeout", "must be greater than 0s"),
+        (POLICY, "protocol: http2", "protocol: http2\n  locality: nearest", "spec.locality", "unknown variant `nearest`, expected `any` or `prefer-zone`"),
         (POLICY, "type: least-request", "type: consistent-hash", "spec.loadBalancer.hashOn", "consistent-hash needs hashOn"),
         (POLICY, "type: least-request", "type: least-request\n    hashOn: {header: x-user}", "spec.loadBalancer.hashOn", "only to type consistent-hash"),
         (POLICY, "type: least-request", "type: consistent-hash\n    hashOn: {header: x-user, cookie: s}", "spec.loadBalancer.hashOn", "exactly one of header or cookie"),

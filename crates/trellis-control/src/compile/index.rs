@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use trellis_api::authz::AuthorizationPolicySpec;
 use trellis_api::meta::READY;
 use trellis_api::policy::{
-    BackendPolicySpec, BackendProtocol, LoadBalancerType, MeshConfigSpec, MtlsMode,
+    BackendPolicySpec, BackendProtocol, LoadBalancerType, Locality, MeshConfigSpec, MtlsMode,
 };
 use trellis_api::proto::v1::{
     hash_on, AuthorizationAction, AuthorizationPolicy as WireAuthorizationPolicy, Endpoint,
@@ -67,6 +67,8 @@ pub(super) struct Policy {
     pub load_balancer: LoadBalancer,
     /// With a consistent hash: what it keys on.
     pub hash_on: Option<WireHashOn>,
+    /// Whether callers keep to their own zone while it has ready endpoints.
+    pub prefer_zone: bool,
     pub connect_timeout_ms: Option<u64>,
     /// For routes to the Service that set no timeout; `None` is no limit.
     pub request_timeout_ms: Option<u64>,
@@ -134,6 +136,7 @@ struct WorkloadRef<'a> {
     endpoint: Option<SocketAddr>,
     /// The SPIFFE ID its proxy proves.
     identity: String,
+    zone: &'a str,
 }
 
 impl Tables {
@@ -278,6 +281,7 @@ fn services(
                 SocketAddr::new(w.address, w.inbound_port.unwrap_or(DEFAULT_INBOUND_PORT))
             }),
             identity: workload_identity(trust_domain, &r.metadata.namespace, &w.service_account),
+            zone: w.zone.as_deref().unwrap_or_default(),
         })
         .collect();
     // (namespace, label, value) → workloads, to start each selector from its rarest
@@ -334,25 +338,26 @@ fn endpoints(
     let Some(candidates) = rarest else {
         return Vec::new();
     };
-    let mut selected: Vec<(SocketAddr, &str)> = candidates
+    let mut selected: Vec<(SocketAddr, &str, &str)> = candidates
         .iter()
         .filter_map(|&i| {
             let w = &workloads[i];
             let selected = selector.iter().all(|(k, v)| w.labels.get(k) == Some(v));
             w.endpoint
                 .filter(|_| selected)
-                .map(|a| (a, w.identity.as_str()))
+                .map(|a| (a, w.identity.as_str(), w.zone))
         })
         .collect();
     selected.sort();
     // Two workloads claiming one address: the first identity (in order) keeps it.
-    selected.dedup_by_key(|(a, _)| *a);
+    selected.dedup_by_key(|(a, _, _)| *a);
     selected
         .into_iter()
-        .map(|(a, identity)| Endpoint {
+        .map(|(a, identity, zone)| Endpoint {
             address: a.to_string(),
             weight: 1,
             identity: identity.to_string(),
+            zone: zone.to_string(),
         })
         .collect()
 }
@@ -408,6 +413,7 @@ fn pick_policies(policies: &[(&Resource, &BackendPolicySpec)]) -> HashMap<Servic
             let policy = Policy {
                 load_balancer,
                 hash_on,
+                prefer_zone: spec.locality == Some(Locality::PreferZone),
                 // Validation refuses 0s; a 0 that got through is left to the proxy's
                 // default rather than sent as an invalid value.
                 connect_timeout_ms: spec.connect_timeout.map(millis).filter(|ms| *ms > 0),

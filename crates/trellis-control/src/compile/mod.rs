@@ -153,6 +153,8 @@ struct Caller<'a> {
     namespace: &'a str,
     /// Its SPIFFE ID.
     identity: String,
+    /// Its zone; empty: none.
+    zone: &'a str,
 }
 
 /// Compiles the configuration of one proxy. To compile many proxies against the same
@@ -191,6 +193,7 @@ impl MeshIndex {
                 namespace,
                 &proxy.service_account,
             ),
+            zone: &proxy.zone,
         };
         let inbound_port = u16::try_from(proxy.inbound_port)
             .ok()
@@ -240,7 +243,11 @@ impl MeshIndex {
             listeners.push(self.http_proxy(&targets, &caller, port, &mut reach));
         }
 
-        backends.extend(reach.iter().map(|(key, h2)| self.backend(key, *h2)));
+        backends.extend(
+            reach
+                .iter()
+                .map(|(key, h2)| self.backend(key, *h2, caller.zone)),
+        );
         listeners.sort_by(|a, b| a.name.cmp(&b.name));
         backends.sort_by(|a, b| a.name.cmp(&b.name));
         ProxyConfig {
@@ -302,6 +309,7 @@ impl MeshIndex {
                 weight: 1,
                 // The app is on loopback, in plaintext.
                 identity: String::new(),
+                zone: String::new(),
             })
             .into_iter()
             .collect();
@@ -388,6 +396,7 @@ impl MeshIndex {
         let caller = Caller {
             namespace,
             identity: identity.to_string(),
+            zone: "",
         };
         self.outbound_routes(target, &caller, &mut BTreeMap::new())
             .1
@@ -464,8 +473,11 @@ impl MeshIndex {
         (protocol, routes)
     }
 
-    /// The backend for `key`; `grpc` when a gRPC listener sends to it.
-    fn backend(&self, key: &ServiceKey, grpc: bool) -> Backend {
+    /// The backend for `key`; `grpc` when a gRPC listener sends to it. With a
+    /// `prefer-zone` BackendPolicy and ready endpoints in `zone` (the caller's), only
+    /// those: readiness changes recompile every caller, so a zone whose last endpoint
+    /// goes unready fails over to the others.
+    fn backend(&self, key: &ServiceKey, grpc: bool, zone: &str) -> Backend {
         let service = self.service(key);
         let tcp = service.is_some_and(|s| s.protocol() == AppProtocol::Tcp);
         let protocol = if tcp && !grpc {
@@ -474,12 +486,16 @@ impl MeshIndex {
             BackendProtocol::Http2
         };
         let policy = self.tables.policies.get(key);
-        // Locality-aware balancing (workload zones) and endpoint weights come later;
-        // every endpoint weighs 1 for now.
+        // Endpoint weights come later; every endpoint weighs 1 for now.
+        let mut endpoints = service.map(|s| s.endpoints.clone()).unwrap_or_default();
+        let prefer_zone = policy.is_some_and(|p| p.prefer_zone);
+        if prefer_zone && !zone.is_empty() && endpoints.iter().any(|e| e.zone == zone) {
+            endpoints.retain(|e| e.zone == zone);
+        }
         Backend {
             name: backend_name(key),
             protocol: protocol as i32,
-            endpoints: service.map(|s| s.endpoints.clone()).unwrap_or_default(),
+            endpoints,
             load_balancer: policy.map_or(LoadBalancer::Ewma, |p| p.load_balancer) as i32,
             connect_timeout_ms: policy.and_then(|p| p.connect_timeout_ms),
             hash_on: policy.and_then(|p| p.hash_on.clone()),

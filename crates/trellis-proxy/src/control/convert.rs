@@ -383,6 +383,7 @@ mod tests {
                         address: "127.0.0.1:7143".into(),
                         weight: 1,
                         identity: "spiffe://trellis.local/ns/default/sa/ratings".into(),
+                        zone: String::new(),
                     }],
                     load_balancer: wire::LoadBalancer::LeastRequest as i32,
                     hash_on: None,

@@ -7,6 +7,7 @@ mod faults;
 mod filters;
 mod http_proxy;
 mod inbound;
+mod locality;
 mod outbound;
 mod policy;
 mod precedence;
