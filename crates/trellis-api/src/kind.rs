@@ -33,11 +33,13 @@ pub enum Kind {
     BackendPolicy,
     /// Who may call a Service, and how.
     AuthorizationPolicy,
+    /// Delays and aborts injected into a route's requests.
+    FaultInjection,
 }
 
 impl Kind {
     /// Every kind, in the order `trellis get` lists them.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Service,
         Kind::Workload,
         Kind::HTTPRoute,
@@ -45,6 +47,7 @@ impl Kind {
         Kind::TCPRoute,
         Kind::BackendPolicy,
         Kind::AuthorizationPolicy,
+        Kind::FaultInjection,
         Kind::MeshConfig,
     ];
 
@@ -59,6 +62,7 @@ impl Kind {
             Kind::MeshConfig => "MeshConfig",
             Kind::BackendPolicy => "BackendPolicy",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::FaultInjection => "FaultInjection",
         }
     }
 
@@ -73,6 +77,7 @@ impl Kind {
             Kind::MeshConfig => "meshconfigs",
             Kind::BackendPolicy => "backendpolicies",
             Kind::AuthorizationPolicy => "authorizationpolicies",
+            Kind::FaultInjection => "faultinjections",
         }
     }
 
@@ -129,6 +134,7 @@ impl Kind {
             "meshconfig" | "meshconfigs" => Kind::MeshConfig,
             "backendpolicy" | "backendpolicies" | "bp" => Kind::BackendPolicy,
             "authorizationpolicy" | "authorizationpolicies" | "authz" => Kind::AuthorizationPolicy,
+            "faultinjection" | "faultinjections" | "fault" | "faults" => Kind::FaultInjection,
             _ => return None,
         };
         Some(kind)
@@ -169,6 +175,8 @@ mod tests {
             ("authz", Some(Kind::AuthorizationPolicy)),
             ("AuthorizationPolicy", Some(Kind::AuthorizationPolicy)),
             ("authorizationpolicies", Some(Kind::AuthorizationPolicy)),
+            ("faults", Some(Kind::FaultInjection)),
+            ("FaultInjection", Some(Kind::FaultInjection)),
             ("route", None),
             ("", None),
             ("pods", None),

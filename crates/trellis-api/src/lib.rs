@@ -1,6 +1,6 @@
 //! The Trellis resource model: the documents operators apply (`HTTPRoute`,
 //! `GRPCRoute`, `TCPRoute` from the Kubernetes Gateway API; `Service`, `Workload`,
-//! `MeshConfig`, `BackendPolicy` and `AuthorizationPolicy` under
+//! `MeshConfig`, `BackendPolicy`, `AuthorizationPolicy` and `FaultInjection` under
 //! `trellis.dev/v1alpha1`), their typed specs, and their validation, with errors that
 //! give the path of the field at fault.
 //!
@@ -9,7 +9,8 @@
 //! with [`Resource::new`] and check them with [`Resource::validate`].
 //!
 //! [`proto`] is the control plane's gRPC API for proxies. [`authz`] holds the one
-//! evaluation of authorization policies that the proxy and `trellis explain` share.
+//! evaluation of authorization policies, and [`routing`] the one evaluation of route
+//! matches, that the proxy and `trellis explain` share.
 //!
 //! This crate is the contract between the control plane and the proxy: it must not
 //! depend on `trellis-proxy` or `trellis-control`.
@@ -17,6 +18,7 @@
 pub mod authz;
 pub mod duration;
 mod error;
+pub mod fault;
 pub mod kind;
 pub mod meta;
 mod parse;
@@ -24,6 +26,7 @@ pub mod policy;
 pub mod proto;
 mod resource;
 pub mod route;
+pub mod routing;
 pub mod service;
 mod validate;
 

@@ -182,6 +182,12 @@ impl Condition {
     /// `ResolvedRefs=True` when `missing` is empty; otherwise `ResolvedRefs=False`,
     /// reason `BackendNotFound`, naming what is missing.
     pub fn resolved_refs(missing: &[crate::ObjectRef]) -> Self {
+        Self::resolved_refs_because(missing, "BackendNotFound")
+    }
+
+    /// [`Condition::resolved_refs`] with the reason given for missing objects
+    /// (`TargetNotFound` for a policy's target).
+    pub fn resolved_refs_because(missing: &[crate::ObjectRef], reason: &str) -> Self {
         if missing.is_empty() {
             return Self::new(RESOLVED_REFS, ConditionStatus::True, "ResolvedRefs", "");
         }
@@ -189,7 +195,7 @@ impl Condition {
         Self::new(
             RESOLVED_REFS,
             ConditionStatus::False,
-            "BackendNotFound",
+            reason,
             format!("not found: {}", names.join(", ")),
         )
     }

@@ -140,6 +140,21 @@ pub struct BackendPolicySpec {
     /// Protocol to the endpoints. Unset: from the Service port's `appProtocol`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<BackendProtocol>,
+    /// Which endpoints a caller uses by zone. Default `any`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+}
+
+/// Zone preference of the Service's callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Locality {
+    /// Every ready endpoint, whatever its zone.
+    #[default]
+    Any,
+    /// Only the ready endpoints in the caller's zone while there is one; every ready
+    /// endpoint when there is none, or the caller has no zone.
+    PreferZone,
 }
 
 /// The object a policy attaches to (Gateway API `LocalPolicyTargetReference`).
@@ -168,12 +183,27 @@ impl PolicyTargetReference {
 }
 
 /// Load balancer settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerConfig {
     /// The algorithm.
     #[serde(rename = "type")]
     pub type_: LoadBalancerType,
+    /// With `consistent-hash`: what requests are keyed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<HashOn>,
+}
+
+/// The request attribute a consistent hash keys on; exactly one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HashOn {
+    /// A header's value (name case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A cookie's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
 }
 
 /// How a backend spreads requests over its endpoints.
@@ -187,6 +217,10 @@ pub enum LoadBalancerType {
     RoundRobin,
     /// Power of two choices over outstanding requests.
     LeastRequest,
+    /// A Maglev table over the endpoints, keyed by `hashOn`: requests with the same key
+    /// go to the same endpoint, and adding or removing one endpoint of N moves about
+    /// 1/N of the keys. Requests without the key get least-request.
+    ConsistentHash,
 }
 
 /// The HTTP version spoken to endpoints.
@@ -221,6 +255,35 @@ impl MeshConfigSpec {
     }
 }
 
+impl LoadBalancerConfig {
+    fn check(&self, at: &str) -> Checked {
+        let hashing = self.type_ == LoadBalancerType::ConsistentHash;
+        match &self.hash_on {
+            None if hashing => Err(ValidationError::new(
+                format!("{at}.hashOn"),
+                "consistent-hash needs hashOn: {header: NAME} or {cookie: NAME}",
+            )),
+            Some(_) if !hashing => Err(ValidationError::new(
+                format!("{at}.hashOn"),
+                "hashOn applies only to type consistent-hash",
+            )),
+            Some(h) => match (&h.header, &h.cookie) {
+                (Some(name), None) => validate::header_name(&format!("{at}.hashOn.header"), name),
+                (None, Some(name)) if !name.is_empty() && !name.contains([';', '=', ' ']) => Ok(()),
+                (None, Some(name)) => Err(ValidationError::new(
+                    format!("{at}.hashOn.cookie"),
+                    format!("{name:?} is not a cookie name"),
+                )),
+                _ => Err(ValidationError::new(
+                    format!("{at}.hashOn"),
+                    "set exactly one of header or cookie",
+                )),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
 impl BackendPolicySpec {
     /// A policy for Service `name` that changes nothing.
     pub fn for_service(name: impl Into<String>) -> Self {
@@ -234,6 +297,7 @@ impl BackendPolicySpec {
             connect_timeout: None,
             request_timeout: None,
             protocol: None,
+            locality: None,
         }
     }
 
@@ -242,6 +306,9 @@ impl BackendPolicySpec {
         let t = &self.target_ref;
         service_kind("spec.targetRef", &t.group, &t.kind)?;
         validate::name("spec.targetRef.name", &t.name)?;
+        if let Some(lb) = &self.load_balancer {
+            lb.check("spec.loadBalancer")?;
+        }
         if self.connect_timeout.is_some_and(Duration::is_zero) {
             return Err(ValidationError::new(
                 "spec.connectTimeout",

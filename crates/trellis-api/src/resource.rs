@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::authz::AuthorizationPolicySpec;
 use crate::error::{from_value, Checked, ValidationError};
+use crate::fault::FaultInjectionSpec;
 use crate::kind::Kind;
 use crate::meta::{is_rfc3339, Condition, ObjectMeta, Status};
 use crate::policy::{BackendPolicySpec, MeshConfigSpec};
@@ -59,6 +60,7 @@ pub enum Spec {
     MeshConfig(MeshConfigSpec),
     BackendPolicy(BackendPolicySpec),
     AuthorizationPolicy(AuthorizationPolicySpec),
+    FaultInjection(FaultInjectionSpec),
 }
 
 /// A reference from one resource to another, with the namespace resolved (empty for
@@ -96,6 +98,7 @@ impl Spec {
             Spec::MeshConfig(_) => Kind::MeshConfig,
             Spec::BackendPolicy(_) => Kind::BackendPolicy,
             Spec::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Spec::FaultInjection(_) => Kind::FaultInjection,
         }
     }
 
@@ -117,6 +120,7 @@ impl Spec {
             Kind::MeshConfig => Spec::MeshConfig(from_value(AT, value)?),
             Kind::BackendPolicy => Spec::BackendPolicy(from_value(AT, value)?),
             Kind::AuthorizationPolicy => Spec::AuthorizationPolicy(from_value(AT, value)?),
+            Kind::FaultInjection => Spec::FaultInjection(from_value(AT, value)?),
         })
     }
 
@@ -131,6 +135,7 @@ impl Spec {
             Spec::MeshConfig(s) => s.validate(),
             Spec::BackendPolicy(s) => s.validate(),
             Spec::AuthorizationPolicy(s) => s.validate(),
+            Spec::FaultInjection(s) => s.validate(),
         }
     }
 }
@@ -272,6 +277,7 @@ impl Resource {
             Spec::TCPRoute(s) => s.references(ns),
             Spec::BackendPolicy(s) => s.target_ref.object_ref(ns).into_iter().collect(),
             Spec::AuthorizationPolicy(s) => s.target_ref.object_ref(ns).into_iter().collect(),
+            Spec::FaultInjection(s) => s.target(ns).into_iter().collect(),
             Spec::Service(_) | Spec::Workload(_) | Spec::MeshConfig(_) => Vec::new(),
         };
         let mut seen = std::collections::HashSet::new();

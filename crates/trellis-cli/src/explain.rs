@@ -1,10 +1,12 @@
 //! `trellis explain`: whether a request from one identity to a Service would be allowed,
-//! and which authorization rule (or the default) decides, as the control plane's
-//! `GET /api/v1/explain` evaluates it with the proxies' own evaluation.
+//! and which authorization rule (or the default) decides; and which route and backends
+//! it would take — as the control plane's `GET /api/v1/explain` evaluates them with the
+//! proxies' own evaluations.
 //!
-//! Prints one line (`allowed by shop/allow-web rule 0`, `denied by default
-//! (defaultAuthorization: deny)`), or with `-o json` the control plane's answer. The exit
-//! code is 0 whether the request would be allowed or denied, 1 when it cannot be told.
+//! Prints two lines (`allowed by shop/allow-web rule 0`, then
+//! `route shop.cart.split (prefix:/cart) → cart-v1.shop 75%, cart-v2.shop 25%`), or with
+//! `-o json` the control plane's answer. The exit code is 0 whether the request would be
+//! allowed or denied, 1 when it cannot be told.
 
 use std::io::Write;
 
@@ -60,7 +62,7 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let answer = client.get(&path(&args)).await?;
     let text = match args.output {
         Output::Json => serde_json::to_string_pretty(&answer)? + "\n",
-        Output::Line => verdict(&answer)? + "\n",
+        Output::Line => verdict(&answer)? + "\n" + &route_line(&answer["route"]) + "\n",
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
@@ -125,6 +127,40 @@ fn verdict(answer: &Value) -> anyhow::Result<String> {
     })
 }
 
+/// The route line of an explain answer.
+fn route_line(route: &Value) -> String {
+    let Some(name) = route["name"].as_str() else {
+        return "route: none matches (404)".to_string();
+    };
+    let mut line = format!("route {name} ({})", route["match"].as_str().unwrap_or("?"));
+    if let Some(status) = route["redirectStatus"].as_u64() {
+        line.push_str(&format!(" → redirect {status}"));
+    } else {
+        let backends: Vec<String> = route["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["weight"].as_u64().unwrap_or(0) > 0)
+            .map(|b| {
+                format!(
+                    "{} {}%",
+                    b["name"].as_str().unwrap_or("?"),
+                    b["percent"].as_f64().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        if backends.is_empty() {
+            line.push_str(" → no backend (503)");
+        } else {
+            line.push_str(&format!(" → {}", backends.join(", ")));
+        }
+    }
+    if let Some(fault) = route["fault"].as_str() {
+        line.push_str(&format!("; fault {fault}"));
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +190,38 @@ mod tests {
             assert_eq!(verdict(&answer).expect("verdict"), want);
         }
         assert!(verdict(&json!({"decidedBy": "default"})).is_err());
+    }
+
+    #[test]
+    fn routes_read_as_one_line() {
+        let cases = [
+            (
+                json!({"name": "shop.cart.split", "match": "prefix:/cart", "backends": [
+                    {"name": "cart-v1.shop", "weight": 3, "percent": 75.0},
+                    {"name": "cart-v2.shop", "weight": 1, "percent": 25.0},
+                    {"name": "cart-v3.shop", "weight": 0, "percent": 0.0},
+                ]}),
+                "route shop.cart.split (prefix:/cart) → cart-v1.shop 75%, cart-v2.shop 25%",
+            ),
+            (
+                json!({"name": "shop.cart.old", "match": "exact:/old", "redirectStatus": 301,
+                       "backends": [{"name": "cart.shop", "weight": 0, "percent": 0.0}]}),
+                "route shop.cart.old (exact:/old) → redirect 301",
+            ),
+            (
+                json!({"name": "default", "match": "*", "fault": "shop/chaos",
+                       "backends": [{"name": "cart.shop", "weight": 1, "percent": 100.0}]}),
+                "route default (*) → cart.shop 100%; fault shop/chaos",
+            ),
+            (
+                json!({"name": "shop.cart.empty", "match": "*",
+                       "backends": [{"name": "cart.shop", "weight": 0, "percent": 0.0}]}),
+                "route shop.cart.empty (*) → no backend (503)",
+            ),
+            (json!(null), "route: none matches (404)"),
+        ];
+        for (route, want) in cases {
+            assert_eq!(route_line(&route), want);
+        }
     }
 }

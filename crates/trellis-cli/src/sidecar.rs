@@ -53,6 +53,10 @@ pub struct SidecarArgs {
     /// Admin address of the sidecar (port 0: a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
+    /// The zone (failure domain) the workload runs in; callers whose BackendPolicy
+    /// says `locality: prefer-zone` keep to their own zone while it has ready endpoints.
+    #[arg(long)]
+    pub zone: Option<String>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -132,6 +136,7 @@ pub async fn start(
             .collect(),
         http_proxy_port: args.http_proxy_port.map_or(0, u32::from),
         outbound_port: capture.map_or(0, |c| u32::from(c.outbound_port)),
+        zone: args.zone.clone().unwrap_or_default(),
         ..Default::default()
     };
     let settings = ControlSettings {

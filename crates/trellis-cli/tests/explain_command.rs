@@ -153,7 +153,14 @@ fn explain_says_what_decides() {
     ];
     for (extra, want) in cases {
         let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();
-        assert_eq!(ok(cp.run(&args)), format!("{want}\n"), "{extra:?}");
+        let out = ok(cp.run(&args));
+        assert_eq!(out.lines().next(), Some(*want), "{extra:?}");
+        // The second line is the route: here the Service's catch-all.
+        assert_eq!(
+            out.lines().nth(1),
+            Some("route default (*) → cart.shop 100%"),
+            "{extra:?}"
+        );
     }
 
     let json = ok(cp.run(&[
@@ -175,7 +182,7 @@ fn explain_falls_back_to_the_mesh_default() {
     let args = ["explain", "--from", WEB, "--to", "books"];
     assert_eq!(
         ok(cp.run(&args)),
-        "allowed by default (defaultAuthorization: allow)\n"
+        "allowed by default (defaultAuthorization: allow)\nroute default (*) → books.default 100%\n"
     );
     cp.apply(
         "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: default}\n\
@@ -183,7 +190,50 @@ fn explain_falls_back_to_the_mesh_default() {
     );
     assert_eq!(
         ok(cp.run(&args)),
-        "denied by default (defaultAuthorization: deny)\n"
+        "denied by default (defaultAuthorization: deny)\nroute default (*) → books.default 100%\n"
+    );
+}
+
+#[test]
+fn explain_shows_the_route_and_backends() {
+    let cp = ControlPlane::start();
+    cp.apply(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: books}\n\
+         spec: {selector: {app: books}, ports: [{port: 80}]}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: books}\n\
+         spec:\n  parentRefs: [{name: books}]\n  rules:\n\
+         \x20   - name: testers\n\
+         \x20     matches: [{path: {value: /books}, headers: [{name: x-tester, value: \"yes\"}]}]\n\
+         \x20     backendRefs: [{name: books-v2}]\n\
+         \x20   - name: split\n\
+         \x20     matches: [{path: {value: /books}, method: GET}]\n\
+         \x20     backendRefs: [{name: books-v1, weight: 9}, {name: books-v2, weight: 1}]\n",
+    );
+    let route = |extra: &[&str]| {
+        let mut args = vec!["explain", "--to", "books", "--path", "/books/1"];
+        args.extend_from_slice(extra);
+        ok(cp.run(&args))
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        route(&["--method", "PUT", "--header", "x-tester:yes"]),
+        "route default.books.testers (prefix:/books h:x-tester=yes) → books-v2.default 100%"
+    );
+    // A method match is more specific than a header match (Gateway API precedence).
+    assert_eq!(
+        route(&["--header", "x-tester:yes"]),
+        "route default.books.split (prefix:/books m:GET) → books-v1.default 90%, books-v2.default 10%"
+    );
+    assert_eq!(
+        route(&[]),
+        "route default.books.split (prefix:/books m:GET) → books-v1.default 90%, books-v2.default 10%"
+    );
+    assert_eq!(
+        route(&["--method", "POST"]),
+        "route default (*) → books.default 100%"
     );
 }
 

@@ -22,6 +22,7 @@ pub mod http;
 pub mod io;
 mod listener;
 pub mod resilience;
+pub mod retry;
 pub mod route;
 pub mod sockopt;
 pub mod state;

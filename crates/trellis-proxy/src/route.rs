@@ -1,15 +1,24 @@
 //! Route selection on the request path: the first route whose match fits the request,
-//! then one of its backends by weight.
+//! then one of its backends by weight. The route's filters are in `filter`.
+
+pub mod fault;
+pub mod filter;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
-use regex::Regex;
+use trellis_api::routing::{
+    HeaderValues, MatchRequest, PathCondition, RequestMatcher, ValueCondition,
+};
 
 use crate::config::{self, PathMatch, RouteConfig};
+use crate::retry::RetryPolicy;
 use crate::state::Backend;
 use crate::telemetry::RouteLabels;
+
+use self::fault::Fault;
+use self::filter::{Filters, HeaderEdits};
 
 /// A compiled route.
 #[derive(Debug)]
@@ -18,7 +27,13 @@ pub struct Route {
     matcher: Matcher,
     backends: Vec<RouteBackend>,
     total_weight: u64,
+    /// Limit on the whole request, retries included, to response headers.
     pub timeout: Option<Duration>,
+    /// Limit on each attempt, to response headers.
+    pub backend_timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+    pub filters: Filters,
+    pub fault: Option<Fault>,
 }
 
 /// One backend of a route, with the metric labels of the pair.
@@ -27,6 +42,9 @@ pub struct RouteBackend {
     pub weight: u32,
     pub backend: Arc<Backend>,
     pub labels: RouteLabels,
+    /// Header changes for this backend, after the route's.
+    pub request_headers: Option<HeaderEdits>,
+    pub response_headers: Option<HeaderEdits>,
 }
 
 impl Route {
@@ -42,6 +60,11 @@ impl Route {
             Some(n) => n.as_str().into(),
             None => index.to_string().into(),
         };
+        let labels = |backend: &Arc<Backend>| RouteLabels {
+            listener: listener.clone(),
+            route: name.clone(),
+            backend: backend.name.clone(),
+        };
         let backends = config
             .weighted_backends()
             .into_iter()
@@ -49,21 +72,32 @@ impl Route {
                 let backend = lookup(&wb.name)?;
                 Some(RouteBackend {
                     weight: wb.weight,
-                    labels: RouteLabels {
-                        listener: listener.clone(),
-                        route: name.clone(),
-                        backend: backend.name.clone(),
-                    },
+                    labels: labels(&backend),
+                    request_headers: HeaderEdits::build_opt(wb.request_headers.as_ref())?,
+                    response_headers: HeaderEdits::build_opt(wb.response_headers.as_ref())?,
                     backend,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
+        let matched_prefix = match config.matches.as_ref().and_then(|m| m.path.as_ref()) {
+            Some(PathMatch::Prefix(p)) => p.as_str(),
+            _ => "",
+        };
+        let filters = Filters::build(&config.filters, matched_prefix, labels, &lookup)?;
+        let fault = match &config.fault {
+            Some(f) => Some(Fault::build(f)?),
+            None => None,
+        };
         Some(Self {
+            fault,
+            filters,
             matcher: Matcher::build(config.matches.as_ref())?,
             total_weight: backends.iter().map(|b| u64::from(b.weight)).sum(),
             backends,
             name,
             timeout: config.timeout.map(|t| t.get()),
+            backend_timeout: config.backend_timeout.map(|t| t.get()),
+            retry: config.retry.as_ref().map(RetryPolicy::build),
         })
     }
 
@@ -73,11 +107,16 @@ impl Route {
 
     /// A backend chosen in proportion to the weights; `None` when every weight is 0.
     pub fn pick_backend(&self) -> Option<&RouteBackend> {
+        self.pick_backend_with(&mut fastrand::Rng::new())
+    }
+
+    /// [`Route::pick_backend`] drawing from `rng`, so tests can seed it.
+    pub fn pick_backend_with(&self, rng: &mut fastrand::Rng) -> Option<&RouteBackend> {
         match self.backends.as_slice() {
             [only] if only.weight > 0 => Some(only),
             _ if self.total_weight == 0 => None,
             backends => {
-                let mut ticket = fastrand::u64(..self.total_weight);
+                let mut ticket = rng.u64(..self.total_weight);
                 backends.iter().find(|b| {
                     let w = u64::from(b.weight);
                     if ticket < w {
@@ -97,13 +136,11 @@ impl Route {
     }
 }
 
-/// Compiled match conditions.
+/// Compiled match conditions: the host here, the rest in the shared
+/// [`RequestMatcher`].
 #[derive(Debug, Default)]
 struct Matcher {
-    path: Option<PathMatcher>,
-    headers: Vec<(http::HeaderName, ValueMatcher)>,
-    query: Vec<(String, ValueMatcher)>,
-    method: Option<http::Method>,
+    request: RequestMatcher,
     hosts: Vec<HostMatcher>,
 }
 
@@ -139,39 +176,24 @@ fn request_authority<B>(req: &Request<B>) -> Option<http::uri::Authority> {
     host.parse().ok()
 }
 
-#[derive(Debug)]
-enum PathMatcher {
-    Exact(String),
-    Prefix(String),
-    Regex(Regex),
-}
+/// A request's headers as the shared matcher asks for them.
+struct Headers<'a>(&'a http::HeaderMap);
 
-#[derive(Debug)]
-enum ValueMatcher {
-    Exact(String),
-    Regex(Regex),
-}
-
-impl ValueMatcher {
-    fn build(m: &config::ValueMatch) -> Option<Self> {
-        match (&m.exact, &m.regex) {
-            (Some(v), _) => Some(Self::Exact(v.clone())),
-            (None, Some(r)) => Some(Self::Regex(anchored(r)?)),
-            (None, None) => None,
-        }
-    }
-
-    fn matches(&self, value: &str) -> bool {
-        match self {
-            Self::Exact(v) => v == value,
-            Self::Regex(r) => r.is_match(value),
-        }
+impl HeaderValues for Headers<'_> {
+    fn any_value(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.0
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(&mut *pred))
     }
 }
 
-/// Patterns must match the whole value, as the Gateway API specifies.
-fn anchored(pattern: &str) -> Option<Regex> {
-    Regex::new(&format!("^(?:{pattern})$")).ok()
+fn value_condition(m: &config::ValueMatch) -> Option<ValueCondition> {
+    match (&m.exact, &m.regex) {
+        (Some(v), _) => Some(ValueCondition::Exact(v.clone())),
+        (None, Some(r)) => ValueCondition::regex(r),
+        (None, None) => None,
+    }
 }
 
 impl Matcher {
@@ -181,47 +203,37 @@ impl Matcher {
         };
         let path = match &config.path {
             None => None,
-            Some(PathMatch::Exact(p)) => Some(PathMatcher::Exact(p.clone())),
-            Some(PathMatch::Prefix(p)) => {
-                Some(PathMatcher::Prefix(p.trim_end_matches('/').to_string()))
-            }
-            Some(PathMatch::Regex(r)) => Some(PathMatcher::Regex(anchored(r)?)),
+            Some(PathMatch::Exact(p)) => Some(PathCondition::Exact(p.clone())),
+            Some(PathMatch::Prefix(p)) => Some(PathCondition::prefix(p)),
+            Some(PathMatch::Regex(r)) => Some(PathCondition::regex(r)?),
         };
         let headers = config
             .headers
             .iter()
-            .map(|h| {
-                let name = http::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-                Some((name, ValueMatcher::build(h)?))
-            })
+            .map(|h| Some((h.name.to_ascii_lowercase(), value_condition(h)?)))
             .collect::<Option<Vec<_>>>()?;
         let query = config
             .query
             .iter()
-            .map(|q| Some((q.name.clone(), ValueMatcher::build(q)?)))
+            .map(|q| Some((q.name.clone(), value_condition(q)?)))
             .collect::<Option<Vec<_>>>()?;
-        let method = match &config.method {
-            Some(m) => Some(http::Method::from_bytes(m.as_bytes()).ok()?),
-            None => None,
-        };
         let hosts = config
             .hosts
             .iter()
             .map(|h| HostMatcher::build(h))
             .collect::<Option<Vec<_>>>()?;
         Some(Self {
-            path,
-            headers,
-            query,
-            method,
+            request: RequestMatcher {
+                path,
+                headers,
+                query,
+                method: config.method.clone(),
+            },
             hosts,
         })
     }
 
     fn matches<B>(&self, req: &Request<B>) -> bool {
-        if self.method.as_ref().is_some_and(|m| m != req.method()) {
-            return false;
-        }
         if !self.hosts.is_empty() {
             let Some(authority) = request_authority(req) else {
                 return false;
@@ -230,38 +242,11 @@ impl Matcher {
                 return false;
             }
         }
-        let path = req.uri().path();
-        let path_ok = match &self.path {
-            None => true,
-            Some(PathMatcher::Exact(p)) => path == p,
-            Some(PathMatcher::Prefix(p)) => {
-                // Whole segments only: `/api` takes `/api` and `/api/x`, not `/apis`.
-                path.strip_prefix(p.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || p.is_empty())
-            }
-            Some(PathMatcher::Regex(r)) => r.is_match(path),
-        };
-        if !path_ok {
-            return false;
-        }
-        let headers_ok = self.headers.iter().all(|(name, m)| {
-            req.headers()
-                .get_all(name)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|v| m.matches(v)))
-        });
-        if !headers_ok {
-            return false;
-        }
-        if self.query.is_empty() {
-            return true;
-        }
-        let query = req.uri().query().unwrap_or_default();
-        self.query.iter().all(|(name, m)| {
-            query
-                .split('&')
-                .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-                .any(|(k, v)| k == name && m.matches(v))
+        self.request.matches(&MatchRequest {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: &Headers(req.headers()),
         })
     }
 }

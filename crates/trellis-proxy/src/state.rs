@@ -62,6 +62,26 @@ pub struct Backend {
     pub protocol: BackendProtocol,
     endpoints: Vec<Weighted>,
     balancer: Balancer,
+    hash_on: Option<HashKey>,
+}
+
+/// What a backend's consistent hash keys on.
+#[derive(Debug)]
+enum HashKey {
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+impl HashKey {
+    fn build(config: &crate::config::HashOn) -> Option<Self> {
+        match (&config.header, &config.cookie) {
+            (Some(h), _) => http::HeaderName::from_bytes(h.as_bytes())
+                .ok()
+                .map(HashKey::Header),
+            (None, Some(c)) => Some(HashKey::Cookie(c.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 /// What makes two endpoints the same one, so a reload can keep it.
@@ -104,15 +124,39 @@ impl Backend {
             name: config.name.as_str().into(),
             protocol: config.protocol,
             balancer: Balancer::new(config.load_balancer, &endpoints),
+            hash_on: config.hash_on.as_ref().and_then(HashKey::build),
             endpoints,
         }
     }
 
     /// The endpoint for the next request or connection.
     pub fn pick(&self) -> Option<Arc<Endpoint>> {
+        self.pick_for(None)
+    }
+
+    /// The endpoint for a request with this consistent-hash key (see
+    /// [`Backend::hash_key`]).
+    pub fn pick_for(&self, key: Option<&[u8]>) -> Option<Arc<Endpoint>> {
         self.balancer
-            .pick(&self.endpoints)
+            .pick_keyed(&self.endpoints, key)
             .map(|w| w.endpoint.clone())
+    }
+
+    /// The consistent-hash key of a request with these headers: the value of the
+    /// backend's `hashOn` header or cookie; `None` when it has none, or the request
+    /// lacks it.
+    pub fn hash_key<'h>(&self, headers: &'h http::HeaderMap) -> Option<&'h [u8]> {
+        match self.hash_on.as_ref()? {
+            HashKey::Header(name) => headers.get(name).map(http::HeaderValue::as_bytes),
+            HashKey::Cookie(name) => headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_bytes()),
+        }
     }
 
     pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {

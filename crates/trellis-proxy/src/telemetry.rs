@@ -59,6 +59,36 @@ pub struct RouteLabels {
     pub backend: Arc<str>,
 }
 
+/// Labels of a mirrored request: the route and mirror backend, and how it went (the
+/// response's status class, `failed`, `timeout`, `aborted` when the mirror fell behind
+/// copying the body, `no endpoints`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
+    pub outcome: &'static str,
+}
+
+/// Labels of a retry: the route and backend, and why the attempt before failed (a
+/// proxy error reason, or `status` for a retried response status).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
+    pub reason: &'static str,
+}
+
+/// Labels of an injected fault: the route, the fault's name and `delay` or `abort`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    pub fault: Arc<str>,
+    pub kind: &'static str,
+}
+
 /// Labels of accepted connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ConnectionLabels {
@@ -112,6 +142,12 @@ pub struct Metrics {
     pub outbound_passthrough: Family<OutboundLabels, Counter>,
     /// Captured connections closed without being forwarded.
     pub outbound_refused: Family<OutboundLabels, Counter>,
+    /// Attempts retried, by route, backend and the reason of the failed attempt.
+    pub retries: Family<RetryLabels, Counter>,
+    /// Delays and aborts injected by FaultInjections.
+    pub faults: Family<FaultLabels, Counter>,
+    /// Copies of requests sent to mirror backends, by outcome.
+    pub mirrors: Family<MirrorLabels, Counter>,
     /// `trellis_tls_*`.
     pub tls: TlsMetrics,
     /// Request series made so far, against `max_series`.
@@ -221,6 +257,24 @@ impl Metrics {
             "Captured outbound connections closed without being forwarded, by reason",
             outbound_refused.clone(),
         );
+        let retries = Family::default();
+        registry.register(
+            "trellis_retries",
+            "Attempts retried, by the reason the attempt before failed",
+            retries.clone(),
+        );
+        let faults = Family::default();
+        registry.register(
+            "trellis_faults_injected",
+            "Delays and aborts injected into requests, by route and fault",
+            faults.clone(),
+        );
+        let mirrors = Family::default();
+        registry.register(
+            "trellis_mirror_requests",
+            "Copies of requests sent to a route's mirror backends, by outcome",
+            mirrors.clone(),
+        );
         let tls = TlsMetrics::register(&mut registry);
         let overflowed = Counter::default();
         registry.register(
@@ -248,6 +302,9 @@ impl Metrics {
             authz_denied,
             outbound_passthrough,
             outbound_refused,
+            retries,
+            faults,
+            mirrors,
         }
     }
 
@@ -299,6 +356,39 @@ impl Metrics {
         self.request_duration
             .get_or_create(&duration_labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one injected fault.
+    pub fn record_fault(&self, route: &RouteLabels, fault: &Arc<str>, kind: &'static str) {
+        let labels = FaultLabels {
+            listener: route.listener.clone(),
+            route: route.route.clone(),
+            fault: fault.clone(),
+            kind,
+        };
+        self.faults.get_or_create(&labels).inc();
+    }
+
+    /// Records one retry.
+    pub fn record_retry(&self, route: &RouteLabels, reason: &'static str) {
+        let labels = RetryLabels {
+            listener: route.listener.clone(),
+            route: route.route.clone(),
+            backend: route.backend.clone(),
+            reason,
+        };
+        self.retries.get_or_create(&labels).inc();
+    }
+
+    /// Records one mirrored request's outcome.
+    pub fn record_mirror(&self, route: &RouteLabels, outcome: &'static str) {
+        let labels = MirrorLabels {
+            listener: route.listener.clone(),
+            route: route.route.clone(),
+            backend: route.backend.clone(),
+            outcome,
+        };
+        self.mirrors.get_or_create(&labels).inc();
     }
 
     /// The metrics as OpenMetrics text.
@@ -371,7 +461,7 @@ impl Default for WarnLimiter {
     }
 }
 
-fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

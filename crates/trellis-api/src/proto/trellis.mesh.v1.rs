@@ -438,6 +438,169 @@ pub struct Route {
     /// Request timeout to response headers; unset: none.
     #[prost(uint64, optional, tag = "4")]
     pub timeout_ms: ::core::option::Option<u64>,
+    /// What the route does to its requests and responses besides forwarding them.
+    #[prost(message, optional, tag = "5")]
+    pub filters: ::core::option::Option<RouteFilters>,
+    /// Limit on each attempt to a backend, to response headers; unset: none.
+    #[prost(uint64, optional, tag = "6")]
+    pub backend_timeout_ms: ::core::option::Option<u64>,
+    /// Retries of failed attempts; unset: none.
+    #[prost(message, optional, tag = "7")]
+    pub retry: ::core::option::Option<Retry>,
+    /// Delays and aborts injected into matching requests (FaultInjection); unset: none.
+    #[prost(message, optional, tag = "8")]
+    pub fault: ::core::option::Option<Fault>,
+}
+/// Faults for a route's requests, from the FaultInjection attached to it; the control
+/// plane sends it only to proxies whose workload is one of the fault's sources.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Fault {
+    /// `<namespace>/<name>` of the FaultInjection, for metrics.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Requests the faults apply to: every header condition must hold.
+    #[prost(message, repeated, tag = "2")]
+    pub headers: ::prost::alloc::vec::Vec<ValueMatch>,
+    #[prost(message, optional, tag = "3")]
+    pub delay: ::core::option::Option<FaultDelay>,
+    #[prost(message, optional, tag = "4")]
+    pub abort: ::core::option::Option<FaultAbort>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FaultDelay {
+    #[prost(uint64, tag = "1")]
+    pub fixed_ms: u64,
+    /// 0 to 100.
+    #[prost(uint32, tag = "2")]
+    pub percent: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FaultAbort {
+    /// HTTP status, 400 to 599; 0: 500 for HTTP requests.
+    #[prost(uint32, tag = "1")]
+    pub http_status: u32,
+    /// gRPC status code for gRPC calls, 1 to 16; 0: the one matching `http_status`.
+    #[prost(uint32, tag = "2")]
+    pub grpc_status: u32,
+    /// 0 to 100.
+    #[prost(uint32, tag = "3")]
+    pub percent: u32,
+}
+/// Retries of replay-safe requests (idempotent methods whose body the proxy could hold):
+/// an attempt that failed to connect, failed before response headers, ran out of its
+/// backend timeout, or was answered with one of `codes` is tried again, unless the
+/// client has already been sent anything.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Retry {
+    /// Retries after the first attempt.
+    #[prost(uint32, tag = "1")]
+    pub attempts: u32,
+    /// Response statuses that are retried.
+    #[prost(uint32, repeated, tag = "2")]
+    pub codes: ::prost::alloc::vec::Vec<u32>,
+    /// Wait before the first retry; doubled for each further one, with jitter.
+    #[prost(uint64, tag = "3")]
+    pub backoff_ms: u64,
+}
+/// A route's filters (HTTPRoute and GRPCRoute rule filters). Each kind appears at most
+/// once, except mirrors; `redirect` and `rewrite` exclude each other.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RouteFilters {
+    #[prost(message, optional, tag = "1")]
+    pub request_headers: ::core::option::Option<HeaderModifier>,
+    #[prost(message, optional, tag = "2")]
+    pub response_headers: ::core::option::Option<HeaderModifier>,
+    /// Set: the route answers with this redirect and forwards nothing.
+    #[prost(message, optional, tag = "3")]
+    pub redirect: ::core::option::Option<Redirect>,
+    #[prost(message, optional, tag = "4")]
+    pub rewrite: ::core::option::Option<Rewrite>,
+    /// Copies of requests sent to other backends; their answers are dropped.
+    #[prost(message, repeated, tag = "5")]
+    pub mirrors: ::prost::alloc::vec::Vec<Mirror>,
+}
+/// Headers to set (replacing), add (appending) and remove; names are lower case.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HeaderModifier {
+    #[prost(message, repeated, tag = "1")]
+    pub set: ::prost::alloc::vec::Vec<Header>,
+    #[prost(message, repeated, tag = "2")]
+    pub add: ::prost::alloc::vec::Vec<Header>,
+    #[prost(string, repeated, tag = "3")]
+    pub remove: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Header {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Redirect {
+    /// `http` or `https`; empty: the request's.
+    #[prost(string, tag = "1")]
+    pub scheme: ::prost::alloc::string::String,
+    /// Empty: the request's host.
+    #[prost(string, tag = "2")]
+    pub hostname: ::prost::alloc::string::String,
+    /// Unset: the request's path.
+    #[prost(message, optional, tag = "3")]
+    pub path: ::core::option::Option<PathModifier>,
+    /// 0: the scheme's well-known port when `scheme` is set, else the request's port.
+    #[prost(uint32, tag = "4")]
+    pub port: u32,
+    /// 301, 302, 303, 307 or 308.
+    #[prost(uint32, tag = "5")]
+    pub status_code: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Rewrite {
+    /// Replacement host (`Host` / `:authority`); empty: keep it.
+    #[prost(string, tag = "1")]
+    pub hostname: ::prost::alloc::string::String,
+    /// Unset: keep the path.
+    #[prost(message, optional, tag = "2")]
+    pub path: ::core::option::Option<PathModifier>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PathModifier {
+    #[prost(oneof = "path_modifier::Kind", tags = "1, 2")]
+    pub kind: ::core::option::Option<path_modifier::Kind>,
+}
+/// Nested message and enum types in `PathModifier`.
+pub mod path_modifier {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Kind {
+        /// Replaces the whole path.
+        #[prost(string, tag = "1")]
+        Full(::prost::alloc::string::String),
+        /// Replaces the prefix the route's path match matched, keeping the rest.
+        #[prost(string, tag = "2")]
+        Prefix(::prost::alloc::string::String),
+    }
+}
+/// Mirror `numerator / denominator` of the requests to `backend`.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Mirror {
+    #[prost(string, tag = "1")]
+    pub backend: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub numerator: u32,
+    #[prost(uint32, tag = "3")]
+    pub denominator: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -495,12 +658,38 @@ pub mod value_match {
     }
 }
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct WeightedBackend {
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,
     #[prost(uint32, tag = "2")]
     pub weight: u32,
+    /// Header changes for the requests sent to this backend and its responses, after the
+    /// route's own.
+    #[prost(message, optional, tag = "3")]
+    pub request_headers: ::core::option::Option<HeaderModifier>,
+    #[prost(message, optional, tag = "4")]
+    pub response_headers: ::core::option::Option<HeaderModifier>,
+}
+/// What a consistent hash keys requests on.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HashOn {
+    #[prost(oneof = "hash_on::Key", tags = "1, 2")]
+    pub key: ::core::option::Option<hash_on::Key>,
+}
+/// Nested message and enum types in `HashOn`.
+pub mod hash_on {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Key {
+        /// A header's value; the name in lower case.
+        #[prost(string, tag = "1")]
+        Header(::prost::alloc::string::String),
+        /// A cookie's value.
+        #[prost(string, tag = "2")]
+        Cookie(::prost::alloc::string::String),
+    }
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -515,6 +704,9 @@ pub struct Backend {
     pub load_balancer: i32,
     #[prost(uint64, optional, tag = "5")]
     pub connect_timeout_ms: ::core::option::Option<u64>,
+    /// With LOAD_BALANCER_CONSISTENT_HASH.
+    #[prost(message, optional, tag = "6")]
+    pub hash_on: ::core::option::Option<HashOn>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -527,6 +719,10 @@ pub struct Endpoint {
     /// The SPIFFE ID the endpoint's proxy must prove over mTLS; empty: plaintext.
     #[prost(string, tag = "3")]
     pub identity: ::prost::alloc::string::String,
+    /// The workload's zone; empty: none. The control plane uses it to prefer a caller's
+    /// own zone; the proxy only shows it.
+    #[prost(string, tag = "4")]
+    pub zone: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -687,6 +883,8 @@ pub enum LoadBalancer {
     Ewma = 0,
     RoundRobin = 1,
     LeastRequest = 2,
+    /// A Maglev table keyed by `Backend.hash_on`.
+    ConsistentHash = 3,
 }
 impl LoadBalancer {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -698,6 +896,7 @@ impl LoadBalancer {
             Self::Ewma => "LOAD_BALANCER_EWMA",
             Self::RoundRobin => "LOAD_BALANCER_ROUND_ROBIN",
             Self::LeastRequest => "LOAD_BALANCER_LEAST_REQUEST",
+            Self::ConsistentHash => "LOAD_BALANCER_CONSISTENT_HASH",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -706,6 +905,7 @@ impl LoadBalancer {
             "LOAD_BALANCER_EWMA" => Some(Self::Ewma),
             "LOAD_BALANCER_ROUND_ROBIN" => Some(Self::RoundRobin),
             "LOAD_BALANCER_LEAST_REQUEST" => Some(Self::LeastRequest),
+            "LOAD_BALANCER_CONSISTENT_HASH" => Some(Self::ConsistentHash),
             _ => None,
         }
     }

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::filter::{check_filter_list, unique_ignoring_case, GRPCRouteFilter};
+use super::filter::{
+    check_backend_filter_types, check_filter_list, unique_ignoring_case, GRPCRouteFilter,
+};
 use super::http::{match_value, MatchType};
 use super::{
     check_parents, check_rule_names, parent_object_refs, GRPCBackendRef, ParentReference,
@@ -130,6 +132,10 @@ impl GRPCRouteRule {
             let at = format!("{refs}[{i}]");
             b.check_ref(&at)?;
             check_filters(&at, &b.filters)?;
+            check_backend_filter_types(
+                &format!("{at}.filters"),
+                b.filters.iter().map(GRPCRouteFilter::type_name),
+            )?;
         }
         Ok(())
     }

@@ -4,7 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::filter::{check_filter_list, unique_ignoring_case, HTTPPathModifier, HTTPRouteFilter};
+use super::filter::{
+    check_backend_filter_types, check_filter_list, unique_ignoring_case, HTTPPathModifier,
+    HTTPRouteFilter,
+};
 use super::{
     check_parents, check_rule_names, parent_object_refs, HTTPBackendRef, ParentReference,
     MAX_BACKEND_REFS, MAX_FILTERS, MAX_HEADER_MATCHES, MAX_MATCHES,
@@ -242,6 +245,10 @@ impl HTTPRouteRule {
             let at = format!("{refs}[{i}]");
             b.check_ref(&at)?;
             check_filters(&at, &b.filters)?;
+            check_backend_filter_types(
+                &format!("{at}.filters"),
+                b.filters.iter().map(HTTPRouteFilter::type_name),
+            )?;
         }
         if let Some(t) = &self.timeouts {
             if let (Some(request), Some(backend)) = (t.request, t.backend_request) {

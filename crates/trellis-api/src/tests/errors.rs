@@ -20,6 +20,7 @@ fn broken_documents_name_the_field() {
     const MESH: &str = "meshconfig.yaml";
     const POLICY: &str = "backendpolicy.yaml";
     const AUTHZ: &str = "authorizationpolicy.yaml";
+    const FAULT: &str = "faultinjection.yaml";
     #[rustfmt::skip]
     let cases: &[(&str, &str, &str, &str, &str)] = &[
         // Envelope and metadata.
@@ -95,6 +96,20 @@ fn broken_documents_name_the_field() {
         (FILTERS, "type: ResponseHeaderModifier\n          responseHeaderModifier:\n            add:\n              - name: x-served-by\n                value: trellis\n",
          "type: RequestMirror\n          requestMirror:\n            backendRef: {name: reviews-v3}\n        - type: RequestRedirect\n          requestRedirect: {}\n        - type: URLRewrite\n          urlRewrite: {}\n",
          "spec.rules[2].filters[3].type", "URLRewrite cannot be combined with RequestRedirect"),
+        (FILTERS, "value: v2\n", "value: v2\n            - type: RequestMirror\n              requestMirror: {backendRef: {name: reviews-v3}}\n",
+         "spec.rules[2].backendRefs[0].filters[1].type", "RequestMirror is not supported on a backendRef"),
+        // FaultInjection.
+        (FAULT, "kind: HTTPRoute", "kind: Service", "spec.targetRef", "must name an HTTPRoute or GRPCRoute"),
+        (FAULT, "fixed: 2s", "fixed: 0s", "spec.delay.fixed", "more than 0s and at most 1h"),
+        (FAULT, "percent: 50", "percent: 150", "spec.delay.percent", "between 0 and 100, got 150"),
+        (FAULT, "httpStatus: 503", "httpStatus: 200", "spec.abort.httpStatus", "between 400 and 599"),
+        (FAULT, "httpStatus: 503", "grpcStatus: 0", "spec.abort.grpcStatus", "between 1 and 16"),
+        (FAULT, "httpStatus: 503\n", "", "spec.abort", "set httpStatus or grpcStatus"),
+        (FAULT, "namespaces: [shop]", "namespaces: [Shop]", "spec.match.from.namespaces[0]", "not a valid name"),
+        (FAULT, "[\"spiffe://trellis.local/ns/bookinfo/sa/productpage\"]", "[productpage]",
+         "spec.match.from.identities[0]", "not a SPIFFE ID"),
+        (FAULT, "name: x-chaos", "name: \"x chaos\"", "spec.match.headers[0].name", "not a valid header name"),
+        (FAULT, "  abort:", "  chaos: true\n  abort:", "spec.chaos", "unknown field"),
         // GRPCRoute.
         (GRPC, "method: SayHello", "method: Say.Hello", "spec.rules[0].matches[0].method.method", "not a method name"),
         (GRPC, "service: helloworld.Greeter\n      filters", "type: Exact\n      filters",
@@ -129,6 +144,12 @@ fn broken_documents_name_the_field() {
         (POLICY, "type: least-request", "type: random", "spec.loadBalancer.type",
          "expected one of `ewma`, `round-robin`, `least-request`"),
         (POLICY, "connectTimeout: 500ms", "connectTimeout: 0s", "spec.connectTimeout", "must be greater than 0s"),
+        (POLICY, "protocol: http2", "protocol: http2\n  locality: nearest", "spec.locality", "unknown variant `nearest`, expected `any` or `prefer-zone`"),
+        (POLICY, "type: least-request", "type: consistent-hash", "spec.loadBalancer.hashOn", "consistent-hash needs hashOn"),
+        (POLICY, "type: least-request", "type: least-request\n    hashOn: {header: x-user}", "spec.loadBalancer.hashOn", "only to type consistent-hash"),
+        (POLICY, "type: least-request", "type: consistent-hash\n    hashOn: {header: x-user, cookie: s}", "spec.loadBalancer.hashOn", "exactly one of header or cookie"),
+        (POLICY, "type: least-request", "type: consistent-hash\n    hashOn: {header: \"x user\"}", "spec.loadBalancer.hashOn.header", "not a valid header name"),
+        (POLICY, "type: least-request", "type: consistent-hash\n    hashOn: {cookie: \"a=b\"}", "spec.loadBalancer.hashOn.cookie", "not a cookie name"),
         (POLICY, "kind: Service", "kind: Pod", "spec.targetRef.kind", "must be Service, got \"Pod\""),
         (POLICY, "    kind: Service\n", "", "spec.targetRef", "missing field `kind`"),
         (POLICY, "protocol: http2", "protocol: h2", "spec.protocol", "expected `http1` or `http2`"),

@@ -17,6 +17,7 @@ fn every_example_parses_as_its_kinds() {
         ("workload.yaml", &[Kind::Workload]),
         ("meshconfig.yaml", &[Kind::MeshConfig]),
         ("backendpolicy.yaml", &[Kind::BackendPolicy]),
+        ("faultinjection.yaml", &[Kind::FaultInjection]),
         (
             "authorizationpolicy.yaml",
             &[Kind::AuthorizationPolicy, Kind::AuthorizationPolicy],

@@ -8,6 +8,10 @@ mod multi;
 /// Every example file, by name.
 const EXAMPLES: &[(&str, &str)] = &[
     (
+        "faultinjection.yaml",
+        include_str!("../../examples/faultinjection.yaml"),
+    ),
+    (
         "httproute-canary.yaml",
         include_str!("../../examples/httproute-canary.yaml"),
     ),

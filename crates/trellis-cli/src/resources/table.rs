@@ -96,6 +96,15 @@ fn headers(kind: Kind) -> &'static [&'static str] {
             "RESOLVED",
             "AGE",
         ],
+        Kind::FaultInjection => &[
+            "NAME",
+            "NAMESPACE",
+            "TARGET",
+            "DELAY",
+            "ABORT",
+            "RESOLVED",
+            "AGE",
+        ],
         Kind::MeshConfig => &["NAME", "TRUST DOMAIN", "MTLS", "DEFAULT AUTHZ", "AGE"],
     }
 }
@@ -132,6 +141,24 @@ fn kind_columns(kind: Kind, r: &Value) -> Vec<String> {
                 rules.to_string(),
                 condition(r, "ResolvedRefs"),
             ]
+        }
+        Kind::FaultInjection => {
+            let delay = &spec["delay"];
+            let delay = match delay["fixed"].as_str() {
+                Some(fixed) => format!("{fixed} {}%", delay["percent"].as_u64().unwrap_or(100)),
+                None => "-".into(),
+            };
+            let abort = &spec["abort"];
+            let status = match (abort["httpStatus"].as_u64(), abort["grpcStatus"].as_u64()) {
+                (Some(http), _) => Some(http.to_string()),
+                (None, Some(grpc)) => Some(format!("grpc {grpc}")),
+                (None, None) => None,
+            };
+            let abort = match status {
+                Some(s) => format!("{s} {}%", abort["percent"].as_u64().unwrap_or(100)),
+                None => "-".into(),
+            };
+            vec![target(spec), delay, abort, condition(r, "ResolvedRefs")]
         }
         Kind::MeshConfig => vec![
             text(&spec["trustDomain"]),

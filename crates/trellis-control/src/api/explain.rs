@@ -1,5 +1,6 @@
 //! `GET /api/v1/explain`: whether a request from one identity to a Service would be
-//! allowed, and what decided it. What `trellis explain` shows.
+//! allowed, and what decided it; and which route and backends it would take. What
+//! `trellis explain` shows.
 //!
 //! The Service's authorization is compiled from the current resources by the compiler,
 //! exactly as its proxies receive it ([`MeshIndex::authorization`]), then read and
@@ -12,7 +13,11 @@
 //! `targetPort` of a declared Service, else unknown), and `header=name:value`, any
 //! number of times.
 //!
-//! Answer: `{allowed, decidedBy, defaultAction, service, request, policies}`, where
+//! The route is the first, in the caller's proxy's order, whose match the request
+//! meets (`explain_route.rs`); the caller is the namespace of `from`, else the
+//! Service's own.
+//!
+//! Answer: `{allowed, decidedBy, defaultAction, service, request, policies, route}`, where
 //! `decidedBy` is `{"policy": "shop/allow-web", "rule": 0}`, `"default"` (no policy
 //! spoke) or `"noAllowMatch"` (Allow policies exist and none matched).
 
@@ -28,6 +33,7 @@ use trellis_api::authz::{
 use trellis_api::meta::DEFAULT_NAMESPACE;
 use trellis_identity::SpiffeId;
 
+use super::explain_route::{route_taken, RouteTaken, Routed};
 use super::storage;
 use super::{ApiError, ApiState};
 use crate::compile::{MeshIndex, MeshState, ServiceKey};
@@ -71,6 +77,8 @@ pub(super) struct Explanation {
     request: Asked,
     /// The Service's policies, as its proxies hold them.
     policies: Vec<PolicyConfig>,
+    /// The route the request takes from the caller's proxy.
+    route: Option<RouteTaken>,
 }
 
 /// `GET /api/v1/explain?from=…&to=…`
@@ -101,7 +109,9 @@ pub(super) async fn explain(
         .filter(|m| !m.is_empty())
         .map_or_else(|| "GET".to_string(), |m| m.to_ascii_uppercase());
     let mut path = question.path.unwrap_or_else(|| "/".to_string());
+    let mut query = None;
     if let Some(q) = path.find('?') {
+        query = Some(path[q + 1..].to_string());
         path.truncate(q);
     }
     if !path.starts_with('/') {
@@ -134,6 +144,20 @@ pub(super) async fn explain(
         }),
     };
     let decision = authorizer.evaluate(&request);
+    let caller_ns = from
+        .as_deref()
+        .and_then(|f| f.parse::<SpiffeId>().ok())
+        .map_or_else(|| namespace.clone(), |id| id.namespace().to_string());
+    let routes = index.routes_for(&key, &caller_ns, from.as_deref().unwrap_or_default());
+    let route = route_taken(
+        &routes,
+        &Routed {
+            method: &method,
+            path: &path,
+            query: query.as_deref(),
+            headers: &question.headers,
+        },
+    );
     let decided_by = match decision.decided_by {
         DecidedBy::Rule { policy, rule, .. } => json!({"policy": policy, "rule": rule}),
         DecidedBy::Default => json!("default"),
@@ -156,6 +180,7 @@ pub(super) async fn explain(
             from,
         },
         policies: config.policies,
+        route,
     }))
 }
 

@@ -30,6 +30,7 @@
 pub(crate) mod auth;
 mod error;
 mod explain;
+mod explain_route;
 mod handlers;
 mod identity;
 mod stat;

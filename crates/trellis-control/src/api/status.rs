@@ -1,17 +1,25 @@
 //! The status the API shows, computed from the store on every read rather than stored,
 //! so it can never be stale.
 //!
-//! - `Accepted=True` on every resource: only valid resources are ever written.
+//! - `Accepted=True` on every resource (only valid resources are ever written), except
+//!   a route none of whose `parentRefs` takes effect: `Accepted=False` with reason
+//!   `NoMatchingParent` when each names a port (or `sectionName`) other than the routed
+//!   port of its declared Service (its first), as the compiler attaches routes.
 //! - `ResolvedRefs` on the kinds that refer to others (routes, `BackendPolicy`,
-//!   `AuthorizationPolicy`): `True`
-//!   when every object of [`Resource::references`] exists, else `False` with reason
-//!   `BackendNotFound` and a message listing the missing ones. A Service also exists
-//!   implicitly while some Workload in its namespace has the label `app=<name>`, as
-//!   `trellis run` registers workloads before anyone declares their Service.
+//!   `AuthorizationPolicy`, `FaultInjection`): `True` when every object of
+//!   [`Resource::references`] exists, else `False` with a message listing the missing
+//!   ones and reason `BackendNotFound` (routes) or `TargetNotFound` (policies). A
+//!   Service also exists implicitly while some Workload in its namespace has the label
+//!   `app=<name>`, as `trellis run` registers workloads before anyone declares their
+//!   Service.
 
 use std::collections::HashSet;
 
-use trellis_api::{Condition, Kind, ObjectRef, Resource, Status};
+use std::collections::HashMap;
+
+use trellis_api::route::ParentReference;
+use trellis_api::service::ServicePort;
+use trellis_api::{Condition, Kind, ObjectRef, Resource, Spec, Status};
 
 use crate::compile::ServiceKey;
 use crate::vip::VipTable;
@@ -25,6 +33,8 @@ pub struct Existing {
     objects: HashSet<ObjectRef>,
     /// Services' virtual IPs, shown in their status.
     vips: VipTable,
+    /// The routed port (the first) of each declared Service.
+    routed_ports: HashMap<ObjectRef, ServicePort>,
 }
 
 impl Existing {
@@ -43,9 +53,17 @@ impl Existing {
                 })
             });
         objects.extend(implied);
+        let routed_ports = all
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::Service(s) => Some((r.object_ref(), s.ports.first()?.clone())),
+                _ => None,
+            })
+            .collect();
         Self {
             objects,
             vips: VipTable::new(),
+            routed_ports,
         }
     }
 
@@ -53,6 +71,60 @@ impl Existing {
     pub fn with_vips(mut self, vips: VipTable) -> Self {
         self.vips = vips;
         self
+    }
+
+    /// Why a parentRef takes no effect: it names a port or section other than the
+    /// routed one of its declared Service. `None` when it takes effect, or its Service
+    /// is undeclared (any port attaches) or missing (reported in `ResolvedRefs`).
+    fn unmatched_parent(&self, parent: &ParentReference, route_ns: &str) -> Option<String> {
+        let service = ObjectRef {
+            kind: Kind::Service,
+            namespace: parent
+                .namespace
+                .clone()
+                .unwrap_or_else(|| route_ns.to_string()),
+            name: parent.name.clone(),
+        };
+        let routed = self.routed_ports.get(&service)?;
+        let port_ok = parent.port.is_none_or(|p| p == routed.port);
+        let section_ok = parent
+            .section_name
+            .as_ref()
+            .is_none_or(|s| routed.name.as_ref() == Some(s));
+        if port_ok && section_ok {
+            return None;
+        }
+        let named = match (&parent.section_name, parent.port) {
+            (Some(s), _) => format!("section {s:?}"),
+            (None, Some(p)) => format!("port {p}"),
+            (None, None) => "no port".to_string(),
+        };
+        Some(format!(
+            "{service} routes its port {} only, not {named}",
+            routed.port
+        ))
+    }
+
+    /// `Accepted` of a route: `False` when no parentRef takes effect.
+    fn route_accepted(&self, resource: &Resource) -> Option<Condition> {
+        let parents = match &resource.spec {
+            Spec::HTTPRoute(s) => &s.parent_refs,
+            Spec::GRPCRoute(s) => &s.parent_refs,
+            Spec::TCPRoute(s) => &s.parent_refs,
+            _ => return None,
+        };
+        if parents.is_empty() {
+            return None;
+        }
+        let ns = resource.metadata.namespace.as_str();
+        let reasons: Vec<String> = parents
+            .iter()
+            .map(|p| self.unmatched_parent(p, ns))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Condition::not_accepted(
+            "NoMatchingParent",
+            reasons.join("; "),
+        ))
     }
 
     /// Whether the object exists, declared or implied.
@@ -63,7 +135,10 @@ impl Existing {
     /// The status of `resource` as of now.
     pub fn status_of(&self, resource: &Resource) -> Status {
         let generation = resource.metadata.generation;
-        let mut accepted = Condition::accepted().observed_at(generation);
+        let mut accepted = self
+            .route_accepted(resource)
+            .unwrap_or_else(Condition::accepted)
+            .observed_at(generation);
         // It became accepted when it was created; every later version was valid too.
         accepted
             .last_transition_time
@@ -75,7 +150,12 @@ impl Existing {
                 .into_iter()
                 .filter(|r| !self.contains(r))
                 .collect();
-            let mut resolved = Condition::resolved_refs(&missing).observed_at(generation);
+            let reason = match resource.kind {
+                Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute => "BackendNotFound",
+                _ => "TargetNotFound",
+            };
+            let mut resolved =
+                Condition::resolved_refs_because(&missing, reason).observed_at(generation);
             // Computed, not observed: when it last changed is not known.
             resolved.last_transition_time = None;
             conditions.push(resolved);
@@ -112,6 +192,7 @@ fn has_references(kind: Kind) -> bool {
             | Kind::TCPRoute
             | Kind::BackendPolicy
             | Kind::AuthorizationPolicy
+            | Kind::FaultInjection
     )
 }
 
@@ -197,6 +278,78 @@ spec:
             let accepted = accepted.condition("Accepted").expect("has Accepted");
             assert_eq!(accepted.status, ConditionStatus::True);
         }
+    }
+
+    #[test]
+    fn routes_whose_parents_name_other_ports_are_not_accepted() {
+        let service = "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {selector: {app: web}, ports: [{name: http, port: 80}, {name: admin, port: 9000}]}\n";
+        let route = |parents: &str| {
+            let doc = format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: shop}}\nspec: {{parentRefs: {parents}, rules: [{{backendRefs: [{{name: web}}]}}]}}\n"
+            );
+            parse_documents(&doc).expect("valid").remove(0)
+        };
+        let existing = Existing::new(&parse_documents(service).expect("valid"));
+        // (parentRefs, Accepted, reason, message)
+        let cases = [
+            ("[{name: web}]", ConditionStatus::True, "Accepted", ""),
+            (
+                "[{name: web, port: 80}]",
+                ConditionStatus::True,
+                "Accepted",
+                "",
+            ),
+            (
+                "[{name: web, sectionName: http}]",
+                ConditionStatus::True,
+                "Accepted",
+                "",
+            ),
+            (
+                "[{name: web, port: 9000}]",
+                ConditionStatus::False,
+                "NoMatchingParent",
+                "Service shop/web routes its port 80 only, not port 9000",
+            ),
+            (
+                "[{name: web, sectionName: admin}, {name: web, port: 80}]",
+                ConditionStatus::True,
+                "Accepted",
+                "",
+            ),
+            // An undeclared Service takes any port.
+            (
+                "[{name: other, port: 1}]",
+                ConditionStatus::True,
+                "Accepted",
+                "",
+            ),
+        ];
+        for (parents, want, reason, message) in cases {
+            let status = existing.status_of(&route(parents));
+            let c = status.condition("Accepted").expect("has Accepted");
+            assert_eq!(
+                (c.status, c.reason.as_str(), c.message.as_str()),
+                (want, reason, message),
+                "{parents}"
+            );
+        }
+    }
+
+    #[test]
+    fn policies_with_a_missing_target_say_so() {
+        let fault = "apiVersion: trellis.dev/v1alpha1\nkind: FaultInjection\nmetadata: {name: f, namespace: shop}\nspec: {targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}, abort: {httpStatus: 503}}\n";
+        let fault = parse_documents(fault).expect("valid").remove(0);
+        let status = Existing::default().status_of(&fault);
+        let c = status.condition("ResolvedRefs").expect("has ResolvedRefs");
+        assert_eq!(
+            (c.status, c.reason.as_str(), c.message.as_str()),
+            (
+                ConditionStatus::False,
+                "TargetNotFound",
+                "not found: HTTPRoute shop/r"
+            )
+        );
     }
 
     #[test]

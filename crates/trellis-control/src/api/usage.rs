@@ -12,6 +12,7 @@
 //! | Service, BackendPolicy | the Service's backend (endpoints, balancer, timeouts) and its outbound listeners |
 //! | Workload | the backends that list it as an endpoint; its own proxy's inbound listener |
 //! | AuthorizationPolicy | the inbound listeners whose authorization holds it (`<namespace>/<name>`) |
+//! | FaultInjection | the routes whose fault it is (`<namespace>/<name>`), on the proxies of its sources |
 //!
 //! `serving` says whether the proxy has acknowledged a version at least as new as the
 //! resource (its `resourceVersion`): a proxy that holds an older form of it is still
@@ -123,6 +124,16 @@ fn pieces(resource: &Resource, proxy: &ProxyStatus, config: &ProxyConfig) -> Vec
                 })
                 .collect()
         }
+        (Kind::FaultInjection, _) => {
+            let name = format!("{}/{}", meta.namespace, meta.name);
+            config
+                .listeners
+                .iter()
+                .flat_map(|l| l.routes.iter().map(move |r| (l, r)))
+                .filter(|(_, r)| r.fault.as_ref().is_some_and(|f| f.name == name))
+                .map(|(l, r)| route(l, r))
+                .collect()
+        }
         (Kind::Workload, Spec::Workload(w)) => {
             let endpoint = std::net::SocketAddr::new(
                 w.address,
@@ -219,6 +230,7 @@ fn backend(b: &Backend) -> Value {
     let balancer = match LoadBalancer::try_from(b.load_balancer) {
         Ok(LoadBalancer::RoundRobin) => "round-robin",
         Ok(LoadBalancer::LeastRequest) => "least-request",
+        Ok(LoadBalancer::ConsistentHash) => "consistent-hash",
         _ => "ewma",
     };
     let endpoints: Vec<&str> = b.endpoints.iter().map(|e| e.address.as_str()).collect();

@@ -13,17 +13,19 @@ use std::net::SocketAddr;
 use trellis_api::authz::AuthorizationPolicySpec;
 use trellis_api::meta::READY;
 use trellis_api::policy::{
-    BackendPolicySpec, BackendProtocol, EgressMode, LoadBalancerType, MeshConfigSpec, MtlsMode,
+    BackendPolicySpec, BackendProtocol, EgressMode, LoadBalancerType, Locality, MeshConfigSpec,
+    MtlsMode,
 };
 use trellis_api::proto::v1::{
-    AuthorizationAction, AuthorizationPolicy as WireAuthorizationPolicy, EgressMode as WireEgress,
-    Endpoint, LoadBalancer, MtlsMode as WireMtls,
+    hash_on, AuthorizationAction, AuthorizationPolicy as WireAuthorizationPolicy,
+    EgressMode as WireEgress, Endpoint, HashOn as WireHashOn, LoadBalancer, MtlsMode as WireMtls,
 };
 use trellis_api::route::ParentReference;
 use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadSpec};
-use trellis_api::{ConditionStatus, Kind, Resource, Spec};
+use trellis_api::{ConditionStatus, Kind, ObjectRef, Resource, Spec};
 
 use super::authz;
+use super::fault::{self, ScopedFault};
 use super::names::Created;
 use super::routes::{self, Candidate};
 use super::{service_of, ServiceKey, APP_LABEL, DEFAULT_INBOUND_PORT};
@@ -64,9 +66,13 @@ impl ServiceEntry {
 }
 
 /// The settings a BackendPolicy gives traffic to its Service, in the proxy's terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Policy {
     pub load_balancer: LoadBalancer,
+    /// With a consistent hash: what it keys on.
+    pub hash_on: Option<WireHashOn>,
+    /// Whether callers keep to their own zone while it has ready endpoints.
+    pub prefer_zone: bool,
     pub connect_timeout_ms: Option<u64>,
     /// For routes to the Service that set no timeout; `None` is no limit.
     pub request_timeout_ms: Option<u64>,
@@ -142,6 +148,7 @@ struct WorkloadRef<'a> {
     identity: String,
     /// Its applications' `address:port`.
     app: Vec<SocketAddr>,
+    zone: &'a str,
 }
 
 impl Tables {
@@ -153,6 +160,7 @@ impl Tables {
         let mut authorization: Vec<(&Resource, &AuthorizationPolicySpec)> = Vec::new();
         let mut route_resources: Vec<&Resource> = Vec::new();
         let mut mesh_configs: Vec<&Resource> = Vec::new();
+        let mut faults = Vec::new();
         for r in resources {
             match &r.spec {
                 Spec::Service(s) => declared.push((ServiceKey::of(r), s)),
@@ -163,6 +171,7 @@ impl Tables {
                     route_resources.push(r)
                 }
                 Spec::MeshConfig(_) => mesh_configs.push(r),
+                Spec::FaultInjection(f) => faults.push((r, f)),
             }
         }
         // One MeshConfig is expected; with several, the oldest (then first by name)
@@ -189,12 +198,16 @@ impl Tables {
             mesh,
         };
         tables.policies = pick_policies(&policies);
-        tables.attach_routes(&route_resources);
+        tables.attach_routes(&route_resources, &fault::by_route(&faults));
         tables
     }
 
     /// Compiles every route resource into candidates under each Service it attaches to.
-    fn attach_routes(&mut self, route_resources: &[&Resource]) {
+    fn attach_routes(
+        &mut self,
+        route_resources: &[&Resource],
+        faults: &HashMap<ObjectRef, ScopedFault>,
+    ) {
         for r in route_resources {
             let ns = r.metadata.namespace.as_str();
             let parents: &[ParentReference] = match &r.spec {
@@ -211,22 +224,27 @@ impl Tables {
             // A route naming one Service twice (two ports) attaches once.
             keys.sort();
             keys.dedup();
+            let fault = faults.get(&r.object_ref());
             for parent in keys {
                 let timeout = self
                     .policies
                     .get(&parent)
                     .and_then(|p| p.request_timeout_ms);
                 let attached = self.attached.entry(parent.clone()).or_default();
-                match &r.spec {
+                let (list, mut candidates) = match &r.spec {
                     Spec::HTTPRoute(s) => {
-                        attached.http.extend(routes::http(r, s, &parent, timeout));
+                        (&mut attached.http, routes::http(r, s, &parent, timeout))
                     }
                     Spec::GRPCRoute(s) => {
-                        attached.grpc.extend(routes::grpc(r, s, &parent, timeout));
+                        (&mut attached.grpc, routes::grpc(r, s, &parent, timeout))
                     }
-                    Spec::TCPRoute(s) => attached.tcp.extend(routes::tcp(r, s, &parent)),
-                    _ => {}
+                    Spec::TCPRoute(s) => (&mut attached.tcp, routes::tcp(r, s, &parent)),
+                    _ => continue,
+                };
+                for c in &mut candidates {
+                    c.fault = fault.cloned();
                 }
+                list.extend(candidates);
             }
         }
         for attached in self.attached.values_mut() {
@@ -280,6 +298,7 @@ fn services(
                 .iter()
                 .map(|p| SocketAddr::new(w.address, p.port))
                 .collect(),
+            zone: w.zone.as_deref().unwrap_or_default(),
         })
         .collect();
     // (namespace, label, value) → workloads, to start each selector from its rarest
@@ -343,27 +362,28 @@ fn endpoints(
         return (Vec::new(), Vec::new());
     };
     let mut app_addresses = Vec::new();
-    let mut selected: Vec<(SocketAddr, &str)> = candidates
+    let mut selected: Vec<(SocketAddr, &str, &str)> = candidates
         .iter()
         .filter_map(|&i| {
             let w = &workloads[i];
             let selected = selector.iter().all(|(k, v)| w.labels.get(k) == Some(v));
             let endpoint = w.endpoint.filter(|_| selected)?;
             app_addresses.extend_from_slice(&w.app);
-            Some((endpoint, w.identity.as_str()))
+            Some((endpoint, w.identity.as_str(), w.zone))
         })
         .collect();
     app_addresses.sort();
     app_addresses.dedup();
     selected.sort();
     // Two workloads claiming one address: the first identity (in order) keeps it.
-    selected.dedup_by_key(|(a, _)| *a);
+    selected.dedup_by_key(|(a, _, _)| *a);
     let endpoints = selected
         .into_iter()
-        .map(|(a, identity)| Endpoint {
+        .map(|(a, identity, zone)| Endpoint {
             address: a.to_string(),
             weight: 1,
             identity: identity.to_string(),
+            zone: zone.to_string(),
         })
         .collect();
     (endpoints, app_addresses)
@@ -402,13 +422,25 @@ fn pick_policies(policies: &[(&Resource, &BackendPolicySpec)]) -> HashMap<Servic
     winners
         .into_iter()
         .map(|(key, (_, _, spec))| {
-            let load_balancer = match spec.load_balancer.map(|lb| lb.type_).unwrap_or_default() {
+            let lb = spec.load_balancer.as_ref();
+            let load_balancer = match lb.map(|lb| lb.type_).unwrap_or_default() {
                 LoadBalancerType::Ewma => LoadBalancer::Ewma,
                 LoadBalancerType::RoundRobin => LoadBalancer::RoundRobin,
                 LoadBalancerType::LeastRequest => LoadBalancer::LeastRequest,
+                LoadBalancerType::ConsistentHash => LoadBalancer::ConsistentHash,
             };
+            let hash_on = lb.and_then(|lb| lb.hash_on.as_ref()).and_then(|h| {
+                let key = match (&h.header, &h.cookie) {
+                    (Some(name), _) => hash_on::Key::Header(name.to_ascii_lowercase()),
+                    (None, Some(name)) => hash_on::Key::Cookie(name.clone()),
+                    (None, None) => return None,
+                };
+                Some(WireHashOn { key: Some(key) })
+            });
             let policy = Policy {
                 load_balancer,
+                hash_on,
+                prefer_zone: spec.locality == Some(Locality::PreferZone),
                 // Validation refuses 0s; a 0 that got through is left to the proxy's
                 // default rather than sent as an invalid value.
                 connect_timeout_ms: spec.connect_timeout.map(millis).filter(|ms| *ms > 0),

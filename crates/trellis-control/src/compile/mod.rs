@@ -62,6 +62,8 @@
 //! Service on two ports), the later one's name ends in `-<localPort>`.
 
 mod authz;
+mod fault;
+mod filters;
 mod index;
 pub(crate) mod names;
 mod routes;
@@ -160,6 +162,15 @@ impl From<&ServiceKey> for ObjectRef {
     }
 }
 
+/// The workload a proxy's outbound routes are compiled for.
+struct Caller<'a> {
+    namespace: &'a str,
+    /// Its SPIFFE ID.
+    identity: String,
+    /// Its zone; empty: none.
+    zone: &'a str,
+}
+
 /// Compiles the configuration of one proxy. To compile many proxies against the same
 /// state, build a [`MeshIndex`] once and call [`MeshIndex::compile`].
 pub fn compile(state: &MeshState, proxy: &Workload) -> ProxyConfig {
@@ -206,6 +217,15 @@ impl MeshIndex {
     pub fn compile(&self, proxy: &Workload) -> ProxyConfig {
         let namespace = or_default(&proxy.namespace);
         let own = ServiceKey::new(namespace, &proxy.service);
+        let caller = Caller {
+            namespace,
+            identity: workload_identity(
+                &self.tables.mesh.trust_domain,
+                namespace,
+                &proxy.service_account,
+            ),
+            zone: &proxy.zone,
+        };
         let inbound_port = u16::try_from(proxy.inbound_port)
             .ok()
             .filter(|p| *p != 0)
@@ -243,7 +263,7 @@ impl MeshIndex {
             if !names.insert(name.clone()) {
                 continue;
             }
-            listeners.push(self.outbound(target, namespace, name, port, &mut reach));
+            listeners.push(self.outbound(target, &caller, name, port, &mut reach));
         }
         let http_proxy_port = u16::try_from(proxy.http_proxy_port)
             .ok()
@@ -251,7 +271,7 @@ impl MeshIndex {
         if let Some(port) = http_proxy_port {
             let mut targets: Vec<&ServiceKey> = upstreams.iter().map(|(t, _)| t).collect();
             targets.dedup();
-            listeners.push(self.http_proxy(&targets, namespace, port, &mut reach));
+            listeners.push(self.http_proxy(&targets, &caller, port, &mut reach));
             ports.insert(port);
         }
         let outbound_port = u16::try_from(proxy.outbound_port)
@@ -259,12 +279,16 @@ impl MeshIndex {
             .filter(|p| *p != 0 && !ports.contains(p));
         let mut services = Vec::new();
         if let Some(port) = outbound_port {
-            let transparent = self.transparent(namespace, port, &mut names, &mut reach);
+            let transparent = self.transparent(&caller, port, &mut names, &mut reach);
             listeners.extend(transparent.listeners);
             services = transparent.services;
         }
 
-        backends.extend(reach.iter().map(|(key, h2)| self.backend(key, *h2)));
+        backends.extend(
+            reach
+                .iter()
+                .map(|(key, h2)| self.backend(key, *h2, caller.zone)),
+        );
         listeners.sort_by(|a, b| a.name.cmp(&b.name));
         backends.sort_by(|a, b| a.name.cmp(&b.name));
         ProxyConfig {
@@ -294,8 +318,9 @@ impl MeshIndex {
                 backends: vec![WeightedBackend {
                     name: LOCAL_APP_BACKEND.to_string(),
                     weight: 1,
+                    ..Default::default()
                 }],
-                timeout_ms: None,
+                ..Default::default()
             }],
             detect_timeout_ms: None,
             idle_timeout_ms: None,
@@ -327,6 +352,7 @@ impl MeshIndex {
                 weight: 1,
                 // The app is on loopback, in plaintext.
                 identity: String::new(),
+                zone: String::new(),
             })
             .into_iter()
             .collect();
@@ -335,6 +361,7 @@ impl MeshIndex {
             protocol: protocol as i32,
             endpoints,
             load_balancer: LoadBalancer::Ewma as i32,
+            hash_on: None,
             connect_timeout_ms: None,
         }
     }
@@ -346,17 +373,17 @@ impl MeshIndex {
         })
     }
 
-    /// The listener for calls from a proxy in `namespace` to `target`; records the
-    /// Services its routes send to in `reach`.
+    /// The listener for calls from `caller` to `target`; records the Services its routes
+    /// send to in `reach`.
     fn outbound(
         &self,
         target: &ServiceKey,
-        namespace: &str,
+        caller: &Caller<'_>,
         name: String,
         port: u16,
         reach: &mut BTreeMap<ServiceKey, bool>,
     ) -> Listener {
-        let (protocol, routes) = self.outbound_routes(target, namespace, reach);
+        let (protocol, routes) = self.outbound_routes(target, caller, reach);
         Listener {
             name,
             address: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port).to_string(),
@@ -375,7 +402,7 @@ impl MeshIndex {
     fn http_proxy(
         &self,
         targets: &[&ServiceKey],
-        namespace: &str,
+        caller: &Caller<'_>,
         port: u16,
         reach: &mut BTreeMap<ServiceKey, bool>,
     ) -> Listener {
@@ -387,8 +414,8 @@ impl MeshIndex {
             if protocol == AppProtocol::Tcp {
                 continue;
             }
-            let hosts = service_hosts(target, namespace);
-            let (_, target_routes) = self.outbound_routes(target, namespace, reach);
+            let hosts = service_hosts(target, caller.namespace);
+            let (_, target_routes) = self.outbound_routes(target, caller, reach);
             routes.extend(target_routes.into_iter().map(|mut route| {
                 route.r#match.get_or_insert_with(Default::default).hosts = hosts.clone();
                 route
@@ -407,14 +434,28 @@ impl MeshIndex {
         }
     }
 
-    /// The routes for calls from a proxy in `namespace` to `target`, and the protocol
-    /// they are for; records the Services they send to in `reach`.
+    /// The routes a caller with SPIFFE ID `identity` in `namespace` has for calls to
+    /// `target`, in the order its proxy tries them (the catch-all last): what
+    /// `trellis explain` evaluates.
+    pub fn routes_for(&self, target: &ServiceKey, namespace: &str, identity: &str) -> Vec<Route> {
+        let caller = Caller {
+            namespace,
+            identity: identity.to_string(),
+            zone: "",
+        };
+        self.outbound_routes(target, &caller, &mut BTreeMap::new())
+            .1
+    }
+
+    /// The routes for calls from `caller` to `target`, and the protocol they are for;
+    /// records the Services they send to in `reach`.
     fn outbound_routes(
         &self,
         target: &ServiceKey,
-        namespace: &str,
+        caller: &Caller<'_>,
         reach: &mut BTreeMap<ServiceKey, bool>,
     ) -> (AppProtocol, Vec<Route>) {
+        let namespace = caller.namespace;
         let protocol = self
             .service(target)
             .map_or(AppProtocol::Http, ServiceEntry::protocol);
@@ -437,8 +478,10 @@ impl MeshIndex {
             backends: vec![WeightedBackend {
                 name: backend_name(target),
                 weight: 1,
+                ..Default::default()
             }],
             timeout_ms: policy_timeout.filter(|_| protocol != AppProtocol::Tcp),
+            ..Default::default()
         };
         let grpc = protocol == AppProtocol::Grpc;
         let mut note = |key: &ServiceKey| {
@@ -460,7 +503,13 @@ impl MeshIndex {
             let mut routes: Vec<Route> = applicable
                 .map(|c| {
                     c.backends.iter().for_each(&mut note);
-                    c.route.clone()
+                    let mut route = c.route.clone();
+                    route.fault = c
+                        .fault
+                        .as_ref()
+                        .filter(|f| f.applies_to(&caller.identity, caller.namespace))
+                        .map(|f| f.fault.clone());
+                    route
                 })
                 .collect();
             routes.push(catch_all);
@@ -469,8 +518,11 @@ impl MeshIndex {
         (protocol, routes)
     }
 
-    /// The backend for `key`; `grpc` when a gRPC listener sends to it.
-    fn backend(&self, key: &ServiceKey, grpc: bool) -> Backend {
+    /// The backend for `key`; `grpc` when a gRPC listener sends to it. With a
+    /// `prefer-zone` BackendPolicy and ready endpoints in `zone` (the caller's), only
+    /// those: readiness changes recompile every caller, so a zone whose last endpoint
+    /// goes unready fails over to the others.
+    fn backend(&self, key: &ServiceKey, grpc: bool, zone: &str) -> Backend {
         let service = self.service(key);
         let tcp = service.is_some_and(|s| s.protocol() == AppProtocol::Tcp);
         let protocol = if tcp && !grpc {
@@ -479,14 +531,19 @@ impl MeshIndex {
             BackendProtocol::Http2
         };
         let policy = self.tables.policies.get(key);
-        // Locality-aware balancing (workload zones) and endpoint weights come later;
-        // every endpoint weighs 1 for now.
+        // Endpoint weights come later; every endpoint weighs 1 for now.
+        let mut endpoints = service.map(|s| s.endpoints.clone()).unwrap_or_default();
+        let prefer_zone = policy.is_some_and(|p| p.prefer_zone);
+        if prefer_zone && !zone.is_empty() && endpoints.iter().any(|e| e.zone == zone) {
+            endpoints.retain(|e| e.zone == zone);
+        }
         Backend {
             name: backend_name(key),
             protocol: protocol as i32,
-            endpoints: service.map(|s| s.endpoints.clone()).unwrap_or_default(),
+            endpoints,
             load_balancer: policy.map_or(LoadBalancer::Ewma, |p| p.load_balancer) as i32,
             connect_timeout_ms: policy.and_then(|p| p.connect_timeout_ms),
+            hash_on: policy.and_then(|p| p.hash_on.clone()),
         }
     }
 }

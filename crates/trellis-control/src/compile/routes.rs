@@ -21,16 +21,20 @@
 use std::cmp::Reverse;
 
 use trellis_api::proto::v1::{
-    path_match, value_match, PathMatch, Route, RouteMatch, ValueMatch, WeightedBackend,
+    path_match, value_match, HeaderModifier, PathMatch, Retry, Route, RouteFilters, RouteMatch,
+    ValueMatch, WeightedBackend,
 };
 use trellis_api::route::grpc::{GRPCHeaderMatch, GRPCMethodMatch, GRPCRouteMatch, GRPCRouteSpec};
 use trellis_api::route::http::{
-    HTTPHeaderMatch, HTTPMethod, HTTPQueryParamMatch, HTTPRouteMatch, HTTPRouteSpec, MatchType,
-    PathMatchType,
+    HTTPHeaderMatch, HTTPMethod, HTTPQueryParamMatch, HTTPRouteMatch, HTTPRouteRule, HTTPRouteSpec,
+    MatchType, PathMatchType,
 };
 use trellis_api::route::tcp::TCPRouteSpec;
+use trellis_api::route::{BackendRef, GRPCBackendRef, HTTPBackendRef};
 use trellis_api::Resource;
 
+use super::fault::ScopedFault;
+use super::filters::{self, RuleFilters};
 use super::index::timeout_ms;
 use super::names::{backend_name, Created};
 use super::ServiceKey;
@@ -63,12 +67,53 @@ pub(super) struct Candidate {
     pub route: Route,
     /// The Services the route sends to, each a backend the proxy then needs.
     pub backends: Vec<ServiceKey>,
+    /// The FaultInjection targeting the route resource, for the proxies it scopes.
+    pub fault: Option<ScopedFault>,
 }
 
 impl Candidate {
     /// Whether the route applies to a proxy in `namespace`.
     pub fn applies_to(&self, namespace: &str) -> bool {
         self.consumer.as_deref().is_none_or(|ns| ns == namespace)
+    }
+}
+
+/// One backendRef of a rule: namespace, name, weight, and its request and response
+/// header modifiers.
+struct BackendSpec<'r> {
+    namespace: Option<&'r str>,
+    name: &'r str,
+    weight: u32,
+    headers: (Option<HeaderModifier>, Option<HeaderModifier>),
+}
+
+impl<'r> BackendSpec<'r> {
+    fn http(b: &'r HTTPBackendRef) -> Self {
+        Self {
+            namespace: b.namespace.as_deref(),
+            name: &b.name,
+            weight: b.weight,
+            headers: filters::backend(&b.filters),
+        }
+    }
+
+    fn grpc(b: &'r GRPCBackendRef) -> Self {
+        let as_http: Vec<_> = b.filters.iter().map(filters::grpc_as_http).collect();
+        Self {
+            namespace: b.namespace.as_deref(),
+            name: &b.name,
+            weight: b.weight,
+            headers: filters::backend(&as_http),
+        }
+    }
+
+    fn tcp(b: &'r BackendRef) -> Self {
+        Self {
+            namespace: b.namespace.as_deref(),
+            name: &b.name,
+            weight: b.weight,
+            headers: (None, None),
+        }
     }
 }
 
@@ -98,24 +143,34 @@ impl<'a> Base<'a> {
         }
     }
 
-    /// Service references → weighted backends, with the route's namespace as default.
+    /// What every proxy route of rule `index` shares: its name, its backends (Service
+    /// references with the route's namespace as default), timeout and filters.
+    ///
     /// A rule without backends gets the parent's backend at weight 0, so the proxy
-    /// answers its requests 503 `no backend` instead of letting them fall through to a
-    /// less specific rule.
-    fn backends<'r>(
+    /// answers its requests 503 `no backend` (or with its redirect) instead of letting
+    /// them fall through to a less specific rule. Mirror targets are backends the proxy
+    /// needs too.
+    fn rule<'r>(
         &self,
-        refs: impl Iterator<Item = (Option<&'r str>, &'r str, u32)>,
-    ) -> (Vec<WeightedBackend>, Vec<ServiceKey>) {
+        index: usize,
+        name: Option<&str>,
+        refs: impl Iterator<Item = BackendSpec<'r>>,
+        limits: Limits,
+        filters: RuleFilters,
+    ) -> Rule {
         let route_ns = self.resource.metadata.namespace.as_str();
         let mut weighted = Vec::new();
         let mut keys = Vec::new();
-        for (ns, name, weight) in refs {
+        for spec in refs {
             // Cross-namespace references are honoured without a ReferenceGrant; the
             // API has no such kind yet.
-            let key = ServiceKey::new(ns.unwrap_or(route_ns), name);
+            let key = ServiceKey::new(spec.namespace.unwrap_or(route_ns), spec.name);
+            let (request_headers, response_headers) = spec.headers;
             weighted.push(WeightedBackend {
                 name: backend_name(&key),
-                weight,
+                weight: spec.weight,
+                request_headers,
+                response_headers,
             });
             keys.push(key);
         }
@@ -123,22 +178,28 @@ impl<'a> Base<'a> {
             weighted.push(WeightedBackend {
                 name: backend_name(self.parent),
                 weight: 0,
+                ..Default::default()
             });
             keys.push(self.parent.clone());
         }
-        (weighted, keys)
+        keys.extend(filters.mirrors);
+        Rule {
+            index,
+            name: self.rule_name(index, name),
+            backends: weighted,
+            needs: keys,
+            limits,
+            filters: filters.filters,
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The proxy route of match `matched` of `rule`.
     fn candidate(
         &self,
         specificity: Specificity,
-        rule: usize,
+        rule: &Rule,
         matched: usize,
         route_match: Option<RouteMatch>,
-        name: &str,
-        backends: &(Vec<WeightedBackend>, Vec<ServiceKey>),
-        timeout_ms: Option<u64>,
     ) -> Candidate {
         let m = &self.resource.metadata;
         Candidate {
@@ -147,17 +208,70 @@ impl<'a> Base<'a> {
                 created: self.created,
                 namespace: m.namespace.clone(),
                 name: m.name.clone(),
-                rule,
+                rule: rule.index,
                 matched,
             },
             consumer: (m.namespace != self.parent.namespace).then(|| m.namespace.clone()),
             route: Route {
-                name: name.to_string(),
+                name: rule.name.clone(),
                 r#match: route_match,
-                backends: backends.0.clone(),
-                timeout_ms,
+                backends: rule.backends.clone(),
+                timeout_ms: rule.limits.timeout_ms,
+                backend_timeout_ms: rule.limits.backend_timeout_ms,
+                retry: rule.limits.retry.clone(),
+                filters: rule.filters.clone(),
+                fault: None,
             },
-            backends: backends.1.clone(),
+            backends: rule.needs.clone(),
+            fault: None,
+        }
+    }
+}
+
+/// What the proxy routes of one rule share.
+struct Rule {
+    index: usize,
+    name: String,
+    backends: Vec<WeightedBackend>,
+    /// Every Service the rule sends to, mirrors included.
+    needs: Vec<ServiceKey>,
+    limits: Limits,
+    filters: Option<RouteFilters>,
+}
+
+/// A rule's timeouts and retries.
+#[derive(Debug, Clone, Default)]
+struct Limits {
+    timeout_ms: Option<u64>,
+    backend_timeout_ms: Option<u64>,
+    retry: Option<Retry>,
+}
+
+/// Retries after the first attempt when a rule's `retry` does not say.
+const DEFAULT_RETRY_ATTEMPTS: u32 = 1;
+/// Wait before the first retry when a rule's `retry` does not say, in milliseconds.
+const DEFAULT_RETRY_BACKOFF_MS: u64 = 25;
+
+impl Limits {
+    /// `timeouts.request` (else the parent's BackendPolicy `requestTimeout`),
+    /// `timeouts.backendRequest` and `retry`; a zero duration is no limit.
+    fn http(rule: &HTTPRouteRule, default_timeout: Option<u64>) -> Self {
+        let timeouts = rule.timeouts.as_ref();
+        Self {
+            timeout_ms: match timeouts.and_then(|t| t.request) {
+                Some(d) => timeout_ms(d),
+                None => default_timeout,
+            },
+            backend_timeout_ms: timeouts
+                .and_then(|t| t.backend_request)
+                .and_then(timeout_ms),
+            retry: rule.retry.as_ref().map(|r| Retry {
+                attempts: r.attempts.unwrap_or(DEFAULT_RETRY_ATTEMPTS),
+                codes: r.codes.iter().map(|c| u32::from(*c)).collect(),
+                backoff_ms: r
+                    .backoff
+                    .map_or(DEFAULT_RETRY_BACKOFF_MS, |d| timeout_ms(d).unwrap_or(0)),
+            }),
         }
     }
 }
@@ -178,28 +292,20 @@ pub(super) fn http(
     let base = Base::new(resource, parent);
     let mut out = Vec::new();
     for (i, rule) in spec.rules.iter().enumerate() {
-        // Filters (header modifiers, redirects, URL rewrites, mirrors; also those on
-        // each backendRef), retries and `timeouts.backendRequest` are not compiled yet:
-        // they belong on the Route built here once ProxyConfig carries them. Until then
-        // a redirect-only rule (no backendRefs) answers 503.
-        let backends = base.backends(
-            rule.backend_refs
-                .iter()
-                .map(|b| (b.namespace.as_deref(), b.name.as_str(), b.weight)),
+        let compiled = base.rule(
+            i,
+            rule.name.as_deref(),
+            rule.backend_refs.iter().map(BackendSpec::http),
+            Limits::http(rule, default_timeout),
+            filters::rule(&rule.filters, &resource.metadata.namespace),
         );
-        let timeout = match rule.timeouts.as_ref().and_then(|t| t.request) {
-            Some(d) => timeout_ms(d),
-            None => default_timeout,
-        };
-        let name = base.rule_name(i, rule.name.as_deref());
         if rule.matches.is_empty() {
             let any = http_specificity(None);
-            out.push(base.candidate(any, i, 0, None, &name, &backends, timeout));
+            out.push(base.candidate(any, &compiled, 0, None));
         }
         for (j, m) in rule.matches.iter().enumerate() {
             let specificity = http_specificity(Some(m));
-            let route_match = http_match(m);
-            out.push(base.candidate(specificity, i, j, route_match, &name, &backends, timeout));
+            out.push(base.candidate(specificity, &compiled, j, http_match(m)));
         }
     }
     out
@@ -259,7 +365,7 @@ fn query_param(q: &HTTPQueryParamMatch) -> ValueMatch {
     value_match(&q.name, q.type_, &q.value)
 }
 
-fn value_match(name: &str, type_: MatchType, value: &str) -> ValueMatch {
+pub(super) fn value_match(name: &str, type_: MatchType, value: &str) -> ValueMatch {
     let value = value.to_string();
     let kind = match type_ {
         MatchType::Exact => value_match::Kind::Exact(value),
@@ -305,31 +411,27 @@ pub(super) fn grpc(
     let base = Base::new(resource, parent);
     let mut out = Vec::new();
     for (i, rule) in spec.rules.iter().enumerate() {
-        // Filters (header modifiers, mirrors) are not compiled yet; see `http`.
-        let backends = base.backends(
-            rule.backend_refs
-                .iter()
-                .map(|b| (b.namespace.as_deref(), b.name.as_str(), b.weight)),
+        let as_http: Vec<_> = rule.filters.iter().map(filters::grpc_as_http).collect();
+        let compiled = base.rule(
+            i,
+            rule.name.as_deref(),
+            rule.backend_refs.iter().map(BackendSpec::grpc),
+            Limits {
+                timeout_ms: default_timeout,
+                ..Limits::default()
+            },
+            filters::rule(&as_http, &resource.metadata.namespace),
         );
-        let name = base.rule_name(i, rule.name.as_deref());
         if rule.matches.is_empty() {
             let any = grpc_specificity(None);
-            out.push(base.candidate(any, i, 0, None, &name, &backends, default_timeout));
+            out.push(base.candidate(any, &compiled, 0, None));
         }
         for (j, m) in rule.matches.iter().enumerate() {
             let Some(route_match) = grpc_match(m) else {
                 continue;
             };
             let specificity = grpc_specificity(Some(m));
-            out.push(base.candidate(
-                specificity,
-                i,
-                j,
-                route_match,
-                &name,
-                &backends,
-                default_timeout,
-            ));
+            out.push(base.candidate(specificity, &compiled, j, route_match));
         }
     }
     out
@@ -411,14 +513,15 @@ pub(super) fn tcp(resource: &Resource, spec: &TCPRouteSpec, parent: &ServiceKey)
         .iter()
         .enumerate()
         .map(|(i, rule)| {
-            let backends = base.backends(
-                rule.backend_refs
-                    .iter()
-                    .map(|b| (b.namespace.as_deref(), b.name.as_str(), b.weight)),
+            let compiled = base.rule(
+                i,
+                rule.name.as_deref(),
+                rule.backend_refs.iter().map(BackendSpec::tcp),
+                Limits::default(),
+                RuleFilters::default(),
             );
-            let name = base.rule_name(i, rule.name.as_deref());
             let none = [0; 6].map(Reverse);
-            base.candidate(none, i, 0, None, &name, &backends, None)
+            base.candidate(none, &compiled, 0, None)
         })
         .collect()
 }

@@ -10,7 +10,7 @@ use trellis_api::proto::v1::{
 };
 
 use super::names::config_name;
-use super::{listener_protocol, MeshIndex, ServiceKey, TRANSPARENT_LISTENER};
+use super::{listener_protocol, Caller, MeshIndex, ServiceKey, TRANSPARENT_LISTENER};
 
 /// What transparent mode adds to a proxy's configuration.
 pub(super) struct Transparent {
@@ -25,12 +25,12 @@ pub(super) struct Transparent {
 const UNBOUND: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 impl MeshIndex {
-    /// The listeners for a proxy in `namespace` whose captured connections arrive on
+    /// The listeners for the proxy of `caller` whose captured connections arrive on
     /// loopback port `port`; records the Services they send to in `reach`, and takes
     /// the listener names it uses from `names`.
     pub(super) fn transparent(
         &self,
-        namespace: &str,
+        caller: &Caller<'_>,
         port: u16,
         names: &mut HashSet<String>,
         reach: &mut BTreeMap<ServiceKey, bool>,
@@ -61,7 +61,7 @@ impl MeshIndex {
             if !names.insert(name.clone()) {
                 continue;
             }
-            let (protocol, routes) = self.outbound_routes(key, namespace, reach);
+            let (protocol, routes) = self.outbound_routes(key, caller, reach);
             listeners.push(Listener {
                 name: name.clone(),
                 address: UNBOUND.to_string(),

@@ -4,6 +4,7 @@
 //! using the load each endpoint reports (requests in flight, peak-EWMA latency).
 
 mod ewma;
+mod maglev;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use crate::config::LoadBalancer;
 use crate::endpoint::Endpoint;
 
 pub use self::ewma::PeakEwma;
+pub use self::maglev::Maglev;
 
 /// An endpoint with its weight inside one backend.
 #[derive(Debug, Clone)]
@@ -94,6 +96,8 @@ pub enum Balancer {
     PeakEwma,
     LeastRequest,
     RoundRobin(Mutex<SmoothWeighted>),
+    /// A Maglev table over the endpoints' addresses.
+    ConsistentHash(Maglev),
 }
 
 impl Balancer {
@@ -104,17 +108,40 @@ impl Balancer {
             LoadBalancer::RoundRobin => {
                 Balancer::RoundRobin(Mutex::new(SmoothWeighted::new(endpoints.len())))
             }
+            LoadBalancer::ConsistentHash => {
+                let names: Vec<String> = endpoints
+                    .iter()
+                    .map(|w| w.endpoint.addr().to_string())
+                    .collect();
+                Balancer::ConsistentHash(Maglev::new(&names))
+            }
         }
     }
 
     /// Picks the endpoint for the next request, or `None` when there are none.
     pub fn pick<'a>(&self, endpoints: &'a [Weighted]) -> Option<&'a Weighted> {
+        self.pick_keyed(endpoints, None)
+    }
+
+    /// Picks the endpoint for a request with this consistent-hash key; a consistent
+    /// hash without a key, and the other balancers, ignore it.
+    pub fn pick_keyed<'a>(
+        &self,
+        endpoints: &'a [Weighted],
+        key: Option<&[u8]>,
+    ) -> Option<&'a Weighted> {
         match endpoints.len() {
             0 => return None,
             1 => return endpoints.first(),
             _ => {}
         }
         match self {
+            Balancer::ConsistentHash(table) => match key {
+                Some(key) => endpoints.get(table.lookup(key)?),
+                None => Some(p2c(endpoints, |w| {
+                    w.endpoint.load().in_flight() as f64 + 1.0
+                })),
+            },
             Balancer::PeakEwma => Some(p2c(endpoints, |w| {
                 let load = w.endpoint.load();
                 load.latency_ns() * (load.in_flight() as f64 + 1.0) / f64::from(w.weight)

@@ -5,6 +5,7 @@
 //! operator can find the mistake without reading the proxy's source.
 
 mod duration;
+mod filter;
 mod original_dst;
 mod route;
 mod sidecar;
@@ -17,13 +18,22 @@ use std::path::Path;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use trellis_api::authz::AuthorizationConfig;
+/// What a consistent hash keys requests on (the BackendPolicy's own shape).
+pub use trellis_api::policy::HashOn;
 use trellis_identity::SpiffeId;
 
 pub use self::duration::{Duration, ParseDurationError};
+pub use self::filter::{
+    FaultAbortConfig, FaultConfig, FaultDelayConfig, Header, HeaderModifier, Mirror, PathModifier,
+    Redirect, Rewrite, RouteFilters,
+};
 pub use self::original_dst::{
     DestinationAddress, DestinationTarget, EgressMode, MeshService, OriginalDestination,
 };
-pub use self::route::{PathMatch, RouteConfig, RouteMatch, ValueMatch, WeightedBackend};
+pub use self::route::{
+    PathMatch, RetryConfig, RouteConfig, RouteMatch, ValueMatch, WeightedBackend,
+    MAX_RETRY_ATTEMPTS,
+};
 pub use self::sidecar::{INBOUND_LISTENER, LOCAL_APP_BACKEND};
 
 /// The whole proxy configuration.
@@ -155,6 +165,9 @@ pub struct BackendConfig {
     /// Default `ewma`.
     #[serde(default)]
     pub load_balancer: LoadBalancer,
+    /// With `consistent-hash`: what requests are keyed by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<HashOn>,
     /// Time allowed to open a TCP connection to an endpoint. Default `1s`.
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: Duration,
@@ -183,6 +196,9 @@ pub enum LoadBalancer {
     RoundRobin,
     /// Power of two choices over outstanding requests.
     LeastRequest,
+    /// A Maglev table keyed by `hashOn`: the same key, the same endpoint (weights are
+    /// not used). Requests without the key get least-request.
+    ConsistentHash,
 }
 
 /// One endpoint of a backend.
@@ -350,6 +366,20 @@ impl ProxyConfig {
                     format!("duplicate backend name {:?}", b.name),
                 ));
             }
+            let hashing = b.load_balancer == LoadBalancer::ConsistentHash;
+            let one_key = b.hash_on.as_ref().is_some_and(|h| {
+                h.header
+                    .as_ref()
+                    .is_some_and(|n| http::HeaderName::from_bytes(n.as_bytes()).is_ok())
+                    != h.cookie.as_ref().is_some_and(|n| !n.is_empty())
+            });
+            if hashing != one_key || (b.hash_on.is_some() && !hashing) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.hashOn"),
+                    "loadBalancer consistent-hash needs hashOn with exactly one valid \
+                     header or cookie name; other balancers take none",
+                ));
+            }
             for (j, e) in b.endpoints.iter().enumerate() {
                 if e.weight == 0 || e.weight > MAX_WEIGHT {
                     return Err(ConfigError::invalid(
@@ -431,11 +461,23 @@ impl ProxyConfig {
                         "a tcp listener cannot match on requests",
                     ));
                 }
-                if l.protocol == ListenerProtocol::Tcp && r.timeout.is_some() {
+                if l.protocol == ListenerProtocol::Tcp
+                    && (r.timeout.is_some()
+                        || r.backend_timeout.is_some()
+                        || r.retry.is_some()
+                        || r.fault.is_some()
+                        || !r.filters.is_empty())
+                {
                     return Err(ConfigError::invalid(
-                        format!("{field}.timeout"),
-                        "request timeouts apply to HTTP; a tcp listener has none",
+                        field.clone(),
+                        "timeouts, retries, filters and faults apply to HTTP; a tcp listener has none",
                     ));
+                }
+                for (k, m) in r.filters.mirrors.iter().enumerate() {
+                    self.backend_named(
+                        &format!("{field}.filters.mirrors[{k}].backend"),
+                        &m.backend,
+                    )?;
                 }
                 for (k, wb) in r.weighted_backends().iter().enumerate() {
                     let field = if r.backend.is_some() {
@@ -443,18 +485,7 @@ impl ProxyConfig {
                     } else {
                         format!("{field}.backends[{k}].name")
                     };
-                    let Some(backend) = self.backends.iter().find(|b| b.name == wb.name) else {
-                        let known: Vec<&str> =
-                            self.backends.iter().map(|b| b.name.as_str()).collect();
-                        return Err(ConfigError::invalid(
-                            field,
-                            format!(
-                                "no backend named {:?} (known: {})",
-                                wb.name,
-                                known.join(", ")
-                            ),
-                        ));
-                    };
+                    let backend = self.backend_named(&field, &wb.name)?;
                     if l.protocol == ListenerProtocol::Grpc
                         && backend.protocol != BackendProtocol::Http2
                     {
@@ -470,6 +501,22 @@ impl ProxyConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl ProxyConfig {
+    /// The backend a route names at `field`.
+    fn backend_named(&self, field: &str, name: &str) -> Result<&BackendConfig, ConfigError> {
+        self.backends
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+                ConfigError::invalid(
+                    field,
+                    format!("no backend named {name:?} (known: {})", known.join(", ")),
+                )
+            })
     }
 }
 

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::filter::{FaultConfig, HeaderModifier, RouteFilters};
 use super::{ConfigError, Duration, MAX_WEIGHT};
 
 /// A route from a listener to one or more backends.
@@ -26,6 +27,45 @@ pub struct RouteConfig {
     /// arrive, connecting included; past it the client gets 504. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Header changes, redirects, rewrites and mirrors. Default: none.
+    #[serde(default, skip_serializing_if = "RouteFilters::is_empty")]
+    pub filters: RouteFilters,
+    /// Time allowed for each attempt to a backend, to its response headers; a retry
+    /// gets a fresh one, while `timeout` bounds them all. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_timeout: Option<Duration>,
+    /// Retries of failed attempts. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// Delays and aborts injected into matching requests. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultConfig>,
+}
+
+/// Retries of replay-safe requests: idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
+/// DELETE) whose body has a known length of at most 64 KiB. An attempt is retried when
+/// it could not connect, failed before response headers, ran out of `backendTimeout`, or
+/// was answered with one of `codes`; never once the client has been sent anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries after the first attempt, at most 10. Default 1.
+    #[serde(default = "one")]
+    pub attempts: u32,
+    /// Response statuses (400 to 599) that are retried. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<u16>,
+    /// Wait before the first retry, doubled for each further one, with jitter.
+    /// Default `25ms`.
+    #[serde(default = "default_backoff")]
+    pub backoff: Duration,
+}
+
+/// Most retries a route may ask for.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+fn default_backoff() -> Duration {
+    Duration::from_millis(25)
 }
 
 /// A backend and its share of a route's requests.
@@ -36,6 +76,24 @@ pub struct WeightedBackend {
     /// Relative share; 0 takes no requests. Default 1.
     #[serde(default = "one")]
     pub weight: u32,
+    /// Header changes for requests sent to this backend, after the route's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderModifier>,
+    /// Header changes for this backend's responses, after the route's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderModifier>,
+}
+
+impl WeightedBackend {
+    /// A backend with a weight and no header changes.
+    pub fn new(name: impl Into<String>, weight: u32) -> Self {
+        Self {
+            name: name.into(),
+            weight,
+            request_headers: None,
+            response_headers: None,
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -92,10 +150,7 @@ impl RouteConfig {
     /// The backends and weights of this route, whichever form it was written in.
     pub fn weighted_backends(&self) -> Vec<WeightedBackend> {
         match &self.backend {
-            Some(name) => vec![WeightedBackend {
-                name: name.clone(),
-                weight: 1,
-            }],
+            Some(name) => vec![WeightedBackend::new(name.clone(), 1)],
             None => self.backends.clone(),
         }
     }
@@ -123,16 +178,47 @@ impl RouteConfig {
                     format!("must be between 0 and {MAX_WEIGHT}, got {}", b.weight),
                 ));
             }
+            for (field, m) in [
+                ("requestHeaders", &b.request_headers),
+                ("responseHeaders", &b.response_headers),
+            ] {
+                if let Some(m) = m {
+                    m.validate(&format!("{at}.backends[{i}].{field}"))?;
+                }
+            }
         }
         if let Some(m) = &self.matches {
             m.validate(&format!("{at}.match"))?;
         }
-        Ok(())
+        if let Some(retry) = &self.retry {
+            if retry.attempts > MAX_RETRY_ATTEMPTS {
+                return Err(ConfigError::invalid(
+                    format!("{at}.retry.attempts"),
+                    format!(
+                        "must be at most {MAX_RETRY_ATTEMPTS}, got {}",
+                        retry.attempts
+                    ),
+                ));
+            }
+            for (i, code) in retry.codes.iter().enumerate() {
+                if !(400..=599).contains(code) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.retry.codes[{i}]"),
+                        format!("must be an HTTP status between 400 and 599, got {code}"),
+                    ));
+                }
+            }
+        }
+        if let Some(fault) = &self.fault {
+            fault.validate(&format!("{at}.fault"))?;
+        }
+        let path = self.matches.as_ref().and_then(|m| m.path.as_ref());
+        self.filters.validate(&format!("{at}.filters"), path)
     }
 }
 
 impl RouteMatch {
-    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self, at: &str) -> Result<(), ConfigError> {
         match &self.path {
             Some(PathMatch::Exact(p)) | Some(PathMatch::Prefix(p)) if !p.starts_with('/') => {
                 return Err(ConfigError::invalid(

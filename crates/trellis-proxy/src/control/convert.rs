@@ -9,9 +9,10 @@ use trellis_api::proto::v1 as wire;
 
 use crate::config::{
     self, defaults, BackendConfig, BackendProtocol, DestinationAddress, DestinationTarget,
-    Duration, EgressMode, EndpointConfig, ListenerConfig, ListenerProtocol, LoadBalancer,
-    MeshService, OriginalDestination, PathMatch, ProxyConfig, RouteConfig, RouteMatch, ValueMatch,
-    WeightedBackend,
+    Duration, EgressMode, EndpointConfig, FaultAbortConfig, FaultConfig, FaultDelayConfig, HashOn,
+    Header, HeaderModifier, ListenerConfig, ListenerProtocol, LoadBalancer, MeshService, Mirror,
+    OriginalDestination, PathMatch, PathModifier, ProxyConfig, Redirect, RetryConfig, Rewrite,
+    RouteConfig, RouteFilters, RouteMatch, ValueMatch, WeightedBackend,
 };
 
 /// What the control plane does not decide: the proxy's own admin address and limits.
@@ -173,29 +174,112 @@ fn route(r: &wire::Route) -> RouteConfig {
             .map(|b| WeightedBackend {
                 name: b.name.clone(),
                 weight: b.weight,
+                request_headers: b.request_headers.as_ref().map(header_modifier),
+                response_headers: b.response_headers.as_ref().map(header_modifier),
             })
             .collect(),
         timeout: millis(r.timeout_ms),
+        filters: r.filters.as_ref().map(filters).unwrap_or_default(),
+        backend_timeout: millis(r.backend_timeout_ms),
+        retry: r.retry.as_ref().map(|retry| RetryConfig {
+            attempts: retry.attempts,
+            // Out of range is refused by validation, as 0 is.
+            codes: retry
+                .codes
+                .iter()
+                .map(|c| u16::try_from(*c).unwrap_or(0))
+                .collect(),
+            backoff: Duration::from_millis(retry.backoff_ms),
+        }),
+        fault: r.fault.as_ref().map(fault),
+    }
+}
+
+fn filters(f: &wire::RouteFilters) -> RouteFilters {
+    let path = |p: &Option<wire::PathModifier>| match p.as_ref().and_then(|p| p.kind.as_ref()) {
+        Some(wire::path_modifier::Kind::Full(v)) => Some(PathModifier::Full(v.clone())),
+        Some(wire::path_modifier::Kind::Prefix(v)) => Some(PathModifier::Prefix(v.clone())),
+        None => None,
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    RouteFilters {
+        request_headers: f.request_headers.as_ref().map(header_modifier),
+        response_headers: f.response_headers.as_ref().map(header_modifier),
+        redirect: f.redirect.as_ref().map(|r| Redirect {
+            scheme: non_empty(&r.scheme),
+            hostname: non_empty(&r.hostname),
+            path: path(&r.path),
+            // Out of range is refused by validation, as port 0 is.
+            port: (r.port != 0).then(|| u16::try_from(r.port).unwrap_or(0)),
+            status_code: u16::try_from(r.status_code).unwrap_or(0),
+        }),
+        rewrite: f.rewrite.as_ref().map(|r| Rewrite {
+            hostname: non_empty(&r.hostname),
+            path: path(&r.path),
+        }),
+        mirrors: f
+            .mirrors
+            .iter()
+            .map(|m| Mirror {
+                backend: m.backend.clone(),
+                numerator: m.numerator,
+                denominator: m.denominator,
+            })
+            .collect(),
+    }
+}
+
+fn header_modifier(m: &wire::HeaderModifier) -> HeaderModifier {
+    let headers = |list: &[wire::Header]| {
+        list.iter()
+            .map(|h| Header {
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .collect()
+    };
+    HeaderModifier {
+        set: headers(&m.set),
+        add: headers(&m.add),
+        remove: m.remove.clone(),
+    }
+}
+
+fn values(list: &[wire::ValueMatch]) -> Vec<ValueMatch> {
+    list.iter()
+        .map(|v| {
+            let (exact, regex) = match &v.kind {
+                Some(wire::value_match::Kind::Exact(e)) => (Some(e.clone()), None),
+                Some(wire::value_match::Kind::Regex(r)) => (None, Some(r.clone())),
+                None => (None, None),
+            };
+            ValueMatch {
+                name: v.name.clone(),
+                exact,
+                regex,
+            }
+        })
+        .collect()
+}
+
+fn fault(f: &wire::Fault) -> FaultConfig {
+    FaultConfig {
+        name: (!f.name.is_empty()).then(|| f.name.clone()),
+        headers: values(&f.headers),
+        delay: f.delay.as_ref().map(|d| FaultDelayConfig {
+            fixed: Duration::from_millis(d.fixed_ms),
+            percent: d.percent,
+        }),
+        abort: f.abort.as_ref().map(|a| FaultAbortConfig {
+            // Out of range is refused by validation, as 0 is.
+            http_status: (a.http_status != 0).then(|| u16::try_from(a.http_status).unwrap_or(0)),
+            grpc_status: (a.grpc_status != 0).then_some(a.grpc_status),
+            percent: a.percent,
+        }),
     }
 }
 
 fn route_match(m: &wire::RouteMatch) -> RouteMatch {
-    let values = |list: &[wire::ValueMatch]| {
-        list.iter()
-            .map(|v| {
-                let (exact, regex) = match &v.kind {
-                    Some(wire::value_match::Kind::Exact(e)) => (Some(e.clone()), None),
-                    Some(wire::value_match::Kind::Regex(r)) => (None, Some(r.clone())),
-                    None => (None, None),
-                };
-                ValueMatch {
-                    name: v.name.clone(),
-                    exact,
-                    regex,
-                }
-            })
-            .collect()
-    };
     RouteMatch {
         path: m.path.as_ref().and_then(|p| match &p.kind {
             Some(wire::path_match::Kind::Exact(v)) => Some(PathMatch::Exact(v.clone())),
@@ -234,7 +318,19 @@ fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigE
             wire::LoadBalancer::Ewma => LoadBalancer::Ewma,
             wire::LoadBalancer::RoundRobin => LoadBalancer::RoundRobin,
             wire::LoadBalancer::LeastRequest => LoadBalancer::LeastRequest,
+            wire::LoadBalancer::ConsistentHash => LoadBalancer::ConsistentHash,
         },
+        hash_on: b.hash_on.as_ref().map(|h| match &h.key {
+            Some(wire::hash_on::Key::Header(name)) => HashOn {
+                header: Some(name.clone()),
+                cookie: None,
+            },
+            Some(wire::hash_on::Key::Cookie(name)) => HashOn {
+                header: None,
+                cookie: Some(name.clone()),
+            },
+            None => HashOn::default(),
+        }),
         connect_timeout: millis(b.connect_timeout_ms).unwrap_or_else(defaults::connect_timeout),
         idle_timeout: defaults::pool_idle_timeout(),
     })
@@ -277,13 +373,59 @@ mod tests {
                         wire::WeightedBackend {
                             name: "ratings-v1".into(),
                             weight: 90,
+                            ..Default::default()
                         },
                         wire::WeightedBackend {
                             name: "ratings-v2".into(),
                             weight: 10,
+                            response_headers: Some(wire::HeaderModifier {
+                                set: vec![wire::Header {
+                                    name: "x-version".into(),
+                                    value: "v2".into(),
+                                }],
+                                ..Default::default()
+                            }),
+                            ..Default::default()
                         },
                     ],
                     timeout_ms: Some(1500),
+                    backend_timeout_ms: Some(500),
+                    retry: Some(wire::Retry {
+                        attempts: 2,
+                        codes: vec![503],
+                        backoff_ms: 10,
+                    }),
+                    fault: Some(wire::Fault {
+                        name: "bookinfo/chaos".into(),
+                        headers: vec![],
+                        delay: Some(wire::FaultDelay {
+                            fixed_ms: 2000,
+                            percent: 50,
+                        }),
+                        abort: Some(wire::FaultAbort {
+                            http_status: 0,
+                            grpc_status: 14,
+                            percent: 10,
+                        }),
+                    }),
+                    filters: Some(wire::RouteFilters {
+                        request_headers: Some(wire::HeaderModifier {
+                            remove: vec!["cookie".into()],
+                            ..Default::default()
+                        }),
+                        rewrite: Some(wire::Rewrite {
+                            hostname: "ratings.internal".into(),
+                            path: Some(wire::PathModifier {
+                                kind: Some(wire::path_modifier::Kind::Prefix("/v2".into())),
+                            }),
+                        }),
+                        mirrors: vec![wire::Mirror {
+                            backend: "ratings-v2".into(),
+                            numerator: 1,
+                            denominator: 3,
+                        }],
+                        ..Default::default()
+                    }),
                 }],
                 detect_timeout_ms: None,
                 idle_timeout_ms: Some(60_000),
@@ -314,8 +456,10 @@ mod tests {
                         address: "127.0.0.1:7143".into(),
                         weight: 1,
                         identity: "spiffe://trellis.local/ns/default/sa/ratings".into(),
+                        zone: String::new(),
                     }],
                     load_balancer: wire::LoadBalancer::LeastRequest as i32,
+                    hash_on: None,
                     connect_timeout_ms: Some(250),
                 })
                 .collect(),
@@ -332,7 +476,51 @@ mod tests {
         let r = &l.routes[0];
         assert_eq!(r.name.as_deref(), Some("canary"));
         assert_eq!(r.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(r.backend_timeout, Some(Duration::from_millis(500)));
+        let fault = r.fault.as_ref().expect("fault");
+        assert_eq!(fault.name.as_deref(), Some("bookinfo/chaos"));
+        assert_eq!(
+            fault.delay,
+            Some(FaultDelayConfig {
+                fixed: Duration::from_secs(2),
+                percent: 50
+            })
+        );
+        assert_eq!(
+            fault.abort,
+            Some(FaultAbortConfig {
+                http_status: None,
+                grpc_status: Some(14),
+                percent: 10
+            })
+        );
+        assert_eq!(
+            r.retry,
+            Some(RetryConfig {
+                attempts: 2,
+                codes: vec![503],
+                backoff: Duration::from_millis(10),
+            })
+        );
         assert_eq!(r.backends[1].weight, 10);
+        let set = &r.backends[1]
+            .response_headers
+            .as_ref()
+            .expect("headers")
+            .set;
+        assert_eq!(
+            (set[0].name.as_str(), set[0].value.as_str()),
+            ("x-version", "v2")
+        );
+        let f = &r.filters;
+        assert_eq!(
+            f.request_headers.as_ref().expect("headers").remove,
+            ["cookie"]
+        );
+        let rewrite = f.rewrite.as_ref().expect("rewrite");
+        assert_eq!(rewrite.hostname.as_deref(), Some("ratings.internal"));
+        assert_eq!(rewrite.path, Some(PathModifier::Prefix("/v2".into())));
+        assert_eq!((f.mirrors[0].numerator, f.mirrors[0].denominator), (1, 3));
         let m = r.matches.as_ref().expect("match");
         assert_eq!(m.path, Some(PathMatch::Prefix("/api".into())));
         assert_eq!(m.method.as_deref(), Some("GET"));
@@ -393,7 +581,7 @@ mod tests {
             ),
             (
                 dangling,
-                "listeners[0].routes[0].backends[1].name: no backend named \"ratings-v2\"",
+                "listeners[0].routes[0].filters.mirrors[0].backend: no backend named \"ratings-v2\"",
             ),
             (
                 bad_regex,

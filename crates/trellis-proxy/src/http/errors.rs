@@ -26,6 +26,11 @@ pub enum ProxyError {
     NoEndpoints { backend: Arc<str> },
     #[error("no response within the route timeout of {0:?}")]
     RequestTimeout(Duration),
+    #[error("no response headers from the backend within its attempt timeout of {0:?}")]
+    BackendTimeout(Duration),
+    /// The client's request body failed while the proxy held it for retries.
+    #[error("reading the request body: {0}")]
+    ClientBody(crate::endpoint::BoxError),
     #[error("backend {backend} speaks HTTP/2, which cannot carry an HTTP/1 upgrade")]
     UpgradeUnsupported { backend: Arc<str> },
     #[error(transparent)]
@@ -33,6 +38,14 @@ pub enum ProxyError {
     /// The listener's authorization refused the request.
     #[error(transparent)]
     Denied(#[from] Denied),
+    /// A FaultInjection aborted the request.
+    #[error("aborted by fault {fault}")]
+    FaultAbort {
+        fault: Arc<str>,
+        status: StatusCode,
+        /// The gRPC status code for gRPC calls; `None`: the one matching `status`.
+        grpc: Option<u32>,
+    },
 }
 
 /// gRPC status codes the proxy answers with.
@@ -49,9 +62,13 @@ impl ProxyError {
             ProxyError::NoBackend { .. } | ProxyError::NoEndpoints { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyError::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::RequestTimeout(_) | ProxyError::BackendTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
+            ProxyError::FaultAbort { status, .. } => *status,
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 EndpointError::Connect { .. }
@@ -67,10 +84,13 @@ impl ProxyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::Denied(_) => "denied",
+            ProxyError::FaultAbort { .. } => "fault injected",
             ProxyError::NoRoute { .. } => "no route",
             ProxyError::NoBackend { .. } => "no backend",
             ProxyError::NoEndpoints { .. } => "no endpoints",
             ProxyError::RequestTimeout(_) => "request timeout",
+            ProxyError::BackendTimeout(_) => "backend timeout",
+            ProxyError::ClientBody(_) => "request body failed",
             ProxyError::UpgradeUnsupported { .. } => "upgrade unsupported",
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => "connect timeout",
@@ -80,6 +100,16 @@ impl ProxyError {
                 EndpointError::Request { .. } => "upstream failed",
             },
         }
+    }
+
+    /// Whether another attempt could succeed where this one failed: the backend could
+    /// not be reached, or did not answer in time or at all. Decided here, where the
+    /// failure is named, so every retry follows the same rule.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BackendTimeout(_) | ProxyError::Endpoint(_)
+        )
     }
 
     /// The `trellis-error` header: the reason, or for a denial which policy decided
@@ -92,8 +122,15 @@ impl ProxyError {
         }
     }
 
-    fn grpc_status(&self) -> &'static str {
-        match self.status() {
+    fn grpc_status(&self) -> HeaderValue {
+        if let ProxyError::FaultAbort {
+            status, grpc: code, ..
+        } = self
+        {
+            let code = code.unwrap_or_else(|| grpc_code_for(*status));
+            return HeaderValue::from(code);
+        }
+        HeaderValue::from_static(match self.status() {
             StatusCode::FORBIDDEN => GRPC_PERMISSION_DENIED,
             StatusCode::GATEWAY_TIMEOUT => GRPC_DEADLINE_EXCEEDED,
             _ if matches!(
@@ -104,7 +141,7 @@ impl ProxyError {
                 GRPC_UNIMPLEMENTED
             }
             _ => GRPC_UNAVAILABLE,
-        }
+        })
     }
 
     /// The response the client gets. gRPC clients read the status from `grpc-status`,
@@ -128,6 +165,19 @@ impl ProxyError {
         builder
             .body(full(body))
             .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+    }
+}
+
+/// The gRPC status for an HTTP status, as gRPC's "HTTP to gRPC status code mapping"
+/// gives it.
+fn grpc_code_for(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
     }
 }
 

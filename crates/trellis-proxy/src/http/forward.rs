@@ -13,15 +13,18 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use trellis_identity::SpiffeId;
 
 use super::errors::{is_grpc, ProxyError};
+use super::mirror;
 use crate::balance::InFlight;
 use crate::config::{BackendProtocol, ListenerProtocol};
 use crate::endpoint::{BoxBody, BoxError, Endpoint};
+use crate::retry;
+use crate::route::filter::{edit_headers, Redirect};
 use crate::route::{Route, RouteBackend};
 use crate::state::Listener;
 use crate::telemetry::{CallLabels, RouteLabels};
@@ -97,29 +100,17 @@ pub async fn handle(
                 }),
                 unrouted(&listener, ""),
             ),
-            Some(route) => match route.pick_backend() {
-                None => (
-                    Err(ProxyError::NoBackend {
-                        route: route.name.clone(),
-                    }),
-                    unrouted(&listener, &route.name),
-                ),
-                Some(target) => (
-                    proxy(req, route, target, &ctx.shared).await,
-                    target.labels.clone(),
-                ),
-            },
+            Some(route) => route_request(req, route, &listener, &ctx.shared).await,
         },
     };
     let (mut resp, error) = match result {
-        Ok((resp, in_flight)) => {
+        Ok(resp) => {
             let (parts, body) = resp.into_parts();
             let body = Guarded {
                 inner: body,
-                _guards: (in_flight, active),
+                _guards: active,
             };
-            let body = body.map_err(BoxError::from).boxed();
-            (Response::from_parts(parts, body), "")
+            (Response::from_parts(parts, body.boxed()), "")
         }
         Err(err) => {
             tracing::debug!(listener = %listener.name, error = %err, "request failed");
@@ -194,6 +185,49 @@ impl TapSeen {
     }
 }
 
+/// A routed request: its faults, then its redirect or its backend.
+async fn route_request(
+    req: Request<Incoming>,
+    route: &Route,
+    listener: &Listener,
+    shared: &Arc<Shared>,
+) -> (Result<Response<BoxBody>, ProxyError>, RouteLabels) {
+    let unrouted = || unrouted(listener, &route.name);
+    if let Some(fault) = &route.fault {
+        let injected = fault.draw(&req);
+        if let Some(delay) = injected.delay {
+            shared
+                .metrics
+                .record_fault(&unrouted(), &fault.name, "delay");
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(abort) = injected.abort {
+            shared
+                .metrics
+                .record_fault(&unrouted(), &fault.name, "abort");
+            let aborted = ProxyError::FaultAbort {
+                fault: fault.name.clone(),
+                status: abort.status,
+                grpc: abort.grpc,
+            };
+            return (Err(aborted), unrouted());
+        }
+    }
+    match (&route.filters.redirect, route.pick_backend()) {
+        (Some(redirect), _) => (Ok(redirect_response(redirect, &req, route)), unrouted()),
+        (None, None) => (
+            Err(ProxyError::NoBackend {
+                route: route.name.clone(),
+            }),
+            unrouted(),
+        ),
+        (None, Some(target)) => (
+            proxy(req, route, target, shared).await,
+            target.labels.clone(),
+        ),
+    }
+}
+
 /// Labels for a request no backend was chosen for.
 fn unrouted(listener: &Listener, route: &str) -> RouteLabels {
     RouteLabels {
@@ -203,25 +237,96 @@ fn unrouted(listener: &Listener, route: &str) -> RouteLabels {
     }
 }
 
-/// Forwards a request and returns the backend's response with the request still counted
-/// as in flight on its endpoint.
+/// The answer of a route whose filter is a redirect.
+fn redirect_response<B>(redirect: &Redirect, req: &Request<B>, route: &Route) -> Response<BoxBody> {
+    let mut resp = Response::new(Empty::new().map_err(BoxError::from).boxed());
+    *resp.status_mut() = redirect.status;
+    if let Ok(location) = HeaderValue::from_str(&redirect.location(req)) {
+        resp.headers_mut().insert(header::LOCATION, location);
+    }
+    edit_headers(route.filters.response_headers.as_ref(), resp.headers_mut());
+    resp
+}
+
+/// Forwards a request through the route's filters and returns the backend's response,
+/// whose body keeps the request counted as in flight on its endpoint until it ends.
 async fn proxy(
     req: Request<Incoming>,
     route: &Route,
     target: &RouteBackend,
     shared: &Arc<Shared>,
-) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+) -> Result<Response<BoxBody>, ProxyError> {
     let backend = &target.backend;
-    let endpoint = backend.pick().ok_or_else(|| ProxyError::NoEndpoints {
-        backend: backend.name.clone(),
-    })?;
-    let in_flight = InFlight::new(endpoint.clone());
     let upgrade = is_upgrade(&req);
     if upgrade && backend.protocol == BackendProtocol::Http2 {
         return Err(ProxyError::UpgradeUnsupported {
             backend: backend.name.clone(),
         });
     }
+    let (mut parts, body) = req.into_parts();
+    let mut body = body.map_err(BoxError::from).boxed();
+    let filters = &route.filters;
+    edit_headers(filters.request_headers.as_ref(), &mut parts.headers);
+    if let Some(rewrite) = &filters.rewrite {
+        rewrite.apply(&mut parts);
+    }
+    // Mirrors get the request as the route changed it, without the backend's own
+    // changes; an upgrade is a connection, not a request to copy.
+    if !upgrade && !filters.mirrors.is_empty() {
+        body = mirror::start(&filters.mirrors, &parts, body, route.timeout, shared);
+    }
+    edit_headers(target.request_headers.as_ref(), &mut parts.headers);
+    let req = Request::from_parts(parts, body);
+    let send = async {
+        if upgrade {
+            // A connection handed over to another protocol is never retried.
+            return attempt(req, target, None, shared, true).await;
+        }
+        retry::send(
+            route.retry.as_ref(),
+            req,
+            |req| attempt(req, target, route.backend_timeout, shared, false),
+            |(resp, _): &(Response<Incoming>, InFlight)| resp.status(),
+            |reason| shared.metrics.record_retry(&target.labels, reason),
+        )
+        .await
+    };
+    let (resp, in_flight) = match route.timeout {
+        Some(limit) => tokio::time::timeout(limit, send)
+            .await
+            .map_err(|_| ProxyError::RequestTimeout(limit))??,
+        None => send.await?,
+    };
+    let (mut parts, body) = from_backend(resp).into_parts();
+    edit_headers(filters.response_headers.as_ref(), &mut parts.headers);
+    edit_headers(target.response_headers.as_ref(), &mut parts.headers);
+    let body = Guarded {
+        inner: body,
+        _guards: in_flight,
+    };
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed(),
+    ))
+}
+
+/// One attempt: an endpoint of the backend, the request in the form it needs, response
+/// headers within `limit`. The request stays counted as in flight on the endpoint as
+/// long as the returned guard lives.
+async fn attempt(
+    req: Request<BoxBody>,
+    target: &RouteBackend,
+    limit: Option<std::time::Duration>,
+    shared: &Arc<Shared>,
+    upgrade: bool,
+) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+    let backend = &target.backend;
+    let endpoint = backend
+        .pick_for(backend.hash_key(req.headers()))
+        .ok_or_else(|| ProxyError::NoEndpoints {
+            backend: backend.name.clone(),
+        })?;
+    let in_flight = InFlight::new(endpoint.clone());
     // Only endpoints of the mesh need this proxy's identity; others skip the lookup.
     let identity = match endpoint.identity() {
         Some(_) => shared.tls.identity(),
@@ -237,20 +342,20 @@ async fn proxy(
             Ok(endpoint.send(req, identity.as_deref()).await?)
         }
     };
-    let resp = match route.timeout {
+    let resp = match limit {
         Some(limit) => tokio::time::timeout(limit, send)
             .await
-            .map_err(|_| ProxyError::RequestTimeout(limit))??,
+            .map_err(|_| ProxyError::BackendTimeout(limit))??,
         None => send.await?,
     };
     endpoint.load().observe_rtt(started.elapsed());
-    Ok((from_backend(resp), in_flight))
+    Ok((resp, in_flight))
 }
 
 /// Passes an `Upgrade` request (WebSocket and the like) to the backend on a connection of
 /// its own; if the backend switches protocols, both upgraded streams are joined.
 async fn forward_upgrade(
-    mut req: Request<Incoming>,
+    mut req: Request<BoxBody>,
     endpoint: &Arc<Endpoint>,
     identity: Option<&Identity>,
     shared: &Arc<Shared>,
@@ -338,8 +443,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Rewrites a client's request into what the backend's protocol expects: origin-form
 /// URI and a `host` header for HTTP/1.1, absolute URI (`:authority`) for HTTP/2.
-fn to_backend(
-    req: Request<Incoming>,
+pub(super) fn to_backend(
+    req: Request<BoxBody>,
     protocol: BackendProtocol,
     endpoint: std::net::SocketAddr,
 ) -> Request<BoxBody> {
@@ -387,7 +492,7 @@ fn to_backend(
             }
         }
     }
-    Request::from_parts(parts, body.map_err(BoxError::from).boxed())
+    Request::from_parts(parts, body)
 }
 
 /// Strips the backend connection's own headers from its response. The response to an

@@ -3,6 +3,7 @@
 
 pub mod errors;
 pub mod forward;
+pub mod mirror;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

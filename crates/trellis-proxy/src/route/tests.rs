@@ -15,6 +15,7 @@ fn backend(name: &str) -> Arc<Backend> {
         protocol: BackendProtocol::Http1,
         endpoints: vec![],
         load_balancer: LoadBalancer::Ewma,
+        hash_on: None,
         connect_timeout: config::Duration::from_secs(1),
         idle_timeout: config::Duration::from_secs(1),
     };
@@ -28,6 +29,10 @@ fn route(matches: RouteMatch) -> Route {
         backend: Some("b".into()),
         backends: vec![],
         timeout: None,
+        filters: Default::default(),
+        backend_timeout: None,
+        retry: None,
+        fault: None,
     };
     Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds")
 }
@@ -132,38 +137,48 @@ fn headers_query_and_method_must_all_hold() {
     );
 }
 
-#[test]
-fn weights_split_requests_in_proportion() {
+fn split(weights: &[(&str, u32)]) -> Route {
     let config = RouteConfig {
         name: Some("canary".into()),
         matches: None,
         backend: None,
-        backends: vec![
-            config::WeightedBackend {
-                name: "v1".into(),
-                weight: 90,
-            },
-            config::WeightedBackend {
-                name: "v2".into(),
-                weight: 10,
-            },
-            config::WeightedBackend {
-                name: "off".into(),
-                weight: 0,
-            },
-        ],
+        backends: weights
+            .iter()
+            .map(|(name, weight)| config::WeightedBackend::new(*name, *weight))
+            .collect(),
         timeout: None,
+        filters: Default::default(),
+        backend_timeout: None,
+        retry: None,
+        fault: None,
     };
-    let r = Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds");
-    let mut v2 = 0;
-    for _ in 0..10_000 {
-        let picked = r.pick_backend().expect("a backend");
-        assert_ne!(&*picked.backend.name, "off");
-        if &*picked.backend.name == "v2" {
-            v2 += 1;
+    Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds")
+}
+
+#[test]
+fn weights_split_requests_in_proportion() {
+    // Seeded, so the counts are the same on every run; many seeds, so the split is not
+    // one lucky draw. The tolerance (a tenth of each share) is several standard
+    // deviations wide at this many draws.
+    const DRAWS: u32 = 20_000;
+    let weights = [("v1", 70), ("v2", 20), ("v3", 10), ("off", 0)];
+    let r = split(&weights);
+    for seed in 0..20 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut counts = std::collections::HashMap::<&str, u32>::new();
+        for _ in 0..DRAWS {
+            let picked = r.pick_backend_with(&mut rng).expect("a backend");
+            *counts.entry(&picked.backend.name).or_default() += 1;
+        }
+        for (name, weight) in weights {
+            let got = counts.get(name).copied().unwrap_or_default();
+            let want = DRAWS * weight / 100;
+            assert!(
+                got.abs_diff(want) <= want / 10,
+                "seed {seed}: {name} (weight {weight}) got {got} of {DRAWS}, want about {want}"
+            );
         }
     }
-    assert!((800..1200).contains(&v2), "v2 got {v2} of 10000");
 }
 
 #[test]
@@ -172,11 +187,12 @@ fn all_zero_weights_pick_nothing() {
         name: None,
         matches: None,
         backend: None,
-        backends: vec![config::WeightedBackend {
-            name: "v1".into(),
-            weight: 0,
-        }],
+        backends: vec![config::WeightedBackend::new("v1", 0)],
         timeout: None,
+        filters: Default::default(),
+        backend_timeout: None,
+        retry: None,
+        fault: None,
     };
     let r = Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds");
     assert!(r.pick_backend().is_none());

@@ -1,4 +1,5 @@
-//! Each load balancer's distribution over real endpoints.
+//! Each load balancer's distribution over real endpoints, and consistent hashing's
+//! stickiness.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -6,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -149,4 +150,71 @@ async fn ewma_spreads_concurrent_load_over_equal_endpoints() {
         a.requests(),
         b.requests()
     );
+}
+
+#[tokio::test]
+async fn consistent_hash_keeps_each_key_on_one_endpoint() {
+    let mut servers = Vec::new();
+    for i in 0..4 {
+        servers.push(
+            HttpServer::start(&format!("e{i}"), ServerProtocol::Http1)
+                .await
+                .expect("server"),
+        );
+    }
+    let endpoints: Vec<String> = servers
+        .iter()
+        .map(|s| format!("\"{}\"", s.addr()))
+        .collect();
+    let endpoints = endpoints.join(", ");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    routes: [{{match: {{path: {{prefix: /cookie}}}}, backend: by-session}}, {{backend: by-user}}]
+backends:
+  - name: by-user
+    loadBalancer: consistent-hash
+    hashOn: {{header: x-user}}
+    endpoints: [{endpoints}]
+  - name: by-session
+    loadBalancer: consistent-hash
+    hashOn: {{cookie: session}}
+    endpoints: [{endpoints}]
+"#
+    );
+    let proxy = start(&yaml).await;
+    let client = HttpClient::http1();
+    let served_by = |resp: &trellis_testkit::http::TestResponse| {
+        resp.headers["x-served-by"]
+            .to_str()
+            .expect("ascii")
+            .to_string()
+    };
+    let mut used = std::collections::HashSet::new();
+    for user in 0..20 {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5 {
+            let req = Request::get(url(&proxy, "/"))
+                .header("x-user", format!("user-{user}"))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            seen.insert(served_by(&client.send(req).await.expect("response")));
+            let req = Request::get(url(&proxy, "/cookie"))
+                .header("cookie", format!("theme=dark; session=s-{user}"))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            seen.insert(format!(
+                "cookie:{}",
+                served_by(&client.send(req).await.expect("response"))
+            ));
+        }
+        assert_eq!(seen.len(), 2, "user {user} moved: {seen:?}");
+        used.extend(seen);
+    }
+    assert!(used.len() > 2, "twenty keys all on one endpoint: {used:?}");
+    // Without the key the request still goes somewhere.
+    let resp = client.get(&url(&proxy, "/")).await.expect("response");
+    assert_eq!(resp.status, StatusCode::OK);
 }

@@ -3,11 +3,16 @@
 
 mod authz;
 mod balancers;
+mod faults;
+mod filters;
 mod grpc;
 mod http;
 mod lifecycle;
 mod malformed;
+mod matching;
 mod mtls;
+mod recorder;
+mod retries;
 mod routing;
 mod tcp;
 mod timeouts;
@@ -60,4 +65,16 @@ pub fn url(proxy: &Proxy, path: &str) -> String {
 
 pub fn addr(proxy: &Proxy) -> SocketAddr {
     proxy.listener_addr("web").expect("listener web")
+}
+
+/// The value of the counter series `name{labels}` in the proxy's metrics; 0 when absent.
+pub fn counter(proxy: &Proxy, series: &str) -> u64 {
+    let prefix = format!("{series} ");
+    proxy
+        .metrics()
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }

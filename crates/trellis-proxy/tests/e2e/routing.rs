@@ -3,7 +3,9 @@
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
+use trellis_testkit::load::run_load_until;
 
 use super::{start, url};
 
@@ -93,15 +95,91 @@ backends:
 
 #[tokio::test]
 async fn blue_green_switch_by_weights_on_reload() {
-    let blue = HttpServer::start("blue", ServerProtocol::Http1)
+    let (blue, green) = blue_and_green().await;
+    let config = |b, g| blue_green(&blue, &green, b, g);
+    let proxy = trellis_proxy::Proxy::start(config(1, 0))
         .await
-        .expect("server");
-    let green = HttpServer::start("green", ServerProtocol::Http1)
+        .expect("proxy starts");
+    let client = HttpClient::http1();
+    for _ in 0..20 {
+        assert_eq!(
+            client.get(&url(&proxy, "/")).await.expect("r").headers["x-served-by"],
+            "blue"
+        );
+    }
+    proxy.reload(config(0, 1)).await.expect("reload");
+    for _ in 0..20 {
+        assert_eq!(
+            client.get(&url(&proxy, "/")).await.expect("r").headers["x-served-by"],
+            "green"
+        );
+    }
+    proxy.reload(config(0, 0)).await.expect("reload");
+    let resp = client.get(&url(&proxy, "/")).await.expect("r");
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers["trellis-error"], "no backend");
+}
+
+#[tokio::test]
+async fn weight_changes_under_load_fail_no_request() {
+    const WORKERS: usize = 8;
+    let (blue, green) = blue_and_green().await;
+    let config = |b, g| blue_green(&blue, &green, b, g);
+    let proxy = trellis_proxy::Proxy::start(config(100, 0))
         .await
-        .expect("server");
-    let config = |blue_weight: u32, green_weight: u32| {
-        format!(
-            r#"
+        .expect("proxy starts");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(run_load_until(
+        HttpClient::http1(),
+        url(&proxy, "/"),
+        WORKERS,
+        u64::MAX,
+        stopped,
+    ));
+    assert_eventually!(blue.requests() >= 100);
+    assert_eq!(green.requests(), 0, "green has no weight yet");
+
+    // Canary steps, then the switch; each step is seen by the backends under load.
+    for (blue_weight, green_weight) in [(90, 10), (50, 50), (0, 100)] {
+        let green_before = green.requests();
+        proxy
+            .reload(config(blue_weight, green_weight))
+            .await
+            .expect("reload");
+        assert_eventually!(green.requests() >= green_before + 100);
+    }
+    // Requests that read the old weights before the switch may still reach blue: at
+    // most one per worker.
+    let blue_at_switch = blue.requests();
+    let green_at_switch = green.requests();
+    assert_eventually!(green.requests() >= green_at_switch + 300);
+    assert!(
+        blue.requests() <= blue_at_switch + WORKERS as u64,
+        "blue still served {} requests after the switch",
+        blue.requests() - blue_at_switch
+    );
+
+    stop.send(true).expect("load running");
+    let report = load.await.expect("load task");
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    assert_eq!(report.ok, blue.requests() + green.requests());
+}
+
+async fn blue_and_green() -> (HttpServer, HttpServer) {
+    let blue = HttpServer::start("blue", ServerProtocol::Http1).await;
+    let green = HttpServer::start("green", ServerProtocol::Http1).await;
+    (blue.expect("server"), green.expect("server"))
+}
+
+/// One route split between the backends `blue` and `green` by the given weights.
+fn blue_green(
+    blue: &HttpServer,
+    green: &HttpServer,
+    blue_weight: u32,
+    green_weight: u32,
+) -> trellis_proxy::ProxyConfig {
+    let yaml = format!(
+        r#"
 listeners:
   - name: web
     address: 127.0.0.1:0
@@ -111,29 +189,8 @@ backends:
   - {{name: green, endpoints: ["{}"]}}
 admin: 127.0.0.1:0
 "#,
-            blue.addr(),
-            green.addr()
-        )
-    };
-    let proxy = start(&config(1, 0)).await;
-    let client = HttpClient::http1();
-    for _ in 0..20 {
-        assert_eq!(
-            client.get(&url(&proxy, "/")).await.expect("r").headers["x-served-by"],
-            "blue"
-        );
-    }
-    let next = trellis_proxy::ProxyConfig::from_yaml(&config(0, 1)).expect("valid");
-    proxy.reload(next).await.expect("reload");
-    for _ in 0..20 {
-        assert_eq!(
-            client.get(&url(&proxy, "/")).await.expect("r").headers["x-served-by"],
-            "green"
-        );
-    }
-    let off = trellis_proxy::ProxyConfig::from_yaml(&config(0, 0)).expect("valid");
-    proxy.reload(off).await.expect("reload");
-    let resp = client.get(&url(&proxy, "/")).await.expect("r");
-    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(resp.headers["trellis-error"], "no backend");
+        blue.addr(),
+        green.addr()
+    );
+    trellis_proxy::ProxyConfig::from_yaml(&yaml).expect("valid")
 }

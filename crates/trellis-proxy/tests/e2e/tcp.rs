@@ -1,4 +1,5 @@
-//! Opaque TCP: declared and detected, half-close, server-speaks-first protocols.
+//! Opaque TCP: declared and detected, half-close, server-speaks-first protocols, and
+//! connections split by weight.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -79,4 +80,45 @@ async fn unreachable_tcp_backend_closes_the_client_connection() {
     assert_eventually!(proxy.metrics().encode().contains(
         "trellis_tcp_connect_errors_total{listener=\"web\",route=\"0\",backend=\"app\"} 1"
     ));
+}
+
+#[tokio::test]
+async fn tcp_connections_are_split_by_weight() {
+    let primary = TcpEchoServer::start().await.expect("server");
+    let replica = TcpEchoServer::start().await.expect("server");
+    let never = TcpEchoServer::start().await.expect("server");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    protocol: tcp
+    routes:
+      - backends: [{{name: primary, weight: 3}}, {{name: replica, weight: 1}}, {{name: never, weight: 0}}]
+backends:
+  - {{name: primary, endpoints: ["{}"]}}
+  - {{name: replica, endpoints: ["{}"]}}
+  - {{name: never, endpoints: ["{}"]}}
+"#,
+        primary.addr(),
+        replica.addr(),
+        never.addr()
+    );
+    let proxy = start(&yaml).await;
+    const CONNECTIONS: u64 = 400;
+    for i in 0..CONNECTIONS {
+        let mut conn = TcpStream::connect(addr(&proxy)).await.expect("connect");
+        let payload = format!("connection {i}");
+        conn.write_all(payload.as_bytes()).await.expect("write");
+        conn.shutdown().await.expect("shutdown write");
+        let mut echoed = Vec::new();
+        conn.read_to_end(&mut echoed).await.expect("echo");
+        assert_eq!(echoed, payload.as_bytes());
+    }
+    // Each connection was echoed, so each has reached its server.
+    let (p, r) = (primary.connections(), replica.connections());
+    assert_eq!(p + r, CONNECTIONS);
+    assert_eq!(never.connections(), 0, "weight 0 takes nothing");
+    // 3:1 over 400 connections: 300 expected, a standard deviation of about 9.
+    assert!((240..=360).contains(&p), "primary {p}, replica {r}");
 }

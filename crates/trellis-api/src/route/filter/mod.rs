@@ -332,6 +332,26 @@ impl GRPCRouteFilter {
     }
 }
 
+/// A backendRef's filters change headers only: Trellis applies redirects, rewrites and
+/// mirrors to whole rules, where the Gateway API's core support puts them.
+pub(crate) fn check_backend_filter_types<'a>(
+    at: &str,
+    type_names: impl Iterator<Item = &'a str>,
+) -> Checked {
+    for (i, name) in type_names.enumerate() {
+        if !matches!(name, "RequestHeaderModifier" | "ResponseHeaderModifier") {
+            return Err(ValidationError::new(
+                format!("{at}[{i}].type"),
+                format!(
+                    "{name} is not supported on a backendRef (only RequestHeaderModifier and \
+                     ResponseHeaderModifier are); put it in the rule's filters"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A filter type other than `RequestMirror` appears at most once in a list, and
 /// `RequestRedirect` and `URLRewrite` exclude each other.
 pub(crate) fn check_filter_list<'a>(

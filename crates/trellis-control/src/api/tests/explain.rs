@@ -106,6 +106,102 @@ async fn explains_which_rule_decides() {
     assert_eq!(body["request"]["path"], "/");
 }
 
+const ROUTES: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cart, namespace: shop}
+spec:
+  parentRefs: [{name: cart}]
+  rules:
+    - name: testers
+      matches: [{path: {value: /cart}, headers: [{name: x-tester, value: "yes"}]}]
+      backendRefs: [{name: cart-v2}]
+    - name: split
+      matches: [{path: {value: /cart}}]
+      backendRefs: [{name: cart-v1, weight: 3}, {name: cart-v2, weight: 1}]
+      timeouts: {request: 2s}
+    - name: legacy
+      matches: [{path: {type: Exact, value: /old}, method: GET, queryParams: [{name: v, value: "1"}]}]
+      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /cart}, statusCode: 301}}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: FaultInjection
+metadata: {name: chaos, namespace: shop}
+spec:
+  targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: cart}
+  match: {from: {namespaces: [ops]}}
+  abort: {httpStatus: 503}
+"#;
+
+#[tokio::test]
+async fn explains_which_route_and_backends_a_request_takes() {
+    let api = Api::new();
+    let docs = format!("{}---\n{ROUTES}", service("shop", "cart", 80));
+    let (status, body) = api.apply(&docs).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let q = |rest: &str| format!("/api/v1/explain?to=cart&namespace=shop&{rest}");
+    // (query, route, backends as name=percent, fault)
+    let cases = [
+        (
+            q("path=/cart/1&header=X-Tester:yes"),
+            "shop.cart.testers",
+            vec!["cart-v2.shop=100.0"],
+            None,
+        ),
+        (
+            q("path=/cart/1"),
+            "shop.cart.split",
+            vec!["cart-v1.shop=75.0", "cart-v2.shop=25.0"],
+            None,
+        ),
+        (
+            q("path=/old?v=1"),
+            "shop.cart.legacy",
+            vec!["cart.shop=0.0"],
+            None,
+        ),
+        (q("path=/old?v=2"), "default", vec!["cart.shop=100.0"], None),
+        (
+            q("path=/old?v=1&method=POST"),
+            "default",
+            vec!["cart.shop=100.0"],
+            None,
+        ),
+        // A caller in ops carries the fault; one in shop does not.
+        (
+            q(&format!("path=/cart&from={ADMIN}")),
+            "shop.cart.split",
+            vec!["cart-v1.shop=75.0", "cart-v2.shop=25.0"],
+            Some("shop/chaos"),
+        ),
+    ];
+    for (path, route, backends, fault) in cases {
+        let (status, body) = api.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let taken = &body["route"];
+        assert_eq!(taken["name"], route, "{path}: {body}");
+        let got: Vec<String> = taken["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                format!(
+                    "{}={:.1}",
+                    b["name"].as_str().unwrap_or("?"),
+                    b["percent"].as_f64().unwrap_or(-1.0)
+                )
+            })
+            .collect();
+        assert_eq!(got, backends, "{path}: {body}");
+        assert_eq!(taken["fault"].as_str(), fault, "{path}: {body}");
+    }
+    let (_, body) = api.get(&q("path=/cart")).await;
+    assert_eq!(body["route"]["match"], "prefix:/cart", "{body}");
+    assert_eq!(body["route"]["timeoutMs"], 2000, "{body}");
+    let (_, body) = api.get(&q("path=/old?v=1")).await;
+    assert_eq!(body["route"]["redirectStatus"], 301, "{body}");
+}
+
 #[tokio::test]
 async fn the_mesh_default_decides_when_no_policy_speaks() {
     let api = Api::new();
@@ -202,7 +298,7 @@ async fn policies_show_whether_their_service_exists() {
         condition(&body, "ResolvedRefs"),
         (
             "False".into(),
-            "BackendNotFound".into(),
+            "TargetNotFound".into(),
             "not found: Service shop/basket".into()
         )
     );

@@ -3,8 +3,11 @@
 //! configuration (the control plane cannot depend on the proxy to call them itself).
 
 mod authorization;
+mod faults;
+mod filters;
 mod http_proxy;
 mod inbound;
+mod locality;
 mod outbound;
 mod policy;
 mod precedence;
@@ -229,6 +232,24 @@ fn assert_acceptable(config: &ProxyConfig) {
             }
             if let Some(m) = &r.r#match {
                 check_match(m);
+            }
+            let filters = r.filters.clone().unwrap_or_default();
+            for m in &filters.mirrors {
+                assert!(
+                    backend_names.contains(m.backend.as_str()),
+                    "route {:?} mirrors to unknown backend {:?}",
+                    r.name,
+                    m.backend
+                );
+                assert!(m.denominator >= 1 && m.numerator <= m.denominator);
+            }
+            if let Some(redirect) = &filters.redirect {
+                assert!([301, 302, 303, 307, 308].contains(&redirect.status_code));
+                assert!(
+                    filters.rewrite.is_none(),
+                    "redirect and rewrite in {:?}",
+                    r.name
+                );
             }
         }
     }

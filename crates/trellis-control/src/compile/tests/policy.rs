@@ -1,6 +1,7 @@
-//! BackendPolicy: load balancing, connect timeout and the default request timeout.
+//! BackendPolicy: load balancing, connect timeout and the default request timeout; a
+//! rule's own timeouts and retries.
 
-use trellis_api::proto::v1::LoadBalancer;
+use trellis_api::proto::v1::{hash_on, LoadBalancer, Retry};
 
 use super::outbound::{bookinfo, productpage, LISTENER};
 use super::*;
@@ -116,5 +117,87 @@ spec:
     assert_eq!(
         backend(&config, "ratings.bookinfo").load_balancer,
         LoadBalancer::LeastRequest as i32
+    );
+}
+
+#[test]
+fn backend_request_timeouts_and_retries_reach_the_proxy() {
+    let extra = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: bookinfo}
+spec:
+  parentRefs: [{name: ratings}]
+  rules:
+    - matches: [{path: {value: /full}}]
+      backendRefs: [{name: ratings}]
+      timeouts: {request: 2s, backendRequest: 500ms}
+      retry: {attempts: 3, codes: [502, 503], backoff: 50ms}
+    - matches: [{path: {value: /dflt}}]
+      backendRefs: [{name: ratings}]
+      timeouts: {backendRequest: 0s}
+      retry: {}
+"#;
+    let config = compile(&bookinfo(extra), &productpage());
+    let routes = &listener(&config, LISTENER).routes;
+    let full = routes
+        .iter()
+        .find(|r| r.name == "bookinfo.r.0")
+        .expect("route");
+    assert_eq!(
+        (full.timeout_ms, full.backend_timeout_ms),
+        (Some(2000), Some(500))
+    );
+    assert_eq!(
+        full.retry,
+        Some(Retry {
+            attempts: 3,
+            codes: vec![502, 503],
+            backoff_ms: 50,
+        })
+    );
+    let defaults = routes
+        .iter()
+        .find(|r| r.name == "bookinfo.r.1")
+        .expect("route");
+    assert_eq!(defaults.backend_timeout_ms, None, "0s is no limit");
+    assert_eq!(
+        defaults.retry,
+        Some(Retry {
+            attempts: 1,
+            codes: vec![],
+            backoff_ms: 25,
+        })
+    );
+    let catch_all = routes.iter().find(|r| r.name == "default").expect("route");
+    assert_eq!(catch_all.retry, None);
+}
+
+#[test]
+fn consistent_hash_reaches_the_backend() {
+    let policy = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  loadBalancer: {type: consistent-hash, hashOn: {header: X-User}}
+"#;
+    let config = compile(&bookinfo(policy), &productpage());
+    let b = backend(&config, "ratings.bookinfo");
+    assert_eq!(b.load_balancer, LoadBalancer::ConsistentHash as i32);
+    assert_eq!(
+        b.hash_on.as_ref().and_then(|h| h.key.clone()),
+        Some(hash_on::Key::Header("x-user".into())),
+        "header names in lower case"
+    );
+    let cookie = policy.replace("{header: X-User}", "{cookie: session}");
+    let config = compile(&bookinfo(&cookie), &productpage());
+    assert_eq!(
+        backend(&config, "ratings.bookinfo")
+            .hash_on
+            .as_ref()
+            .and_then(|h| h.key.clone()),
+        Some(hash_on::Key::Cookie("session".into()))
     );
 }
