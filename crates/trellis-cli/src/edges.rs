@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::client::{segment, Client, ClientArgs};
 use crate::resources::table::align;
-use crate::resources::{emit, Output};
+use crate::resources::{emit_items, Output};
 
 #[derive(Debug, clap::Args)]
 pub struct EdgesArgs {
@@ -30,15 +30,7 @@ pub async fn run(args: EdgesArgs) -> anyhow::Result<()> {
     );
     let answer = Client::new(&args.client)?.get(&path).await?;
     let items = answer["items"].as_array().cloned().unwrap_or_default();
-    let text = match args.output {
-        Output::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?
-        ),
-        Output::Yaml => serde_saphyr::to_string(&serde_json::json!({ "items": items }))?,
-        Output::Table => table(&items),
-    };
-    emit(&text)
+    emit_items(&items, args.output, table)
 }
 
 fn table(items: &[Value]) -> String {

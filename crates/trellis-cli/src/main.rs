@@ -18,6 +18,7 @@ mod sidecar;
 mod stat;
 mod store;
 mod tap;
+mod top;
 
 use std::process::ExitCode;
 
@@ -99,6 +100,9 @@ enum Command {
     /// Watch live requests to and from a service's proxies: method, path, status,
     /// latency, identities (never bodies). Needs the admin token.
     Tap(tap::TapArgs),
+    /// The busiest paths of a service, live, from a tap on its proxies: count, success,
+    /// average and longest latency per method and path. Needs the admin token.
+    Top(top::TopArgs),
     /// Who calls a service and whom it calls: callers' identities, whether the calls
     /// are mTLS, success rate and rate over a window.
     Edges(edges::EdgesArgs),
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
             Command::PrometheusConfig(args) => prometheus::run(args).await,
             Command::Stat(args) => stat::run(args).await,
             Command::Tap(args) => tap::run(args).await,
+            Command::Top(args) => top::run(args).await,
             Command::Edges(args) => edges::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Apply(args) => resources::apply(args).await,

@@ -330,6 +330,20 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// Prints `items` as `{"items": [...]}` JSON or YAML, or as the table `table` makes.
+pub(crate) fn emit_items(
+    items: &[Value],
+    output: Output,
+    table: impl Fn(&[Value]) -> String,
+) -> anyhow::Result<()> {
+    let text = match output {
+        Output::Json => serde_json::to_string_pretty(&json!({ "items": items }))? + "\n",
+        Output::Yaml => serde_saphyr::to_string(&json!({ "items": items }))?,
+        Output::Table => table(items),
+    };
+    emit(&text)
+}
+
 /// Writes to standard output; a closed pipe (`trellis get … | head`) is not an error.
 pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

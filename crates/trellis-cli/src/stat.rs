@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::client::{segment, Client, ClientArgs};
 use crate::resources::table::align;
-use crate::resources::{emit, Output};
+use crate::resources::{emit_items, Output};
 
 #[derive(Debug, clap::Args)]
 pub struct StatArgs {
@@ -50,15 +50,7 @@ pub async fn run(args: StatArgs) -> anyhow::Result<()> {
         })
         .cloned()
         .collect();
-    let text = match args.output {
-        Output::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?
-        ),
-        Output::Yaml => serde_saphyr::to_string(&serde_json::json!({ "items": items }))?,
-        Output::Table => table(&items),
-    };
-    emit(&text)
+    emit_items(&items, args.output, table)
 }
 
 fn table(items: &[Value]) -> String {

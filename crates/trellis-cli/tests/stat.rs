@@ -269,3 +269,52 @@ async fn tap_streams_matching_requests_and_needs_the_token() {
     // The tap ended with its stream: the proxy stops it.
     assert_eventually!(!mesh.books.1.proxy.taps().active());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_counts_the_busiest_paths() {
+    let mesh = mesh().await;
+    let top = tokio::process::Command::new(trellis_binary())
+        .args([
+            "top",
+            "books",
+            "--duration",
+            "3s",
+            "--token",
+            TOKEN,
+            "--control",
+        ])
+        .arg(format!("http://{}", mesh.cp.http_addr))
+        .env("TRELLIS_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("trellis top");
+    assert_eventually!(mesh.books.1.proxy.taps().active());
+    let client = HttpClient::http1();
+    for i in 0..9 {
+        let path = if i % 3 == 0 { "/status/503" } else { "/books" };
+        let url = format!("http://127.0.0.1:{}{path}", mesh.port);
+        client.get(&url).await.expect("answered");
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), top.wait_with_output())
+        .await
+        .expect("top ends after its duration")
+        .expect("trellis top runs");
+    assert!(output.status.success());
+    let table = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["COUNT", "SUCCESS", "AVG", "MAX", "METHOD", "PATH"],
+        "{table}"
+    );
+    // The busiest first: six to /books, all answered; three failing ones.
+    assert_eq!(rows[1][0], "6", "{table}");
+    assert_eq!(rows[1][1], "100.00%");
+    assert_eq!(&rows[1][4..], ["GET", "/books"]);
+    assert_eq!(rows[2][0], "3", "{table}");
+    assert_eq!(rows[2][1], "0.00%");
+    assert_eq!(rows[2][5], "/status/503");
+}

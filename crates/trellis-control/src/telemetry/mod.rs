@@ -183,14 +183,18 @@ impl Telemetry {
         proxies.retain(|workload, _| live.contains(workload));
     }
 
-    /// The rows for `by` over `window`, optionally only `name`, sorted by name.
-    pub fn stat(&self, by: By, name: Option<&str>, window: Duration) -> Vec<StatRow> {
-        let statuses: HashMap<String, (String, String)> = self
-            .registry
+    /// Each connected proxy's workload → (service, namespace).
+    fn services(&self) -> HashMap<String, (String, String)> {
+        self.registry
             .list()
             .into_iter()
             .map(|p| (p.workload, (p.service, p.namespace)))
-            .collect();
+            .collect()
+    }
+
+    /// The rows for `by` over `window`, optionally only `name`, sorted by name.
+    pub fn stat(&self, by: By, name: Option<&str>, window: Duration) -> Vec<StatRow> {
+        let statuses = self.services();
         let proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
         let mut rows: BTreeMap<(String, String), StatRow> = BTreeMap::new();
         for (workload, history) in proxies.iter() {
@@ -234,12 +238,7 @@ impl Telemetry {
     /// per (caller identity, callee service, mTLS or not). A caller without mTLS has no
     /// identity (`source` empty).
     pub fn edges(&self, window: Duration) -> Vec<EdgeRow> {
-        let statuses: HashMap<String, (String, String)> = self
-            .registry
-            .list()
-            .into_iter()
-            .map(|p| (p.workload, (p.service, p.namespace)))
-            .collect();
+        let statuses = self.services();
         let proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
         let mut rows: BTreeMap<(String, String, String, bool), EdgeRow> = BTreeMap::new();
         for (workload, history) in proxies.iter() {
