@@ -36,6 +36,8 @@ pub struct Shared {
     bound: Mutex<HashMap<String, SocketAddr>>,
     /// Taps the control plane started (`trellis tap`).
     pub taps: crate::tap::Taps,
+    /// Spans and their export, when `tracing:` is configured.
+    pub tracing: crate::trace::tracer::Tracing,
 }
 
 impl Shared {
@@ -102,6 +104,8 @@ impl Proxy {
                 error,
             })?;
         let sockets = bind_new(&config, &HashMap::new())?;
+        let tracing = crate::trace::tracer::Tracing::default();
+        tracing.configure(config.tracing.as_ref());
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(Snapshot::build(config, None)),
             metrics: Metrics::new(),
@@ -110,6 +114,7 @@ impl Proxy {
             authz_warn: WarnLimiter::new(),
             bound: Mutex::new(HashMap::new()),
             taps: crate::tap::Taps::default(),
+            tracing,
         });
         let mut running = HashMap::new();
         start_listeners(sockets, &shared, &mut running)?;
@@ -222,6 +227,7 @@ impl Proxy {
             .collect();
 
         let previous = self.shared.state.load_full();
+        self.shared.tracing.configure(config.tracing.as_ref());
         self.shared
             .state
             .store(Arc::new(Snapshot::build(config, Some(&previous))));

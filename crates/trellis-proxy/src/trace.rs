@@ -10,6 +10,7 @@
 //! requests it makes.
 
 pub mod otlp;
+pub mod tracer;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 

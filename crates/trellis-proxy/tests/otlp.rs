@@ -1,6 +1,6 @@
 //! Span export to a real OpenTelemetry receiver: rotel (PyPI `rotel`, installed by
-//! `scripts/setup.sh`), which logs every span it receives. Both OTLP transports, and a
-//! collector that is not there.
+//! `scripts/setup.sh`), which logs every span it receives. Both OTLP transports, a
+//! collector that is not there, and a trace across three proxies in W3C and B3.
 
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
@@ -185,4 +185,109 @@ async fn a_missing_collector_costs_counted_spans_not_requests() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(stats.exported.load(Ordering::Relaxed), 0);
+}
+
+/// A proxy sending everything on to `next`, tracing every request to `collector`.
+async fn tracing_hop(
+    next: std::net::SocketAddr,
+    collector: &str,
+    name: &str,
+) -> trellis_proxy::Proxy {
+    let yaml = format!(
+        r#"
+listeners:
+  - name: in
+    address: 127.0.0.1:0
+    protocol: http1
+    routes:
+      - backend: next
+backends:
+  - name: next
+    protocol: http1
+    endpoints: ["{next}"]
+admin: 127.0.0.1:0
+tracing:
+  endpoint: {collector}
+  protocol: http
+  sampling: 1.0
+  serviceName: {name}
+"#
+    );
+    let config = trellis_proxy::ProxyConfig::from_yaml(&yaml).expect("config");
+    trellis_proxy::Proxy::start(config)
+        .await
+        .expect("proxy starts")
+}
+
+/// The value of `name` in the header list the sample server's `/headers` answers.
+fn echoed<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_crosses_three_proxies_in_both_formats() {
+    use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
+    let receiver = Receiver::start().await;
+    let app = HttpServer::start("app", ServerProtocol::Http1)
+        .await
+        .expect("app");
+    let third = tracing_hop(app.addr(), &receiver.http, "third").await;
+    let addr = |p: &trellis_proxy::Proxy| p.listener_addr("in").expect("bound");
+    let second = tracing_hop(addr(&third), &receiver.http, "second").await;
+    let first = tracing_hop(addr(&second), &receiver.http, "first").await;
+    let client = HttpClient::http1();
+    let url = format!("http://{}/headers", addr(&first));
+
+    // No context: the first proxy starts a trace; the app sees the third hop as parent.
+    let seen = client
+        .get(&url)
+        .await
+        .expect("through three proxies")
+        .text();
+    let parent = echoed(&seen, "traceparent").expect("traceparent reaches the app");
+    let parts: Vec<&str> = parent.split('-').collect();
+    assert_eq!((parts[0], parts[3]), ("00", "01"), "{parent}");
+    let trace_id = parts[1].to_owned();
+    // Each proxy exported its span of that trace: three spans, chained.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = receiver.received();
+        if ["first", "second", "third"].iter().all(|s| log.contains(s))
+            && log.matches(&trace_id).count() >= 3
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spans missing:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // B3 in, B3 out: the trace id is kept and each hop names its parent.
+    let trace = "463ac35c9f6413ad48485a3953bb6124";
+    let req = http::Request::get(&url)
+        .header("x-b3-traceid", trace)
+        .header("x-b3-spanid", "a2fb4a1d1a96d312")
+        .header("x-b3-sampled", "1")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let seen = client
+        .send(req)
+        .await
+        .expect("through three proxies")
+        .text();
+    assert_eq!(echoed(&seen, "x-b3-traceid"), Some(trace), "{seen}");
+    let parent = echoed(&seen, "x-b3-parentspanid").expect("a parent");
+    let span = echoed(&seen, "x-b3-spanid").expect("a span");
+    assert_ne!(parent, "a2fb4a1d1a96d312", "three hops, not one");
+    assert_ne!(parent, span);
+    assert!(echoed(&seen, "traceparent").is_none(), "B3 stays B3");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver.received().matches(trace).count() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "B3 spans missing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

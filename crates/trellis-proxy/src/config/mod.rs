@@ -9,6 +9,7 @@ mod filter;
 mod original_dst;
 mod route;
 mod sidecar;
+mod tracing;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -35,6 +36,7 @@ pub use self::route::{
     MAX_RETRY_ATTEMPTS,
 };
 pub use self::sidecar::{INBOUND_LISTENER, LOCAL_APP_BACKEND};
+pub use self::tracing::{OtlpProtocol, TracingConfig};
 
 /// The whole proxy configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +68,10 @@ pub struct ProxyConfig {
     /// the same user as its application). Unset: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_mark: Option<u32>,
+    /// Spans for every request, exported over OTLP; see `tracing.rs`. Unset: none
+    /// (trace headers still pass through unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
 }
 
 /// One listening socket.
@@ -350,6 +356,9 @@ impl ProxyConfig {
     /// Checks what the types alone cannot: unique names, references that resolve,
     /// combinations that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(tracing) = &self.tracing {
+            tracing.validate()?;
+        }
         if self.listeners.is_empty() {
             return Err(ConfigError::invalid(
                 "listeners",

@@ -59,6 +59,7 @@ impl ProxyConfig {
             max_header_bytes: defaults::max_header_bytes(),
             services: Vec::new(),
             socket_mark: None,
+            tracing: None,
         }
     }
 }

@@ -56,6 +56,8 @@ pub fn to_proxy_config(
         max_header_bytes: local.max_header_bytes,
         services,
         socket_mark: local.socket_mark,
+        // Pushed configurations do not carry tracing yet; a sidecar traces nothing.
+        tracing: None,
     };
     config.validate()?;
     Ok(config)

@@ -82,6 +82,7 @@ pub async fn handle(
     let grpc = listener.protocol == ListenerProtocol::Grpc || is_grpc(&req);
     let client_version = req.version();
     let tapped = ctx.shared.taps.active().then(|| TapSeen::of(&req));
+    let traced = Traced::start(&mut req, &ctx);
 
     // Checked against the listener as it is now, so a reload's policies apply from the
     // next request of every open connection.
@@ -127,8 +128,68 @@ pub async fn handle(
     if let Some(seen) = tapped {
         seen.report(&ctx, &labels, resp.status().as_u16(), started.elapsed());
     }
+    if let Some(traced) = traced {
+        traced.finish(&ctx, &labels, resp.status().as_u16());
+    }
     *resp.version_mut() = client_version;
     Ok(resp)
+}
+
+/// This hop's span of a traced request: started before the request is sent on (its
+/// context headers rewritten to name this span as the parent), exported when the
+/// response is sent if the trace is sampled.
+struct Traced {
+    tracer: Arc<crate::trace::tracer::Tracer>,
+    span: crate::trace::Span,
+    start: std::time::SystemTime,
+    method: http::Method,
+    path: String,
+}
+
+impl Traced {
+    fn start(req: &mut Request<Incoming>, ctx: &ConnContext) -> Option<Self> {
+        let tracer = ctx.shared.tracing.current()?;
+        let incoming = crate::trace::extract(req.headers());
+        let span = crate::trace::start(incoming.as_ref(), tracer.config.sampling, &mut || {
+            fastrand::u64(..)
+        });
+        span.inject(req.headers_mut());
+        Some(Self {
+            tracer,
+            span,
+            start: std::time::SystemTime::now(),
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+        })
+    }
+
+    fn finish(self, ctx: &ConnContext, labels: &RouteLabels, status: u16) {
+        if !self.span.sampled {
+            return;
+        }
+        use crate::trace::otlp::{Finished, Kind};
+        let inbound = ctx.call.direction == "inbound";
+        let mut attributes = vec![
+            ("http.request.method", self.method.to_string()),
+            ("url.path", self.path),
+            ("http.response.status_code", status.to_string()),
+            ("trellis.listener", labels.listener.to_string()),
+            ("trellis.route", labels.route.to_string()),
+            ("trellis.backend", labels.backend.to_string()),
+        ];
+        if !ctx.call.peer_identity.is_empty() {
+            attributes.push(("trellis.peer.identity", ctx.call.peer_identity.to_string()));
+        }
+        self.tracer.exporter.record(Finished {
+            span: self.span,
+            name: format!("{} {}", self.method, labels.route),
+            kind: if inbound { Kind::Server } else { Kind::Client },
+            start: self.start,
+            end: std::time::SystemTime::now(),
+            attributes,
+            error: status >= 500,
+        });
+    }
 }
 
 /// What a tap reports of a request, taken before the request is sent on.
