@@ -33,6 +33,52 @@ pub struct MeshConfigSpec {
     /// Where captured traffic to addresses outside the mesh may go. Default: anywhere.
     #[serde(default)]
     pub egress: EgressConfig,
+    /// Spans from every sidecar, exported over OTLP. Unset: no tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// Mesh-wide tracing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingSpec {
+    /// Share of new traces recorded, 0 to 1. Default 0.01; a request that arrives with a
+    /// sampling decision keeps it.
+    #[serde(default = "default_sampling")]
+    pub sampling: Ratio,
+    /// The OpenTelemetry collector.
+    pub otlp: OtlpSpec,
+}
+
+/// Where spans are exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtlpSpec {
+    /// `http://host:4317` (gRPC) or `http://host:4318` (HTTP).
+    pub endpoint: String,
+    /// `grpc` (default) or `http` (HTTP/protobuf).
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    #[default]
+    Grpc,
+    Http,
+}
+
+/// A number from 0 to 1 (validation refuses anything else, NaN included, which is why
+/// it can be `Eq`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ratio(pub f64);
+
+impl Eq for Ratio {}
+
+fn default_sampling() -> Ratio {
+    Ratio(0.01)
 }
 
 impl Default for MeshConfigSpec {
@@ -43,6 +89,7 @@ impl Default for MeshConfigSpec {
             default_authorization: DefaultAuthorization::default(),
             access_log: None,
             egress: EgressConfig::default(),
+            tracing: None,
         }
     }
 }
@@ -250,6 +297,26 @@ impl MeshConfigSpec {
                      '.', '-' or '_', e.g. \"trellis.local\""
                 ),
             ));
+        }
+        if let Some(tracing) = &self.tracing {
+            let sampling = tracing.sampling.0;
+            if !(0.0..=1.0).contains(&sampling) {
+                return Err(ValidationError::new(
+                    "spec.tracing.sampling",
+                    format!("must be between 0 and 1, got {sampling}"),
+                ));
+            }
+            let endpoint = &tracing.otlp.endpoint;
+            let host_port = endpoint.strip_prefix("http://").unwrap_or_default();
+            let valid = host_port
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(ValidationError::new(
+                    "spec.tracing.otlp.endpoint",
+                    format!("expected http://HOST:PORT, got {endpoint:?}"),
+                ));
+            }
         }
         Ok(())
     }

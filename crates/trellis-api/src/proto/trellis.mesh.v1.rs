@@ -265,6 +265,25 @@ pub struct ProxyConfig {
     /// sorted by namespace and name. Sent only to proxies with an `outbound_port`.
     #[prost(message, repeated, tag = "3")]
     pub services: ::prost::alloc::vec::Vec<MeshService>,
+    /// Spans to export, from MeshConfig `spec.tracing`; unset: no tracing.
+    #[prost(message, optional, tag = "4")]
+    pub tracing: ::core::option::Option<Tracing>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Tracing {
+    /// OTLP collector, `<http://host:port`.>
+    #[prost(string, tag = "1")]
+    pub endpoint: ::prost::alloc::string::String,
+    /// `grpc` or `http`.
+    #[prost(string, tag = "2")]
+    pub protocol: ::prost::alloc::string::String,
+    /// Share of new traces recorded, 0 to 1.
+    #[prost(double, tag = "3")]
+    pub sampling: f64,
+    /// `service.name` of the spans: the proxy's Service.
+    #[prost(string, tag = "4")]
+    pub service_name: ::prost::alloc::string::String,
 }
 /// A Service and its stable virtual IP.
 #[allow(clippy::all)]

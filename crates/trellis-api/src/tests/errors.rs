@@ -141,6 +141,8 @@ fn broken_documents_name_the_field() {
         (MESH, "defaultAuthorization: deny", "defaultAuthorization: maybe", "spec.defaultAuthorization", "expected `allow` or `deny`"),
         (MESH, "format: json", "format: xml", "spec.accessLog.format", "expected `json` or `text`"),
         (MESH, "mode: registryOnly", "mode: registry-only", "spec.egress.mode", "expected `allowAny` or `registryOnly`"),
+        (MESH, "sampling: 0.01", "sampling: 2", "spec.tracing.sampling", "must be between 0 and 1, got 2"),
+        (MESH, "endpoint: http://otel-collector:4317", "endpoint: otel-collector", "spec.tracing.otlp.endpoint", "expected http://HOST:PORT"),
         (POLICY, "type: least-request", "type: random", "spec.loadBalancer.type",
          "expected one of `ewma`, `round-robin`, `least-request`"),
         (POLICY, "connectTimeout: 500ms", "connectTimeout: 0s", "spec.connectTimeout", "must be greater than 0s"),

@@ -109,6 +109,8 @@ pub(super) struct MeshSettings {
     pub default_authorization: AuthorizationAction,
     /// What captured connections to destinations outside the mesh get.
     pub egress: WireEgress,
+    /// Mesh-wide tracing, for every sidecar.
+    pub tracing: Option<trellis_api::policy::TracingSpec>,
 }
 
 impl Default for MeshSettings {
@@ -130,6 +132,7 @@ impl MeshSettings {
                 EgressMode::AllowAny => WireEgress::AllowAny,
                 EgressMode::RegistryOnly => WireEgress::RegistryOnly,
             },
+            tracing: spec.tracing.clone(),
         }
     }
 }

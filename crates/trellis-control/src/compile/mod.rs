@@ -76,10 +76,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use trellis_api::meta::DEFAULT_NAMESPACE;
-use trellis_api::policy::BackendProtocol as PolicyProtocol;
+use trellis_api::policy::{BackendProtocol as PolicyProtocol, OtlpProtocol};
 use trellis_api::proto::v1::{
     Backend, BackendProtocol, Endpoint, Listener, ListenerProtocol, LoadBalancer, MtlsMode,
-    ProxyConfig, Route, WeightedBackend, Workload,
+    ProxyConfig, Route, Tracing, WeightedBackend, Workload,
 };
 use trellis_api::service::AppProtocol;
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
@@ -295,6 +295,15 @@ impl MeshIndex {
             listeners,
             backends,
             services,
+            tracing: self.tables.mesh.tracing.as_ref().map(|t| Tracing {
+                endpoint: t.otlp.endpoint.clone(),
+                protocol: match t.otlp.protocol {
+                    OtlpProtocol::Grpc => "grpc".into(),
+                    OtlpProtocol::Http => "http".into(),
+                },
+                sampling: t.sampling.0,
+                service_name: proxy.service.clone(),
+            }),
         }
     }
 

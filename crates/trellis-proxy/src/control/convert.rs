@@ -56,8 +56,16 @@ pub fn to_proxy_config(
         max_header_bytes: local.max_header_bytes,
         services,
         socket_mark: local.socket_mark,
-        // Pushed configurations do not carry tracing yet; a sidecar traces nothing.
-        tracing: None,
+        tracing: wire.tracing.as_ref().map(|t| config::TracingConfig {
+            endpoint: t.endpoint.clone(),
+            protocol: if t.protocol == "http" {
+                config::OtlpProtocol::Http
+            } else {
+                config::OtlpProtocol::Grpc
+            },
+            sampling: t.sampling,
+            service_name: t.service_name.clone(),
+        }),
     };
     config.validate()?;
     Ok(config)
@@ -466,12 +474,24 @@ mod tests {
                 })
                 .collect(),
             services: vec![],
+            tracing: Some(wire::Tracing {
+                endpoint: "http://127.0.0.1:4318".into(),
+                protocol: "http".into(),
+                sampling: 0.5,
+                service_name: "web".into(),
+            }),
         }
     }
 
     #[test]
     fn converts_every_field() {
         let config = to_proxy_config(&sample(), &local()).expect("valid");
+        let tracing = config.tracing.as_ref().expect("tracing");
+        assert_eq!(tracing.protocol, config::OtlpProtocol::Http);
+        assert_eq!(
+            (tracing.sampling, tracing.service_name.as_str()),
+            (0.5, "web")
+        );
         let l = &config.listeners[0];
         assert_eq!(l.protocol, ListenerProtocol::Http1);
         assert_eq!(l.idle_timeout, Duration::from_secs(60));

@@ -141,3 +141,18 @@ fn explicit_proxies_get_no_transparent_listener() {
     assert!(config.listeners.iter().all(|l| l.name != "outbound"));
     assert!(config.services.is_empty());
 }
+
+#[test]
+fn mesh_wide_tracing_reaches_every_sidecar_named_by_its_service() {
+    let tracing = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: default}\nspec: {tracing: {sampling: 0.25, otlp: {endpoint: \"http://10.0.0.9:4318\", protocol: http}}}\n";
+    let resources = yaml(tracing);
+    let config = compile(&resources, &proxy("shop", "books", 8080, &[]));
+    let tracing = config.tracing.expect("tracing");
+    assert_eq!(tracing.endpoint, "http://10.0.0.9:4318");
+    assert_eq!(tracing.protocol, "http");
+    assert_eq!(tracing.sampling, 0.25);
+    assert_eq!(tracing.service_name, "books");
+    // Without it in the MeshConfig, nothing traces.
+    let plain = compile(&[], &proxy("shop", "books", 8080, &[]));
+    assert!(plain.tracing.is_none());
+}
