@@ -336,26 +336,33 @@ impl Metrics {
             class: status_class(status),
             error,
         };
-        let mut duration_labels = std::borrow::Cow::Borrowed(route);
-        if self.requests.get(&labels).is_none() {
-            use std::sync::atomic::Ordering::Relaxed;
-            if self.request_series.fetch_add(1, Relaxed) >= self.max_series {
-                self.request_series.fetch_sub(1, Relaxed);
-                self.overflowed.inc();
-                let overflow: Arc<str> = OVERFLOW.into();
-                (labels.route, labels.backend, labels.peer_identity) =
-                    (overflow.clone(), overflow.clone(), overflow.clone());
-                duration_labels = std::borrow::Cow::Owned(RouteLabels {
-                    listener: route.listener.clone(),
-                    route: overflow.clone(),
-                    backend: overflow,
-                });
-            }
+        let seconds = elapsed.as_secs_f64();
+        // The usual case, a series that exists: one lookup.
+        if let Some(counter) = self.requests.get(&labels) {
+            counter.inc();
+            self.request_duration.get_or_create(route).observe(seconds);
+            return;
         }
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.request_series.fetch_add(1, Relaxed) < self.max_series {
+            self.requests.get_or_create(&labels).inc();
+            self.request_duration.get_or_create(route).observe(seconds);
+            return;
+        }
+        self.request_series.fetch_sub(1, Relaxed);
+        self.overflowed.inc();
+        let overflow: Arc<str> = OVERFLOW.into();
+        (labels.route, labels.backend, labels.peer_identity) =
+            (overflow.clone(), overflow.clone(), overflow.clone());
         self.requests.get_or_create(&labels).inc();
+        let overflow_route = RouteLabels {
+            listener: route.listener.clone(),
+            route: overflow.clone(),
+            backend: overflow,
+        };
         self.request_duration
-            .get_or_create(&duration_labels)
-            .observe(elapsed.as_secs_f64());
+            .get_or_create(&overflow_route)
+            .observe(seconds);
     }
 
     /// Records one injected fault.

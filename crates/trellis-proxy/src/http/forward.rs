@@ -20,6 +20,7 @@ use trellis_identity::SpiffeId;
 
 use super::errors::{is_grpc, ProxyError};
 use super::mirror;
+use super::observe::{Seen, Traced};
 use crate::balance::InFlight;
 use crate::config::{BackendProtocol, ListenerProtocol};
 use crate::endpoint::{BoxBody, BoxError, Endpoint};
@@ -81,8 +82,9 @@ pub async fn handle(
     let listener = ctx.current_listener();
     let grpc = listener.protocol == ListenerProtocol::Grpc || is_grpc(&req);
     let client_version = req.version();
-    let tapped = ctx.shared.taps.active().then(|| TapSeen::of(&req));
+    let tapped = ctx.shared.taps.active();
     let traced = Traced::start(&mut req, &ctx);
+    let seen = (tapped || traced.is_some()).then(|| Seen::of(&req));
 
     // Checked against the listener as it is now, so a reload's policies apply from the
     // next request of every open connection.
@@ -125,125 +127,17 @@ pub async fn handle(
         error,
         started.elapsed(),
     );
-    if let Some(seen) = tapped {
-        seen.report(&ctx, &labels, resp.status().as_u16(), started.elapsed());
-    }
-    if let Some(traced) = traced {
-        traced.finish(&ctx, &labels, resp.status().as_u16());
+    if let Some(seen) = &seen {
+        let status = resp.status().as_u16();
+        if tapped {
+            seen.tap(&ctx, &labels, status, started.elapsed());
+        }
+        if let Some(traced) = traced {
+            traced.finish(seen, &ctx, &labels, status);
+        }
     }
     *resp.version_mut() = client_version;
     Ok(resp)
-}
-
-/// This hop's span of a traced request: started before the request is sent on (its
-/// context headers rewritten to name this span as the parent), exported when the
-/// response is sent if the trace is sampled.
-struct Traced {
-    tracer: Arc<crate::trace::tracer::Tracer>,
-    span: crate::trace::Span,
-    start: std::time::SystemTime,
-    method: http::Method,
-    path: String,
-}
-
-impl Traced {
-    fn start(req: &mut Request<Incoming>, ctx: &ConnContext) -> Option<Self> {
-        let tracer = ctx.shared.tracing.current()?;
-        let incoming = crate::trace::extract(req.headers());
-        let span = crate::trace::start(incoming.as_ref(), tracer.config.sampling, &mut || {
-            fastrand::u64(..)
-        });
-        span.inject(req.headers_mut());
-        Some(Self {
-            tracer,
-            span,
-            start: std::time::SystemTime::now(),
-            method: req.method().clone(),
-            path: req.uri().path().to_owned(),
-        })
-    }
-
-    fn finish(self, ctx: &ConnContext, labels: &RouteLabels, status: u16) {
-        if !self.span.sampled {
-            return;
-        }
-        use crate::trace::otlp::{Finished, Kind};
-        let inbound = ctx.call.direction == "inbound";
-        let mut attributes = vec![
-            ("http.request.method", self.method.to_string()),
-            ("url.path", self.path),
-            ("http.response.status_code", status.to_string()),
-            ("trellis.listener", labels.listener.to_string()),
-            ("trellis.route", labels.route.to_string()),
-            ("trellis.backend", labels.backend.to_string()),
-        ];
-        if !ctx.call.peer_identity.is_empty() {
-            attributes.push(("trellis.peer.identity", ctx.call.peer_identity.to_string()));
-        }
-        self.tracer.exporter.record(Finished {
-            span: self.span,
-            name: format!("{} {}", self.method, labels.route),
-            kind: if inbound { Kind::Server } else { Kind::Client },
-            start: self.start,
-            end: std::time::SystemTime::now(),
-            attributes,
-            error: status >= 500,
-        });
-    }
-}
-
-/// What a tap reports of a request, taken before the request is sent on.
-struct TapSeen {
-    method: http::Method,
-    authority: String,
-    path: String,
-}
-
-impl TapSeen {
-    fn of<B>(req: &Request<B>) -> Self {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| {
-                let host = req.headers().get(http::header::HOST)?;
-                host.to_str().ok().map(str::to_owned)
-            })
-            .unwrap_or_default();
-        Self {
-            method: req.method().clone(),
-            authority,
-            path: req.uri().path().to_owned(),
-        }
-    }
-
-    fn report(
-        &self,
-        ctx: &ConnContext,
-        labels: &RouteLabels,
-        status: u16,
-        latency: std::time::Duration,
-    ) {
-        let inbound = &*labels.listener == crate::config::INBOUND_LISTENER;
-        let caller = ctx
-            .identity
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        ctx.shared.taps.observe(&crate::tap::Observed {
-            inbound,
-            source_identity: if inbound { &caller } else { "" },
-            destination_identity: "",
-            method: self.method.as_str(),
-            authority: &self.authority,
-            path: &self.path,
-            status,
-            latency,
-            route: &labels.route,
-            backend: &labels.backend,
-            workload: "",
-        });
-    }
 }
 
 /// A routed request: its faults, then its redirect or its backend.
