@@ -69,21 +69,21 @@ impl Membership {
 
     pub fn view(&self) -> ReplicaView {
         let standing = self.campaign.standing().borrow().clone();
-        let members: Vec<Replica> = standing.members.iter().filter_map(|m| parse(m)).collect();
+        let members: Vec<Replica> = standing
+            .members
+            .iter()
+            .filter_map(|m| Replica::from_candidate(m))
+            .collect();
         ReplicaView {
             this: self.me.instance.clone(),
             leader: standing
                 .leader
                 .as_deref()
-                .and_then(parse)
+                .and_then(Replica::from_candidate)
                 .map(|r| r.instance),
             members,
         }
     }
-}
-
-fn parse(candidate: &str) -> Option<Replica> {
-    Replica::from_candidate(candidate)
 }
 
 impl Replica {
@@ -132,7 +132,7 @@ pub async fn sweep_orphans(
             .borrow()
             .members
             .iter()
-            .filter_map(|m| parse(m))
+            .filter_map(|m| Replica::from_candidate(m))
             .map(|r| r.instance)
             .collect();
         if live.is_empty() {

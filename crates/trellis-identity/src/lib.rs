@@ -25,6 +25,7 @@ mod bundle;
 mod ca;
 mod csr;
 mod error;
+pub mod hex;
 mod renew;
 pub mod seal;
 mod spiffe;

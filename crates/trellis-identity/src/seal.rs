@@ -51,11 +51,8 @@ impl SealingKey {
         if text.len() != 64 {
             return Err(SealError::Key(format!("got {} characters", text.len())));
         }
-        let bytes = (0..64)
-            .step_by(2)
-            .map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("x"), 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| SealError::Key("found a character that is not hexadecimal".into()))?;
+        let bytes = crate::hex::decode(text)
+            .ok_or_else(|| SealError::Key("found a character that is not hexadecimal".into()))?;
         let key = UnboundKey::new(&AES_256_GCM, &bytes)
             .map_err(|_| SealError::Key("not a valid AES-256 key".into()))?;
         Ok(Self {
@@ -69,7 +66,7 @@ impl SealingKey {
         SystemRandom::new()
             .fill(&mut bytes)
             .map_err(|_| SealError::Random)?;
-        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(crate::hex::encode(&bytes))
     }
 
     /// Encrypts `plaintext`, bound to `name`.

@@ -156,13 +156,7 @@ pub(crate) fn fingerprint(der: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
+pub(crate) use crate::hex::encode as hex;
 
 pub(crate) fn to_system_time(t: ASN1Time) -> SystemTime {
     let secs = t.timestamp();

@@ -281,7 +281,7 @@ fn sample(rate: f64, random: &mut impl FnMut() -> u64) -> bool {
 }
 
 fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    trellis_identity::hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -211,21 +211,10 @@ fn peer_path(query: &TapQuery, namespace: &str, duration: Duration) -> String {
 /// Reads another control plane's tap stream, line by line, into `lines`.
 async fn from_peer(peer: String, path: String, token: String, lines: mpsc::Sender<Bytes>) {
     use http_body_util::BodyExt;
-    let connect = async {
-        let stream = tokio::net::TcpStream::connect(&peer).await?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(connection);
-        let request = hyper::Request::get(&path)
-            .header(header::HOST, &peer)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(http_body_util::Empty::<Bytes>::new())?;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(sender.send_request(request).await?)
-    };
-    let mut body = match connect.await {
-        Ok(response) if response.status().is_success() => response.into_body(),
-        _ => {
-            tracing::warn!(%peer, "cannot tap through another control plane");
+    let mut body = match crate::telemetry::open(&peer, &path, Some(&token)).await {
+        Ok(response) => response.into_body(),
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot tap through another control plane");
             return;
         }
     };

@@ -144,7 +144,7 @@ fn generate() -> io::Result<String> {
     let mut bytes = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut bytes)
         .map_err(|e| io::Error::other(format!("cannot make an admin token: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(trellis_identity::hex::encode(&bytes))
 }
 
 fn at(path: &Path, e: io::Error) -> io::Error {

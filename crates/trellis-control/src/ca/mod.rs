@@ -127,8 +127,9 @@ impl MeshCa {
             None => storage::load_or_create(store.as_ref(), &secrets, &settings).await?,
         };
         let token_key = storage::load_or_create_token_key(&secrets).await?;
-        let ca = Self::assemble(store, settings, signer, bundle, token_key);
-        if let Some((rotation, _)) = storage::load_rotation(&secrets).await? {
+        let rotation = storage::load_rotation(&secrets).await?;
+        let ca = Self::assemble(store, secrets, settings, signer, bundle, token_key);
+        if let Some((rotation, _)) = rotation {
             ca.rotation.show(&rotation);
         }
         Ok(ca)
@@ -142,11 +143,15 @@ impl MeshCa {
                 .map_err(|e| CaError::Create(e.to_string()))?;
         let bundle = signer.trust_bundle();
         let token_key = TokenKey::generate().map_err(|e| CaError::Create(e.to_string()))?;
-        Ok(Self::assemble(store, settings, signer, bundle, token_key))
+        let secrets = Secrets::new(store.clone(), settings.encryption_key.clone());
+        Ok(Self::assemble(
+            store, secrets, settings, signer, bundle, token_key,
+        ))
     }
 
     fn assemble(
         store: Arc<dyn Store>,
+        secrets: Secrets,
         settings: CaSettings,
         signer: CertificateAuthority,
         bundle: TrustBundle,
@@ -162,7 +167,7 @@ impl MeshCa {
             "certificate authority ready"
         );
         Self {
-            secrets: Secrets::new(store.clone(), settings.encryption_key.clone()),
+            secrets,
             settings,
             store,
             current: ArcSwap::from_pointee(Current {

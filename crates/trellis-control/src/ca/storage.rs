@@ -158,13 +158,15 @@ pub(super) async fn save_bundle(
 pub(super) async fn load_or_create_token_key(secrets: &Secrets) -> Result<TokenKey, CaError> {
     loop {
         if let Some((value, _)) = secrets.get(TOKEN_KEY).await? {
-            let bytes = decode_hex(&value)
+            let bytes = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|text| trellis_identity::hex::decode(text.trim()))
                 .ok_or_else(|| CaError::Stored(format!("{TOKEN_KEY}: not hexadecimal")))?;
             return TokenKey::from_bytes(&bytes)
                 .map_err(|e| CaError::Stored(format!("{TOKEN_KEY}: {e}")));
         }
         let key = TokenKey::generate().map_err(|e| CaError::Create(e.to_string()))?;
-        let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let hex = trellis_identity::hex::encode(key.as_bytes());
         match secrets.put(TOKEN_KEY, hex.as_bytes(), Expect::Absent).await {
             Ok(_) => return Ok(key),
             // Another replica wrote one first: read it.
@@ -172,15 +174,4 @@ pub(super) async fn load_or_create_token_key(secrets: &Secrets) -> Result<TokenK
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(text).ok()?.trim();
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }

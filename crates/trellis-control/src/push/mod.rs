@@ -195,7 +195,7 @@ fn instance_id() -> String {
             .map_or(0, |d| d.subsec_nanos());
         bytes = nanos.to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    trellis_identity::hex::encode(&bytes)
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<ControlMessage, Status>> + Send>>;

@@ -323,13 +323,15 @@ impl EdgeRow {
 /// which this crate cannot name).
 const INBOUND_LISTENER: &str = "inbound";
 
-/// `GET http://{address}{path}`, with `token` as a bearer token if given.
-pub async fn get(
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `GET http://{address}{path}`, with `token` as a bearer token if given: the
+/// response, once its status says success, with its body still to read.
+pub async fn open(
     address: &str,
     path: &str,
     token: Option<&str>,
-) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-    use http_body_util::BodyExt;
+) -> Result<hyper::Response<hyper::body::Incoming>, BoxError> {
     let stream = tokio::net::TcpStream::connect(address).await?;
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
@@ -343,6 +345,17 @@ pub async fn get(
     if !response.status().is_success() {
         return Err(format!("{address}{path} answered {}", response.status()).into());
     }
-    let body = response.into_body().collect().await?.to_bytes();
+    Ok(response)
+}
+
+/// The same, with the whole body as text.
+pub async fn get(address: &str, path: &str, token: Option<&str>) -> Result<String, BoxError> {
+    use http_body_util::BodyExt;
+    let body = open(address, path, token)
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
