@@ -122,19 +122,7 @@ impl Client {
         body: Option<String>,
     ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut request = Request::builder().method(method).uri(&url);
-        if let Some(token) = &self.token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::BadUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+        let request = self.request(method, &url, body)?;
         let unreachable = |cause: String| ClientError::Unreachable {
             url: self.base.clone(),
             cause,
@@ -159,16 +147,7 @@ impl Client {
         if status.is_success() {
             return Ok(json);
         }
-        let mut message = json["error"]
-            .as_str()
-            .map_or_else(
-                || format!("the control plane answered {status}"),
-                str::to_string,
-            )
-            .replace('\n', " ");
-        if status == StatusCode::UNAUTHORIZED && self.token.is_none() {
-            message.push_str(&self.token_hint());
-        }
+        let message = self.failure(status, &json);
         Err(ClientError::Api {
             status,
             message,
@@ -184,11 +163,7 @@ impl Client {
         mut line: impl FnMut(&[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let url = format!("{}{path}", self.base);
-        let mut request = Request::builder().method(Method::GET).uri(&url);
-        if let Some(token) = &self.token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = request.body(Full::new(Bytes::new()))?;
+        let request = self.request(Method::GET, &url, None)?;
         let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
             .await
             .map_err(|_| ClientError::Unreachable {
@@ -204,14 +179,7 @@ impl Client {
         if !status.is_success() {
             let bytes = body.collect().await?.to_bytes();
             let json: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let mut message = json["error"].as_str().map_or_else(
-                || format!("the control plane answered {status}"),
-                str::to_string,
-            );
-            if status == StatusCode::UNAUTHORIZED && self.token.is_none() {
-                message.push_str(&self.token_hint());
-            }
-            anyhow::bail!(message);
+            anyhow::bail!(self.failure(status, &json));
         }
         let mut pending = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -225,6 +193,43 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// A request to `url`, with the token if there is one and `body` as JSON.
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<String>,
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
+        let mut request = Request::builder().method(method).uri(url);
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::BadUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The one-line message of an error answer, with a hint when a token is missing.
+    fn failure(&self, status: StatusCode, json: &Value) -> String {
+        let mut message = json["error"]
+            .as_str()
+            .map_or_else(
+                || format!("the control plane answered {status}"),
+                str::to_string,
+            )
+            .replace('\n', " ");
+        if status == StatusCode::UNAUTHORIZED && self.token.is_none() {
+            message.push_str(&self.token_hint());
+        }
+        message
     }
 
     /// What to do when no token was found.
