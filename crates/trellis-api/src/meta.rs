@@ -48,7 +48,7 @@ pub struct ObjectMeta {
     pub creation_timestamp: Option<String>,
 }
 
-fn default_namespace() -> String {
+pub(crate) fn default_namespace() -> String {
     DEFAULT_NAMESPACE.to_string()
 }
 
@@ -215,6 +215,22 @@ impl Condition {
 /// Formats a time as RFC 3339 in UTC with second precision (`2026-11-05T10:00:00Z`),
 /// the form Kubernetes writes timestamps in.
 pub fn rfc3339(t: SystemTime) -> String {
+    let (date, time) = utc_fields(t);
+    format!("{date}T{time}Z")
+}
+
+/// The same with milliseconds (`2026-11-05T10:00:00.042Z`), for logs.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let millis = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_millis())
+        .unwrap_or(0);
+    let (date, time) = utc_fields(t);
+    format!("{date}T{time}.{millis:03}Z")
+}
+
+/// `YYYY-MM-DD` and `hh:mm:ss` of a time in UTC.
+fn utc_fields(t: SystemTime) -> (String, String) {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -222,11 +238,9 @@ pub fn rfc3339(t: SystemTime) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        format!("{:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60),
     )
 }
 
@@ -303,6 +317,12 @@ mod tests {
             assert_eq!(rfc3339(t), want);
             assert!(is_rfc3339(want));
         }
+    }
+
+    #[test]
+    fn formats_milliseconds() {
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_042);
+        assert_eq!(rfc3339_millis(t), "2023-11-14T22:13:20.042Z");
     }
 
     #[test]

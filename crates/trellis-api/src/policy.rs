@@ -27,9 +27,13 @@ pub struct MeshConfigSpec {
     /// What happens to a request no authorization policy speaks about. Default `allow`.
     #[serde(default)]
     pub default_authorization: DefaultAuthorization,
-    /// Access logging on every proxy. Unset: off.
+    /// Access logging by the sidecars: every service's, or the listed services' only.
+    /// Unset: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLogConfig>,
+    /// The sidecars' Prometheus metrics. Unset: the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSpec>,
     /// Where captured traffic to addresses outside the mesh may go. Default: anywhere.
     #[serde(default)]
     pub egress: EgressConfig,
@@ -88,6 +92,7 @@ impl Default for MeshConfigSpec {
             mtls: MtlsConfig::default(),
             default_authorization: DefaultAuthorization::default(),
             access_log: None,
+            metrics: None,
             egress: EgressConfig::default(),
             tracing: None,
         }
@@ -148,14 +153,45 @@ pub enum DefaultAuthorization {
     Deny,
 }
 
-/// Access log settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Access log settings: one line per request a sidecar answers, inbound and outbound.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogConfig {
     /// Line format. Default `json`.
     #[serde(default)]
     pub format: AccessLogFormat,
+    /// `stdout` (the default) or an absolute file path on each sidecar's host, appended
+    /// to.
+    #[serde(default = "default_access_log_output")]
+    pub output: String,
+    /// Only these services' sidecars log, each with its own format or output if given.
+    /// Empty (the default): every sidecar logs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<AccessLogService>,
 }
+
+/// One service whose sidecars log requests, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogService {
+    pub name: String,
+    /// Default `default`.
+    #[serde(default = "crate::meta::default_namespace")]
+    pub namespace: String,
+    /// Unset: the mesh-wide format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<AccessLogFormat>,
+    /// Unset: the mesh-wide output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+fn default_access_log_output() -> String {
+    ACCESS_LOG_STDOUT.to_string()
+}
+
+/// The `output` that means the sidecar's standard output.
+pub const ACCESS_LOG_STDOUT: &str = "stdout";
 
 /// Access log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -166,6 +202,60 @@ pub enum AccessLogFormat {
     Json,
     /// One human-readable line per request.
     Text,
+}
+
+impl AccessLogConfig {
+    /// How the sidecars of service `namespace/name` log, or `None` if they don't.
+    pub fn for_service(&self, namespace: &str, name: &str) -> Option<(AccessLogFormat, &str)> {
+        if self.services.is_empty() {
+            return Some((self.format, &self.output));
+        }
+        let own = self
+            .services
+            .iter()
+            .find(|s| s.name == name && s.namespace == namespace)?;
+        Some((
+            own.format.unwrap_or(self.format),
+            own.output.as_deref().unwrap_or(&self.output),
+        ))
+    }
+
+    fn check(&self) -> Checked {
+        check_access_log_output("spec.accessLog.output", &self.output)?;
+        for (i, service) in self.services.iter().enumerate() {
+            let at = format!("spec.accessLog.services[{i}]");
+            if service.name.is_empty() {
+                return Err(ValidationError::new(
+                    format!("{at}.name"),
+                    "must not be empty",
+                ));
+            }
+            if let Some(output) = &service.output {
+                check_access_log_output(&format!("{at}.output"), output)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_access_log_output(at: &str, output: &str) -> Checked {
+    if output == ACCESS_LOG_STDOUT || (output.starts_with('/') && !output.ends_with('/')) {
+        return Ok(());
+    }
+    Err(ValidationError::new(
+        at,
+        format!("expected \"stdout\" or an absolute file path, got {output:?}"),
+    ))
+}
+
+/// The sidecars' metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// Request series (distinct label sets of `trellis_requests_total`) a sidecar keeps
+    /// before it counts new ones in one `overflow` series; at least 1. Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_series: Option<u32>,
 }
 
 /// Settings for traffic to the Service named by `targetRef`.
@@ -317,6 +407,15 @@ impl MeshConfigSpec {
                     format!("expected http://HOST:PORT, got {endpoint:?}"),
                 ));
             }
+        }
+        if let Some(access_log) = &self.access_log {
+            access_log.check()?;
+        }
+        if self.metrics.and_then(|m| m.max_request_series) == Some(0) {
+            return Err(ValidationError::new(
+                "spec.metrics.maxRequestSeries",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -82,8 +82,12 @@ fn describe(e: &Value) -> String {
             id.rsplit("/sa/").next().unwrap_or(&id).to_owned()
         }
     };
+    let status = match e["grpcStatus"].as_u64() {
+        Some(grpc) => format!("{} grpc={grpc}", e["status"].as_u64().unwrap_or(0)),
+        None => e["status"].as_u64().unwrap_or(0).to_string(),
+    };
     format!(
-        "{} {} {} -> {} {} {}{} {} {:.1}ms",
+        "{} {} {} -> {} {} {}{} {} {:.1}ms {}B",
         text("workload"),
         text("direction"),
         who(text("sourceIdentity")),
@@ -91,7 +95,8 @@ fn describe(e: &Value) -> String {
         text("method"),
         text("authority"),
         text("path"),
-        e["status"].as_u64().unwrap_or(0),
+        status,
         e["latencyMicros"].as_f64().unwrap_or(0.0) / 1000.0,
+        e["responseBytes"].as_u64().unwrap_or(0),
     )
 }

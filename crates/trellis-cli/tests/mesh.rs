@@ -70,13 +70,7 @@ async fn sidecar_at(
 }
 
 async fn apply(cp: &ControlPlane, yaml: &str) -> StatusCode {
-    let req = http::Request::post(format!("http://{}/api/v1/apply", cp.http_addr))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            yaml.to_string(),
-        )))
-        .expect("request");
-    HttpClient::http1().send(req).await.expect("apply").status
+    support::apply(cp.http_addr, TOKEN, yaml).await
 }
 
 fn synced(cp: &ControlPlane, workload: &str) -> bool {

@@ -261,6 +261,7 @@ async fn tap_streams_matching_requests_and_needs_the_token() {
         assert_eq!(event["direction"], "inbound");
         assert_eq!(event["workload"], "books-1");
         assert!(event["latencyMicros"].as_u64().is_some());
+        assert_eq!(event["responseBytes"], "status 503\n".len());
         assert_eq!(
             event["destinationIdentity"],
             "spiffe://trellis.local/ns/default/sa/books"
@@ -317,4 +318,38 @@ async fn top_counts_the_busiest_paths() {
     assert_eq!(rows[2][0], "3", "{table}");
     assert_eq!(rows[2][1], "0.00%");
     assert_eq!(rows[2][5], "/status/503");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_logs_follow_the_mesh_config() {
+    let mesh = mesh().await;
+    let dir = std::env::temp_dir().join(format!("trellis-access-mesh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let log = dir.join("books.log");
+    let config = format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: default}}\n\
+         spec:\n  accessLog:\n    output: {}\n    services: [{{name: books}}]\n",
+        log.display()
+    );
+    let applied = support::apply(mesh.cp.http_addr, TOKEN, &config).await;
+    assert_eq!(applied, 200);
+    let client = HttpClient::http1();
+    let url = format!("http://127.0.0.1:{}/books/1", mesh.port);
+    // Once books' sidecar holds the new configuration, its requests are logged.
+    assert_eventually!(client.get(&url).await.is_ok() && log.metadata().is_ok_and(|m| m.len() > 0));
+    let lines = std::fs::read_to_string(&log).expect("log");
+    let entry: Value = serde_json::from_str(lines.lines().last().expect("a line")).expect("JSON");
+    // Only books is listed, so every line is books' inbound side, over mTLS from web.
+    assert_eq!(entry["direction"], "inbound");
+    assert_eq!(entry["path"], "/books/1");
+    assert_eq!(entry["status"], 404);
+    assert_eq!(entry["tls"], true);
+    assert_eq!(
+        entry["peer_identity"],
+        "spiffe://trellis.local/ns/default/sa/web"
+    );
+    for line in lines.lines() {
+        assert!(line.contains(r#""direction":"inbound""#), "{line}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -38,6 +38,8 @@ pub struct Shared {
     pub taps: crate::tap::Taps,
     /// Spans and their export, when `tracing:` is configured.
     pub tracing: crate::trace::tracer::Tracing,
+    /// One line per request, when `accessLog:` is configured.
+    pub access_log: crate::access_log::AccessLogs,
 }
 
 impl Shared {
@@ -106,9 +108,14 @@ impl Proxy {
         let sockets = bind_new(&config, &HashMap::new())?;
         let tracing = crate::trace::tracer::Tracing::default();
         tracing.configure(config.tracing.as_ref());
+        let metrics = Metrics::new();
+        metrics.set_max_series(config.max_request_series);
+        let access_log = crate::access_log::AccessLogs::default();
+        access_log.configure(config.access_log.as_ref(), &metrics.access_log_dropped);
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(Snapshot::build(config, None)),
-            metrics: Metrics::new(),
+            metrics,
+            access_log,
             drain: Drain::new(),
             tls: TlsState::default(),
             authz_warn: WarnLimiter::new(),
@@ -228,6 +235,13 @@ impl Proxy {
 
         let previous = self.shared.state.load_full();
         self.shared.tracing.configure(config.tracing.as_ref());
+        self.shared.access_log.configure(
+            config.access_log.as_ref(),
+            &self.shared.metrics.access_log_dropped,
+        );
+        self.shared
+            .metrics
+            .set_max_series(config.max_request_series);
         self.shared
             .state
             .store(Arc::new(Snapshot::build(config, Some(&previous))));

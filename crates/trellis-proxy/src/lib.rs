@@ -8,6 +8,7 @@
 //!
 //! [`Proxy::start`] is the one wiring function: reading it shows how the pieces fit.
 
+pub mod access_log;
 mod admin;
 mod app;
 pub mod authz;

@@ -47,7 +47,9 @@ pub struct Observed<'a> {
     pub authority: &'a str,
     pub path: &'a str,
     pub status: u16,
+    pub grpc_status: Option<u32>,
     pub latency: Duration,
+    pub response_bytes: u64,
     pub route: &'a str,
     pub backend: &'a str,
     pub workload: &'a str,
@@ -126,6 +128,8 @@ impl Taps {
                 route: seen.route.into(),
                 backend: seen.backend.into(),
                 workload: seen.workload.into(),
+                response_bytes: seen.response_bytes,
+                grpc_status: seen.grpc_status,
             };
             if self.tx.try_send(event).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -191,7 +195,9 @@ mod tests {
             authority: "books:8080",
             path,
             status,
+            grpc_status: None,
             latency: Duration::from_millis(3),
+            response_bytes: 42,
             route: "default.books.0",
             backend: "local-app",
             workload: "books-1",

@@ -29,6 +29,9 @@ pub struct RequestLabels {
     pub tls: &'static str,
     pub status: u16,
     pub class: &'static str,
+    /// A gRPC response's `grpc-status` (`0`…`16`, from its trailers, or its headers
+    /// when it has no body); empty for other responses.
+    pub grpc_status: &'static str,
     /// Why the proxy answered instead of the backend (`connect timeout`, …), else empty.
     pub error: &'static str,
 }
@@ -152,7 +155,9 @@ pub struct Metrics {
     pub tls: TlsMetrics,
     /// Request series made so far, against `max_series`.
     request_series: std::sync::atomic::AtomicUsize,
-    max_series: usize,
+    max_series: std::sync::atomic::AtomicUsize,
+    /// Access log lines lost to a full queue or a failed write.
+    pub access_log_dropped: Counter,
     /// Requests recorded in the overflow series instead of their own.
     pub overflowed: Counter,
 }
@@ -282,11 +287,18 @@ impl Metrics {
             "Requests counted in the overflow series because the request series reached their limit",
             overflowed.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "trellis_access_log_dropped",
+            "Access log lines lost because the writer fell behind or a write failed",
+            access_log_dropped.clone(),
+        );
         Self {
             registry,
             tls,
             request_series: std::sync::atomic::AtomicUsize::new(0),
-            max_series: DEFAULT_MAX_SERIES,
+            max_series: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_SERIES),
+            access_log_dropped,
             overflowed,
             requests,
             request_duration,
@@ -310,10 +322,18 @@ impl Metrics {
 
     /// The same, holding at most `max_series` request series.
     pub fn with_max_series(max_series: usize) -> Self {
-        Self {
-            max_series,
-            ..Self::new()
-        }
+        let metrics = Self::new();
+        metrics.set_max_series(Some(max_series));
+        metrics
+    }
+
+    /// Sets the request series limit (`None`: the default). Lowering it keeps the
+    /// series that exist; only new label sets past the limit overflow.
+    pub fn set_max_series(&self, max_series: Option<usize>) {
+        self.max_series.store(
+            max_series.unwrap_or(DEFAULT_MAX_SERIES),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Records one answered HTTP request.
@@ -322,6 +342,7 @@ impl Metrics {
         route: &RouteLabels,
         call: &CallLabels,
         status: u16,
+        grpc_status: Option<u32>,
         error: &'static str,
         elapsed: Duration,
     ) {
@@ -334,6 +355,7 @@ impl Metrics {
             tls: call.tls,
             status,
             class: status_class(status),
+            grpc_status: grpc_status.map_or("", grpc_status_label),
             error,
         };
         let seconds = elapsed.as_secs_f64();
@@ -344,7 +366,7 @@ impl Metrics {
             return;
         }
         use std::sync::atomic::Ordering::Relaxed;
-        if self.request_series.fetch_add(1, Relaxed) < self.max_series {
+        if self.request_series.fetch_add(1, Relaxed) < self.max_series.load(Relaxed) {
             self.requests.get_or_create(&labels).inc();
             self.request_duration.get_or_create(route).observe(seconds);
             return;
@@ -468,6 +490,18 @@ impl Default for WarnLimiter {
     }
 }
 
+/// The label value of a gRPC status code; codes past the 17 gRPC defines share one.
+fn grpc_status_label(code: u32) -> &'static str {
+    const CODES: [&str; 17] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| CODES.get(i))
+        .copied()
+        .unwrap_or("unknown")
+}
+
 pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
@@ -506,10 +540,22 @@ mod tests {
             peer_identity: "spiffe://trellis.local/ns/default/sa/web".into(),
             tls: "true",
         };
-        metrics.record_request(&route, &call, 503, "no endpoints", Duration::from_millis(3));
+        metrics.record_request(
+            &route,
+            &call,
+            503,
+            None,
+            "no endpoints",
+            Duration::from_millis(3),
+        );
+        metrics.record_request(&route, &call, 200, Some(14), "", Duration::from_millis(3));
         let text = metrics.encode();
         assert!(
-            text.contains(r#"trellis_requests_total{direction="inbound",listener="web",route="0",backend="app",peer_identity="spiffe://trellis.local/ns/default/sa/web",tls="true",status="503",class="5xx",error="no endpoints"} 1"#),
+            text.contains(r#"trellis_requests_total{direction="inbound",listener="web",route="0",backend="app",peer_identity="spiffe://trellis.local/ns/default/sa/web",tls="true",status="503",class="5xx",grpc_status="",error="no endpoints"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"status="200",class="2xx",grpc_status="14",error=""} 1"#),
             "{text}"
         );
         assert!(
@@ -533,7 +579,7 @@ mod tests {
                 route: format!("route-{i}").into(),
                 backend: "books".into(),
             };
-            metrics.record_request(&route, &call, 200, "", Duration::from_millis(1));
+            metrics.record_request(&route, &call, 200, None, "", Duration::from_millis(1));
         }
         let text = metrics.encode();
         let series = text
@@ -555,7 +601,7 @@ mod tests {
             route: "route-0".into(),
             backend: "books".into(),
         };
-        metrics.record_request(&first, &call, 200, "", Duration::from_millis(1));
+        metrics.record_request(&first, &call, 200, None, "", Duration::from_millis(1));
         assert!(metrics
             .encode()
             .contains("trellis_metric_series_overflow_total 997"));

@@ -58,6 +58,12 @@ pub struct TapEvent {
     /// The workload whose proxy saw it.
     #[prost(string, tag = "13")]
     pub workload: ::prost::alloc::string::String,
+    /// Bytes of the response body sent to the client.
+    #[prost(uint64, tag = "14")]
+    pub response_bytes: u64,
+    /// The gRPC status of a gRPC response (`grpc-status`, from its trailers), else unset.
+    #[prost(uint32, optional, tag = "15")]
+    pub grpc_status: ::core::option::Option<u32>,
 }
 /// The first message on a stream.
 #[allow(clippy::all)]
@@ -268,6 +274,23 @@ pub struct ProxyConfig {
     /// Spans to export, from MeshConfig `spec.tracing`; unset: no tracing.
     #[prost(message, optional, tag = "4")]
     pub tracing: ::core::option::Option<Tracing>,
+    /// One line per request, from MeshConfig `spec.accessLog`; unset: no access log.
+    #[prost(message, optional, tag = "5")]
+    pub access_log: ::core::option::Option<AccessLog>,
+    /// Request series the proxy keeps before counting new ones in an overflow series,
+    /// from MeshConfig `spec.metrics.maxRequestSeries`; 0: the proxy's default.
+    #[prost(uint32, tag = "6")]
+    pub max_request_series: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AccessLog {
+    /// `json` or `text`.
+    #[prost(string, tag = "1")]
+    pub format: ::prost::alloc::string::String,
+    /// `stdout` or an absolute file path.
+    #[prost(string, tag = "2")]
+    pub output: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

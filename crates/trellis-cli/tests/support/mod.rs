@@ -19,6 +19,22 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Applies YAML documents through the control plane at `http_addr` with the admin
+/// token, returning the answer's status.
+pub async fn apply(http_addr: SocketAddr, token: &str, yaml: &str) -> http::StatusCode {
+    let req = http::Request::post(format!("http://{http_addr}/api/v1/apply"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            yaml.to_string(),
+        )))
+        .expect("request");
+    trellis_testkit::http::HttpClient::http1()
+        .send(req)
+        .await
+        .expect("apply")
+        .status
+}
+
 /// One workload of the `default` namespace, to start a sidecar for.
 pub struct SidecarSpec<'a> {
     /// Control-plane gRPC URL; several, comma-separated, for replicas.

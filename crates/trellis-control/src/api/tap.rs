@@ -64,7 +64,13 @@ struct TapLine {
     authority: String,
     path: String,
     status: u32,
+    /// A gRPC response's `grpc-status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grpc_status: Option<u32>,
     latency_micros: u64,
+    /// Bytes of the response body sent to the client.
+    #[serde(default)]
+    response_bytes: u64,
     route: String,
     backend: String,
 }
@@ -81,7 +87,9 @@ impl From<TapEvent> for TapLine {
             authority: e.authority,
             path: e.path,
             status: e.status,
+            grpc_status: e.grpc_status,
             latency_micros: e.latency_micros,
+            response_bytes: e.response_bytes,
             route: e.route,
             backend: e.backend,
         }

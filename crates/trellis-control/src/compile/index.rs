@@ -111,6 +111,10 @@ pub(super) struct MeshSettings {
     pub egress: WireEgress,
     /// Mesh-wide tracing, for every sidecar.
     pub tracing: Option<trellis_api::policy::TracingSpec>,
+    /// Which sidecars write access logs, and how.
+    pub access_log: Option<trellis_api::policy::AccessLogConfig>,
+    /// The sidecars' request series limit; 0 for their default.
+    pub max_request_series: u32,
 }
 
 impl Default for MeshSettings {
@@ -133,6 +137,8 @@ impl MeshSettings {
                 EgressMode::RegistryOnly => WireEgress::RegistryOnly,
             },
             tracing: spec.tracing.clone(),
+            access_log: spec.access_log.clone(),
+            max_request_series: spec.metrics.and_then(|m| m.max_request_series).unwrap_or(0),
         }
     }
 }

@@ -76,10 +76,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use trellis_api::meta::DEFAULT_NAMESPACE;
-use trellis_api::policy::{BackendProtocol as PolicyProtocol, OtlpProtocol};
+use trellis_api::policy::{AccessLogFormat, BackendProtocol as PolicyProtocol, OtlpProtocol};
 use trellis_api::proto::v1::{
-    Backend, BackendProtocol, Endpoint, Listener, ListenerProtocol, LoadBalancer, MtlsMode,
-    ProxyConfig, Route, Tracing, WeightedBackend, Workload,
+    AccessLog, Backend, BackendProtocol, Endpoint, Listener, ListenerProtocol, LoadBalancer,
+    MtlsMode, ProxyConfig, Route, Tracing, WeightedBackend, Workload,
 };
 use trellis_api::service::AppProtocol;
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
@@ -304,6 +304,17 @@ impl MeshIndex {
                 sampling: t.sampling.0,
                 service_name: proxy.service.clone(),
             }),
+            access_log: self.tables.mesh.access_log.as_ref().and_then(|log| {
+                let (format, output) = log.for_service(&proxy.namespace, &proxy.service)?;
+                Some(AccessLog {
+                    format: match format {
+                        AccessLogFormat::Json => "json".into(),
+                        AccessLogFormat::Text => "text".into(),
+                    },
+                    output: output.to_string(),
+                })
+            }),
+            max_request_series: self.tables.mesh.max_request_series,
         }
     }
 

@@ -4,6 +4,7 @@
 //! Every error names the field it is about (`listeners[0].routes[0].backend: …`), so an
 //! operator can find the mistake without reading the proxy's source.
 
+mod access_log;
 mod duration;
 mod filter;
 mod original_dst;
@@ -23,6 +24,7 @@ use trellis_api::authz::AuthorizationConfig;
 pub use trellis_api::policy::HashOn;
 use trellis_identity::SpiffeId;
 
+pub use self::access_log::{AccessLogConfig, AccessLogFormat, AccessLogOutput};
 pub use self::duration::{Duration, ParseDurationError};
 pub use self::filter::{
     FaultAbortConfig, FaultConfig, FaultDelayConfig, Header, HeaderModifier, Mirror, PathModifier,
@@ -72,6 +74,13 @@ pub struct ProxyConfig {
     /// (trace headers still pass through unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingConfig>,
+    /// One line per answered request; see `access_log.rs`. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogConfig>,
+    /// Request series (label sets of `trellis_requests_total`) kept before new ones are
+    /// counted in one `overflow` series; at least 1. Unset: 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_series: Option<usize>,
 }
 
 /// One listening socket.
@@ -358,6 +367,12 @@ impl ProxyConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(tracing) = &self.tracing {
             tracing.validate()?;
+        }
+        if self.max_request_series == Some(0) {
+            return Err(ConfigError::invalid(
+                "maxRequestSeries",
+                "must be at least 1",
+            ));
         }
         if self.listeners.is_empty() {
             return Err(ConfigError::invalid(

@@ -60,6 +60,8 @@ impl ProxyConfig {
             services: Vec::new(),
             socket_mark: None,
             tracing: None,
+            access_log: None,
+            max_request_series: None,
         }
     }
 }

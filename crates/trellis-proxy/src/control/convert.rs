@@ -66,6 +66,14 @@ pub fn to_proxy_config(
             sampling: t.sampling,
             service_name: t.service_name.clone(),
         }),
+        access_log: wire
+            .access_log
+            .as_ref()
+            .map(|log| config::AccessLogConfig::from_wire(&log.format, &log.output))
+            .transpose()?,
+        max_request_series: usize::try_from(wire.max_request_series)
+            .ok()
+            .filter(|n| *n > 0),
     };
     config.validate()?;
     Ok(config)
@@ -480,6 +488,11 @@ mod tests {
                 sampling: 0.5,
                 service_name: "web".into(),
             }),
+            access_log: Some(wire::AccessLog {
+                format: "text".into(),
+                output: "/var/log/trellis/access.log".into(),
+            }),
+            max_request_series: 500,
         }
     }
 
@@ -492,6 +505,10 @@ mod tests {
             (tracing.sampling, tracing.service_name.as_str()),
             (0.5, "web")
         );
+        let log = config.access_log.as_ref().expect("access log");
+        assert_eq!(log.format, config::AccessLogFormat::Text);
+        assert_eq!(log.output.to_string(), "/var/log/trellis/access.log");
+        assert_eq!(config.max_request_series, Some(500));
         let l = &config.listeners[0];
         assert_eq!(l.protocol, ListenerProtocol::Http1);
         assert_eq!(l.idle_timeout, Duration::from_secs(60));

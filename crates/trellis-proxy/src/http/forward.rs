@@ -20,7 +20,7 @@ use trellis_identity::SpiffeId;
 
 use super::errors::{is_grpc, ProxyError};
 use super::mirror;
-use super::observe::{Seen, Traced};
+use super::observe::{self, Completion, Observed, Seen, Traced};
 use crate::balance::InFlight;
 use crate::config::{BackendProtocol, ListenerProtocol};
 use crate::endpoint::{BoxBody, BoxError, Endpoint};
@@ -84,7 +84,8 @@ pub async fn handle(
     let client_version = req.version();
     let tapped = ctx.shared.taps.active();
     let traced = Traced::start(&mut req, &ctx);
-    let seen = (tapped || traced.is_some()).then(|| Seen::of(&req));
+    let log = ctx.shared.access_log.current();
+    let seen = (tapped || traced.is_some() || log.is_some()).then(|| Seen::of(&req));
 
     // Checked against the listener as it is now, so a reload's policies apply from the
     // next request of every open connection.
@@ -120,21 +121,46 @@ pub async fn handle(
             (err.to_response(grpc), err.reason())
         }
     };
-    ctx.shared.metrics.record_request(
-        &labels,
-        &ctx.call,
-        resp.status().as_u16(),
-        error,
-        started.elapsed(),
-    );
-    if let Some(seen) = &seen {
-        let status = resp.status().as_u16();
-        if tapped {
-            seen.tap(&ctx, &labels, status, started.elapsed());
-        }
-        if let Some(traced) = traced {
-            traced.finish(seen, &ctx, &labels, status);
-        }
+    let status = resp.status().as_u16();
+    let grpc_status = if grpc {
+        observe::grpc_status(resp.headers())
+    } else {
+        None
+    };
+    // A gRPC response without a status in its headers has it in its trailers.
+    let count_at_end = grpc && grpc_status.is_none() && !resp.body().is_end_stream();
+    if !count_at_end {
+        ctx.shared.metrics.record_request(
+            &labels,
+            &ctx.call,
+            status,
+            grpc_status,
+            error,
+            started.elapsed(),
+        );
+    }
+    let trace_id = match (&traced, &log) {
+        (Some(traced), Some(_)) => Some(traced.trace_id()),
+        _ => None,
+    };
+    if let (Some(seen), Some(traced)) = (&seen, traced) {
+        traced.finish(seen, &ctx, &labels, status);
+    }
+    if count_at_end || tapped || log.is_some() {
+        let completion = Completion {
+            ctx: ctx.clone(),
+            labels,
+            started,
+            status,
+            error,
+            grpc_status,
+            count: count_at_end,
+            seen: if tapped || log.is_some() { seen } else { None },
+            tapped,
+            log,
+            trace_id,
+        };
+        resp = resp.map(|body| Observed::new(body, completion).boxed());
     }
     *resp.version_mut() = client_version;
     Ok(resp)

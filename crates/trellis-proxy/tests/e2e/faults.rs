@@ -54,7 +54,7 @@ async fn aborts_answer_with_the_fault_status_for_matching_requests() {
     assert_eq!(
         counter(
             &proxy,
-            r#"trellis_requests_total{direction="outbound",listener="web",route="0",backend="",peer_identity="",tls="false",status="503",class="5xx",error="fault injected"}"#
+            r#"trellis_requests_total{direction="outbound",listener="web",route="0",backend="",peer_identity="",tls="false",status="503",class="5xx",grpc_status="",error="fault injected"}"#
         ),
         1
     );

@@ -240,7 +240,7 @@ async fn hanging_and_failing_mirrors_leave_the_primary_alone() {
     let metrics = proxy.metrics().encode();
     assert!(
         metrics.contains(&format!(
-            r#"trellis_requests_total{{direction="outbound",listener="web",route="0",backend="app",peer_identity="",tls="false",status="200",class="2xx",error=""}} {N}"#
+            r#"trellis_requests_total{{direction="outbound",listener="web",route="0",backend="app",peer_identity="",tls="false",status="200",class="2xx",grpc_status="",error=""}} {N}"#
         )),
         "{metrics}"
     );

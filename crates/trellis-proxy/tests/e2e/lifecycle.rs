@@ -188,7 +188,7 @@ async fn admin_serves_live_ready_metrics_and_config() {
         .expect("metrics")
         .text();
     for want in [
-        r#"trellis_requests_total{direction="outbound",listener="web",route="0",backend="app",peer_identity="",tls="false",status="200",class="2xx",error=""} 1"#,
+        r#"trellis_requests_total{direction="outbound",listener="web",route="0",backend="app",peer_identity="",tls="false",status="200",class="2xx",grpc_status="",error=""} 1"#,
         r#"trellis_request_duration_seconds_count{listener="web",route="0",backend="app"} 1"#,
         r#"trellis_connections_total{listener="web",protocol="http1"} 1"#,
     ] {

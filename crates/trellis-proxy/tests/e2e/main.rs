@@ -11,6 +11,7 @@ mod lifecycle;
 mod malformed;
 mod matching;
 mod mtls;
+mod observe;
 mod recorder;
 mod retries;
 mod routing;

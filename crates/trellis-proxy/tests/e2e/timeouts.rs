@@ -81,7 +81,7 @@ async fn request_timeout_is_504_and_counts() {
     assert_eq!(fast.status, StatusCode::OK);
     let metrics = proxy.metrics().encode();
     assert!(
-        metrics.contains(r#"status="504",class="5xx",error="request timeout"} 1"#),
+        metrics.contains(r#"status="504",class="5xx",grpc_status="",error="request timeout"} 1"#),
         "{metrics}"
     );
 }

@@ -156,3 +156,34 @@ fn mesh_wide_tracing_reaches_every_sidecar_named_by_its_service() {
     let plain = compile(&[], &proxy("shop", "books", 8080, &[]));
     assert!(plain.tracing.is_none());
 }
+
+#[test]
+fn access_logs_reach_the_listed_services_with_their_own_settings() {
+    let mesh = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: default}\nspec:\n  metrics: {maxRequestSeries: 500}\n  accessLog:\n    format: json\n    services:\n      - {name: web}\n      - {name: books, namespace: shop, format: text, output: /var/log/books.log}\n";
+    let resources = yaml(mesh);
+    let books = compile(&resources, &proxy("shop", "books", 8080, &[]));
+    let log = books.access_log.expect("books logs");
+    assert_eq!(
+        (log.format.as_str(), log.output.as_str()),
+        ("text", "/var/log/books.log")
+    );
+    assert_eq!(books.max_request_series, 500);
+    // `web` is listed in the default namespace only.
+    let web = compile(&resources, &proxy("default", "web", 8080, &[]));
+    let log = web.access_log.expect("web logs");
+    assert_eq!(
+        (log.format.as_str(), log.output.as_str()),
+        ("json", "stdout")
+    );
+    assert!(compile(&resources, &proxy("shop", "web", 8080, &[]))
+        .access_log
+        .is_none());
+    // Without a list every sidecar logs; without accessLog none does.
+    let everyone = yaml("apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: default}\nspec: {accessLog: {}}\n");
+    assert!(compile(&everyone, &proxy("shop", "ratings", 8080, &[]))
+        .access_log
+        .is_some());
+    let plain = compile(&[], &proxy("shop", "ratings", 8080, &[]));
+    assert!(plain.access_log.is_none());
+    assert_eq!(plain.max_request_series, 0);
+}
