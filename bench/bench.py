@@ -53,6 +53,8 @@ PORTS = {
     "mtls_app_a": 18012,
     "control_http": 17180,
     "control_grpc": 17100,
+    "otlp_grpc": 17190,
+    "otlp_http": 17191,
 }
 
 from procs import (  # noqa: E402
@@ -77,6 +79,7 @@ from tables import (  # noqa: E402
     PROTO_TITLE,
     SAT_CONNECTIONS,
     SCENARIOS,
+    ALL_SCENARIOS,
     fmt,
     fmt_signed,
     goals_table,
@@ -123,7 +126,7 @@ ROUNDS = env_int("BENCH_ROUNDS", 1 if QUICK else 3)
 DURATION = env_int("BENCH_DURATION", 2 if QUICK else 10)        # saturation run, s
 LAT_DURATION = env_int("BENCH_LAT_DURATION", DURATION)          # fixed-rate run, s
 WARMUP = env_int("BENCH_WARMUP", 1 if QUICK else 2)              # s, not recorded
-SELECTED_SCENARIOS = env_list("BENCH_SCENARIOS", SCENARIOS, SCENARIOS)
+SELECTED_SCENARIOS = env_list("BENCH_SCENARIOS", SCENARIOS, ALL_SCENARIOS)
 SELECTED_PROTOCOLS = env_list("BENCH_PROTOCOLS", PROTOCOLS, PROTOCOLS)
 TRELLIS_BIN = os.environ.get("TRELLIS_BIN") or os.path.join(REPO, "target", "release", "trellis")
 OUT = os.environ.get("BENCH_OUT") or os.path.join(HERE, "RESULTS.md")
@@ -256,6 +259,7 @@ from templates import (  # noqa: E402
     NGINX_PROXY_BODY,
     ORIGIN_BODY,
     TRELLIS_1HOP,
+    TRELLIS_TRACING,
     TRELLIS_OUTBOUND,
 )
 
@@ -296,9 +300,14 @@ def start_scenario(scenario, proto, workdir):
             host=HOST, port=PORTS["nginx_proxy"], origin=PORTS["origin_h1"], h2=" http2" if h2 else ""), workdir)
         wait_port(p, PORTS["nginx_proxy"])
         return PORTS["nginx_proxy"], [p]
-    if scenario == "trellis-1hop":
-        cfg = write(os.path.join(workdir, "trellis.yaml"), TRELLIS_1HOP.format(
-            host=HOST, port=PORTS["trellis_a"], origin=PORTS["origin_h1"], admin=PORTS["admin_a"]))
+    if scenario in ("trellis-1hop", "trellis-1hop-bare", "trellis-1hop-traced"):
+        text = TRELLIS_1HOP.format(host=HOST, port=PORTS["trellis_a"], origin=PORTS["origin_h1"], admin=PORTS["admin_a"])
+        if scenario == "trellis-1hop-bare":
+            text += "requestMetrics: false\n"
+        if scenario == "trellis-1hop-traced":
+            start_otlp_receiver(workdir)
+            text += TRELLIS_TRACING.format(host=HOST, port=PORTS["otlp_grpc"])
+        cfg = write(os.path.join(workdir, "trellis.yaml"), text)
         p = start("trellis", [TRELLIS_BIN, "proxy", "--config", cfg], workdir)
         wait_ready(p, PORTS["admin_a"])
         wait_port(p, PORTS["trellis_a"])
@@ -318,6 +327,20 @@ def start_scenario(scenario, proto, workdir):
     if scenario == "trellis-2hop-mtls":
         return start_mtls_mesh(workdir)
     raise ValueError(scenario)
+
+
+def start_otlp_receiver(workdir):
+    """rotel's agent (PyPI `rotel`, installed by scripts/setup.sh), taking spans over OTLP
+    and dropping them, on the load generator's CPU so the proxy's CPU is its own."""
+    agent = subprocess.run(
+        ["python3", "-c", "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"],
+        capture_output=True, text=True)
+    if agent.returncode != 0:
+        raise RuntimeError("rotel is not installed (pip install rotel, see scripts/setup.sh)")
+    p = start("rotel", ["taskset", "-c", CLIENT_CPU, agent.stdout.strip(), "start", "--exporter", "blackhole",
+                        "--otlp-grpc-endpoint", f"{HOST}:{PORTS['otlp_grpc']}",
+                        "--otlp-http-endpoint", f"{HOST}:{PORTS['otlp_http']}"], workdir)
+    wait_port(p, PORTS["otlp_grpc"])
 
 
 STRICT_MESH = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: default}\nspec: {mtls: {mode: strict}}\n"
@@ -635,7 +658,7 @@ def report(summary, results, started, elapsed, load_start, load_end):
             lines.append(f"- {proto} {sc}: {first}")
         lines.append("")
     lines += ["## Scenarios", ""]
-    lines += [f"- **{sc}**: {DESCRIPTION[sc]}" for sc in SCENARIOS if sc in SELECTED_SCENARIOS]
+    lines += [f"- **{sc}**: {DESCRIPTION[sc]}" for sc in ALL_SCENARIOS if sc in SELECTED_SCENARIOS]
     lines += ["", "## Method", "", method_text()]
     return "\n".join(lines)
 
@@ -646,7 +669,7 @@ def raw_section(results):
              "| other CPU % (fixed rate / saturation) |",
              "|--:|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for proto in SELECTED_PROTOCOLS:
-        for sc in SCENARIOS:
+        for sc in ALL_SCENARIOS:
             for i, r in enumerate(results.get(proto, {}).get(sc, [])):
                 if "failed" in r:
                     lines.append(f"| {i + 1} | {proto} | {sc} | failed | | | | | | |")

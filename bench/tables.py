@@ -3,10 +3,14 @@
 import statistics
 
 SCENARIOS = ["direct", "trellis-1hop", "trellis-2hop", "trellis-2hop-mtls", "haproxy", "nginx-proxy"]
+# Run only when named in BENCH_SCENARIOS (bench/observability.sh): what the proxy's
+# request metrics and tracing cost.
+OBSERVABILITY_SCENARIOS = ["trellis-1hop-bare", "trellis-1hop-traced"]
+ALL_SCENARIOS = SCENARIOS + OBSERVABILITY_SCENARIOS
 PROTOCOLS = ["h1", "h2"]
 PROTO_TITLE = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c, prior knowledge)"}
 HOPS = {"direct": 0, "trellis-1hop": 1, "trellis-2hop": 2, "trellis-2hop-mtls": 2, "haproxy": 1,
-        "nginx-proxy": 1}
+        "nginx-proxy": 1, "trellis-1hop-bare": 1, "trellis-1hop-traced": 1}
 DESCRIPTION = {
     "direct": "load generator → nginx origin",
     "trellis-1hop": "→ trellis → origin (h1)",
@@ -14,6 +18,9 @@ DESCRIPTION = {
     "trellis-2hop-mtls": "→ sidecar A → (mTLS, h2) → sidecar B → (h1) origin, under trellis control",
     "haproxy": "→ HAProxy (mode http, keep-alive) → origin (h1)",
     "nginx-proxy": "→ nginx proxy_pass (upstream keepalive, HTTP/1.1) → origin (h1)",
+    "trellis-1hop-bare": "trellis-1hop with request metrics off (`requestMetrics: false`) and no tracing",
+    "trellis-1hop-traced": "trellis-1hop (request metrics on) with tracing at 1 % sampling, exported over "
+                           "OTLP/gRPC to a rotel receiver",
 }
 
 SAT_CONNECTIONS = 32
@@ -30,6 +37,8 @@ GOALS = {
     "mtls_added_p99_ms": 0.40,
     # two-hop mTLS saturation throughput over Trellis's own one-hop plaintext
     "mtls_vs_1hop": 0.65,
+    # saturation throughput lost to request metrics and 1 % tracing, against both off
+    "observability_cost": 0.05,
 }
 
 
@@ -79,7 +88,7 @@ def protocol_table(proto, summ):
         "| +p50 ms/hop | +p99 ms/hop | +p99.9 ms/hop | idle RSS MiB | peak RSS MiB | CPU ms/10k req | errors |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for sc in SCENARIOS:
+    for sc in ALL_SCENARIOS:
         s = summ.get(sc)
         if s is None:
             continue
@@ -147,6 +156,17 @@ def goals_table(summary, protocols):
                 r = m["rps"] / t1["rps"]
                 lines.append(f"| 2-hop mTLS saturation ÷ 1-hop plaintext | {proto} | {r:.2f}× "
                              f"| ≥ {GOALS['mtls_vs_1hop']:.2f}× | {verdict(r >= GOALS['mtls_vs_1hop'])} |")
+        bare = summ.get("trellis-1hop-bare")
+        if bare and bare["rps"]:
+            for sc, label in (("trellis-1hop", "request metrics"),
+                              ("trellis-1hop-traced", "request metrics and 1 % tracing")):
+                s = summ.get(sc)
+                if not s or s["rps"] is None:
+                    continue
+                cost = 1 - s["rps"] / bare["rps"]
+                lines.append(f"| saturation throughput lost to {label} | {proto} | {cost * 100:+.1f} % "
+                             f"| ≤ {GOALS['observability_cost'] * 100:.0f} % "
+                             f"| {verdict(cost <= GOALS['observability_cost'])} |")
     if len(lines) == 4:
         lines.append("| (no trellis scenario measured) | | | | — |")
     lines.append("")

@@ -100,3 +100,11 @@ backends:
 admin: {host}:{admin}
 drainTimeout: 1s
 """
+
+TRELLIS_TRACING = """\
+tracing:
+  endpoint: http://{host}:{port}
+  protocol: grpc
+  sampling: 0.01
+  serviceName: bench
+"""

@@ -5,9 +5,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// API version of the Gateway API kinds (`HTTPRoute`, `GRPCRoute`; `TCPRoute` too).
+/// API version of the Gateway API kinds (`HTTPRoute`, `GRPCRoute`; `TCPRoute` and
+/// `TLSRoute` too).
 pub const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
-/// API version under which the Gateway API publishes `TCPRoute`.
+/// API version under which the Gateway API publishes `TCPRoute` and `TLSRoute`.
 pub const GATEWAY_V1ALPHA2: &str = "gateway.networking.k8s.io/v1alpha2";
 /// API version of Trellis's own kinds.
 pub const TRELLIS_V1ALPHA1: &str = "trellis.dev/v1alpha1";
@@ -23,6 +24,8 @@ pub enum Kind {
     GRPCRoute,
     /// Gateway API opaque TCP routing attached to a Service.
     TCPRoute,
+    /// Gateway API TLS passthrough routing by server name, attached to a Service.
+    TLSRoute,
     /// A set of workloads chosen by label, with its ports.
     Service,
     /// One registered instance of an application.
@@ -39,12 +42,13 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order `trellis get` lists them.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Service,
         Kind::Workload,
         Kind::HTTPRoute,
         Kind::GRPCRoute,
         Kind::TCPRoute,
+        Kind::TLSRoute,
         Kind::BackendPolicy,
         Kind::AuthorizationPolicy,
         Kind::FaultInjection,
@@ -57,6 +61,7 @@ impl Kind {
             Kind::HTTPRoute => "HTTPRoute",
             Kind::GRPCRoute => "GRPCRoute",
             Kind::TCPRoute => "TCPRoute",
+            Kind::TLSRoute => "TLSRoute",
             Kind::Service => "Service",
             Kind::Workload => "Workload",
             Kind::MeshConfig => "MeshConfig",
@@ -72,6 +77,7 @@ impl Kind {
             Kind::HTTPRoute => "httproutes",
             Kind::GRPCRoute => "grpcroutes",
             Kind::TCPRoute => "tcproutes",
+            Kind::TLSRoute => "tlsroutes",
             Kind::Service => "services",
             Kind::Workload => "workloads",
             Kind::MeshConfig => "meshconfigs",
@@ -84,27 +90,29 @@ impl Kind {
     /// The API group (`gateway.networking.k8s.io` or `trellis.dev`).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute => "gateway.networking.k8s.io",
+            Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute | Kind::TLSRoute => {
+                "gateway.networking.k8s.io"
+            }
             _ => TRELLIS_GROUP,
         }
     }
 
     /// The `apiVersion` written for this kind when Trellis creates one. For `TCPRoute`
-    /// that is `v1alpha2`, the only version a Kubernetes API server with the Gateway API
+    /// and `TLSRoute` that is `v1alpha2`, the only version a Kubernetes API server with the Gateway API
     /// CRDs serves.
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::HTTPRoute | Kind::GRPCRoute => GATEWAY_V1,
-            Kind::TCPRoute => GATEWAY_V1ALPHA2,
+            Kind::TCPRoute | Kind::TLSRoute => GATEWAY_V1ALPHA2,
             _ => TRELLIS_V1ALPHA1,
         }
     }
 
-    /// The `apiVersion`s accepted for this kind. `TCPRoute` is accepted as `v1`, like
-    /// the other routes, and as `v1alpha2`, as published upstream.
+    /// The `apiVersion`s accepted for this kind. `TCPRoute` and `TLSRoute` are accepted
+    /// as `v1`, like the other routes, and as `v1alpha2`, as published upstream.
     pub fn accepted_api_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::TCPRoute => &[GATEWAY_V1, GATEWAY_V1ALPHA2],
+            Kind::TCPRoute | Kind::TLSRoute => &[GATEWAY_V1, GATEWAY_V1ALPHA2],
             Kind::HTTPRoute | Kind::GRPCRoute => &[GATEWAY_V1],
             _ => &[TRELLIS_V1ALPHA1],
         }
@@ -129,6 +137,7 @@ impl Kind {
             "httproute" | "httproutes" => Kind::HTTPRoute,
             "grpcroute" | "grpcroutes" => Kind::GRPCRoute,
             "tcproute" | "tcproutes" => Kind::TCPRoute,
+            "tlsroute" | "tlsroutes" => Kind::TLSRoute,
             "service" | "services" | "svc" => Kind::Service,
             "workload" | "workloads" | "wl" => Kind::Workload,
             "meshconfig" | "meshconfigs" => Kind::MeshConfig,

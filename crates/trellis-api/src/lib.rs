@@ -1,5 +1,5 @@
 //! The Trellis resource model: the documents operators apply (`HTTPRoute`,
-//! `GRPCRoute`, `TCPRoute` from the Kubernetes Gateway API; `Service`, `Workload`,
+//! `GRPCRoute`, `TCPRoute`, `TLSRoute` from the Kubernetes Gateway API; `Service`, `Workload`,
 //! `MeshConfig`, `BackendPolicy`, `AuthorizationPolicy` and `FaultInjection` under
 //! `trellis.dev/v1alpha1`), their typed specs, and their validation, with errors that
 //! give the path of the field at fault.

@@ -19,6 +19,7 @@ use crate::policy::{BackendPolicySpec, MeshConfigSpec};
 use crate::route::grpc::GRPCRouteSpec;
 use crate::route::http::HTTPRouteSpec;
 use crate::route::tcp::TCPRouteSpec;
+use crate::route::tls::TLSRouteSpec;
 use crate::service::{ServiceSpec, WorkloadSpec};
 use crate::validate;
 
@@ -55,6 +56,7 @@ pub enum Spec {
     HTTPRoute(HTTPRouteSpec),
     GRPCRoute(GRPCRouteSpec),
     TCPRoute(TCPRouteSpec),
+    TLSRoute(TLSRouteSpec),
     Service(ServiceSpec),
     Workload(WorkloadSpec),
     MeshConfig(MeshConfigSpec),
@@ -93,6 +95,7 @@ impl Spec {
             Spec::HTTPRoute(_) => Kind::HTTPRoute,
             Spec::GRPCRoute(_) => Kind::GRPCRoute,
             Spec::TCPRoute(_) => Kind::TCPRoute,
+            Spec::TLSRoute(_) => Kind::TLSRoute,
             Spec::Service(_) => Kind::Service,
             Spec::Workload(_) => Kind::Workload,
             Spec::MeshConfig(_) => Kind::MeshConfig,
@@ -115,6 +118,7 @@ impl Spec {
             Kind::HTTPRoute => Spec::HTTPRoute(from_value(AT, value)?),
             Kind::GRPCRoute => Spec::GRPCRoute(from_value(AT, value)?),
             Kind::TCPRoute => Spec::TCPRoute(from_value(AT, value)?),
+            Kind::TLSRoute => Spec::TLSRoute(from_value(AT, value)?),
             Kind::Service => Spec::Service(from_value(AT, value)?),
             Kind::Workload => Spec::Workload(from_value(AT, value)?),
             Kind::MeshConfig => Spec::MeshConfig(from_value(AT, value)?),
@@ -130,6 +134,7 @@ impl Spec {
             Spec::HTTPRoute(s) => s.validate(),
             Spec::GRPCRoute(s) => s.validate(),
             Spec::TCPRoute(s) => s.validate(),
+            Spec::TLSRoute(s) => s.validate(),
             Spec::Service(s) => s.validate(),
             Spec::Workload(s) => s.validate(),
             Spec::MeshConfig(s) => s.validate(),
@@ -275,6 +280,7 @@ impl Resource {
             Spec::HTTPRoute(s) => s.references(ns),
             Spec::GRPCRoute(s) => s.references(ns),
             Spec::TCPRoute(s) => s.references(ns),
+            Spec::TLSRoute(s) => s.references(ns),
             Spec::BackendPolicy(s) => s.target_ref.object_ref(ns).into_iter().collect(),
             Spec::AuthorizationPolicy(s) => s.target_ref.object_ref(ns).into_iter().collect(),
             Spec::FaultInjection(s) => s.target(ns).into_iter().collect(),

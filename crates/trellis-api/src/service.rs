@@ -26,6 +26,17 @@ pub enum AppProtocol {
     Grpc,
     /// Opaque TCP.
     Tcp,
+    /// TLS that the application terminates itself: the mesh forwards its connections
+    /// by the server name of their ClientHello (`TLSRoute`) without opening them.
+    Tls,
+}
+
+impl AppProtocol {
+    /// Whether the mesh carries the port's connections as bytes, without reading
+    /// requests.
+    pub fn is_opaque(self) -> bool {
+        matches!(self, Self::Tcp | Self::Tls)
+    }
 }
 
 /// A set of workloads chosen by label, reachable by the Service's name.

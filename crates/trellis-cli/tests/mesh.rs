@@ -355,3 +355,102 @@ async fn proxies_resync_with_a_restarted_control_plane_that_kept_its_state() {
     drop(cp);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn tls_passes_through_the_mesh_to_the_service_its_server_name_picks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use trellis_testkit::tcp::TcpEchoServer;
+    use trellis_testkit::tls::client_hello;
+
+    let cp = control_plane().await;
+    let services = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: payments}
+spec: {selector: {app: payments}, ports: [{port: 443, appProtocol: tls}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: payments-v2}
+spec: {selector: {app: payments, version: v2}, ports: [{port: 443, appProtocol: tls}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: payments-v1}
+spec: {selector: {app: payments, version: v1}, ports: [{port: 443, appProtocol: tls}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: payments-v2}
+spec:
+  parentRefs: [{name: payments}]
+  hostnames: ["*.v2.pay.example"]
+  rules: [{backendRefs: [{name: payments-v2}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: payments-rest}
+spec:
+  parentRefs: [{name: payments}]
+  rules: [{backendRefs: [{name: payments-v1}]}]
+"#;
+    assert_eq!(apply(&cp, services).await, StatusCode::OK);
+    // The applications stand in for TLS servers: they echo what they get, so the
+    // client sees its own bytes come back unchanged.
+    let (v1, v2) = (
+        TcpEchoServer::start().await.expect("v1"),
+        TcpEchoServer::start().await.expect("v2"),
+    );
+    let _v1 = sidecar(
+        &cp,
+        "payments-1",
+        "payments",
+        &[("app", "payments"), ("version", "v1")],
+        v1.addr(),
+        &[],
+    )
+    .await;
+    let _v2 = sidecar(
+        &cp,
+        "payments-2",
+        "payments",
+        &[("app", "payments"), ("version", "v2")],
+        v2.addr(),
+        &[],
+    )
+    .await;
+    let port = support::free_port();
+    let web_app: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let _web = sidecar(
+        &cp,
+        "web-1",
+        "web",
+        &[("app", "web")],
+        web_app,
+        &[("payments", port)],
+    )
+    .await;
+
+    let exchange = |server_name: &'static str| async move {
+        let mut sent = client_hello(server_name);
+        sent.extend_from_slice(b"the rest of the handshake");
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        conn.write_all(&sent).await.ok()?;
+        conn.shutdown().await.ok()?;
+        let mut back = Vec::new();
+        conn.read_to_end(&mut back).await.ok()?;
+        (back == sent).then_some(())
+    };
+    // Once the routes reached web's sidecar, each name goes to its version.
+    assert_eventually!(exchange("api.v2.pay.example").await.is_some() && v2.connections() > 0);
+    let (before1, before2) = (v1.connections(), v2.connections());
+    assert!(exchange("api.v2.pay.example").await.is_some());
+    assert!(exchange("pay.example").await.is_some());
+    assert!(exchange("10.1.2.3").await.is_some());
+    assert_eq!(
+        (v1.connections() - before1, v2.connections() - before2),
+        (2, 1)
+    );
+}

@@ -110,6 +110,7 @@ impl Proxy {
         tracing.configure(config.tracing.as_ref());
         let metrics = Metrics::new();
         metrics.set_max_series(config.max_request_series);
+        metrics.count_requests(config.request_metrics);
         let access_log = crate::access_log::AccessLogs::default();
         access_log.configure(config.access_log.as_ref(), &metrics.access_log_dropped);
         let shared = Arc::new(Shared {
@@ -239,9 +240,9 @@ impl Proxy {
             config.access_log.as_ref(),
             &self.shared.metrics.access_log_dropped,
         );
-        self.shared
-            .metrics
-            .set_max_series(config.max_request_series);
+        let metrics = &self.shared.metrics;
+        metrics.set_max_series(config.max_request_series);
+        metrics.count_requests(config.request_metrics);
         self.shared
             .state
             .store(Arc::new(Snapshot::build(config, Some(&previous))));

@@ -25,6 +25,7 @@ mod listener;
 pub mod resilience;
 pub mod retry;
 pub mod route;
+pub mod sni;
 pub mod sockopt;
 pub mod state;
 pub mod tap;

@@ -1,7 +1,8 @@
 //! Listening sockets and their accept loops: one task per listener that spawns one task
 //! per connection, which (on an mTLS listener) terminates TLS or applies the listener's
 //! plaintext policy, detects the protocol (or takes the declared one, or the one ALPN
-//! named) and hands the stream to the HTTP server or the TCP forwarder.
+//! named) and hands the stream to the HTTP server or the TCP forwarder. A `tls`
+//! listener reads only the ClientHello and forwards the connection by its server name.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,10 +21,12 @@ use crate::config::ListenerProtocol;
 use crate::detect::{self, Opening, Protocol};
 use crate::drain::Watch;
 use crate::io::PrefixedIo;
+use crate::sni::{self, Hello};
 use crate::state::Listener;
-use crate::telemetry::ConnectionLabels;
+use crate::telemetry::{ConnectionLabels, OutboundLabels};
 use crate::tls::accept;
 use crate::{http, sockopt, tcp, transparent, Shared};
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Pending connections the kernel queues before `accept`.
 const BACKLOG: u32 = 1024;
@@ -140,6 +143,38 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
     // Room for a ClientHello or a request line in one read.
     let mut prefix = BytesMut::with_capacity(1024);
 
+    if listener.protocol == ListenerProtocol::Tls {
+        // The client's own TLS, passed through: only its ClientHello is read.
+        let hello = sni::read(&mut stream, &mut prefix, listener.detect_timeout).await;
+        let server_name = match hello {
+            Ok(Hello::ServerName(name)) => Some(name),
+            Ok(Hello::NoServerName) => None,
+            Ok(Hello::NotTls | Hello::Incomplete) => {
+                refuse(&listener, &shared, "not_tls");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "connection failed before its ClientHello");
+                return;
+            }
+        };
+        let io = PrefixedIo::new(prefix.freeze(), stream);
+        let open = count_connection(&listener, &shared, "tls");
+        if tcp::forward(
+            io,
+            listener.clone(),
+            server_name.as_deref(),
+            shared.clone(),
+            drain,
+        )
+        .await
+        .is_none()
+        {
+            refuse(&listener, &shared, "no_route");
+        }
+        open.dec();
+        return;
+    }
     if listener.mtls.enabled() {
         match detect::opening(&mut stream, &mut prefix, deadline).await {
             Ok(Opening::Tls) => {
@@ -213,7 +248,9 @@ async fn choose_protocol<I: AsyncRead + Unpin>(
         ListenerProtocol::Auto => detect::detect_at(io, prefix, deadline).await?,
         ListenerProtocol::Http1 => Protocol::Http1,
         ListenerProtocol::Http2 | ListenerProtocol::Grpc => Protocol::Http2,
-        ListenerProtocol::Tcp => Protocol::Tcp,
+        // A tls listener reads ClientHellos itself; on an mTLS connection its bytes are
+        // opaque.
+        ListenerProtocol::Tcp | ListenerProtocol::Tls => Protocol::Tcp,
     })
 }
 
@@ -231,17 +268,7 @@ async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let labels = ConnectionLabels {
-        listener: listener.name.clone(),
-        protocol: protocol.as_str(),
-    };
-    shared.metrics.connections.get_or_create(&labels).inc();
-    let open = shared
-        .metrics
-        .connections_open
-        .get_or_create(&labels)
-        .clone();
-    open.inc();
+    let open = count_connection(&listener, &shared, protocol.as_str());
     match protocol {
         Protocol::Http1 => {
             http::serve(
@@ -276,9 +303,35 @@ async fn serve<I>(
                     .is_ok()
             });
             if admitted {
-                tcp::forward(io, listener, shared.clone(), drain).await
+                tcp::forward(io, listener, None, shared.clone(), drain).await;
             }
         }
     }
     open.dec();
+}
+
+/// Counts an accepted connection; the returned gauge counts it open until decremented.
+fn count_connection(listener: &Listener, shared: &Shared, protocol: &'static str) -> Gauge {
+    let labels = ConnectionLabels {
+        listener: listener.name.clone(),
+        protocol,
+    };
+    shared.metrics.connections.get_or_create(&labels).inc();
+    let open = shared
+        .metrics
+        .connections_open
+        .get_or_create(&labels)
+        .clone();
+    open.inc();
+    open
+}
+
+/// Counts a connection closed without being forwarded.
+fn refuse(listener: &Listener, shared: &Shared, reason: &'static str) {
+    tracing::debug!(listener = %listener.name, reason, "closing connection");
+    let labels = OutboundLabels {
+        listener: listener.name.clone(),
+        reason,
+    };
+    shared.metrics.outbound_refused.get_or_create(&labels).inc();
 }

@@ -101,6 +101,15 @@ impl Route {
         })
     }
 
+    /// Whether a TLS connection asking for `server_name` (lower case) takes this route:
+    /// one of its hosts names it (`*.example.com` names every subdomain), or it has no
+    /// hosts.
+    pub fn matches_server_name(&self, server_name: Option<&str>) -> bool {
+        let hosts = &self.matcher.hosts;
+        hosts.is_empty()
+            || server_name.is_some_and(|name| hosts.iter().any(|h| h.matches_name(name)))
+    }
+
     pub fn matches<B>(&self, req: &Request<B>) -> bool {
         self.matcher.matches(req)
     }
@@ -144,25 +153,45 @@ struct Matcher {
     hosts: Vec<HostMatcher>,
 }
 
-/// A host name, lower case, and the port it must come with, if any.
+/// A host name, lower case, and the port it must come with, if any. A name written
+/// `*.example.com` is kept as its suffix `.example.com` and matches every name that
+/// ends with it (Gateway API wildcard hostnames), not `example.com` itself.
 #[derive(Debug)]
 struct HostMatcher {
     name: String,
+    wildcard: bool,
     port: Option<u16>,
 }
 
 impl HostMatcher {
     fn build(host: &str) -> Option<Self> {
+        let (wildcard, host) = match host.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') => (true, &host[2..]),
+            _ => (false, host),
+        };
         let authority: http::uri::Authority = host.parse().ok()?;
+        let name = authority.host().to_ascii_lowercase();
         Some(Self {
-            name: authority.host().to_ascii_lowercase(),
+            name: if wildcard { format!(".{name}") } else { name },
+            wildcard,
             port: authority.port_u16(),
         })
     }
 
     fn matches(&self, authority: &http::uri::Authority) -> bool {
-        authority.host().eq_ignore_ascii_case(&self.name)
+        self.matches_name(authority.host())
             && self.port.is_none_or(|p| authority.port_u16() == Some(p))
+    }
+
+    fn matches_name(&self, host: &str) -> bool {
+        if self.wildcard {
+            host.len() > self.name.len()
+                && host
+                    .get(host.len() - self.name.len()..)
+                    .is_some_and(|end| end.eq_ignore_ascii_case(&self.name))
+        } else {
+            host.eq_ignore_ascii_case(&self.name)
+        }
     }
 }
 

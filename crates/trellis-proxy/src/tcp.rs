@@ -17,26 +17,33 @@ use crate::telemetry::RouteLabels;
 use crate::Shared;
 
 /// Forwards one client connection until both directions are done, the connection is
-/// idle for the listener's idle timeout, or the drain deadline ends the process.
+/// idle for the listener's idle timeout, or the drain deadline ends the process. The
+/// route is the first that takes `server_name` (a tcp listener's one route takes
+/// every connection); `None` when none does and the connection was closed.
 pub async fn forward<I>(
     client: I,
     listener: Arc<Listener>,
+    server_name: Option<&str>,
     shared: Arc<Shared>,
     _drain: drain::Watch,
-) where
+) -> Option<()>
+where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let metrics = &shared.metrics;
-    // Validation gives a tcp listener exactly one route.
-    let Some(target) = listener.routes.first().and_then(|r| r.pick_backend()) else {
+    let route = listener
+        .routes
+        .iter()
+        .find(|r| r.matches_server_name(server_name))?;
+    let Some(target) = route.pick_backend() else {
         tracing::warn!(listener = %listener.name, "no backend; closing TCP connection");
-        return;
+        return Some(());
     };
     let labels = &target.labels;
     let Some(endpoint) = target.backend.pick() else {
         tracing::warn!(listener = %listener.name, backend = %target.backend.name, "no endpoints; closing TCP connection");
         metrics.tcp_connect_errors.get_or_create(labels).inc();
-        return;
+        return Some(());
     };
     let _in_flight = InFlight::new(endpoint.clone());
     let identity = match endpoint.identity() {
@@ -48,7 +55,7 @@ pub async fn forward<I>(
         Err(e) => {
             tracing::warn!(listener = %listener.name, error = %e, "closing TCP connection");
             metrics.tcp_connect_errors.get_or_create(labels).inc();
-            return;
+            return Some(());
         }
     };
     metrics.tcp_connections.get_or_create(labels).inc();
@@ -56,6 +63,7 @@ pub async fn forward<I>(
         Opaque::Plain(upstream) => relay(client, upstream, labels, &listener, &shared).await,
         Opaque::Mtls(upstream) => relay(client, upstream, labels, &listener, &shared).await,
     }
+    Some(())
 }
 
 /// Copies bytes both ways and records the connection's traffic.

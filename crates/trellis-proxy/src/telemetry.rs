@@ -156,6 +156,8 @@ pub struct Metrics {
     /// Request series made so far, against `max_series`.
     request_series: std::sync::atomic::AtomicUsize,
     max_series: std::sync::atomic::AtomicUsize,
+    /// Whether requests are counted at all (`requestMetrics:`).
+    count_requests: std::sync::atomic::AtomicBool,
     /// Access log lines lost to a full queue or a failed write.
     pub access_log_dropped: Counter,
     /// Requests recorded in the overflow series instead of their own.
@@ -298,6 +300,7 @@ impl Metrics {
             tls,
             request_series: std::sync::atomic::AtomicUsize::new(0),
             max_series: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_SERIES),
+            count_requests: std::sync::atomic::AtomicBool::new(true),
             access_log_dropped,
             overflowed,
             requests,
@@ -336,6 +339,12 @@ impl Metrics {
         );
     }
 
+    /// Turns the request metrics on or off; the series counted so far stay.
+    pub fn count_requests(&self, on: bool) {
+        self.count_requests
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Records one answered HTTP request.
     pub fn record_request(
         &self,
@@ -346,6 +355,12 @@ impl Metrics {
         error: &'static str,
         elapsed: Duration,
     ) {
+        if !self
+            .count_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let mut labels = RequestLabels {
             direction: call.direction,
             listener: route.listener.clone(),

@@ -17,6 +17,7 @@ pub mod http;
 pub mod load;
 pub mod netns;
 pub mod tcp;
+pub mod tls;
 
 mod shutdown;
 

@@ -775,6 +775,8 @@ pub enum ListenerProtocol {
     Http2 = 2,
     Grpc = 3,
     Tcp = 4,
+    /// TLS passed through: routes match the ClientHello's server name against `hosts`.
+    Tls = 5,
 }
 impl ListenerProtocol {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -788,6 +790,7 @@ impl ListenerProtocol {
             Self::Http2 => "LISTENER_PROTOCOL_HTTP2",
             Self::Grpc => "LISTENER_PROTOCOL_GRPC",
             Self::Tcp => "LISTENER_PROTOCOL_TCP",
+            Self::Tls => "LISTENER_PROTOCOL_TLS",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -798,6 +801,7 @@ impl ListenerProtocol {
             "LISTENER_PROTOCOL_HTTP2" => Some(Self::Http2),
             "LISTENER_PROTOCOL_GRPC" => Some(Self::Grpc),
             "LISTENER_PROTOCOL_TCP" => Some(Self::Tcp),
+            "LISTENER_PROTOCOL_TLS" => Some(Self::Tls),
             _ => None,
         }
     }

@@ -1,12 +1,13 @@
-//! Gateway API routes in the mesh (GAMMA): `HTTPRoute`, `GRPCRoute` and `TCPRoute`
-//! attach to a Service through `parentRefs` and send its traffic to weighted
-//! `backendRefs`. This module holds what the three share: parent and backend
+//! Gateway API routes in the mesh (GAMMA): `HTTPRoute`, `GRPCRoute`, `TCPRoute` and
+//! `TLSRoute` attach to a Service through `parentRefs` and send its traffic to weighted
+//! `backendRefs`. This module holds what they share: parent and backend
 //! references, list limits, and their checks.
 
 pub mod filter;
 pub mod grpc;
 pub mod http;
 pub mod tcp;
+pub mod tls;
 
 use serde::{Deserialize, Serialize};
 

@@ -16,6 +16,7 @@ fn broken_documents_name_the_field() {
     const FILTERS: &str = "httproute-filters.yaml";
     const GRPC: &str = "grpcroute.yaml";
     const TCP: &str = "tcproute.yaml";
+    const TLS: &str = "tlsroute.yaml";
     const WORKLOAD: &str = "workload.yaml";
     const MESH: &str = "meshconfig.yaml";
     const POLICY: &str = "backendpolicy.yaml";
@@ -123,13 +124,19 @@ fn broken_documents_name_the_field() {
         (TCP, "  rules:\n    - backendRefs:\n        - name: postgres-primary\n          port: 5432\n          weight: 1\n",
          "  rules:\n    - backendRefs: []\n", "spec.rules[0].backendRefs", "at least one backendRef"),
         (TCP, "weight: 1", "weight: 1\n          filters: []", "spec.rules[0].backendRefs[0].filters", "unknown field `filters`"),
+        // TLSRoute.
+        (TLS, "- payments.shop.example", "- Payments.shop.example", "spec.hostnames[0]", "not a valid hostname"),
+        (TLS, "- payments.shop.example", "- 10.0.0.1", "spec.hostnames[0]", "IP addresses are not allowed"),
+        (TLS, "  rules:\n    - backendRefs:\n", "  rules:\n    - backendRefs: []\n  x:\n    - backendRefs:\n", "spec.x", "unknown field `x`"),
+        (TLS, "  parentRefs:\n    - name: payments\n      port: 443\n", "  parentRefs: []\n", "spec.parentRefs", "at least one parentRef"),
+        (TLS, "weight: 10", "weight: 10\n          filters: []", "spec.rules[0].backendRefs[1].filters", "unknown field `filters`"),
         // Service and Workload.
         ("service.yaml", "- name: metrics\n      port: 9090", "- port: 9090", "spec.ports[1].name", "is required when a Service has more than one port"),
         ("service.yaml", "port: 9090", "port: 70000", "spec.ports[1].port", "must be between 1 and 65535, got 70000"),
         ("service.yaml", "port: 9090", "port: http", "spec.ports[1].port", "invalid type: \"http\", expected a port number"),
         ("service.yaml", "port: 9090", "port: 9080", "spec.ports[1].port", "port 9080 is declared twice"),
         ("service.yaml", "appProtocol: http\n    - name: metrics", "appProtocol: https\n    - name: metrics",
-         "spec.ports[0].appProtocol", "unknown variant `https`, expected one of `http`, `http2`, `grpc`, `tcp`"),
+         "spec.ports[0].appProtocol", "unknown variant `https`, expected one of `http`, `http2`, `grpc`, `tcp`, `tls`"),
         (WORKLOAD, "address: 10.0.3.17", "address: 10.0.3", "spec.address", "\"10.0.3\" is not an IP address"),
         (WORKLOAD, "address: 10.0.3.17", "address: 0.0.0.0", "spec.address", "not an address a workload can be reached at"),
         (WORKLOAD, "  address: 10.0.3.17\n", "", "spec", "missing field `address`"),

@@ -10,6 +10,7 @@ fn every_example_parses_as_its_kinds() {
         ("httproute-filters.yaml", &[Kind::HTTPRoute]),
         ("grpcroute.yaml", &[Kind::GRPCRoute]),
         ("tcproute.yaml", &[Kind::TCPRoute]),
+        ("tlsroute.yaml", &[Kind::TLSRoute]),
         (
             "service.yaml",
             &[Kind::Service, Kind::Service, Kind::Service],

@@ -24,6 +24,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../examples/grpcroute.yaml"),
     ),
     (
+        "tlsroute.yaml",
+        include_str!("../../examples/tlsroute.yaml"),
+    ),
+    (
         "tcproute.yaml",
         include_str!("../../examples/tcproute.yaml"),
     ),

@@ -78,7 +78,7 @@ fn headers(kind: Kind) -> &'static [&'static str] {
             "AGE",
         ],
         Kind::Workload => &["NAME", "NAMESPACE", "ADDRESS", "LABELS", "PORTS", "AGE"],
-        Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute => &[
+        Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute | Kind::TLSRoute => &[
             "NAME",
             "NAMESPACE",
             "PARENTS",
@@ -123,7 +123,7 @@ fn kind_columns(kind: Kind, r: &Value) -> Vec<String> {
             labels(&r["metadata"]["labels"]),
             ports(&spec["ports"]),
         ],
-        Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute => {
+        Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute | Kind::TLSRoute => {
             let parents = names(spec["parentRefs"].as_array().into_iter().flatten());
             let backends = spec["rules"]
                 .as_array()

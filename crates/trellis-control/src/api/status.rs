@@ -111,6 +111,7 @@ impl Existing {
             Spec::HTTPRoute(s) => &s.parent_refs,
             Spec::GRPCRoute(s) => &s.parent_refs,
             Spec::TCPRoute(s) => &s.parent_refs,
+            Spec::TLSRoute(s) => &s.parent_refs,
             _ => return None,
         };
         if parents.is_empty() {
@@ -151,7 +152,9 @@ impl Existing {
                 .filter(|r| !self.contains(r))
                 .collect();
             let reason = match resource.kind {
-                Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute => "BackendNotFound",
+                Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute | Kind::TLSRoute => {
+                    "BackendNotFound"
+                }
                 _ => "TargetNotFound",
             };
             let mut resolved =
@@ -190,6 +193,7 @@ fn has_references(kind: Kind) -> bool {
         Kind::HTTPRoute
             | Kind::GRPCRoute
             | Kind::TCPRoute
+            | Kind::TLSRoute
             | Kind::BackendPolicy
             | Kind::AuthorizationPolicy
             | Kind::FaultInjection

@@ -8,7 +8,7 @@
 //!
 //! | kind | pieces |
 //! | --- | --- |
-//! | HTTPRoute, GRPCRoute, TCPRoute | the routes named `<namespace>.<name>.<rule>`, with their listener |
+//! | HTTPRoute, GRPCRoute, TCPRoute, TLSRoute | the routes named `<namespace>.<name>.<rule>`, with their listener |
 //! | Service, BackendPolicy | the Service's backend (endpoints, balancer, timeouts) and its outbound listeners |
 //! | Workload | the backends that list it as an endpoint; its own proxy's inbound listener |
 //! | AuthorizationPolicy | the inbound listeners whose authorization holds it (`<namespace>/<name>`) |
@@ -91,7 +91,7 @@ fn holder(status: ProxyStatus, revision: u64, compiled: Vec<Value>) -> Holder {
 fn pieces(resource: &Resource, proxy: &ProxyStatus, config: &ProxyConfig) -> Vec<Value> {
     let meta = &resource.metadata;
     match (&resource.kind, &resource.spec) {
-        (Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute, _) => {
+        (Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute | Kind::TLSRoute, _) => {
             let prefix = format!("{}.{}.", meta.namespace, meta.name);
             config
                 .listeners

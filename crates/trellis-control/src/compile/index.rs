@@ -86,6 +86,7 @@ pub(super) struct Attached {
     pub http: Vec<Candidate>,
     pub grpc: Vec<Candidate>,
     pub tcp: Vec<Candidate>,
+    pub tls: Vec<Candidate>,
 }
 
 /// Everything the per-proxy compilation looks up.
@@ -176,7 +177,7 @@ impl Tables {
                 Spec::Workload(w) => workloads.push((r, w)),
                 Spec::BackendPolicy(p) => policies.push((r, p)),
                 Spec::AuthorizationPolicy(p) => authorization.push((r, p)),
-                Spec::HTTPRoute(_) | Spec::GRPCRoute(_) | Spec::TCPRoute(_) => {
+                Spec::HTTPRoute(_) | Spec::GRPCRoute(_) | Spec::TCPRoute(_) | Spec::TLSRoute(_) => {
                     route_resources.push(r)
                 }
                 Spec::MeshConfig(_) => mesh_configs.push(r),
@@ -223,6 +224,7 @@ impl Tables {
                 Spec::HTTPRoute(s) => &s.parent_refs,
                 Spec::GRPCRoute(s) => &s.parent_refs,
                 Spec::TCPRoute(s) => &s.parent_refs,
+                Spec::TLSRoute(s) => &s.parent_refs,
                 _ => continue,
             };
             let mut keys: Vec<ServiceKey> = parents
@@ -248,6 +250,7 @@ impl Tables {
                         (&mut attached.grpc, routes::grpc(r, s, &parent, timeout))
                     }
                     Spec::TCPRoute(s) => (&mut attached.tcp, routes::tcp(r, s, &parent)),
+                    Spec::TLSRoute(s) => (&mut attached.tls, routes::tls(r, s, &parent)),
                     _ => continue,
                 };
                 for c in &mut candidates {
@@ -257,7 +260,12 @@ impl Tables {
             }
         }
         for attached in self.attached.values_mut() {
-            for list in [&mut attached.http, &mut attached.grpc, &mut attached.tcp] {
+            for list in [
+                &mut attached.http,
+                &mut attached.grpc,
+                &mut attached.tcp,
+                &mut attached.tls,
+            ] {
                 list.sort_by(|a, b| a.order.cmp(&b.order));
             }
         }

@@ -19,7 +19,8 @@
 //!   ([`MeshIndex::authorization`]). Other listeners carry no authorization.
 //! - **`outbound-<namespace>-<service>`** on `127.0.0.1:<localPort>` for each upstream,
 //!   protocol from the target Service's `appProtocol`. Its routes come from the
-//!   HTTPRoutes (`http`, `http2`), GRPCRoutes (`grpc`) or TCPRoutes (`tcp`) whose
+//!   HTTPRoutes (`http`, `http2`), GRPCRoutes (`grpc`), TCPRoutes (`tcp`) or TLSRoutes
+//!   (`tls`: one route per hostname, an exact name before a wildcard) whose
 //!   `parentRefs` name that Service, one route per match, ordered by the Gateway API's
 //!   precedence (an exact path, then the longest prefix or regular expression, then a
 //!   method, then most headers, then most query parameters; for gRPC the longest
@@ -331,7 +332,11 @@ impl MeshIndex {
         Listener {
             name: INBOUND_LISTENER.to_string(),
             address: SocketAddr::new(any, port).to_string(),
-            protocol: listener_protocol(protocol) as i32,
+            // The application's own TLS arrives inside the mesh's mTLS, as bytes.
+            protocol: match protocol {
+                AppProtocol::Tls => ListenerProtocol::Tcp,
+                other => listener_protocol(other),
+            } as i32,
             routes: vec![Route {
                 name: LOCAL_APP_BACKEND.to_string(),
                 r#match: None,
@@ -353,7 +358,7 @@ impl MeshIndex {
     fn local_app(&self, proxy: &Workload, own: &ServiceKey) -> Backend {
         let app = self.own_protocol(proxy, own);
         let declared = match app {
-            AppProtocol::Http | AppProtocol::Tcp => BackendProtocol::Http1,
+            AppProtocol::Http | AppProtocol::Tcp | AppProtocol::Tls => BackendProtocol::Http1,
             AppProtocol::Http2 | AppProtocol::Grpc => BackendProtocol::Http2,
         };
         let overridden = self.tables.policies.get(own).and_then(|p| p.protocol);
@@ -431,7 +436,7 @@ impl MeshIndex {
             let protocol = self
                 .service(target)
                 .map_or(AppProtocol::Http, ServiceEntry::protocol);
-            if protocol == AppProtocol::Tcp {
+            if protocol.is_opaque() {
                 continue;
             }
             let hosts = service_hosts(target, caller.namespace);
@@ -484,6 +489,7 @@ impl MeshIndex {
             AppProtocol::Http | AppProtocol::Http2 => &a.http[..],
             AppProtocol::Grpc => &a.grpc[..],
             AppProtocol::Tcp => &a.tcp[..],
+            AppProtocol::Tls => &a.tls[..],
         });
         let mut applicable = candidates.iter().filter(|c| c.applies_to(namespace));
 
@@ -500,7 +506,7 @@ impl MeshIndex {
                 weight: 1,
                 ..Default::default()
             }],
-            timeout_ms: policy_timeout.filter(|_| protocol != AppProtocol::Tcp),
+            timeout_ms: policy_timeout.filter(|_| !protocol.is_opaque()),
             ..Default::default()
         };
         let grpc = protocol == AppProtocol::Grpc;
@@ -544,7 +550,7 @@ impl MeshIndex {
     /// goes unready fails over to the others.
     fn backend(&self, key: &ServiceKey, grpc: bool, zone: &str) -> Backend {
         let service = self.service(key);
-        let tcp = service.is_some_and(|s| s.protocol() == AppProtocol::Tcp);
+        let tcp = service.is_some_and(|s| s.protocol().is_opaque());
         let protocol = if tcp && !grpc {
             BackendProtocol::Http1
         } else {
@@ -580,6 +586,7 @@ fn listener_protocol(app: AppProtocol) -> ListenerProtocol {
         AppProtocol::Http2 => ListenerProtocol::Http2,
         AppProtocol::Grpc => ListenerProtocol::Grpc,
         AppProtocol::Tcp => ListenerProtocol::Tcp,
+        AppProtocol::Tls => ListenerProtocol::Tls,
     }
 }
 

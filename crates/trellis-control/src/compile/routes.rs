@@ -30,6 +30,7 @@ use trellis_api::route::http::{
     MatchType, PathMatchType,
 };
 use trellis_api::route::tcp::TCPRouteSpec;
+use trellis_api::route::tls::TLSRouteSpec;
 use trellis_api::route::{BackendRef, GRPCBackendRef, HTTPBackendRef};
 use trellis_api::Resource;
 
@@ -522,6 +523,43 @@ pub(super) fn tcp(resource: &Resource, spec: &TCPRouteSpec, parent: &ServiceKey)
             );
             let none = [0; 6].map(Reverse);
             base.candidate(none, &compiled, 0, None)
+        })
+        .collect()
+}
+
+// === TLSRoute ===
+
+/// The candidates of a TLSRoute attached to `parent`: its first rule, once per
+/// hostname (or once, matching every server name, without hostnames). Ordered as the
+/// Gateway API says: an exact name before a wildcard, a longer wildcard before a
+/// shorter one, a route without hostnames last.
+pub(super) fn tls(resource: &Resource, spec: &TLSRouteSpec, parent: &ServiceKey) -> Vec<Candidate> {
+    let base = Base::new(resource, parent);
+    let Some(rule) = spec.rules.first() else {
+        return Vec::new();
+    };
+    let compiled = base.rule(
+        0,
+        rule.name.as_deref(),
+        rule.backend_refs.iter().map(BackendSpec::tcp),
+        Limits::default(),
+        RuleFilters::default(),
+    );
+    if spec.hostnames.is_empty() {
+        let none = [0; 6].map(Reverse);
+        return vec![base.candidate(none, &compiled, 0, None)];
+    }
+    spec.hostnames
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let exact = usize::from(!host.starts_with("*."));
+            let specificity = [exact, host.len(), 1, 0, 0, 0].map(Reverse);
+            let route_match = RouteMatch {
+                hosts: vec![host.clone()],
+                ..Default::default()
+            };
+            base.candidate(specificity, &compiled, i, Some(route_match))
         })
         .collect()
 }

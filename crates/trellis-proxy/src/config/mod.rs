@@ -81,6 +81,12 @@ pub struct ProxyConfig {
     /// counted in one `overflow` series; at least 1. Unset: 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_series: Option<usize>,
+    /// Whether requests are counted in `trellis_requests_total` and
+    /// `trellis_request_duration_seconds`. Default true; `false` leaves the other
+    /// metrics, for a proxy that must cost as little as possible (and for measuring
+    /// what the request metrics cost).
+    #[serde(default = "defaults::request_metrics")]
+    pub request_metrics: bool,
 }
 
 /// One listening socket.
@@ -165,6 +171,16 @@ pub enum ListenerProtocol {
     /// HTTP/2 carrying gRPC: proxy errors are answered as gRPC statuses.
     Grpc,
     Tcp,
+    /// TLS passed through unopened: each connection goes to the route whose `hosts`
+    /// hold the server name (SNI) of its ClientHello.
+    Tls,
+}
+
+impl ListenerProtocol {
+    /// Whether connections are forwarded as bytes, without reading requests.
+    pub fn is_opaque(self) -> bool {
+        matches!(self, Self::Tcp | Self::Tls)
+    }
 }
 
 /// A named set of endpoints and how to reach them.
@@ -289,6 +305,9 @@ pub mod defaults {
     }
     pub fn max_header_bytes() -> usize {
         64 * 1024
+    }
+    pub fn request_metrics() -> bool {
+        true
     }
     pub fn detect_timeout() -> Duration {
         Duration::from_secs(1)
@@ -461,13 +480,16 @@ impl ProxyConfig {
             }
             // An HTTP listener without routes answers 404 `no route`; bytes of a TCP
             // listener would have nowhere to go.
-            if l.routes.is_empty()
-                && l.protocol == ListenerProtocol::Tcp
-                && l.original_destination.is_none()
-            {
+            if l.routes.is_empty() && l.protocol.is_opaque() && l.original_destination.is_none() {
                 return Err(ConfigError::invalid(
                     format!("{at}.routes"),
-                    "a TCP listener needs a route",
+                    "a TCP or TLS listener needs a route",
+                ));
+            }
+            if l.protocol == ListenerProtocol::Tls && l.mtls != MtlsMode::Disabled {
+                return Err(ConfigError::invalid(
+                    format!("{at}.mtls"),
+                    "a tls listener passes its clients' TLS through and cannot terminate mTLS",
                 ));
             }
             if l.protocol == ListenerProtocol::Tcp && l.routes.len() > 1 {
@@ -485,7 +507,19 @@ impl ProxyConfig {
                         "a tcp listener cannot match on requests",
                     ));
                 }
-                if l.protocol == ListenerProtocol::Tcp
+                let request_match = r.matches.as_ref().is_some_and(|m| {
+                    m.path.is_some()
+                        || !m.headers.is_empty()
+                        || !m.query.is_empty()
+                        || m.method.is_some()
+                });
+                if l.protocol == ListenerProtocol::Tls && request_match {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.match"),
+                        "a tls listener matches on server names (hosts) only",
+                    ));
+                }
+                if l.protocol.is_opaque()
                     && (r.timeout.is_some()
                         || r.backend_timeout.is_some()
                         || r.retry.is_some()
@@ -494,7 +528,7 @@ impl ProxyConfig {
                 {
                     return Err(ConfigError::invalid(
                         field.clone(),
-                        "timeouts, retries, filters and faults apply to HTTP; a tcp listener has none",
+                        "timeouts, retries, filters and faults apply to HTTP; a tcp or tls listener has none",
                     ));
                 }
                 for (k, m) in r.filters.mirrors.iter().enumerate() {

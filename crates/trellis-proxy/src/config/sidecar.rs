@@ -62,6 +62,7 @@ impl ProxyConfig {
             tracing: None,
             access_log: None,
             max_request_series: None,
+            request_metrics: true,
         }
     }
 }

@@ -168,7 +168,17 @@ fn errors_name_the_field() {
         (
             "protocol: auto\n    routes:\n      - backend: web-app",
             "protocol: tcp\n    routes: []",
-            "listeners[0].routes: a TCP listener needs a route",
+            "listeners[0].routes: a TCP or TLS listener needs a route",
+        ),
+        (
+            "protocol: auto\n    routes:\n      - backend: web-app",
+            "protocol: tls\n    routes:\n      - backend: web-app\n        match: {path: {prefix: /}}",
+            "listeners[0].routes[0].match: a tls listener matches on server names (hosts) only",
+        ),
+        (
+            "protocol: auto",
+            "protocol: tls\n    mtls: strict",
+            "listeners[0].mtls: a tls listener passes its clients' TLS through",
         ),
         (
             "protocol: auto",

@@ -74,6 +74,7 @@ pub fn to_proxy_config(
         max_request_series: usize::try_from(wire.max_request_series)
             .ok()
             .filter(|n| *n > 0),
+        request_metrics: true,
     };
     config.validate()?;
     Ok(config)
@@ -154,6 +155,7 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
             wire::ListenerProtocol::Http2 => ListenerProtocol::Http2,
             wire::ListenerProtocol::Grpc => ListenerProtocol::Grpc,
             wire::ListenerProtocol::Tcp => ListenerProtocol::Tcp,
+            wire::ListenerProtocol::Tls => ListenerProtocol::Tls,
         },
         detect_timeout: millis(l.detect_timeout_ms).unwrap_or_else(defaults::detect_timeout),
         idle_timeout: millis(l.idle_timeout_ms).unwrap_or_else(defaults::listener_idle_timeout),

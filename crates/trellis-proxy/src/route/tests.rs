@@ -197,3 +197,28 @@ fn all_zero_weights_pick_nothing() {
     let r = Route::build(&config, 0, &"l".into(), |n| Some(backend(n))).expect("builds");
     assert!(r.pick_backend().is_none());
 }
+
+#[test]
+fn server_names_match_exact_and_wildcard_hosts() {
+    let hosts = |hosts: &[&str]| {
+        route(RouteMatch {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..Default::default()
+        })
+    };
+    let exact = hosts(&["books.example"]);
+    assert!(exact.matches_server_name(Some("books.example")));
+    assert!(!exact.matches_server_name(Some("api.books.example")));
+    assert!(!exact.matches_server_name(None));
+    let wildcard = hosts(&["*.example"]);
+    for name in ["books.example", "api.books.example"] {
+        assert!(wildcard.matches_server_name(Some(name)), "{name}");
+    }
+    for name in ["example", "books.example.org", "xexample"] {
+        assert!(!wildcard.matches_server_name(Some(name)), "{name}");
+    }
+    let any = hosts(&[]);
+    assert!(any.matches_server_name(None) && any.matches_server_name(Some("x.y")));
+    // Wildcards hold for HTTP hosts too.
+    assert!(wildcard.matches(&parts("GET", "http://api.example:8080/", &[])));
+}

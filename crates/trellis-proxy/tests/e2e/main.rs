@@ -17,6 +17,7 @@ mod retries;
 mod routing;
 mod tcp;
 mod timeouts;
+mod tls_passthrough;
 
 use std::net::SocketAddr;
 

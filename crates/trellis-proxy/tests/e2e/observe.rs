@@ -210,6 +210,14 @@ async fn the_request_series_limit_is_configurable_and_reloadable() {
             .expect("GET");
     }
     assert_eq!(overflowed(&proxy), 3, "a raised limit makes room");
+    // With request metrics off nothing more is counted.
+    let mut off = config(10);
+    off.request_metrics = false;
+    proxy.reload(off).await.expect("reload");
+    let before = proxy.metrics().encode();
+    client.get(&url(&proxy, "/status/207")).await.expect("GET");
+    client.get(&url(&proxy, "/status/200")).await.expect("GET");
+    assert_eq!(proxy.metrics().encode(), before);
     assert!(ProxyConfig::from_yaml(
         &(simple("auto", "http1", &[server.addr()], "") + "maxRequestSeries: 0\n")
     )

@@ -155,3 +155,68 @@ spec:
         ["default | * | postgres.data=1"]
     );
 }
+
+#[test]
+fn tls_routes_route_by_server_name_exact_before_wildcard() {
+    let extra = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: payments, namespace: shop}
+spec:
+  selector: {app: payments}
+  ports: [{port: 443, appProtocol: tls}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: wide, namespace: shop, creationTimestamp: "2026-11-05T10:00:00Z"}
+spec:
+  parentRefs: [{name: payments}]
+  hostnames: ["*.example", "*.eu.example"]
+  rules: [{backendRefs: [{name: payments-v1}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: exact, namespace: shop, creationTimestamp: "2026-11-05T11:00:00Z"}
+spec:
+  parentRefs: [{name: payments}]
+  hostnames: [pay.eu.example]
+  rules: [{backendRefs: [{name: payments-v2, weight: 9}, {name: payments-v1, weight: 1}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: rest, namespace: shop, creationTimestamp: "2026-11-05T09:00:00Z"}
+spec:
+  parentRefs: [{name: payments}]
+  rules: [{backendRefs: [{name: payments-v1}]}]
+"#;
+    let mut resources = yaml(extra);
+    resources.push(workload(
+        "shop",
+        "payments-0",
+        &[("app", "payments")],
+        "10.2.0.9",
+        None,
+    ));
+    let p = proxy("shop", "web", 8080, &[("payments", "shop", 10443)]);
+    let config = compile(&resources, &p);
+    let l = listener(&config, "outbound-shop-payments");
+    assert_eq!(l.protocol, ListenerProtocol::Tls as i32);
+    assert_eq!(
+        routes(l),
+        [
+            "shop.exact.0 | host:pay.eu.example | payments-v2.shop=9 payments-v1.shop=1",
+            "shop.wide.0 | host:*.eu.example | payments-v1.shop=1",
+            "shop.wide.0 | host:*.example | payments-v1.shop=1",
+            "shop.rest.0 | * | payments-v1.shop=1",
+            "default | * | payments.shop=1",
+        ]
+    );
+    // Bytes are copied to the peers' inbound listeners, which see the application's
+    // TLS as opaque bytes inside the mesh's mTLS.
+    assert_eq!(backend(&config, "payments.shop").protocol, http1());
+    let own = compile(&resources, &proxy("shop", "payments", 8443, &[]));
+    assert_eq!(
+        listener(&own, "inbound").protocol,
+        ListenerProtocol::Tcp as i32
+    );
+}
