@@ -140,22 +140,25 @@ impl Span {
         ] {
             headers.remove(name);
         }
+        let sampled = if self.sampled { "1" } else { "0" };
+        if self.format == Format::W3c {
+            // The common case, on every traced request: the header is written in place,
+            // without intermediate strings.
+            headers.insert(&TRACEPARENT, self.traceparent());
+            if let Some(state) = &self.tracestate {
+                headers.insert(&TRACESTATE, state.clone());
+            }
+            return;
+        }
         let trace = hex_string(&self.trace_id);
         let span = hex_string(&self.span_id);
-        let sampled = if self.sampled { "1" } else { "0" };
         let put = |headers: &mut HeaderMap, name: &HeaderName, value: String| {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 headers.insert(name, value);
             }
         };
         match self.format {
-            Format::W3c => {
-                let flags = if self.sampled { "01" } else { "00" };
-                put(headers, &TRACEPARENT, format!("00-{trace}-{span}-{flags}"));
-                if let Some(state) = &self.tracestate {
-                    headers.insert(&TRACESTATE, state.clone());
-                }
-            }
+            Format::W3c => {}
             Format::B3Single => put(headers, &B3, format!("{trace}-{span}-{sampled}")),
             Format::B3Multi => {
                 put(headers, &B3_TRACE_ID, trace);
@@ -166,6 +169,25 @@ impl Span {
                 }
             }
         }
+    }
+
+    /// `00-{trace id}-{span id}-{flags}`.
+    fn traceparent(&self) -> HeaderValue {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = Vec::with_capacity(55);
+        out.extend_from_slice(b"00-");
+        let hex = |id: &[u8], out: &mut Vec<u8>| {
+            for b in id {
+                out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
+            }
+        };
+        hex(&self.trace_id, &mut out);
+        out.push(b'-');
+        hex(&self.span_id, &mut out);
+        out.extend_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        // Hex digits and dashes are always a valid header value.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+            .unwrap_or_else(|_| HeaderValue::from_static("00-0-0-00"))
     }
 
     /// The trace id as 32 hex digits, for logs.

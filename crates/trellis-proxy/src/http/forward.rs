@@ -85,7 +85,9 @@ pub async fn handle(
     let tapped = ctx.shared.taps.active();
     let traced = Traced::start(&mut req, &ctx);
     let log = ctx.shared.access_log.current();
-    let seen = (tapped || traced.is_some() || log.is_some()).then(|| Seen::of(&req));
+    // Only a sampled span, a tap or a log line looks at the request again.
+    let sampled = traced.as_ref().is_some_and(Traced::sampled);
+    let seen = (tapped || sampled || log.is_some()).then(|| Seen::of(&req));
 
     // Checked against the listener as it is now, so a reload's policies apply from the
     // next request of every open connection.

@@ -76,9 +76,15 @@ impl Traced {
 
     /// The trace's id, as logs show it.
     pub(super) fn trace_id(&self) -> String {
-        trellis_identity::hex::encode(&self.span.trace_id)
+        self.span.trace_id_hex()
     }
 
+    /// Whether the span is recorded; an unsampled one only passes its context on.
+    pub(super) fn sampled(&self) -> bool {
+        self.span.sampled
+    }
+
+    /// Exports the span if it is sampled; `seen` is there whenever it is.
     pub(super) fn finish(self, seen: &Seen, ctx: &ConnContext, labels: &RouteLabels, status: u16) {
         if !self.span.sampled {
             return;
