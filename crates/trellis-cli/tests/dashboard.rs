@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use trellis_testkit::assert_eventually;
+use trellis_testkit::http::HttpClient;
 
+use support::control::Control;
 use support::demo::{synced_proxies, token, trellis, Demo};
 use support::webdriver::Browser;
 
@@ -195,22 +197,15 @@ async fn the_dashboard_shows_the_demo_mesh_in_a_real_browser() {
     );
     // The charts refresh by themselves.
     let refreshed = "return Number(document.querySelector('[data-live]').dataset.updates || '0');";
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while browser
-        .run(refreshed, Value::Null)
-        .await
-        .as_u64()
-        .unwrap_or(0)
-        < 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the service page's charts never refreshed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    browser
+        .wait_for(
+            refreshed,
+            1,
+            Duration::from_secs(15),
+            "the service page's charts refresh",
+        )
+        .await;
     assert_eq!(browser.count("figure.chart svg").await, 3);
-    browser.screenshot(&shots.join("service.png")).await;
 
     // The ratings service shows the demo's GRPCRoute, accepted.
     browser
@@ -262,6 +257,22 @@ async fn the_dashboard_shows_the_demo_mesh_in_a_real_browser() {
     assert!(browser.count("#workload-certs tbody tr").await >= 5);
     browser.screenshot(&shots.join("identity.png")).await;
 
+    // Back on books once its charts hold a few samples, for a picture of them.
+    browser
+        .goto(&format!("{dashboard}/services/default/books"))
+        .await;
+    let p99_points = "const p = document.querySelector('figure.chart path.line-b'); \
+        return p ? p.getAttribute('d').split(/[ML]/).length - 1 : 0;";
+    browser
+        .wait_for(
+            p99_points,
+            3,
+            Duration::from_secs(30),
+            "three samples in the latency chart",
+        )
+        .await;
+    browser.screenshot(&shots.join("service.png")).await;
+
     // Live tap: the token is needed, even here; signed in, requests stream in.
     browser.goto(&format!("{dashboard}/tap?service=web")).await;
     assert_eq!(
@@ -271,11 +282,10 @@ async fn the_dashboard_shows_the_demo_mesh_in_a_real_browser() {
     );
     let sign_in = "document.getElementById('token').value = arguments[0]; document.querySelector('form.sign-in').submit();";
     browser.run(sign_in, json!(token(&banner.dir))).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while browser.count("#tap-rows tbody tr.tap-row").await < 5 {
-        assert!(Instant::now() < deadline, "no tap rows arrived");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let tap_rows = "return document.querySelectorAll('#tap-rows tbody tr.tap-row').length;";
+    browser
+        .wait_for(tap_rows, 5, Duration::from_secs(20), "five tap rows arrive")
+        .await;
     let row = browser
         .text("#tap-rows tbody tr.tap-row")
         .await
@@ -286,4 +296,39 @@ async fn the_dashboard_shows_the_demo_mesh_in_a_real_browser() {
     drop(browser);
     let status = demo.stop().await;
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn trellis_control_serves_the_dashboard_beside_its_api() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let control = Control::start(dir.path(), &[]).await;
+    let client = HttpClient::http1();
+    let url = |path: &str| format!("{}{path}", control.url);
+    let page = client
+        .get(&url("/dashboard/"))
+        .await
+        .expect("the dashboard answers");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<h1>Services</h1>"), "{}", page.text());
+    let root = client.get(&url("/")).await.expect("an answer");
+    assert_eq!(root.status, 303);
+    assert_eq!(root.headers["location"], "/dashboard/");
+    let css = client
+        .get(&url("/dashboard/assets/style.css"))
+        .await
+        .expect("an answer");
+    assert_eq!(css.headers["content-type"], "text/css");
+    // The API is still the API, and still wants the token for changes.
+    let health = client.get(&url("/api/v1/health")).await.expect("an answer");
+    assert_eq!(health.status, 200);
+    let write = client
+        .post(&url("/api/v1/apply"), "kind: Service")
+        .await
+        .expect("an answer");
+    assert_eq!(write.status, 401);
+    let printed = trellis(&["dashboard", "--control", &control.url]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout).trim(),
+        format!("{}/dashboard/", control.url)
+    );
 }

@@ -6,10 +6,11 @@ use std::time::SystemTime;
 
 use crate::html::esc;
 
-const WIDTH: f64 = 640.0;
-const HEIGHT: f64 = 180.0;
+/// About the size a chart is shown at, three abreast, so its text reads at its size.
+const WIDTH: f64 = 420.0;
+const HEIGHT: f64 = 160.0;
 /// Room for the axis labels.
-const LEFT: f64 = 56.0;
+const LEFT: f64 = 48.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 28.0;
@@ -45,12 +46,32 @@ pub fn line_chart(title: &str, times: &[SystemTime], series: &[Series<'_>], axis
         .flat_map(|s| s.values.iter().flatten().copied());
     let floor = axis.floor.unwrap_or(0.0);
     let top = values.fold(axis.min_top, f64::max);
+    // From zero, a round top, so the four steps of the grid read as round numbers.
+    let top = if axis.floor.is_none() {
+        round_up(top)
+    } else {
+        top
+    };
     let span = (top - floor).max(f64::EPSILON);
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let y = |v: f64| TOP + plot_h * (1.0 - ((v - floor) / span).clamp(0.0, 1.0));
-    let n = times.len().max(2);
-    let x = |i: usize| LEFT + plot_w * i as f64 / (n - 1) as f64;
+    // Placed by time, so a missed sample leaves its gap.
+    let first = times.first().copied();
+    let seconds = |t: Option<&SystemTime>| {
+        first
+            .zip(t)
+            .and_then(|(a, b)| b.duration_since(a).ok())
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let covered = seconds(times.last());
+    let x = |i: usize| {
+        if covered > 0.0 {
+            LEFT + plot_w * seconds(times.get(i)) / covered
+        } else {
+            LEFT + plot_w
+        }
+    };
     for step in 0..=4 {
         let v = floor + span * f64::from(step) / 4.0;
         let _ = write!(
@@ -64,13 +85,15 @@ pub fn line_chart(title: &str, times: &[SystemTime], series: &[Series<'_>], axis
             y = y(v),
         );
     }
-    if let (Some(first), Some(last)) = (times.first(), times.last()) {
-        let minutes = last
-            .duration_since(*first)
-            .map_or(0, |d| d.as_secs().div_ceil(60));
+    if !times.is_empty() {
+        // At most the history's 15 minutes: the cast cannot truncate.
+        let ago = match covered as u64 {
+            s @ 0..120 => format!("{s} s ago"),
+            s => format!("{} min ago", s / 60),
+        };
         let _ = write!(
             svg,
-            "<text class=\"axis\" x=\"{LEFT}\" y=\"{}\">{minutes} min ago</text>\
+            "<text class=\"axis\" x=\"{LEFT}\" y=\"{}\">{ago}</text>\
 <text class=\"axis\" x=\"{}\" y=\"{}\" text-anchor=\"end\">now</text>",
             HEIGHT - 8.0,
             WIDTH - RIGHT,
@@ -142,11 +165,37 @@ pub fn line_chart(title: &str, times: &[SystemTime], series: &[Series<'_>], axis
     svg
 }
 
+/// The least of 1, 2, 4, 8 or 10 times a power of ten that is at least `v`.
+fn round_up(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 4.0, 8.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|top| *top >= v)
+        .unwrap_or(10.0 * magnitude)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn axes_end_on_round_numbers() {
+        for (v, want) in [
+            (70.0, 80.0),
+            (10.1, 20.0),
+            (4.0, 4.0),
+            (0.3, 0.4),
+            (0.0, 1.0),
+        ] {
+            assert!((round_up(v) - want).abs() < 1e-9, "{v} → {}", round_up(v));
+        }
+    }
 
     #[test]
     fn gaps_break_the_line() {

@@ -184,7 +184,8 @@ pub(crate) async fn identity_page(
         let text = |key: &str| esc(c[key].as_str().unwrap_or_default());
         let _ = write!(
             body,
-            "<tr><td>{role}</td><td>{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"nowrap\">{role}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"nowrap\">{}</td>\
+<td class=\"nowrap\">{}</td><td>{}</td></tr>",
             text("subject"),
             text("fingerprint"),
             text("notBefore"),
@@ -200,7 +201,7 @@ pub(crate) async fn identity_page(
     for p in &proxies {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"mono\">{}</td><td class=\"nowrap\">{}</td><td>{}</td></tr>",
             esc(&p.workload),
             esc(&p.identity),
             esc(p.certificate_expires.as_deref().unwrap_or("-")),

@@ -10,10 +10,10 @@ use std::time::{Duration, SystemTime};
 use crate::api::{stat_path, Items, StatRow};
 use crate::Dashboard;
 
-/// How often a sample is taken.
-pub const EVERY: Duration = Duration::from_secs(10);
+/// How often a sample is taken: about as often as the control plane scrapes.
+pub const EVERY: Duration = Duration::from_secs(5);
 /// How many samples are kept: 15 minutes.
-pub const KEEP: usize = 90;
+pub const KEEP: usize = 180;
 
 /// One service's figures at one time.
 #[derive(Debug, Clone, PartialEq)]

@@ -174,7 +174,13 @@ async fn live(
             },
         ],
         &Axis {
-            format: |v| format!("{v:.0}ms"),
+            format: |v| {
+                if v < 10.0 {
+                    format!("{v:.1}ms")
+                } else {
+                    format!("{v:.0}ms")
+                }
+            },
             min_top: 5.0,
             floor: None,
         },
@@ -206,7 +212,7 @@ async fn live(
         }],
         &Axis {
             format: |v| format!("{v:.1}"),
-            min_top: 1.0,
+            min_top: 4.0,
             floor: None,
         },
     );

@@ -20,10 +20,10 @@ use crate::html::{attr_url, error_page, esc, html_response, layout, percent, rps
 use crate::overview::{Health, MeshView};
 use crate::Dashboard;
 
-const COLUMN: f64 = 330.0;
-const ROW: f64 = 64.0;
+const COLUMN: f64 = 360.0;
+const ROW: f64 = 54.0;
 const BOX_W: f64 = 170.0;
-const BOX_H: f64 = 36.0;
+const BOX_H: f64 = 32.0;
 const MARGIN: f64 = 24.0;
 /// The node of calls made without an identity (plaintext callers).
 const UNKNOWN: &str = "(no identity)";
@@ -213,6 +213,7 @@ impl Graph {
 <path d=\"M0,0 L10,5 L0,10 z\" class=\"arrowhead plain\"/></marker></defs>"
         );
         let mut labels = String::new();
+        let mut taken = Labels::default();
         for l in &self.links {
             let (Some(a), Some(b)) = (places.get(&l.from), places.get(&l.to)) else {
                 continue;
@@ -230,11 +231,6 @@ impl Graph {
                 esc(&l.from.name),
                 esc(&l.to.name),
             );
-            // The curve's middle, where the label sits.
-            let (mx, my) = (
-                0.125 * x1 + 0.375 * c1 + 0.375 * c2 + 0.125 * x2,
-                (y1 + y2) / 2.0,
-            );
             let mut text = format!(
                 "{} rps · {}",
                 rps(l.requests_per_second),
@@ -243,11 +239,14 @@ impl Graph {
             if !l.mtls {
                 text.push_str(" · not mTLS");
             }
+            let curve = [(x1, y1), (c1, y1), (c2, y2), (x2, y2)];
+            let (mx, my) = taken.place(&curve, &text);
             let _ = write!(
                 labels,
                 "<text class=\"edge-label{}\" x=\"{mx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" data-edge=\"{}→{}\">{}</text>",
                 if l.mtls { "" } else { " plain" },
-                my - 4.0,
+                // Just above its arrow, which would cross the text.
+                my - 5.0,
                 esc(&l.from.name),
                 esc(&l.to.name),
                 esc(&text)
@@ -288,19 +287,63 @@ impl Graph {
     }
 }
 
+/// Where the edge labels already are, so the next one goes where it can be read.
+#[derive(Default)]
+struct Labels {
+    /// Centre, half width, half height of each placed label.
+    placed: Vec<(f64, f64, f64, f64)>,
+}
+
+impl Labels {
+    /// Where along its curve (a cubic Bézier) the label `text` sits: the middle if
+    /// free, else the free point nearest the middle, else the middle all the same.
+    fn place(&mut self, curve: &[(f64, f64); 4], text: &str) -> (f64, f64) {
+        // About the width of the labels' 11px font.
+        let half_w = text.chars().count() as f64 * 3.2 + 2.0;
+        let half_h = 7.0;
+        let at = |t: f64| {
+            let u = 1.0 - t;
+            let w = [u * u * u, 3.0 * u * u * t, 3.0 * u * t * t, t * t * t];
+            curve
+                .iter()
+                .zip(w)
+                .fold((0.0, 0.0), |(x, y), ((px, py), w)| (x + px * w, y + py * w))
+        };
+        let free = |(x, y): (f64, f64)| {
+            self.placed.iter().all(|(px, py, pw, ph)| {
+                (x - px).abs() >= half_w + pw || (y - py).abs() >= half_h + ph
+            })
+        };
+        let spot = [0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8]
+            .into_iter()
+            .map(at)
+            .find(|p| free(*p))
+            .unwrap_or_else(|| at(0.5));
+        self.placed.push((spot.0, spot.1, half_w, half_h));
+        spot
+    }
+}
+
 /// The graph and its legend.
 fn render(view: &MeshView) -> String {
     let graph = Graph::from_view(view);
     if graph.nodes.is_empty() {
         return "<p class=\"muted\">No services yet.</p>".to_owned();
     }
-    let distinct: BTreeSet<&str> = graph.nodes.keys().map(|n| n.namespace.as_str()).collect();
+    // The caller without an identity is no namespace.
+    let namespaces: BTreeSet<&str> = graph
+        .nodes
+        .keys()
+        .map(|n| n.namespace.as_str())
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     format!(
-        "<p class=\"legend-line\">{} services in {} namespaces, {} calling pairs over the last {} · \
+        "<p class=\"legend-line\">{} in {}, {} over the last {} · \
 <span class=\"key-edge\">mTLS</span> <span class=\"key-edge plain\">not mTLS</span></p><div class=\"graph\">{}</div>",
-        graph.nodes.len(),
-        distinct.len(),
-        graph.links.len(),
+        plural(graph.nodes.len(), "service"),
+        plural(namespaces.len(), "namespace"),
+        plural(graph.links.len(), "calling pair"),
         crate::api::WINDOW,
         graph.svg()
     )
@@ -390,24 +433,45 @@ mod tests {
         assert_eq!(depths["ratings"], 3);
     }
 
-    #[test]
-    fn fifty_services_fit_in_few_columns_without_overlap() {
-        // A front, ten mid-tier services, each calling four of forty back ends.
-        let names: Vec<String> = std::iter::once("front".to_owned())
-            .chain((0..10).map(|i| format!("mid-{i}")))
-            .chain((0..39).map(|i| format!("back-{i:02}")))
-            .collect();
-        let mut links = Vec::new();
-        for i in 0..10 {
-            links.push(("front".to_owned(), format!("mid-{i}")));
-            for j in 0..4 {
-                links.push((format!("mid-{i}"), format!("back-{:02}", (i * 4 + j) % 39)));
+    /// A shop of 50 services: a gateway, six front ends, fifteen APIs (one front end
+    /// each) and 28 stores (two APIs each), a few calls in plaintext. The picture of
+    /// 50 services in docs/dashboard.md is this mesh.
+    fn fifty_services() -> Graph {
+        let mut names = vec!["gateway".to_owned()];
+        names.extend((0..6).map(|i| format!("frontend-{i}")));
+        names.extend((0..15).map(|i| format!("api-{i:02}")));
+        names.extend((0..28).map(|i| format!("store-{i:02}")));
+        let mut pairs = Vec::new();
+        for i in 0..6 {
+            pairs.push(("gateway".to_owned(), format!("frontend-{i}")));
+        }
+        for i in 0..15 {
+            pairs.push((format!("frontend-{}", i % 6), format!("api-{i:02}")));
+            for j in 0..2 {
+                pairs.push((
+                    format!("api-{i:02}"),
+                    format!("store-{:02}", (i * 2 + j) % 28),
+                ));
             }
         }
-        let g = Graph {
+        Graph {
             nodes: names.iter().map(|n| (node(n), "ok")).collect(),
-            links: links.iter().map(|(a, b)| link(a, b)).collect(),
-        };
+            links: pairs
+                .iter()
+                .enumerate()
+                .map(|(k, (a, b))| Link {
+                    requests_per_second: 3.0 + (k % 7) as f64 * 4.1,
+                    success_rate: Some(if k % 11 == 0 { 0.962 } else { 1.0 }),
+                    mtls: k % 17 != 5,
+                    ..link(a, b)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn fifty_services_fit_in_few_columns_without_overlap() {
+        let g = fifty_services();
         let places = g.layout();
         assert_eq!(places.len(), 50);
         let corners: BTreeSet<(i64, i64)> = places
@@ -416,10 +480,12 @@ mod tests {
             .collect();
         assert_eq!(corners.len(), 50, "no two boxes in one place");
         let columns: BTreeSet<i64> = corners.iter().map(|c| c.0).collect();
-        assert_eq!(columns.len(), 3);
+        assert_eq!(columns.len(), 4, "gateway, front ends, APIs, stores");
         let svg = g.svg();
-        assert_eq!(svg.matches("class=\"edge\"").count(), 50);
-        assert!(svg.contains(">mid-3<"));
+        assert_eq!(svg.matches("<path class=\"edge").count(), g.links.len());
+        assert_eq!(svg.matches("class=\"edge-label").count(), g.links.len());
+        assert_eq!(svg.matches("not mTLS").count(), 3);
+        assert!(svg.contains(">store-27<"));
     }
 
     #[test]

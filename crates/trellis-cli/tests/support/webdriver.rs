@@ -143,6 +143,19 @@ impl Browser {
             .map_or(0, |n| n as usize)
     }
 
+    /// Waits until `script` (a function body) returns a number of at least `least`,
+    /// checking every 200 ms; panics with `what` after `within`.
+    pub async fn wait_for(&self, script: &str, least: u64, within: Duration, what: &str) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.run(script, Value::Null).await.as_u64().unwrap_or(0) < least {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Saves a PNG of the window to `path`.
     pub async fn screenshot(&self, path: &Path) {
         let data = self
