@@ -272,6 +272,32 @@ mod tests {
     }
 
     #[test]
+    fn expiry_warns_when_near_and_when_past() {
+        let at = |from_now: i64| {
+            let now = SystemTime::now();
+            let t = if from_now >= 0 {
+                now + Duration::from_secs(from_now.unsigned_abs())
+            } else {
+                now - Duration::from_secs(from_now.unsigned_abs())
+            };
+            trellis_api::meta::rfc3339(t)
+        };
+        let hour = Duration::from_secs(3600);
+        assert!(expiry(Some(&at(86_400)), hour).contains("badge ok"));
+        let near = expiry(Some(&at(600)), hour);
+        assert!(
+            near.contains("badge warn") && near.contains("expires in"),
+            "{near}"
+        );
+        let past = expiry(Some(&at(-60)), hour);
+        assert!(
+            past.contains("badge bad") && past.contains("expired"),
+            "{past}"
+        );
+        assert!(expiry(None, hour).contains('-'));
+    }
+
+    #[test]
     fn durations_read_at_a_glance() {
         assert_eq!(human_duration(0), "expired");
         assert_eq!(human_duration(75), "1m 15s");

@@ -47,9 +47,16 @@ async fn fake_api() -> SocketAddr {
         .route("/api/v1/stat", get(move || async move { Json(stat) }))
         .route("/api/v1/proxies", get(move || async move { Json(proxies) }))
         .route("/api/v1/edges", get(move || async move { Json(edges) }))
+        .route("/api/v1/resources/{kind}", get(resources))
         .route(
-            "/api/v1/resources/{kind}",
-            get(|| async { Json(json!({"items": []})) }),
+            "/api/v1/ca",
+            get(|| async {
+                Json(
+                    json!({"trustDomain": "trellis.local", "rotation": {"phase": "idle"},
+                    "signer": {"subject": "CN=root", "notAfter": "2099-01-01T00:00:00Z"},
+                    "trustAnchors": [{"subject": "CN=root", "notAfter": "2099-01-01T00:00:00Z"}]}),
+                )
+            }),
         )
         .route("/api/v1/tap", get(tap));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -58,6 +65,25 @@ async fn fake_api() -> SocketAddr {
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, api).await });
     addr
+}
+
+/// One HTTPRoute for web whose backend is missing; no other resources.
+async fn resources(
+    axum::extract::Path(kind): axum::extract::Path<String>,
+) -> Json<serde_json::Value> {
+    if kind != "httproutes" {
+        return Json(json!({"items": []}));
+    }
+    Json(json!({"items": [{
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web-split", "namespace": "default"},
+        "spec": {"parentRefs": [{"kind": "Service", "name": "web"}]},
+        "status": {"conditions": [
+            {"type": "Accepted", "status": "True", "reason": "Accepted"},
+            {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound",
+             "message": "Service default/web-v3 does not exist"}
+        ]}
+    }]}))
 }
 
 /// `GET path` from a browser at `peer`, with the dashboard's cookie when given.
@@ -176,6 +202,48 @@ async fn names_from_the_mesh_are_escaped() {
     let (_, html) = get_page(api, "127.0.0.1:50000", "/dashboard/", None).await;
     assert!(!html.contains("<script>x"), "{html}");
     assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"), "{html}");
+}
+
+#[tokio::test]
+async fn the_service_page_shows_a_route_and_its_error() {
+    let api = fake_api().await;
+    let (status, html) = get_page(
+        api,
+        "127.0.0.1:50000",
+        "/dashboard/services/default/web",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(">web-split</a>"), "{html}");
+    assert!(
+        html.contains("BackendNotFound: Service default/web-v3 does not exist"),
+        "{html}"
+    );
+    assert!(html.contains("web-1") && html.contains("synced"), "{html}");
+}
+
+#[tokio::test]
+async fn no_page_has_a_control_that_changes_the_mesh() {
+    let api = fake_api().await;
+    for path in [
+        "/dashboard/",
+        "/dashboard/services/default/web",
+        "/dashboard/topology",
+        "/dashboard/config",
+        "/dashboard/identity",
+        "/dashboard/tap?service=web",
+    ] {
+        let (status, html) = get_page(api, "127.0.0.1:50000", path, Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {html}");
+        // Forms only read (GET) or sign in and out of the dashboard itself.
+        for form in html.split("<form").skip(1) {
+            let head = form.split('>').next().unwrap_or_default();
+            let post = head.contains("method=\"post\"");
+            let own = head.contains("/dashboard/sign-in") || head.contains("/dashboard/sign-out");
+            assert!(!post || own, "{path}: <form{head}>");
+        }
+    }
 }
 
 fn summaries(n: usize) -> Vec<ServiceSummary> {
