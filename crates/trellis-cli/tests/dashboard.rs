@@ -122,18 +122,25 @@ async fn the_dashboard_shows_the_demo_mesh_in_a_real_browser() {
             "{service} missing from {page:#}"
         );
     }
-    let ratings = page
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|r| r["service"] == "default/ratings")
-        .expect("ratings");
-    assert!(
-        ratings["workloads"]
-            .as_str()
-            .is_some_and(|w| w.starts_with('2')),
-        "{ratings}"
-    );
+    // ratings has both instances; ratings-v1 and ratings-v2 select one each by label.
+    for (service, count) in [
+        ("default/ratings", '2'),
+        ("default/ratings-v1", '1'),
+        ("default/ratings-v2", '1'),
+    ] {
+        let row = page
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["service"] == service)
+            .expect(service);
+        assert!(
+            row["workloads"]
+                .as_str()
+                .is_some_and(|w| w.starts_with(count)),
+            "{row}"
+        );
+    }
     browser.screenshot(&shots.join("overview.png")).await;
 
     // Search narrows the table on the server.

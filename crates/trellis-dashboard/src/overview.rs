@@ -80,7 +80,45 @@ pub(crate) struct MeshView {
     pub stats: Vec<StatRow>,
     pub proxies: Vec<Proxy>,
     pub services: Vec<Value>,
+    pub workloads: Vec<Value>,
     pub edges: Vec<EdgeRow>,
+}
+
+/// The proxies that serve a service: those registered under its name, and those of
+/// the workloads its selector picks (`ratings-v1` selects `app=ratings,version=v1`,
+/// which registered as `ratings`).
+pub(crate) fn serving<'a>(
+    proxies: &'a [Proxy],
+    services: &[Value],
+    workloads: &[Value],
+    namespace: &str,
+    name: &str,
+) -> Vec<&'a Proxy> {
+    let in_namespace =
+        |r: &Value| r["metadata"]["namespace"].as_str().unwrap_or("default") == namespace;
+    let selector = services
+        .iter()
+        .find(|s| in_namespace(s) && s["metadata"]["name"] == name)
+        .and_then(|s| s["spec"]["selector"].as_object())
+        .filter(|selector| !selector.is_empty());
+    let selected: Vec<&str> = match selector {
+        Some(selector) => workloads
+            .iter()
+            .filter(|w| in_namespace(w))
+            .filter(|w| {
+                selector
+                    .iter()
+                    .all(|(key, value)| &w["metadata"]["labels"][key] == value)
+            })
+            .filter_map(|w| w["metadata"]["name"].as_str())
+            .collect(),
+        None => Vec::new(),
+    };
+    proxies
+        .iter()
+        .filter(|p| p.namespace == namespace)
+        .filter(|p| p.service == name || selected.contains(&p.workload.as_str()))
+        .collect()
 }
 
 impl MeshView {
@@ -89,16 +127,18 @@ impl MeshView {
         let api = &dashboard.api;
         let stat_path = stat_path("service", None);
         let edges_path = format!("/api/v1/edges?window={WINDOW}");
-        let (stats, proxies, services, edges) = tokio::join!(
+        let (stats, proxies, services, workloads, edges) = tokio::join!(
             api.get::<Items<StatRow>>(&stat_path, token),
             api.get::<Items<Proxy>>("/api/v1/proxies", token),
             api.get::<Items<Value>>("/api/v1/resources/services", token),
+            api.get::<Items<Value>>("/api/v1/resources/workloads", token),
             api.get::<Items<EdgeRow>>(&edges_path, token),
         );
         Ok(Self {
             stats: stats?.items,
             proxies: proxies?.items,
             services: services?.items,
+            workloads: workloads?.items,
             edges: edges?.items,
         })
     }
@@ -122,11 +162,13 @@ impl MeshView {
         }
         keys.into_keys()
             .map(|(namespace, name)| {
-                let proxies: Vec<&Proxy> = self
-                    .proxies
-                    .iter()
-                    .filter(|p| p.service == name && p.namespace == namespace)
-                    .collect();
+                let proxies = serving(
+                    &self.proxies,
+                    &self.services,
+                    &self.workloads,
+                    &namespace,
+                    &name,
+                );
                 let stat = self
                     .stats
                     .iter()

@@ -21,6 +21,7 @@ use crate::html::{
     attr_url, badge, conditions, error_page, esc, expiry, html_response, layout, ms, percent,
     rate_class, rps, Section,
 };
+use crate::overview::serving;
 use crate::Dashboard;
 
 /// A workload certificate this close to its end is shown as a warning: renewal
@@ -78,9 +79,13 @@ async fn render(
     );
     let ns_query = format!("?namespace={}", encode(namespace));
     let workload_stat_path = stat_path("workload", None);
-    let (live_html, proxies, workload_stats, edges) = tokio::join!(
+    let services_path = format!("/api/v1/resources/services{ns_query}");
+    let workloads_path = format!("/api/v1/resources/workloads{ns_query}");
+    let (live_html, proxies, services, workloads, workload_stats, edges) = tokio::join!(
         live(dashboard, viewer, namespace, name),
         api.get::<Items<Proxy>>("/api/v1/proxies", token),
+        api.get::<Items<Value>>(&services_path, token),
+        api.get::<Items<Value>>(&workloads_path, token),
         api.get::<Items<StatRow>>(&workload_stat_path, token),
         api.get::<Items<EdgeRow>>(&edges_path, token),
     );
@@ -107,11 +112,14 @@ async fn render(
             target == name || route_names.contains(&target)
         }));
     }
-    let proxies: Vec<Proxy> = proxies?
-        .items
-        .into_iter()
-        .filter(|p| p.service == name && p.namespace == namespace)
-        .collect();
+    let proxies = proxies?.items;
+    let proxies = serving(
+        &proxies,
+        &services?.items,
+        &workloads?.items,
+        namespace,
+        name,
+    );
     let mut out = format!(
         "<p class=\"subtitle\">namespace <b>{}</b> · <a href=\"/dashboard/tap?service={}&amp;namespace={}\">tap its requests</a></p>\
 <div data-live=\"/dashboard/fragments/services/{}/{}\" data-every=\"5\">{}</div>",
@@ -253,7 +261,7 @@ fn attached_by_parent(route: &Value, namespace: &str, name: &str) -> bool {
         })
 }
 
-fn workloads_table(proxies: &[Proxy], stats: &[StatRow]) -> String {
+fn workloads_table(proxies: &[&Proxy], stats: &[StatRow]) -> String {
     let mut out = String::from(
         "<h2>Workloads</h2><table class=\"data\" id=\"workloads\"><thead><tr><th>Workload</th><th>Address</th>\
 <th>Proxy version</th><th>Config</th><th>Sync</th><th class=\"num\">Success</th><th class=\"num\">RPS</th>\

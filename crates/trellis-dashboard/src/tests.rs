@@ -246,6 +246,46 @@ async fn no_page_has_a_control_that_changes_the_mesh() {
     }
 }
 
+#[test]
+fn a_service_is_served_by_the_workloads_its_selector_picks() {
+    let proxy = |workload: &str| crate::api::Proxy {
+        workload: workload.into(),
+        namespace: "default".into(),
+        service: "ratings".into(),
+        ..Default::default()
+    };
+    let proxies = [proxy("ratings-a"), proxy("ratings-b")];
+    let services = [
+        json!({"metadata": {"name": "ratings-v2", "namespace": "default"},
+        "spec": {"selector": {"app": "ratings", "version": "v2"}}}),
+    ];
+    let workload = |name: &str, version: &str| {
+        json!({"metadata": {"name": name, "namespace": "default",
+            "labels": {"app": "ratings", "version": version}}})
+    };
+    let workloads = [workload("ratings-a", "v1"), workload("ratings-b", "v2")];
+    let names =
+        |ps: Vec<&crate::api::Proxy>| ps.iter().map(|p| p.workload.clone()).collect::<Vec<_>>();
+    let serving = crate::overview::serving;
+    assert_eq!(
+        names(serving(
+            &proxies,
+            &services,
+            &workloads,
+            "default",
+            "ratings-v2"
+        )),
+        ["ratings-b"]
+    );
+    assert_eq!(
+        names(serving(
+            &proxies, &services, &workloads, "default", "ratings"
+        )),
+        ["ratings-a", "ratings-b"]
+    );
+    assert!(serving(&proxies, &services, &workloads, "shop", "ratings").is_empty());
+}
+
 fn summaries(n: usize) -> Vec<ServiceSummary> {
     (0..n)
         .map(|i| ServiceSummary {
