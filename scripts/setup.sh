@@ -11,6 +11,7 @@ packages=(
   procps util-linux                   # ps, taskset
   etcd-server                         # /usr/bin/etcd, for the etcd store's tests
   prometheus                          # a real Prometheus scraping the demo mesh in the tests
+  chromium chromium-driver            # headless browser for the dashboard's end-to-end test
 )
 
 # rotel, an OpenTelemetry receiver that logs the spans it gets, for the span-export

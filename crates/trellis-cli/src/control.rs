@@ -144,9 +144,15 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         grace: Duration::from_secs(args.grace_secs),
         ca,
     };
-    let cp = ControlPlane::start(settings).await?;
+    // The dashboard shares the HTTP API's listener and reads through the API.
+    let cp =
+        ControlPlane::start_serving(settings, Some(Box::new(trellis_dashboard::router))).await?;
     println!("control plane running");
     println!("  HTTP API   http://{}", cp.http_addr);
+    println!(
+        "  dashboard  {}",
+        crate::dashboard::url(&format!("http://{}", cp.http_addr))
+    );
     println!("  proxy API  http://{}", cp.grpc_addr);
     println!("  store      {store_line}");
     println!("  data       {}", data_dir.display());

@@ -3,6 +3,7 @@
 
 mod client;
 mod control;
+mod dashboard;
 mod demo;
 mod edges;
 mod explain;
@@ -109,6 +110,9 @@ enum Command {
     /// Print a Prometheus scrape configuration for the mesh: every proxy's /metrics,
     /// found through the control planes as workloads come and go.
     PrometheusConfig(prometheus::PrometheusArgs),
+    /// Print the URL of the dashboard the control plane serves (services, topology,
+    /// live tap, config and certificates); `--open` opens it in a browser.
+    Dashboard(dashboard::DashboardArgs),
     /// Check what expires soon: trust anchors, the signing CA, workload certificates.
     /// Exit code 1 when anything does.
     Check(identity::CheckArgs),
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
             Command::Ca(command) => identity::ca(command).await,
             Command::Check(args) => identity::check(args).await,
             Command::Iptables(command) => iptables::run(command),
+            Command::Dashboard(args) => dashboard::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::DemoApp(app) => trellis_demo::run_app(app).await,
         }

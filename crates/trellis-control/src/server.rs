@@ -1,7 +1,8 @@
 //! Wiring: `ControlPlane::start` opens the store (embedded, or etcd), loads the admin
 //! token shared by the control planes on the store, joins their leader election, and
 //! serves the HTTP API (resources, proxies) and the gRPC API (proxy sessions)
-//! on their ports.
+//! on their ports. Other routes (the dashboard) can share the HTTP API's listener
+//! ([`ExtraRoutes`]) without this crate knowing them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +87,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// Routes served on the HTTP API's listener beside the API, made once the listener's
+/// address is known (port 0 picks it). The dashboard comes in this way, so the control
+/// plane does not depend on it. Paths must not overlap the API's `/api/…`.
+pub type ExtraRoutes = Box<dyn FnOnce(SocketAddr) -> axum::Router + Send>;
+
 /// A running control plane.
 pub struct ControlPlane {
     push: PushService,
@@ -102,13 +108,21 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub async fn start(settings: ControlSettings) -> Result<Self, ControlError> {
+        Self::start_serving(settings, None).await
+    }
+
+    /// Starts, serving `extra` on the HTTP API's listener too.
+    pub async fn start_serving(
+        settings: ControlSettings,
+        extra: Option<ExtraRoutes>,
+    ) -> Result<Self, ControlError> {
         let store: Arc<dyn Store> = match &settings.store {
             StoreSettings::Embedded => Arc::new(EmbeddedStore::open(&settings.data_dir)?),
             StoreSettings::Etcd(etcd) => Arc::new(EtcdStore::connect((**etcd).clone()).await?),
         };
         let secrets = Secrets::new(store.clone(), settings.ca.encryption_key.clone());
         let token = api::token::share(&secrets, &settings.data_dir).await?;
-        Self::start_with(store, token, settings).await
+        Self::start_on(store, token, settings, extra).await
     }
 
     /// Starts on a given store and token (tests use the in-memory store).
@@ -116,6 +130,15 @@ impl ControlPlane {
         store: Arc<dyn Store>,
         token: String,
         settings: ControlSettings,
+    ) -> Result<Self, ControlError> {
+        Self::start_on(store, token, settings, None).await
+    }
+
+    async fn start_on(
+        store: Arc<dyn Store>,
+        token: String,
+        settings: ControlSettings,
+        extra: Option<ExtraRoutes>,
     ) -> Result<Self, ControlError> {
         let bind =
             |what, addr| listen(addr).map_err(|error| ControlError::Bind { what, addr, error });
@@ -164,7 +187,7 @@ impl ControlPlane {
             "pace trust-anchor rotations",
             move || rotation_ca.clone().drive_rotation(),
         ));
-        let router = api::router(ApiState {
+        let mut router = api::router(ApiState {
             store: store.clone(),
             registry: registry.clone(),
             admin_token: token.clone(),
@@ -174,6 +197,9 @@ impl ControlPlane {
             telemetry: Some(telemetry.clone()),
             taps: Some(push.taps()),
         });
+        if let Some(extra) = extra {
+            router = router.merge(extra(http_addr));
+        }
         let http_task = tokio::spawn(async move {
             let app = router.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(http, app).await {

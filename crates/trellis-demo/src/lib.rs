@@ -19,7 +19,8 @@
 //! local upstream port `trellis run --upstream SERVICE:PORT` gave it.
 //!
 //! [`DemoApp`] is `trellis demo-app ROLE`, one role per process; [`run_demo`] is
-//! `trellis demo`: a control plane in-process, the five workloads as child processes of
+//! `trellis demo`: a control plane in-process (serving the dashboard of
+//! `trellis-dashboard` beside its API), the five workloads as child processes of
 //! the `trellis` binary, the bookshop's Services and routes, and a clean stop.
 //!
 //! Talks to the control plane only through its HTTP API (after starting it); must not

@@ -18,6 +18,8 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
+// One HTML escaping for every page Trellis renders.
+use trellis_dashboard::html::esc;
 
 use crate::catalog::{Book, BookSummary};
 use crate::httpkit::{self, CallError, JsonClient, Response};
@@ -94,7 +96,7 @@ async fn page(state: &State) -> Response {
             tracing::warn!(error = %e, "books failed");
             let body = format!(
                 "<!doctype html>\n<title>Bookshop</title>\n<h1>Bookshop</h1>\n<p>books is unavailable: {}</p>\n",
-                escape(&e.to_string())
+                esc(&e.to_string())
             );
             return httpkit::html(StatusCode::BAD_GATEWAY, body);
         }
@@ -105,7 +107,7 @@ async fn page(state: &State) -> Response {
         let rating = match state.client.get_json::<Book>(&url).await {
             Ok(Book {
                 rating: Some(r), ..
-            }) => format!("{} ({})", "★".repeat(r.stars as usize), escape(&r.version)),
+            }) => format!("{} ({})", "★".repeat(r.stars as usize), esc(&r.version)),
             Ok(_) => "no rating right now".to_string(),
             Err(e) => {
                 tracing::warn!(error = %e, "books failed");
@@ -116,7 +118,7 @@ async fn page(state: &State) -> Response {
             rows,
             "<tr><td><a href=\"/api/products/{id}\">{title}</a></td><td>{rating}</td></tr>",
             id = summary.id,
-            title = escape(&summary.title),
+            title = esc(&summary.title),
         );
     }
     let body = format!(
@@ -139,20 +141,4 @@ impl State {
         let url = format!("{}/books", self.books);
         self.client.get_json(&url).await
     }
-}
-
-/// `text` safe inside HTML.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }

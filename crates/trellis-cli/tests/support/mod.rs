@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 pub mod control;
+pub mod demo;
+pub mod webdriver;
 
 use std::net::SocketAddr;
 

@@ -12,6 +12,8 @@
 //! | `GET` | `/api/v1/proxies` | `{"items": [ProxyStatus…]}` |
 //! | `GET` | `/api/v1/explain?from=ID&to=SERVICE[&namespace=NS&method=M&path=P&port=N&header=K:V]` | `{allowed, decidedBy, defaultAction, service, request, policies}` ([`explain`]) |
 //! | `POST` | `/api/v1/tokens`, `/api/v1/ca/rotate`; `GET` `/api/v1/ca` | bootstrap tokens and the CA ([`identity`]) |
+//! | `GET` | `/api/v1/stat?by=…`, `/api/v1/edges[?service=S]` | golden signals and who calls whom ([`stat`]) |
+//! | `GET` | `/api/v1/tap?service=S…` | live request metadata as JSON lines; always needs the admin token ([`tap`]) |
 //! | `GET` | `/api/v1/health` | `{"status": "ok", "revision": N, "proxyApi": URL}` |
 //!
 //! `{kind}` is any spelling [`Kind::from_cli`](trellis_api::Kind::from_cli) accepts

@@ -95,7 +95,9 @@ pub(super) async fn stat(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EdgesQuery {
-    service: String,
+    /// Only the edges into or out of this service; every edge when absent.
+    #[serde(default)]
+    service: Option<String>,
     #[serde(default)]
     namespace: Option<String>,
     #[serde(default)]
@@ -125,8 +127,10 @@ pub(super) async fn edges(
     telemetry.refresh().await;
     let mut rows: BTreeMap<(String, String, String, bool), EdgeRow> = BTreeMap::new();
     let mut add = |row: EdgeRow| {
-        if !row.touches(&query.service, &namespace) {
-            return;
+        if let Some(service) = &query.service {
+            if !row.touches(service, &namespace) {
+                return;
+            }
         }
         let key = (
             row.source.clone(),
@@ -143,12 +147,14 @@ pub(super) async fn edges(
     };
     telemetry.edges(window).into_iter().for_each(&mut add);
     if !query.local {
-        let path = format!(
-            "/api/v1/edges?local=true&service={}&namespace={}&window={}s",
-            encode(&query.service),
+        let mut path = format!(
+            "/api/v1/edges?local=true&namespace={}&window={}s",
             encode(&namespace),
             window.as_secs()
         );
+        if let Some(service) = &query.service {
+            path.push_str(&format!("&service={}", encode(service)));
+        }
         for peer in peers(&api) {
             let answer = telemetry::get(&peer, &path, Some(&api.admin_token)).await;
             match answer

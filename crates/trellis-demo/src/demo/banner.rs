@@ -45,6 +45,7 @@ certificates from the control plane's CA.
   loadgen ─HTTP─► web ─HTTP─► books ─gRPC─► ratings-v1 (4 stars) · ratings-v2 (5 stars)
 
   control plane   http://{http_addr}   (HTTP API; proxies connect to {grpc_addr})
+  dashboard       http://{http_addr}/dashboard/   (services, topology, live tap, certificates)
   bookshop        {entry}/   (web, through the mesh)
   data and logs   {dir}
 
@@ -147,6 +148,7 @@ mod tests {
         .render();
         for want in [
             "control plane   http://127.0.0.1:7180",
+            "dashboard       http://127.0.0.1:7180/dashboard/",
             "bookshop        http://127.0.0.1:9000/",
             "data and logs   /tmp/d",
             "trellis get proxies",

@@ -145,23 +145,26 @@ async fn start_control(settings: &DemoSettings, dir: &Path) -> anyhow::Result<Co
         grace: GRACE,
         ca: Default::default(),
     };
-    ControlPlane::start(control).await.map_err(|e| match e {
-        ControlError::Bind { what, addr, error }
-            if error.kind() == std::io::ErrorKind::AddrInUse =>
-        {
-            let flag = if addr == settings.http_addr {
-                "--http-addr"
-            } else {
-                "--grpc-addr"
-            };
-            anyhow::anyhow!(
-                "cannot start the control plane: {addr} ({what}) is already in use; is \
+    let dashboard: trellis_control::server::ExtraRoutes = Box::new(trellis_dashboard::router);
+    ControlPlane::start_serving(control, Some(dashboard))
+        .await
+        .map_err(|e| match e {
+            ControlError::Bind { what, addr, error }
+                if error.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                let flag = if addr == settings.http_addr {
+                    "--http-addr"
+                } else {
+                    "--grpc-addr"
+                };
+                anyhow::anyhow!(
+                    "cannot start the control plane: {addr} ({what}) is already in use; is \
                  `trellis control` or another `trellis demo` running? Stop it, or pass \
                  {flag} 127.0.0.1:0 to use a free port"
-            )
-        }
-        other => anyhow::Error::new(other).context("cannot start the control plane"),
-    })
+                )
+            }
+            other => anyhow::Error::new(other).context("cannot start the control plane"),
+        })
 }
 
 /// Waits for the bookshop, prints the banner, then reports traffic until a stop signal
