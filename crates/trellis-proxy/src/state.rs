@@ -17,6 +17,7 @@ use crate::config::{
 };
 use crate::dns::names::ServiceNames;
 use crate::endpoint::{ConnectSettings, Endpoint};
+use crate::resilience::protection::Protection;
 use crate::route::Route;
 use crate::transparent::DestinationTable;
 
@@ -63,6 +64,16 @@ pub struct Backend {
     endpoints: Vec<Weighted>,
     balancer: Balancer,
     hash_on: Option<HashKey>,
+    /// Retry budget, circuit breaker, outlier detection, health, adaptive limit.
+    pub protection: Arc<Protection>,
+}
+
+/// An endpoint chosen for a request, with its index in the backend (which per-endpoint
+/// protection state is kept by).
+#[derive(Debug, Clone)]
+pub struct Picked {
+    pub index: usize,
+    pub endpoint: Arc<Endpoint>,
 }
 
 /// What a backend's consistent hash keys on.
@@ -92,6 +103,7 @@ impl Backend {
         config: &BackendConfig,
         reuse: &HashMap<EndpointKey, Arc<Endpoint>>,
         mark: Option<u32>,
+        previous: Option<&Backend>,
     ) -> Self {
         let settings = ConnectSettings {
             protocol: config.protocol,
@@ -120,7 +132,15 @@ impl Backend {
                 })
             })
             .collect();
+        let addrs: Vec<SocketAddr> = endpoints.iter().map(|w| w.endpoint.addr()).collect();
+        let protection = Protection::build(
+            &config.resilience,
+            &addrs,
+            mark,
+            previous.map(|p| &*p.protection),
+        );
         Self {
+            protection: Arc::new(protection),
             name: config.name.as_str().into(),
             protocol: config.protocol,
             balancer: Balancer::new(config.load_balancer, &endpoints),
@@ -131,15 +151,68 @@ impl Backend {
 
     /// The endpoint for the next request or connection.
     pub fn pick(&self) -> Option<Arc<Endpoint>> {
-        self.pick_for(None)
+        self.pick_for(None, 0).map(|p| p.endpoint)
     }
 
     /// The endpoint for a request with this consistent-hash key (see
-    /// [`Backend::hash_key`]).
-    pub fn pick_for(&self, key: Option<&[u8]>) -> Option<Arc<Endpoint>> {
-        self.balancer
-            .pick_keyed(&self.endpoints, key)
-            .map(|w| w.endpoint.clone())
+    /// [`Backend::hash_key`]), leaving out ejected and unhealthy endpoints and those in
+    /// `tried` (a bit per endpoint index already tried by this request). When that
+    /// leaves none, every endpoint is a candidate again: a backend whose endpoints all
+    /// look bad is still tried rather than failed outright.
+    pub fn pick_for(&self, key: Option<&[u8]>, tried: u64) -> Option<Picked> {
+        let excluded = self.protection.excluded(tokio::time::Instant::now());
+        let skip = |i: usize| {
+            excluded
+                .as_ref()
+                .is_some_and(|set| set.get(i) == Some(&true))
+                || (i < 64 && tried & (1 << i) != 0)
+        };
+        let n = self.endpoints.len();
+        if excluded.is_none() && tried == 0 || (0..n).all(skip) {
+            let picked = self.balancer.pick_keyed(&self.endpoints, key)?;
+            return Some(self.picked(picked));
+        }
+        // A consistent hash keeps its key's endpoint whenever that one is usable; round
+        // robin keeps its order, passing over the endpoints left out.
+        let tries = match (&self.balancer, key) {
+            (Balancer::ConsistentHash(_), Some(_)) => 1,
+            (Balancer::RoundRobin(_), _) => n,
+            _ => 0,
+        };
+        for _ in 0..tries {
+            if let Some(picked) = self.balancer.pick_keyed(&self.endpoints, key) {
+                let picked = self.picked(picked);
+                if !skip(picked.index) {
+                    return Some(picked);
+                }
+            }
+        }
+        let candidates: Vec<Weighted> = (0..n)
+            .filter(|i| !skip(*i))
+            .map(|i| self.endpoints[i].clone())
+            .collect();
+        let picked = self.balancer.pick_keyed(&candidates, None)?;
+        let index = self
+            .endpoints
+            .iter()
+            .position(|w| Arc::ptr_eq(&w.endpoint, &picked.endpoint))?;
+        Some(Picked {
+            index,
+            endpoint: picked.endpoint.clone(),
+        })
+    }
+
+    /// The index of an endpoint picked from the full list.
+    fn picked(&self, picked: &Weighted) -> Picked {
+        let index = self
+            .endpoints
+            .iter()
+            .position(|w| std::ptr::eq(w, picked))
+            .unwrap_or_default();
+        Picked {
+            index,
+            endpoint: picked.endpoint.clone(),
+        }
     }
 
     /// The consistent-hash key of a request with these headers: the value of the
@@ -183,10 +256,9 @@ impl Snapshot {
             .backends
             .iter()
             .map(|b| {
-                (
-                    b.name.clone(),
-                    Arc::new(Backend::build(b, &reuse, config.socket_mark)),
-                )
+                let old = previous.and_then(|p| p.backends.get(&b.name));
+                let backend = Backend::build(b, &reuse, config.socket_mark, old.map(|o| &**o));
+                (b.name.clone(), Arc::new(backend))
             })
             .collect();
         let listeners = config
@@ -306,5 +378,52 @@ backends:
         let mut unchecked = with(cart);
         unchecked.backends[0].endpoints[0].identity = Some("cart".into());
         assert_eq!(Snapshot::build(unchecked, None).endpoints().count(), 0);
+    }
+
+    #[test]
+    fn protection_state_survives_a_reload_that_keeps_its_settings() {
+        let first = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
+        let same = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), Some(&first));
+        let protection = |s: &Snapshot| s.backends["app"].protection.clone();
+        let (a, b) = (protection(&first), protection(&same));
+        assert!(a
+            .breaker()
+            .is_some_and(|x| b.breaker().is_some_and(|y| Arc::ptr_eq(x, y))));
+        // Other endpoints: the per-endpoint state starts again, the rest is kept.
+        let moved = CONFIG.replace("127.0.0.1:2", "127.0.0.1:3");
+        let other = Snapshot::build(ProxyConfig::from_yaml(&moved).expect("valid"), Some(&same));
+        let c = protection(&other);
+        assert!(b
+            .breaker()
+            .is_some_and(|x| c.breaker().is_some_and(|y| Arc::ptr_eq(x, y))));
+        // Turned off, it is gone.
+        let off = CONFIG.replace(
+            "endpoints: [127.0.0.1:1, 127.0.0.1:2]",
+            "endpoints: [127.0.0.1:1, 127.0.0.1:2]\n    resilience: {circuitBreaker: {enabled: false}}",
+        );
+        let off = Snapshot::build(ProxyConfig::from_yaml(&off).expect("valid"), Some(&other));
+        assert!(protection(&off).breaker().is_none());
+        assert_eq!(protection(&off).concurrency_limit(), Some(100));
+    }
+
+    #[test]
+    fn ejected_endpoints_and_those_tried_are_left_out_while_others_remain() {
+        let snapshot = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
+        let backend = &snapshot.backends["app"];
+        for _ in 0..20 {
+            assert_eq!(backend.pick_for(None, 0b01).expect("one").index, 1);
+            assert_eq!(backend.pick_for(None, 0b10).expect("one").index, 0);
+        }
+        // Every endpoint tried: all are candidates again.
+        assert!(backend.pick_for(None, 0b11).is_some());
+        let now = tokio::time::Instant::now();
+        for _ in 0..5 {
+            backend
+                .protection
+                .record(0, crate::resilience::outlier::Outcome::Failure, now);
+        }
+        for _ in 0..20 {
+            assert_eq!(backend.pick_for(None, 0).expect("one").index, 1);
+        }
     }
 }

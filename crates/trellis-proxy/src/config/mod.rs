@@ -7,6 +7,7 @@
 mod duration;
 mod filter;
 mod original_dst;
+mod resilience;
 mod route;
 mod sidecar;
 mod tracing;
@@ -30,6 +31,10 @@ pub use self::filter::{
 };
 pub use self::original_dst::{
     DestinationAddress, DestinationTarget, EgressMode, MeshService, OriginalDestination,
+};
+pub use self::resilience::{
+    AdaptiveConcurrencyConfig, CircuitBreakerConfig, HealthCheckConfig, HealthCheckProtocol,
+    OutlierDetectionConfig, ResilienceConfig, RetryBudgetConfig,
 };
 pub use self::route::{
     PathMatch, RetryConfig, RouteConfig, RouteMatch, ValueMatch, WeightedBackend,
@@ -180,6 +185,10 @@ pub struct BackendConfig {
     /// Idle pooled connections to endpoints are closed after this long. Default `90s`.
     #[serde(default = "defaults::pool_idle_timeout")]
     pub idle_timeout: Duration,
+    /// Retry budget, circuit breaking, outlier detection, adaptive concurrency and
+    /// active health checks. Default: all but health checks on, with their defaults.
+    #[serde(default, skip_serializing_if = "ResilienceConfig::is_default")]
+    pub resilience: ResilienceConfig,
 }
 
 /// The protocol a backend's endpoints speak.
@@ -405,6 +414,7 @@ impl ProxyConfig {
                     }
                 }
             }
+            b.resilience.validate(&format!("{at}.resilience"))?;
             if b.connect_timeout.get().is_zero() {
                 return Err(ConfigError::invalid(
                     format!("{at}.connectTimeout"),

@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::{
     defaults, BackendConfig, BackendProtocol, EndpointConfig, ListenerConfig, ListenerProtocol,
-    LoadBalancer, MtlsMode, ProxyConfig, RouteConfig,
+    LoadBalancer, MtlsMode, ProxyConfig, ResilienceConfig, RouteConfig,
 };
 
 /// Listener name of the sidecar's inbound side; the control plane's compiler uses the
@@ -53,6 +53,7 @@ impl ProxyConfig {
                 hash_on: None,
                 connect_timeout: defaults::connect_timeout(),
                 idle_timeout: defaults::pool_idle_timeout(),
+                resilience: ResilienceConfig::default(),
             }],
             admin,
             drain_timeout: defaults::drain_timeout(),

@@ -343,6 +343,7 @@ fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigE
         }),
         connect_timeout: millis(b.connect_timeout_ms).unwrap_or_else(defaults::connect_timeout),
         idle_timeout: defaults::pool_idle_timeout(),
+        resilience: config::ResilienceConfig::default(),
     })
 }
 

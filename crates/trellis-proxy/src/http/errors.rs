@@ -11,9 +11,14 @@ use http_body_util::{BodyExt, Full};
 
 use crate::authz::Denied;
 use crate::endpoint::{BoxBody, EndpointError};
+use crate::resilience::protection::Rejection;
 
 /// Header naming why the proxy answered instead of the backend.
 pub const ERROR_HEADER: &str = "trellis-error";
+
+/// Header naming the limit that refused a request (`max-requests`,
+/// `concurrency-limit`, …), so clients and dashboards can tell shedding from failure.
+pub const OVERFLOW_HEADER: &str = "x-trellis-overflow";
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,15 @@ pub enum ProxyError {
     /// The listener's authorization refused the request.
     #[error(transparent)]
     Denied(#[from] Denied),
+    /// A circuit-breaker limit or the adaptive concurrency limit refused the request
+    /// before it reached the backend.
+    #[error("backend {backend} is at its limit: {}", rejection.reason())]
+    Overflow {
+        backend: Arc<str>,
+        rejection: Rejection,
+        /// For a request shed by the adaptive limit: when to try again.
+        retry_after: Option<Duration>,
+    },
     /// A FaultInjection aborted the request.
     #[error("aborted by fault {fault}")]
     FaultAbort {
@@ -59,9 +73,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoBackend { .. } | ProxyError::NoEndpoints { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoBackend { .. }
+            | ProxyError::NoEndpoints { .. }
+            | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RequestTimeout(_) | ProxyError::BackendTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -75,6 +89,7 @@ impl ProxyError {
                 | EndpointError::Tls { .. }
                 | EndpointError::Handshake { .. }
                 | EndpointError::Request { .. } => StatusCode::BAD_GATEWAY,
+                EndpointError::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -86,6 +101,7 @@ impl ProxyError {
             ProxyError::Denied(_) => "denied",
             ProxyError::FaultAbort { .. } => "fault injected",
             ProxyError::NoRoute { .. } => "no route",
+            ProxyError::Overflow { rejection, .. } => rejection.reason(),
             ProxyError::NoBackend { .. } => "no backend",
             ProxyError::NoEndpoints { .. } => "no endpoints",
             ProxyError::RequestTimeout(_) => "request timeout",
@@ -98,6 +114,7 @@ impl ProxyError {
                 EndpointError::Tls { .. } => "tls handshake failed",
                 EndpointError::Handshake { .. } => "handshake failed",
                 EndpointError::Request { .. } => "upstream failed",
+                EndpointError::Overflow(overflow) => overflow.reason(),
             },
         }
     }
@@ -106,9 +123,21 @@ impl ProxyError {
     /// not be reached, or did not answer in time or at all. Decided here, where the
     /// failure is named, so every retry follows the same rule.
     pub fn is_retryable(&self) -> bool {
+        match self {
+            ProxyError::BackendTimeout(_) => true,
+            ProxyError::Endpoint(e) => !matches!(e, EndpointError::Overflow(_)),
+            _ => false,
+        }
+    }
+
+    /// Whether the attempt never reached the endpoint: nothing of the request was
+    /// sent, so another endpoint may take it whatever the route says about retries.
+    pub fn is_connect_failure(&self) -> bool {
         matches!(
             self,
-            ProxyError::BackendTimeout(_) | ProxyError::Endpoint(_)
+            ProxyError::Endpoint(
+                EndpointError::Connect { .. } | EndpointError::ConnectTimeout { .. }
+            )
         )
     }
 
@@ -149,6 +178,17 @@ impl ProxyError {
     pub fn to_response(&self, grpc: bool) -> Response<BoxBody> {
         let reason = self.header();
         let mut builder = Response::builder().header(ERROR_HEADER, reason.clone());
+        if let ProxyError::Overflow {
+            rejection,
+            retry_after,
+            ..
+        } = self
+        {
+            builder = builder.header(OVERFLOW_HEADER, rejection.label());
+            if let Some(wait) = retry_after {
+                builder = builder.header(header::RETRY_AFTER, wait.as_secs().max(1));
+            }
+        }
         let body = if grpc {
             builder = builder
                 .status(StatusCode::OK)

@@ -120,8 +120,15 @@ impl AdaptiveLimit {
     /// Ends an admitted request that took `rtt`, finished at `now`, and adjusts the
     /// limit.
     pub fn complete(&self, admitted: Admitted, rtt: Duration, now: Instant) {
-        let in_flight = self.in_flight.load(Ordering::Acquire);
+        self.record(rtt, now);
         drop(admitted);
+    }
+
+    /// Adjusts the limit with one round trip of an admitted request that finished at
+    /// `now`, while its admission may still be held (the proxy holds it until the
+    /// response body ends, but the backend's latency is its time to response headers).
+    pub fn record(&self, rtt: Duration, now: Instant) {
+        let in_flight = self.in_flight.load(Ordering::Acquire);
         let c = &self.config;
         let mut e = self.state.lock().unwrap_or_else(|e| e.into_inner());
         e.short_sum += rtt.as_secs_f64();
