@@ -35,11 +35,13 @@ pub enum Kind {
     AuthorizationPolicy,
     /// Delays and aborts injected into a route's requests.
     FaultInjection,
+    /// Request rates a Service accepts.
+    RateLimitPolicy,
 }
 
 impl Kind {
     /// Every kind, in the order `trellis get` lists them.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Service,
         Kind::Workload,
         Kind::HTTPRoute,
@@ -48,6 +50,7 @@ impl Kind {
         Kind::BackendPolicy,
         Kind::AuthorizationPolicy,
         Kind::FaultInjection,
+        Kind::RateLimitPolicy,
         Kind::MeshConfig,
     ];
 
@@ -63,6 +66,7 @@ impl Kind {
             Kind::BackendPolicy => "BackendPolicy",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::FaultInjection => "FaultInjection",
+            Kind::RateLimitPolicy => "RateLimitPolicy",
         }
     }
 
@@ -78,6 +82,7 @@ impl Kind {
             Kind::BackendPolicy => "backendpolicies",
             Kind::AuthorizationPolicy => "authorizationpolicies",
             Kind::FaultInjection => "faultinjections",
+            Kind::RateLimitPolicy => "ratelimitpolicies",
         }
     }
 
@@ -135,6 +140,9 @@ impl Kind {
             "backendpolicy" | "backendpolicies" | "bp" => Kind::BackendPolicy,
             "authorizationpolicy" | "authorizationpolicies" | "authz" => Kind::AuthorizationPolicy,
             "faultinjection" | "faultinjections" | "fault" | "faults" => Kind::FaultInjection,
+            "ratelimitpolicy" | "ratelimitpolicies" | "ratelimit" | "ratelimits" | "rl" => {
+                Kind::RateLimitPolicy
+            }
             _ => return None,
         };
         Some(kind)
@@ -177,6 +185,8 @@ mod tests {
             ("authorizationpolicies", Some(Kind::AuthorizationPolicy)),
             ("faults", Some(Kind::FaultInjection)),
             ("FaultInjection", Some(Kind::FaultInjection)),
+            ("ratelimits", Some(Kind::RateLimitPolicy)),
+            ("RateLimitPolicy", Some(Kind::RateLimitPolicy)),
             ("route", None),
             ("", None),
             ("pods", None),

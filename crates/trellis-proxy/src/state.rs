@@ -15,9 +15,12 @@ use crate::balance::{Balancer, Weighted};
 use crate::config::{
     BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, MtlsMode, ProxyConfig,
 };
+use crate::config::{RateLimitConfig, RateLimitKey};
 use crate::dns::names::ServiceNames;
 use crate::endpoint::{ConnectSettings, Endpoint};
+use crate::http::errors::ProxyError;
 use crate::resilience::protection::Protection;
+use crate::resilience::ratelimit::{Rate, RateLimiter};
 use crate::route::Route;
 use crate::transparent::DestinationTable;
 
@@ -47,12 +50,69 @@ pub struct Listener {
     /// On the listener of captured outbound connections: where each goes by the
     /// address its client dialled.
     pub original_destination: Option<DestinationTable>,
+    /// Token buckets every request must find a token in (RateLimitPolicy).
+    pub rate_limits: Arc<Vec<ListenerRateLimit>>,
+}
+
+/// Most keys one rate limit keeps a bucket for (callers, routes); past it the bucket
+/// idle the longest is forgotten.
+const MAX_RATE_LIMIT_KEYS: usize = 10_000;
+
+/// One rate limit of a listener, with its buckets.
+#[derive(Debug)]
+pub struct ListenerRateLimit {
+    pub config: RateLimitConfig,
+    pub name: Arc<str>,
+    limiter: RateLimiter,
+}
+
+impl ListenerRateLimit {
+    fn build(config: &RateLimitConfig) -> Self {
+        let rate = Rate {
+            per_second: f64::from(config.requests_per_second),
+            burst: config.burst.unwrap_or(config.requests_per_second),
+        };
+        Self {
+            name: config.name.as_str().into(),
+            limiter: RateLimiter::new(rate, MAX_RATE_LIMIT_KEYS),
+            config: config.clone(),
+        }
+    }
 }
 
 impl Listener {
     /// The route for a request: the first whose match fits.
     pub fn route_for<B>(&self, req: &http::Request<B>) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(req))
+    }
+
+    /// Takes a token from each rate limit's bucket for a request on `route` from
+    /// `source` (the caller's SPIFFE ID, if known); the first limit whose bucket is
+    /// empty refuses it, and its name and key kind are returned for the metrics.
+    pub fn rate_limit(
+        &self,
+        route: &Route,
+        source: Option<&SpiffeId>,
+    ) -> Result<(), (ProxyError, Arc<str>, &'static str)> {
+        let now = tokio::time::Instant::now();
+        for limit in self.rate_limits.iter() {
+            let (kind, key) = match limit.config.per {
+                RateLimitKey::Service => ("service", String::new()),
+                RateLimitKey::Route => ("route", route.name.to_string()),
+                RateLimitKey::Source => {
+                    ("source", source.map(|s| s.to_string()).unwrap_or_default())
+                }
+            };
+            if let Err(limited) = limit.limiter.check(&key, now) {
+                let error = ProxyError::RateLimited {
+                    policy: limit.name.clone(),
+                    limit: limited.limit,
+                    retry_after: limited.retry_after,
+                };
+                return Err((error, limit.name.clone(), kind));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -265,7 +325,8 @@ impl Snapshot {
             .listeners
             .iter()
             .filter_map(|l| {
-                let listener = build_listener(l, &backends)?;
+                let old = previous.and_then(|p| p.listeners.get(&l.name));
+                let listener = build_listener(l, &backends, old.map(|o| &**o))?;
                 Some((l.name.clone(), Arc::new(listener)))
             })
             .collect();
@@ -288,7 +349,26 @@ impl Snapshot {
 fn build_listener(
     config: &ListenerConfig,
     backends: &HashMap<String, Arc<Backend>>,
+    previous: Option<&Listener>,
 ) -> Option<Listener> {
+    // Unchanged limits keep their buckets, so a reload is no fresh burst.
+    let rate_limits = match previous {
+        Some(p)
+            if p.rate_limits
+                .iter()
+                .map(|l| &l.config)
+                .eq(config.rate_limits.iter()) =>
+        {
+            p.rate_limits.clone()
+        }
+        _ => Arc::new(
+            config
+                .rate_limits
+                .iter()
+                .map(ListenerRateLimit::build)
+                .collect(),
+        ),
+    };
     let name: Arc<str> = config.name.as_str().into();
     let routes = config
         .routes
@@ -311,6 +391,7 @@ fn build_listener(
             .original_destination
             .as_ref()
             .map(DestinationTable::build),
+        rate_limits,
         name,
     })
 }

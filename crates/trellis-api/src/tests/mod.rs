@@ -44,6 +44,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "authorizationpolicy.yaml",
         include_str!("../../examples/authorizationpolicy.yaml"),
     ),
+    (
+        "ratelimitpolicy.yaml",
+        include_str!("../../examples/ratelimitpolicy.yaml"),
+    ),
 ];
 
 fn example(name: &str) -> &'static str {

@@ -34,7 +34,7 @@ pub use self::original_dst::{
 };
 pub use self::resilience::{
     AdaptiveConcurrencyConfig, CircuitBreakerConfig, HealthCheckConfig, HealthCheckProtocol,
-    OutlierDetectionConfig, ResilienceConfig, RetryBudgetConfig,
+    OutlierDetectionConfig, RateLimitConfig, RateLimitKey, ResilienceConfig, RetryBudgetConfig,
 };
 pub use self::route::{
     PathMatch, RetryConfig, RouteConfig, RouteMatch, ValueMatch, WeightedBackend,
@@ -120,6 +120,10 @@ pub struct ListenerConfig {
     /// listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_destination: Option<OriginalDestination>,
+    /// Token buckets every HTTP request must find a token in; see `RateLimitConfig`.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitConfig>,
 }
 
 fn is_true(b: &bool) -> bool {
@@ -444,6 +448,9 @@ impl ProxyConfig {
                 authorization
                     .validate(&format!("{at}.authorization"))
                     .map_err(|e| ConfigError::invalid(e.path, e.message))?;
+            }
+            for (j, limit) in l.rate_limits.iter().enumerate() {
+                limit.validate(&format!("{at}.rateLimits[{j}]"))?;
             }
             if let Some(table) = &l.original_destination {
                 table.validate(&at, l, &self.listeners)?;

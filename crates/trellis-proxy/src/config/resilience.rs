@@ -4,6 +4,9 @@
 //! configuring it; each block takes `enabled: false` to turn it off.
 
 use serde::{Deserialize, Serialize};
+/// What a rate limit keeps one bucket per (the RateLimitPolicy's own shape).
+pub use trellis_api::resilience::RateLimitKey;
+use trellis_api::resilience::{HealthCheckType, ResilienceSpec};
 
 use super::{ConfigError, Duration};
 
@@ -330,6 +333,117 @@ impl ResilienceConfig {
             if h.healthy_threshold == 0 {
                 return bad("healthCheck.healthyThreshold", "must be at least 1");
             }
+        }
+        Ok(())
+    }
+}
+
+impl ResilienceConfig {
+    /// The defaults with what a BackendPolicy sets (`spec`) written over them: the
+    /// settings in force for its Service.
+    pub fn from_spec(spec: &ResilienceSpec) -> Self {
+        let mut c = Self::default();
+        let d = |d: trellis_api::Duration| Duration(d.get());
+        if let Some(s) = &spec.retry_budget {
+            let b = &mut c.retry_budget;
+            set(&mut b.enabled, s.enabled);
+            set(&mut b.ratio, s.ratio.map(|r| r.0));
+            set(&mut b.min_per_second, s.min_per_second);
+            set(&mut b.window, s.window.map(d));
+        }
+        if let Some(s) = &spec.circuit_breaker {
+            let b = &mut c.circuit_breaker;
+            set(&mut b.enabled, s.enabled);
+            set(&mut b.max_connections, s.max_connections);
+            set(&mut b.max_pending_requests, s.max_pending_requests);
+            set(&mut b.max_requests, s.max_requests);
+        }
+        if let Some(s) = &spec.outlier_detection {
+            let o = &mut c.outlier_detection;
+            set(&mut o.enabled, s.enabled);
+            set(&mut o.consecutive_failures, s.consecutive_failures);
+            set(&mut o.failure_rate, s.failure_rate.map(|r| r.0));
+            set(
+                &mut o.failure_rate_min_requests,
+                s.failure_rate_min_requests,
+            );
+            set(&mut o.interval, s.interval.map(d));
+            set(&mut o.base_ejection_time, s.base_ejection_time.map(d));
+            set(&mut o.max_ejection_time, s.max_ejection_time.map(d));
+            set(&mut o.max_ejection_percent, s.max_ejection_percent);
+        }
+        if let Some(s) = &spec.adaptive_concurrency {
+            let a = &mut c.adaptive_concurrency;
+            set(&mut a.enabled, s.enabled);
+            set(&mut a.initial_limit, s.initial_limit);
+            set(&mut a.min_limit, s.min_limit);
+            set(&mut a.max_limit, s.max_limit);
+            set(&mut a.tolerance, s.tolerance.map(|t| t.0));
+            // A policy that narrows the bounds moves the start inside them.
+            a.initial_limit = a
+                .initial_limit
+                .clamp(a.min_limit, a.max_limit.max(a.min_limit));
+        }
+        c.health_check = spec.health_check.as_ref().map(|s| HealthCheckConfig {
+            protocol: match s.type_ {
+                HealthCheckType::Http => HealthCheckProtocol::Http,
+                HealthCheckType::Grpc => HealthCheckProtocol::Grpc,
+                HealthCheckType::Tcp => HealthCheckProtocol::Tcp,
+            },
+            path: s.path.clone().unwrap_or_else(root),
+            service: s.service.clone().unwrap_or_default(),
+            interval: s.interval.map_or_else(ten_seconds, d),
+            timeout: s.timeout.map_or_else(one_second, d),
+            unhealthy_threshold: s.unhealthy_threshold.unwrap_or_else(three),
+            healthy_threshold: s.healthy_threshold.unwrap_or_else(two),
+        });
+        c
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
+/// A token bucket per key on a listener (what a RateLimitPolicy compiles to): a
+/// request that finds its bucket empty is answered 429 with `retry-after` and
+/// `ratelimit-limit`, `ratelimit-remaining` and `ratelimit-reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// In metrics (`trellis_rate_limited_total{policy}`). Default `rate-limit`.
+    #[serde(default = "rate_limit_name")]
+    pub name: String,
+    /// Average requests per second, at least 1.
+    pub requests_per_second: u32,
+    /// Requests allowed at once after a quiet spell. Default: `requestsPerSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// `service` (one bucket for the listener), `route` or `source` (the caller's
+    /// identity). Default `service`.
+    #[serde(default)]
+    pub per: RateLimitKey,
+}
+
+fn rate_limit_name() -> String {
+    "rate-limit".into()
+}
+
+impl RateLimitConfig {
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if self.requests_per_second == 0 {
+            return Err(ConfigError::invalid(
+                format!("{at}.requestsPerSecond"),
+                "must be at least 1",
+            ));
+        }
+        if self.burst == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{at}.burst"),
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -40,6 +40,7 @@ impl ProxyConfig {
                 authorization: None,
                 bind: true,
                 original_destination: None,
+                rate_limits: Vec::new(),
             }],
             backends: vec![BackendConfig {
                 name: LOCAL_APP_BACKEND.into(),

@@ -52,6 +52,14 @@ pub enum ProxyError {
         /// For a request shed by the adaptive limit: when to try again.
         retry_after: Option<Duration>,
     },
+    /// A rate limit of the listener found its bucket empty.
+    #[error("rate limited by {policy}: at most {limit} at once; retry after {retry_after:?}")]
+    RateLimited {
+        policy: Arc<str>,
+        /// The bucket's size.
+        limit: u32,
+        retry_after: Duration,
+    },
     /// A FaultInjection aborted the request.
     #[error("aborted by fault {fault}")]
     FaultAbort {
@@ -67,6 +75,7 @@ const GRPC_UNAVAILABLE: &str = "14";
 const GRPC_DEADLINE_EXCEEDED: &str = "4";
 const GRPC_UNIMPLEMENTED: &str = "12";
 const GRPC_PERMISSION_DENIED: &str = "7";
+const GRPC_RESOURCE_EXHAUSTED: &str = "8";
 
 impl ProxyError {
     /// The HTTP status for this failure.
@@ -82,6 +91,7 @@ impl ProxyError {
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::FaultAbort { status, .. } => *status,
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -101,6 +111,7 @@ impl ProxyError {
             ProxyError::Denied(_) => "denied",
             ProxyError::FaultAbort { .. } => "fault injected",
             ProxyError::NoRoute { .. } => "no route",
+            ProxyError::RateLimited { .. } => "rate limited",
             ProxyError::Overflow { rejection, .. } => rejection.reason(),
             ProxyError::NoBackend { .. } => "no backend",
             ProxyError::NoEndpoints { .. } => "no endpoints",
@@ -161,6 +172,7 @@ impl ProxyError {
         }
         HeaderValue::from_static(match self.status() {
             StatusCode::FORBIDDEN => GRPC_PERMISSION_DENIED,
+            StatusCode::TOO_MANY_REQUESTS => GRPC_RESOURCE_EXHAUSTED,
             StatusCode::GATEWAY_TIMEOUT => GRPC_DEADLINE_EXCEEDED,
             _ if matches!(
                 self,
@@ -178,6 +190,17 @@ impl ProxyError {
     pub fn to_response(&self, grpc: bool) -> Response<BoxBody> {
         let reason = self.header();
         let mut builder = Response::builder().header(ERROR_HEADER, reason.clone());
+        if let ProxyError::RateLimited {
+            limit, retry_after, ..
+        } = self
+        {
+            let wait = crate::resilience::ratelimit::retry_after_secs(*retry_after);
+            builder = builder
+                .header(header::RETRY_AFTER, wait)
+                .header("ratelimit-limit", *limit)
+                .header("ratelimit-remaining", 0)
+                .header("ratelimit-reset", wait);
+        }
         if let ProxyError::Overflow {
             rejection,
             retry_after,

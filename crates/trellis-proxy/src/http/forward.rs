@@ -105,7 +105,14 @@ pub async fn handle(
                 }),
                 unrouted(&listener, ""),
             ),
-            Some(route) => route_request(req, route, &listener, &ctx.shared).await,
+            Some(route) => match listener.rate_limit(route, ctx.identity.as_ref()) {
+                Err((limited, policy, key)) => {
+                    let metrics = &ctx.shared.resilience;
+                    metrics.record_rate_limited(&listener.name, &policy, key);
+                    (Err(limited), unrouted(&listener, &route.name))
+                }
+                Ok(()) => route_request(req, route, &listener, &ctx.shared).await,
+            },
         },
     };
     let (mut resp, error) = match result {

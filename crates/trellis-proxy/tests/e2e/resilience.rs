@@ -294,3 +294,45 @@ async fn active_health_checks_leave_out_failing_endpoints() {
         .count();
     assert!(probed >= 2, "{probed} probes");
 }
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_and_their_headers() {
+    let good = good().await;
+    let yaml = format!(
+        r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    rateLimits:
+      - {{name: shop/limits, requestsPerSecond: 1, burst: 3}}
+    routes: [{{backend: app}}]
+backends:
+  - name: app
+    endpoints: ["{}"]
+"#,
+        good.addr()
+    );
+    let proxy = start(&yaml).await;
+    let client = HttpClient::http1();
+    // The burst passes; then the bucket is empty (a token takes a second to come
+    // back, far longer than these requests take).
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(client.get(&url(&proxy, "/")).await.expect("response"));
+    }
+    let ok = statuses
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    assert!(ok >= 3, "the burst of 3 passes");
+    let limited = statuses
+        .iter()
+        .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .expect("one request limited");
+    assert_eq!(limited.headers["retry-after"], "1");
+    assert_eq!(limited.headers["ratelimit-limit"], "3");
+    assert_eq!(limited.headers["ratelimit-remaining"], "0");
+    assert_eq!(limited.headers["trellis-error"], "rate limited");
+    let series = r#"trellis_rate_limited_total{listener="web",policy="shop/limits",key="service"}"#;
+    assert_eq!(counter(&proxy, series), 1);
+}
