@@ -357,6 +357,12 @@ async fn overload(seconds: u64, resilience: &str) -> String {
     )
 }
 
+/// Lets the requests a scenario left behind (answers arriving after the client gave
+/// up, connections closing) finish before the next one measures.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
 #[tokio::main]
 async fn main() {
     let seconds: u64 = std::env::args()
@@ -369,6 +375,7 @@ async fn main() {
     println!("|---|---|---|---|---|");
     for r in ["", ALL_OFF] {
         println!("{}", retry_storm(seconds, r).await);
+        settle().await;
     }
     println!("\n## Cascading failure\n");
     println!("web → proxy → books (32 workers) → books' proxy → ratings, 400 requests/s, half `/plain` (books alone, 1 ms), half `/details` (books asks ratings, and answers without ratings when that fails). {} s normal (ratings 20 ms), then {seconds} s with ratings 10× slower (200 ms). Goal with protection: `/plain` ≥ 99 % success and p99 within 2× of normal; books' waiting requests and connections to ratings bounded.\n", seconds / 2);
@@ -376,6 +383,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in ["", ALL_OFF] {
         println!("{}", cascade(seconds, r).await);
+        settle().await;
     }
     println!("\n## Overload\n");
     println!("A backend of 8 workers at 10 ms each (capacity 800 requests/s). {} s at 200/s (unloaded), then {seconds} s at 2400/s (3× capacity). Goal: goodput ≥ 90 % of capacity, p99 of served requests within 2× of the unloaded p99.\n", seconds / 2);

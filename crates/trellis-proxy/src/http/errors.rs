@@ -336,4 +336,41 @@ mod tests {
             assert_eq!(resp.headers()["grpc-status"], grpc, "{err}");
         }
     }
+
+    #[test]
+    fn refusals_say_which_limit_and_when_to_come_back() {
+        use crate::resilience::breaker::Overflow;
+        let shed = ProxyError::Overflow {
+            backend: "b".into(),
+            rejection: Rejection::ConcurrencyLimit,
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        let resp = shed.to_response(false);
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[OVERFLOW_HEADER], "concurrency-limit");
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let full = ProxyError::Overflow {
+            backend: "b".into(),
+            rejection: Rejection::Limit(Overflow::PendingRequests),
+            retry_after: None,
+        };
+        let resp = full.to_response(true);
+        assert_eq!(resp.headers()["grpc-status"], "14");
+        assert_eq!(resp.headers()[OVERFLOW_HEADER], "max-pending-requests");
+        assert!(!resp.headers().contains_key(header::RETRY_AFTER));
+        assert!(!full.is_retryable());
+
+        let limited = ProxyError::RateLimited {
+            policy: "shop/limits".into(),
+            limit: 40,
+            retry_after: Duration::from_millis(1500),
+        };
+        let resp = limited.to_response(false);
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        let h = resp.headers();
+        assert_eq!(h["retry-after"], "2", "1.5 s rounds up");
+        assert_eq!(h["ratelimit-reset"], "2");
+        assert_eq!(h["ratelimit-limit"], "40");
+        assert_eq!(limited.to_response(true).headers()["grpc-status"], "8");
+    }
 }
