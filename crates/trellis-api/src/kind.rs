@@ -38,11 +38,13 @@ pub enum Kind {
     AuthorizationPolicy,
     /// Delays and aborts injected into a route's requests.
     FaultInjection,
+    /// Request rates a Service accepts.
+    RateLimitPolicy,
 }
 
 impl Kind {
     /// Every kind, in the order `trellis get` lists them.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Service,
         Kind::Workload,
         Kind::HTTPRoute,
@@ -52,6 +54,7 @@ impl Kind {
         Kind::BackendPolicy,
         Kind::AuthorizationPolicy,
         Kind::FaultInjection,
+        Kind::RateLimitPolicy,
         Kind::MeshConfig,
     ];
 
@@ -68,6 +71,7 @@ impl Kind {
             Kind::BackendPolicy => "BackendPolicy",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::FaultInjection => "FaultInjection",
+            Kind::RateLimitPolicy => "RateLimitPolicy",
         }
     }
 
@@ -84,6 +88,7 @@ impl Kind {
             Kind::BackendPolicy => "backendpolicies",
             Kind::AuthorizationPolicy => "authorizationpolicies",
             Kind::FaultInjection => "faultinjections",
+            Kind::RateLimitPolicy => "ratelimitpolicies",
         }
     }
 
@@ -144,6 +149,9 @@ impl Kind {
             "backendpolicy" | "backendpolicies" | "bp" => Kind::BackendPolicy,
             "authorizationpolicy" | "authorizationpolicies" | "authz" => Kind::AuthorizationPolicy,
             "faultinjection" | "faultinjections" | "fault" | "faults" => Kind::FaultInjection,
+            "ratelimitpolicy" | "ratelimitpolicies" | "ratelimit" | "ratelimits" | "rl" => {
+                Kind::RateLimitPolicy
+            }
             _ => return None,
         };
         Some(kind)
@@ -186,6 +194,8 @@ mod tests {
             ("authorizationpolicies", Some(Kind::AuthorizationPolicy)),
             ("faults", Some(Kind::FaultInjection)),
             ("FaultInjection", Some(Kind::FaultInjection)),
+            ("ratelimits", Some(Kind::RateLimitPolicy)),
+            ("RateLimitPolicy", Some(Kind::RateLimitPolicy)),
             ("route", None),
             ("", None),
             ("pods", None),

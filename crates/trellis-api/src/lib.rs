@@ -1,6 +1,7 @@
 //! The Trellis resource model: the documents operators apply (`HTTPRoute`,
-//! `GRPCRoute`, `TCPRoute`, `TLSRoute` from the Kubernetes Gateway API; `Service`, `Workload`,
-//! `MeshConfig`, `BackendPolicy`, `AuthorizationPolicy` and `FaultInjection` under
+//! `GRPCRoute`, `TCPRoute`, `TLSRoute` from the Kubernetes Gateway API; `Service`,
+//! `Workload`, `MeshConfig`, `BackendPolicy`, `AuthorizationPolicy`, `FaultInjection` and
+//! `RateLimitPolicy` under
 //! `trellis.dev/v1alpha1`), their typed specs, and their validation, with errors that
 //! give the path of the field at fault.
 //!
@@ -24,6 +25,7 @@ pub mod meta;
 mod parse;
 pub mod policy;
 pub mod proto;
+pub mod resilience;
 mod resource;
 pub mod route;
 pub mod routing;

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::error::{Checked, ValidationError};
+use crate::resilience::{
+    AdaptiveConcurrencySpec, CircuitBreakerSpec, HealthCheckSpec, OutlierDetectionSpec,
+    RetryBudgetSpec,
+};
 use crate::route::service_kind;
 use crate::validate;
 
@@ -280,6 +284,22 @@ pub struct BackendPolicySpec {
     /// Which endpoints a caller uses by zone. Default `any`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<Locality>,
+    /// Retries to the Service may add at most a share of its request rate. Unset: on,
+    /// 20 % plus 10 per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudgetSpec>,
+    /// Connection and request limits in each caller. Unset: on, 1024 of each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
+    /// Ejection of failing endpoints. Unset: on (5 failures in a row, or half of 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetectionSpec>,
+    /// A concurrency limit learned from latency. Unset: on (starts at 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_concurrency: Option<AdaptiveConcurrencySpec>,
+    /// Active health checks. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
 }
 
 /// Zone preference of the Service's callers.
@@ -464,6 +484,11 @@ impl BackendPolicySpec {
             request_timeout: None,
             protocol: None,
             locality: None,
+            retry_budget: None,
+            circuit_breaker: None,
+            outlier_detection: None,
+            adaptive_concurrency: None,
+            health_check: None,
         }
     }
 
@@ -480,6 +505,21 @@ impl BackendPolicySpec {
                 "spec.connectTimeout",
                 "must be greater than 0s, e.g. \"1s\"",
             ));
+        }
+        if let Some(b) = &self.retry_budget {
+            b.check("spec.retryBudget")?;
+        }
+        if let Some(c) = &self.circuit_breaker {
+            c.check("spec.circuitBreaker")?;
+        }
+        if let Some(o) = &self.outlier_detection {
+            o.check("spec.outlierDetection")?;
+        }
+        if let Some(a) = &self.adaptive_concurrency {
+            a.check("spec.adaptiveConcurrency")?;
+        }
+        if let Some(h) = &self.health_check {
+            h.check("spec.healthCheck")?;
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use crate::fault::FaultInjectionSpec;
 use crate::kind::Kind;
 use crate::meta::{is_rfc3339, Condition, ObjectMeta, Status};
 use crate::policy::{BackendPolicySpec, MeshConfigSpec};
+use crate::resilience::RateLimitPolicySpec;
 use crate::route::grpc::GRPCRouteSpec;
 use crate::route::http::HTTPRouteSpec;
 use crate::route::tcp::TCPRouteSpec;
@@ -60,9 +61,11 @@ pub enum Spec {
     Service(ServiceSpec),
     Workload(WorkloadSpec),
     MeshConfig(MeshConfigSpec),
-    BackendPolicy(BackendPolicySpec),
+    /// Boxed: its protection settings make it much larger than the other specs.
+    BackendPolicy(Box<BackendPolicySpec>),
     AuthorizationPolicy(AuthorizationPolicySpec),
     FaultInjection(FaultInjectionSpec),
+    RateLimitPolicy(RateLimitPolicySpec),
 }
 
 /// A reference from one resource to another, with the namespace resolved (empty for
@@ -102,6 +105,7 @@ impl Spec {
             Spec::BackendPolicy(_) => Kind::BackendPolicy,
             Spec::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Spec::FaultInjection(_) => Kind::FaultInjection,
+            Spec::RateLimitPolicy(_) => Kind::RateLimitPolicy,
         }
     }
 
@@ -122,9 +126,10 @@ impl Spec {
             Kind::Service => Spec::Service(from_value(AT, value)?),
             Kind::Workload => Spec::Workload(from_value(AT, value)?),
             Kind::MeshConfig => Spec::MeshConfig(from_value(AT, value)?),
-            Kind::BackendPolicy => Spec::BackendPolicy(from_value(AT, value)?),
+            Kind::BackendPolicy => Spec::BackendPolicy(Box::new(from_value(AT, value)?)),
             Kind::AuthorizationPolicy => Spec::AuthorizationPolicy(from_value(AT, value)?),
             Kind::FaultInjection => Spec::FaultInjection(from_value(AT, value)?),
+            Kind::RateLimitPolicy => Spec::RateLimitPolicy(from_value(AT, value)?),
         })
     }
 
@@ -141,6 +146,7 @@ impl Spec {
             Spec::BackendPolicy(s) => s.validate(),
             Spec::AuthorizationPolicy(s) => s.validate(),
             Spec::FaultInjection(s) => s.validate(),
+            Spec::RateLimitPolicy(s) => s.validate(),
         }
     }
 }
@@ -284,6 +290,7 @@ impl Resource {
             Spec::BackendPolicy(s) => s.target_ref.object_ref(ns).into_iter().collect(),
             Spec::AuthorizationPolicy(s) => s.target_ref.object_ref(ns).into_iter().collect(),
             Spec::FaultInjection(s) => s.target(ns).into_iter().collect(),
+            Spec::RateLimitPolicy(s) => s.target(ns).into_iter().collect(),
             Spec::Service(_) | Spec::Workload(_) | Spec::MeshConfig(_) => Vec::new(),
         };
         let mut seen = std::collections::HashSet::new();

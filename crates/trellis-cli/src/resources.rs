@@ -7,6 +7,7 @@
 //! YAML. Lists cover every namespace unless `-n` names one; a NAME is looked up in `-n`,
 //! else `default`.
 
+mod protection;
 pub(crate) mod table;
 
 use std::io::{Read, Write};
@@ -182,10 +183,34 @@ pub async fn describe(args: ObjectArgs) -> anyhow::Result<()> {
     if let Some(Value::Array(conditions)) = status.and_then(|s| s.get("conditions").cloned()) {
         text.push_str(&table::conditions(&conditions));
     }
+    if let Target::Kind(kind @ (Kind::Service | Kind::BackendPolicy)) = target(&args.kind)? {
+        text.push_str(&protection_of(&client, kind, &object).await?);
+    }
     if let Some(Value::Array(proxies)) = proxies {
         text.push_str(&proxies_section(&proxies)?);
     }
     emit(&text)
+}
+
+/// The protection in force for a Service, or for the Service a BackendPolicy targets
+/// (the policy that applies may be an older one).
+async fn protection_of(client: &Client, kind: Kind, object: &Value) -> anyhow::Result<String> {
+    let namespace = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or(DEFAULT_NAMESPACE);
+    let service = match kind {
+        Kind::BackendPolicy => &object["spec"]["targetRef"]["name"],
+        _ => &object["metadata"]["name"],
+    };
+    let path = format!(
+        "/api/v1/resources/{}?namespace={}",
+        Kind::BackendPolicy.plural(),
+        segment(namespace)
+    );
+    let list = client.get(&path).await?;
+    let policies = list["items"].as_array().cloned().unwrap_or_default();
+    let policy = protection::policy_for(&policies, service.as_str().unwrap_or_default());
+    protection::section(policy)
 }
 
 /// The proxies holding a resource, for `describe`: one header line each, then the

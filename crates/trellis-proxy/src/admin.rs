@@ -61,7 +61,7 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<BoxBody> {
         "/metrics" => with_type(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.encode(),
+            shared.metrics_text(),
         ),
         "/config" => match config_json(shared) {
             Ok(json) => with_type(StatusCode::OK, "application/json", json + "\n"),

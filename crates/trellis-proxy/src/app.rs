@@ -16,6 +16,7 @@ use crate::config::{ConfigError, ProxyConfig};
 use crate::dns::{self, DnsServer, DnsSettings};
 use crate::drain::Drain;
 use crate::listener::{self, Running};
+use crate::resilience::metrics::ResilienceMetrics;
 use crate::state::Snapshot;
 use crate::telemetry::{Metrics, ReloadLabels, WarnLimiter};
 use crate::tls::{Identity, TlsState};
@@ -40,9 +41,17 @@ pub struct Shared {
     pub tracing: crate::trace::tracer::Tracing,
     /// One line per request, when `accessLog:` is configured.
     pub access_log: crate::access_log::AccessLogs,
+    /// Retry budgets, circuit breakers, ejections, concurrency limits, rate limits.
+    pub resilience: ResilienceMetrics,
 }
 
 impl Shared {
+    /// Everything the admin `/metrics` serves.
+    pub fn metrics_text(&self) -> String {
+        let resilience = self.resilience.encode(&self.state.load());
+        crate::resilience::metrics::join(self.metrics.encode(), resilience)
+    }
+
     /// The configuration in force, with the addresses actually bound.
     pub fn effective_config(&self) -> ProxyConfig {
         let mut config = ProxyConfig::clone(&self.state.load().config);
@@ -123,6 +132,7 @@ impl Proxy {
             bound: Mutex::new(HashMap::new()),
             taps: crate::tap::Taps::default(),
             tracing,
+            resilience: ResilienceMetrics::new(),
         });
         let mut running = HashMap::new();
         start_listeners(sockets, &shared, &mut running)?;
@@ -150,6 +160,11 @@ impl Proxy {
     /// The address a listener is bound to.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.shared.bound.lock().ok()?.get(name).copied()
+    }
+
+    /// The admin `/metrics` text: request metrics and protection metrics.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics_text()
     }
 
     pub fn metrics(&self) -> &Metrics {

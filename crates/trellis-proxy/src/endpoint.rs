@@ -26,6 +26,7 @@ use trellis_identity::SpiffeId;
 
 use crate::balance::Load;
 use crate::config::BackendProtocol;
+use crate::resilience::breaker::{Breaker, Overflow, Permit};
 use crate::sockopt;
 use crate::tls::connect::{self, MtlsStream};
 use crate::tls::{Alpn, Generation, HandshakeReason, Identity};
@@ -78,6 +79,18 @@ pub enum EndpointError {
         #[source]
         source: hyper::Error,
     },
+    /// The backend's circuit breaker refused a new connection or another request
+    /// waiting for one.
+    #[error("{}", .0.reason())]
+    Overflow(Overflow),
+}
+
+/// Takes a permit of `kind` from the backend's breaker, if it has one.
+fn permit(breaker: Option<&Breaker>, kind: Overflow) -> Result<Option<Permit>, EndpointError> {
+    breaker
+        .map(|b| b.try_acquire(kind))
+        .transpose()
+        .map_err(EndpointError::Overflow)
 }
 
 struct IdleConn {
@@ -236,24 +249,28 @@ impl Endpoint {
     }
 
     /// Sends a request over a pooled connection. The request must already have the form
-    /// [`Self::protocol`] needs (see `http::forward`).
+    /// [`Self::protocol`] needs (see `http::forward`). A new connection, and the wait
+    /// for it, each take a permit from `breaker` (the backend's circuit breaker); the
+    /// connection's permit is held as long as it stays open.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<BoxBody>,
         identity: Option<&Identity>,
+        breaker: Option<&Breaker>,
     ) -> Result<Response<Incoming>, EndpointError> {
         if let Some(mtls) = self.mtls(identity) {
-            return self.send_h2(req, Some(mtls)).await;
+            return self.send_h2(req, Some(mtls), breaker).await;
         }
         match self.settings.protocol {
-            BackendProtocol::Http1 => self.send_h1(req).await,
-            BackendProtocol::Http2 => self.send_h2(req, None).await,
+            BackendProtocol::Http1 => self.send_h1(req, breaker).await,
+            BackendProtocol::Http2 => self.send_h2(req, None, breaker).await,
         }
     }
 
     async fn send_h1(
         self: &Arc<Self>,
         mut req: Request<BoxBody>,
+        breaker: Option<&Breaker>,
     ) -> Result<Response<Incoming>, EndpointError> {
         // A pooled connection may have been closed by the endpoint since it was last
         // used. Hyper hands the request back when it was not written, so it is sent again
@@ -278,7 +295,10 @@ impl Endpoint {
                 },
             }
         }
-        let mut sender = self.connect_h1(false).await?;
+        let pending = permit(breaker, Overflow::PendingRequests)?;
+        let connection = permit(breaker, Overflow::Connections)?;
+        let mut sender = self.connect_h1(false, connection).await?;
+        drop(pending);
         let resp = sender
             .send_request(req)
             .await
@@ -301,9 +321,9 @@ impl Endpoint {
         let mut sender = match self.mtls(identity) {
             Some(mtls) => {
                 let stream = self.connect_mtls(mtls, Alpn::Http1).await?;
-                self.handshake_h1(stream, true).await?
+                self.handshake_h1(stream, true, None).await?
             }
-            None => self.connect_h1(true).await?,
+            None => self.connect_h1(true, None).await?,
         };
         sender
             .send_request(req)
@@ -317,15 +337,19 @@ impl Endpoint {
     async fn connect_h1(
         &self,
         with_upgrades: bool,
+        permit: Option<Permit>,
     ) -> Result<http1::SendRequest<BoxBody>, EndpointError> {
         let stream = self.connect_tcp().await?;
-        self.handshake_h1(stream, with_upgrades).await
+        self.handshake_h1(stream, with_upgrades, permit).await
     }
 
+    /// `permit`, the connection's place under the breaker, lives as long as the
+    /// connection.
     async fn handshake_h1<I>(
         &self,
         stream: I,
         with_upgrades: bool,
+        permit: Option<Permit>,
     ) -> Result<http1::SendRequest<BoxBody>, EndpointError>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -340,12 +364,14 @@ impl Endpoint {
         let addr = self.addr;
         if with_upgrades {
             tokio::spawn(async move {
+                let _permit = permit;
                 if let Err(e) = conn.with_upgrades().await {
                     tracing::debug!(%addr, error = %e, "endpoint connection ended");
                 }
             });
         } else {
             tokio::spawn(async move {
+                let _permit = permit;
                 if let Err(e) = conn.await {
                     tracing::debug!(%addr, error = %e, "endpoint connection ended");
                 }
@@ -404,13 +430,14 @@ impl Endpoint {
         &self,
         req: Request<BoxBody>,
         mtls: Option<Mtls<'_>>,
+        breaker: Option<&Breaker>,
     ) -> Result<Response<Incoming>, EndpointError> {
         let request_error = |source| EndpointError::Request {
             addr: self.addr,
             source,
         };
         let generation = mtls.map(|m| m.identity.generation());
-        let mut sender = self.h2_sender(mtls, generation.as_ref()).await?;
+        let mut sender = self.h2_sender(mtls, generation.as_ref(), breaker).await?;
         sender.ready().await.map_err(request_error)?;
         match sender.try_send_request(req).await {
             Ok(resp) => Ok(resp),
@@ -419,7 +446,7 @@ impl Endpoint {
                 // forget it and send once more on a new one.
                 Some(unsent) => {
                     self.forget_h2();
-                    let mut sender = self.h2_sender(mtls, generation.as_ref()).await?;
+                    let mut sender = self.h2_sender(mtls, generation.as_ref(), breaker).await?;
                     sender.ready().await.map_err(request_error)?;
                     sender.send_request(unsent).await.map_err(request_error)
                 }
@@ -444,20 +471,26 @@ impl Endpoint {
         &self,
         mtls: Option<Mtls<'_>>,
         generation: Option<&Generation>,
+        breaker: Option<&Breaker>,
     ) -> Result<http2::SendRequest<BoxBody>, EndpointError> {
         if let Some(sender) = self.open_h2(generation) {
             return Ok(sender);
         }
+        let _pending = permit(breaker, Overflow::PendingRequests)?;
         let _connecting = self.h2_connecting.lock().await;
         if let Some(sender) = self.open_h2(generation) {
             return Ok(sender);
         }
+        let connection = permit(breaker, Overflow::Connections)?;
         let sender = match mtls {
             Some(mtls) => {
                 let stream = self.connect_mtls(mtls, Alpn::H2).await?;
-                self.handshake_h2(stream).await?
+                self.handshake_h2(stream, connection).await?
             }
-            None => self.handshake_h2(self.connect_tcp().await?).await?,
+            None => {
+                let stream = self.connect_tcp().await?;
+                self.handshake_h2(stream, connection).await?
+            }
         };
         if let Ok(mut slot) = self.h2.lock() {
             *slot = Some(SharedH2 {
@@ -468,7 +501,11 @@ impl Endpoint {
         Ok(sender)
     }
 
-    async fn handshake_h2<I>(&self, stream: I) -> Result<http2::SendRequest<BoxBody>, EndpointError>
+    async fn handshake_h2<I>(
+        &self,
+        stream: I,
+        permit: Option<Permit>,
+    ) -> Result<http2::SendRequest<BoxBody>, EndpointError>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -485,6 +522,7 @@ impl Endpoint {
             })?;
         let addr = self.addr;
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "endpoint connection ended");
             }

@@ -8,8 +8,10 @@
 //! or response headers whose status is one of the route's codes. Once a response is
 //! handed to the client it is never retried.
 //!
-//! Each retry is counted with its reason. A retry budget would decide here too, in
-//! [`RetryPolicy::should_retry`]'s caller, which sees every attempt.
+//! Each retry is counted with its reason, and must be allowed by the backend's retry
+//! budget, which the caller asks before every retry. Routes without a `retry` still get
+//! [`CONNECT_FAILURES`]: an attempt that could not connect reached no one, so a
+//! replay-safe request goes to another endpoint instead of failing.
 
 use std::future::Future;
 use std::time::Duration;
@@ -35,7 +37,19 @@ pub struct RetryPolicy {
     attempts: u32,
     codes: Vec<StatusCode>,
     backoff: Duration,
+    /// Retry only attempts that could not connect.
+    connect_failures_only: bool,
 }
+
+/// The retries of a route that asks for none: up to two more endpoints for an attempt
+/// that could not connect, at once (nothing was sent, and another endpoint is no
+/// busier for it).
+pub const CONNECT_FAILURES: RetryPolicy = RetryPolicy {
+    attempts: 2,
+    codes: Vec::new(),
+    backoff: Duration::ZERO,
+    connect_failures_only: true,
+};
 
 impl RetryPolicy {
     pub fn build(config: &RetryConfig) -> Self {
@@ -47,6 +61,7 @@ impl RetryPolicy {
                 .filter_map(|c| StatusCode::from_u16(*c).ok())
                 .collect(),
             backoff: config.backoff.get(),
+            connect_failures_only: false,
         }
     }
 
@@ -57,6 +72,7 @@ impl RetryPolicy {
         status: impl Fn(&T) -> StatusCode,
     ) -> Option<&'static str> {
         match outcome {
+            Err(e) if self.connect_failures_only => e.is_connect_failure().then(|| e.reason()),
             Ok(resp) if self.codes.contains(&status(resp)) => Some("status"),
             Ok(_) => None,
             Err(e) if e.is_retryable() => Some(e.reason()),
@@ -137,15 +153,16 @@ impl Replayable {
     }
 }
 
-/// Sends `req` with `attempt`, and again while the policy says so. `on_retry` is told
-/// the reason of each retry. Without a policy, or for a request that is not replay-safe,
-/// there is exactly one attempt.
+/// Sends `req` with `attempt`, and again while the policy says so and `may_retry` (the
+/// retry budget) allows. `on_retry` is told the reason of each retry. Without a policy,
+/// or for a request that is not replay-safe, there is exactly one attempt.
 pub async fn send<T, F, Fut>(
     policy: Option<&RetryPolicy>,
     req: Request<BoxBody>,
     mut attempt: F,
     status: impl Fn(&T) -> StatusCode,
     mut on_retry: impl FnMut(&'static str),
+    mut may_retry: impl FnMut() -> bool,
 ) -> Result<T, ProxyError>
 where
     F: FnMut(Request<BoxBody>) -> Fut,
@@ -164,7 +181,7 @@ where
     loop {
         let outcome = attempt(replay.request()).await;
         match policy.should_retry(&outcome, &status) {
-            Some(reason) if retries < policy.attempts => {
+            Some(reason) if retries < policy.attempts && may_retry() => {
                 retries += 1;
                 on_retry(reason);
                 // The failed attempt's response, if any, is dropped here, unread.

@@ -15,8 +15,12 @@ use crate::balance::{Balancer, Weighted};
 use crate::config::{
     BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, MtlsMode, ProxyConfig,
 };
+use crate::config::{RateLimitConfig, RateLimitKey};
 use crate::dns::names::ServiceNames;
 use crate::endpoint::{ConnectSettings, Endpoint};
+use crate::http::errors::ProxyError;
+use crate::resilience::protection::Protection;
+use crate::resilience::ratelimit::{Rate, RateLimiter};
 use crate::route::Route;
 use crate::transparent::DestinationTable;
 
@@ -46,12 +50,69 @@ pub struct Listener {
     /// On the listener of captured outbound connections: where each goes by the
     /// address its client dialled.
     pub original_destination: Option<DestinationTable>,
+    /// Token buckets every request must find a token in (RateLimitPolicy).
+    pub rate_limits: Arc<Vec<ListenerRateLimit>>,
+}
+
+/// Most keys one rate limit keeps a bucket for (callers, routes); past it the bucket
+/// idle the longest is forgotten.
+const MAX_RATE_LIMIT_KEYS: usize = 10_000;
+
+/// One rate limit of a listener, with its buckets.
+#[derive(Debug)]
+pub struct ListenerRateLimit {
+    pub config: RateLimitConfig,
+    pub name: Arc<str>,
+    limiter: RateLimiter,
+}
+
+impl ListenerRateLimit {
+    fn build(config: &RateLimitConfig) -> Self {
+        let rate = Rate {
+            per_second: f64::from(config.requests_per_second),
+            burst: config.burst.unwrap_or(config.requests_per_second),
+        };
+        Self {
+            name: config.name.as_str().into(),
+            limiter: RateLimiter::new(rate, MAX_RATE_LIMIT_KEYS),
+            config: config.clone(),
+        }
+    }
 }
 
 impl Listener {
     /// The route for a request: the first whose match fits.
     pub fn route_for<B>(&self, req: &http::Request<B>) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(req))
+    }
+
+    /// Takes a token from each rate limit's bucket for a request on `route` from
+    /// `source` (the caller's SPIFFE ID, if known); the first limit whose bucket is
+    /// empty refuses it, and its name and key kind are returned for the metrics.
+    pub fn rate_limit(
+        &self,
+        route: &Route,
+        source: Option<&SpiffeId>,
+    ) -> Result<(), (ProxyError, Arc<str>, &'static str)> {
+        let now = tokio::time::Instant::now();
+        for limit in self.rate_limits.iter() {
+            let (kind, key) = match limit.config.per {
+                RateLimitKey::Service => ("service", String::new()),
+                RateLimitKey::Route => ("route", route.name.to_string()),
+                RateLimitKey::Source => {
+                    ("source", source.map(|s| s.to_string()).unwrap_or_default())
+                }
+            };
+            if let Err(limited) = limit.limiter.check(&key, now) {
+                let error = ProxyError::RateLimited {
+                    policy: limit.name.clone(),
+                    limit: limited.limit,
+                    retry_after: limited.retry_after,
+                };
+                return Err((error, limit.name.clone(), kind));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -63,6 +124,16 @@ pub struct Backend {
     endpoints: Vec<Weighted>,
     balancer: Balancer,
     hash_on: Option<HashKey>,
+    /// Retry budget, circuit breaker, outlier detection, health, adaptive limit.
+    pub protection: Arc<Protection>,
+}
+
+/// An endpoint chosen for a request, with its index in the backend (which per-endpoint
+/// protection state is kept by).
+#[derive(Debug, Clone)]
+pub struct Picked {
+    pub index: usize,
+    pub endpoint: Arc<Endpoint>,
 }
 
 /// What a backend's consistent hash keys on.
@@ -92,6 +163,7 @@ impl Backend {
         config: &BackendConfig,
         reuse: &HashMap<EndpointKey, Arc<Endpoint>>,
         mark: Option<u32>,
+        previous: Option<&Backend>,
     ) -> Self {
         let settings = ConnectSettings {
             protocol: config.protocol,
@@ -120,7 +192,15 @@ impl Backend {
                 })
             })
             .collect();
+        let addrs: Vec<SocketAddr> = endpoints.iter().map(|w| w.endpoint.addr()).collect();
+        let protection = Protection::build(
+            &config.resilience,
+            &addrs,
+            mark,
+            previous.map(|p| &*p.protection),
+        );
         Self {
+            protection: Arc::new(protection),
             name: config.name.as_str().into(),
             protocol: config.protocol,
             balancer: Balancer::new(config.load_balancer, &endpoints),
@@ -131,15 +211,68 @@ impl Backend {
 
     /// The endpoint for the next request or connection.
     pub fn pick(&self) -> Option<Arc<Endpoint>> {
-        self.pick_for(None)
+        self.pick_for(None, 0).map(|p| p.endpoint)
     }
 
     /// The endpoint for a request with this consistent-hash key (see
-    /// [`Backend::hash_key`]).
-    pub fn pick_for(&self, key: Option<&[u8]>) -> Option<Arc<Endpoint>> {
-        self.balancer
-            .pick_keyed(&self.endpoints, key)
-            .map(|w| w.endpoint.clone())
+    /// [`Backend::hash_key`]), leaving out ejected and unhealthy endpoints and those in
+    /// `tried` (a bit per endpoint index already tried by this request). When that
+    /// leaves none, every endpoint is a candidate again: a backend whose endpoints all
+    /// look bad is still tried rather than failed outright.
+    pub fn pick_for(&self, key: Option<&[u8]>, tried: u64) -> Option<Picked> {
+        let excluded = self.protection.excluded(tokio::time::Instant::now());
+        let skip = |i: usize| {
+            excluded
+                .as_ref()
+                .is_some_and(|set| set.get(i) == Some(&true))
+                || (i < 64 && tried & (1 << i) != 0)
+        };
+        let n = self.endpoints.len();
+        if excluded.is_none() && tried == 0 || (0..n).all(skip) {
+            let picked = self.balancer.pick_keyed(&self.endpoints, key)?;
+            return Some(self.picked(picked));
+        }
+        // A consistent hash keeps its key's endpoint whenever that one is usable; round
+        // robin keeps its order, passing over the endpoints left out.
+        let tries = match (&self.balancer, key) {
+            (Balancer::ConsistentHash(_), Some(_)) => 1,
+            (Balancer::RoundRobin(_), _) => n,
+            _ => 0,
+        };
+        for _ in 0..tries {
+            if let Some(picked) = self.balancer.pick_keyed(&self.endpoints, key) {
+                let picked = self.picked(picked);
+                if !skip(picked.index) {
+                    return Some(picked);
+                }
+            }
+        }
+        let candidates: Vec<Weighted> = (0..n)
+            .filter(|i| !skip(*i))
+            .map(|i| self.endpoints[i].clone())
+            .collect();
+        let picked = self.balancer.pick_keyed(&candidates, None)?;
+        let index = self
+            .endpoints
+            .iter()
+            .position(|w| Arc::ptr_eq(&w.endpoint, &picked.endpoint))?;
+        Some(Picked {
+            index,
+            endpoint: picked.endpoint.clone(),
+        })
+    }
+
+    /// The index of an endpoint picked from the full list.
+    fn picked(&self, picked: &Weighted) -> Picked {
+        let index = self
+            .endpoints
+            .iter()
+            .position(|w| std::ptr::eq(w, picked))
+            .unwrap_or_default();
+        Picked {
+            index,
+            endpoint: picked.endpoint.clone(),
+        }
     }
 
     /// The consistent-hash key of a request with these headers: the value of the
@@ -183,17 +316,17 @@ impl Snapshot {
             .backends
             .iter()
             .map(|b| {
-                (
-                    b.name.clone(),
-                    Arc::new(Backend::build(b, &reuse, config.socket_mark)),
-                )
+                let old = previous.and_then(|p| p.backends.get(&b.name));
+                let backend = Backend::build(b, &reuse, config.socket_mark, old.map(|o| &**o));
+                (b.name.clone(), Arc::new(backend))
             })
             .collect();
         let listeners = config
             .listeners
             .iter()
             .filter_map(|l| {
-                let listener = build_listener(l, &backends)?;
+                let old = previous.and_then(|p| p.listeners.get(&l.name));
+                let listener = build_listener(l, &backends, old.map(|o| &**o))?;
                 Some((l.name.clone(), Arc::new(listener)))
             })
             .collect();
@@ -216,7 +349,26 @@ impl Snapshot {
 fn build_listener(
     config: &ListenerConfig,
     backends: &HashMap<String, Arc<Backend>>,
+    previous: Option<&Listener>,
 ) -> Option<Listener> {
+    // Unchanged limits keep their buckets, so a reload is no fresh burst.
+    let rate_limits = match previous {
+        Some(p)
+            if p.rate_limits
+                .iter()
+                .map(|l| &l.config)
+                .eq(config.rate_limits.iter()) =>
+        {
+            p.rate_limits.clone()
+        }
+        _ => Arc::new(
+            config
+                .rate_limits
+                .iter()
+                .map(ListenerRateLimit::build)
+                .collect(),
+        ),
+    };
     let name: Arc<str> = config.name.as_str().into();
     let routes = config
         .routes
@@ -239,6 +391,7 @@ fn build_listener(
             .original_destination
             .as_ref()
             .map(DestinationTable::build),
+        rate_limits,
         name,
     })
 }
@@ -306,5 +459,52 @@ backends:
         let mut unchecked = with(cart);
         unchecked.backends[0].endpoints[0].identity = Some("cart".into());
         assert_eq!(Snapshot::build(unchecked, None).endpoints().count(), 0);
+    }
+
+    #[test]
+    fn protection_state_survives_a_reload_that_keeps_its_settings() {
+        let first = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
+        let same = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), Some(&first));
+        let protection = |s: &Snapshot| s.backends["app"].protection.clone();
+        let (a, b) = (protection(&first), protection(&same));
+        assert!(a
+            .breaker()
+            .is_some_and(|x| b.breaker().is_some_and(|y| Arc::ptr_eq(x, y))));
+        // Other endpoints: the per-endpoint state starts again, the rest is kept.
+        let moved = CONFIG.replace("127.0.0.1:2", "127.0.0.1:3");
+        let other = Snapshot::build(ProxyConfig::from_yaml(&moved).expect("valid"), Some(&same));
+        let c = protection(&other);
+        assert!(b
+            .breaker()
+            .is_some_and(|x| c.breaker().is_some_and(|y| Arc::ptr_eq(x, y))));
+        // Turned off, it is gone.
+        let off = CONFIG.replace(
+            "endpoints: [127.0.0.1:1, 127.0.0.1:2]",
+            "endpoints: [127.0.0.1:1, 127.0.0.1:2]\n    resilience: {circuitBreaker: {enabled: false}}",
+        );
+        let off = Snapshot::build(ProxyConfig::from_yaml(&off).expect("valid"), Some(&other));
+        assert!(protection(&off).breaker().is_none());
+        assert_eq!(protection(&off).concurrency_limit(), Some(100));
+    }
+
+    #[test]
+    fn ejected_endpoints_and_those_tried_are_left_out_while_others_remain() {
+        let snapshot = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
+        let backend = &snapshot.backends["app"];
+        for _ in 0..20 {
+            assert_eq!(backend.pick_for(None, 0b01).expect("one").index, 1);
+            assert_eq!(backend.pick_for(None, 0b10).expect("one").index, 0);
+        }
+        // Every endpoint tried: all are candidates again.
+        assert!(backend.pick_for(None, 0b11).is_some());
+        let now = tokio::time::Instant::now();
+        for _ in 0..5 {
+            backend
+                .protection
+                .record(0, crate::resilience::outlier::Outcome::Failure, now);
+        }
+        for _ in 0..20 {
+            assert_eq!(backend.pick_for(None, 0).expect("one").index, 1);
+        }
     }
 }

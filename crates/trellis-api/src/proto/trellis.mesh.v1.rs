@@ -352,6 +352,9 @@ pub struct Listener {
     /// the address the application dialled (`SO_ORIGINAL_DST`) and has no routes itself.
     #[prost(message, optional, tag = "10")]
     pub original_destination: ::core::option::Option<OriginalDestination>,
+    /// Rate limits on every request the listener takes (its Service's RateLimitPolicies).
+    #[prost(message, repeated, tag = "30")]
+    pub rate_limits: ::prost::alloc::vec::Vec<RateLimit>,
 }
 /// Where a captured connection goes, by the address its client dialled.
 #[allow(clippy::all)]
@@ -749,6 +752,123 @@ pub struct Backend {
     /// With LOAD_BALANCER_CONSISTENT_HASH.
     #[prost(message, optional, tag = "6")]
     pub hash_on: ::core::option::Option<HashOn>,
+    /// Protection of the backend (BackendPolicy); what is unset keeps the proxy's default,
+    /// and the defaults are on.
+    #[prost(message, optional, tag = "30")]
+    pub resilience: ::core::option::Option<Resilience>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Resilience {
+    #[prost(message, optional, tag = "1")]
+    pub retry_budget: ::core::option::Option<RetryBudget>,
+    #[prost(message, optional, tag = "2")]
+    pub circuit_breaker: ::core::option::Option<CircuitBreaker>,
+    #[prost(message, optional, tag = "3")]
+    pub outlier_detection: ::core::option::Option<OutlierDetection>,
+    #[prost(message, optional, tag = "4")]
+    pub adaptive_concurrency: ::core::option::Option<AdaptiveConcurrency>,
+    /// Unset: no active health checks.
+    #[prost(message, optional, tag = "5")]
+    pub health_check: ::core::option::Option<HealthCheck>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct RetryBudget {
+    #[prost(bool, optional, tag = "1")]
+    pub enabled: ::core::option::Option<bool>,
+    /// 0 to 1.
+    #[prost(double, optional, tag = "2")]
+    pub ratio: ::core::option::Option<f64>,
+    #[prost(uint32, optional, tag = "3")]
+    pub min_per_second: ::core::option::Option<u32>,
+    #[prost(uint64, optional, tag = "4")]
+    pub window_ms: ::core::option::Option<u64>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CircuitBreaker {
+    #[prost(bool, optional, tag = "1")]
+    pub enabled: ::core::option::Option<bool>,
+    #[prost(uint32, optional, tag = "2")]
+    pub max_connections: ::core::option::Option<u32>,
+    #[prost(uint32, optional, tag = "3")]
+    pub max_pending_requests: ::core::option::Option<u32>,
+    #[prost(uint32, optional, tag = "4")]
+    pub max_requests: ::core::option::Option<u32>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct OutlierDetection {
+    #[prost(bool, optional, tag = "1")]
+    pub enabled: ::core::option::Option<bool>,
+    #[prost(uint32, optional, tag = "2")]
+    pub consecutive_failures: ::core::option::Option<u32>,
+    /// 0 to 1; 0 turns the rate check off.
+    #[prost(double, optional, tag = "3")]
+    pub failure_rate: ::core::option::Option<f64>,
+    #[prost(uint32, optional, tag = "4")]
+    pub failure_rate_min_requests: ::core::option::Option<u32>,
+    #[prost(uint64, optional, tag = "5")]
+    pub interval_ms: ::core::option::Option<u64>,
+    #[prost(uint64, optional, tag = "6")]
+    pub base_ejection_time_ms: ::core::option::Option<u64>,
+    #[prost(uint64, optional, tag = "7")]
+    pub max_ejection_time_ms: ::core::option::Option<u64>,
+    /// 0 to 100.
+    #[prost(uint32, optional, tag = "8")]
+    pub max_ejection_percent: ::core::option::Option<u32>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct AdaptiveConcurrency {
+    #[prost(bool, optional, tag = "1")]
+    pub enabled: ::core::option::Option<bool>,
+    #[prost(uint32, optional, tag = "2")]
+    pub initial_limit: ::core::option::Option<u32>,
+    #[prost(uint32, optional, tag = "3")]
+    pub min_limit: ::core::option::Option<u32>,
+    #[prost(uint32, optional, tag = "4")]
+    pub max_limit: ::core::option::Option<u32>,
+    /// At least 1.
+    #[prost(double, optional, tag = "5")]
+    pub tolerance: ::core::option::Option<f64>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HealthCheck {
+    #[prost(enumeration = "HealthCheckType", tag = "1")]
+    pub r#type: i32,
+    /// For HTTP; empty: `/`.
+    #[prost(string, tag = "2")]
+    pub path: ::prost::alloc::string::String,
+    /// For gRPC: the service asked about; empty: the whole server.
+    #[prost(string, tag = "3")]
+    pub service: ::prost::alloc::string::String,
+    #[prost(uint64, optional, tag = "4")]
+    pub interval_ms: ::core::option::Option<u64>,
+    #[prost(uint64, optional, tag = "5")]
+    pub timeout_ms: ::core::option::Option<u64>,
+    #[prost(uint32, optional, tag = "6")]
+    pub unhealthy_threshold: ::core::option::Option<u32>,
+    #[prost(uint32, optional, tag = "7")]
+    pub healthy_threshold: ::core::option::Option<u32>,
+}
+/// A token bucket per key on a listener (RateLimitPolicy): requests that find it empty
+/// are answered 429.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RateLimit {
+    /// `<namespace>/<name>` of the policy, for metrics.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub requests_per_second: u32,
+    /// 0: `requests_per_second`.
+    #[prost(uint32, tag = "3")]
+    pub burst: u32,
+    #[prost(enumeration = "RateLimitKey", tag = "4")]
+    pub key: i32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -952,6 +1072,66 @@ impl LoadBalancer {
             "LOAD_BALANCER_ROUND_ROBIN" => Some(Self::RoundRobin),
             "LOAD_BALANCER_LEAST_REQUEST" => Some(Self::LeastRequest),
             "LOAD_BALANCER_CONSISTENT_HASH" => Some(Self::ConsistentHash),
+            _ => None,
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum HealthCheckType {
+    Http = 0,
+    Grpc = 1,
+    Tcp = 2,
+}
+impl HealthCheckType {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Http => "HEALTH_CHECK_TYPE_HTTP",
+            Self::Grpc => "HEALTH_CHECK_TYPE_GRPC",
+            Self::Tcp => "HEALTH_CHECK_TYPE_TCP",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "HEALTH_CHECK_TYPE_HTTP" => Some(Self::Http),
+            "HEALTH_CHECK_TYPE_GRPC" => Some(Self::Grpc),
+            "HEALTH_CHECK_TYPE_TCP" => Some(Self::Tcp),
+            _ => None,
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum RateLimitKey {
+    Service = 0,
+    Route = 1,
+    Source = 2,
+}
+impl RateLimitKey {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Service => "RATE_LIMIT_KEY_SERVICE",
+            Self::Route => "RATE_LIMIT_KEY_ROUTE",
+            Self::Source => "RATE_LIMIT_KEY_SOURCE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "RATE_LIMIT_KEY_SERVICE" => Some(Self::Service),
+            "RATE_LIMIT_KEY_ROUTE" => Some(Self::Route),
+            "RATE_LIMIT_KEY_SOURCE" => Some(Self::Source),
             _ => None,
         }
     }

@@ -22,6 +22,7 @@ fn broken_documents_name_the_field() {
     const POLICY: &str = "backendpolicy.yaml";
     const AUTHZ: &str = "authorizationpolicy.yaml";
     const FAULT: &str = "faultinjection.yaml";
+    const LIMITS: &str = "ratelimitpolicy.yaml";
     #[rustfmt::skip]
     let cases: &[(&str, &str, &str, &str, &str)] = &[
         // Envelope and metadata.
@@ -167,6 +168,20 @@ fn broken_documents_name_the_field() {
         (POLICY, "kind: Service", "kind: Pod", "spec.targetRef.kind", "must be Service, got \"Pod\""),
         (POLICY, "    kind: Service\n", "", "spec.targetRef", "missing field `kind`"),
         (POLICY, "protocol: http2", "protocol: h2", "spec.protocol", "expected `http1` or `http2`"),
+        (POLICY, "ratio: 0.1", "ratio: 1.5", "spec.retryBudget.ratio", "must be between 0 and 1, got 1.5"),
+        (POLICY, "maxRequests: 500", "maxRequests: 0", "spec.circuitBreaker.maxRequests", "must be at least 1"),
+        (POLICY, "maxRequests: 500", "maxRequest: 5", "spec.circuitBreaker.maxRequest", "unknown field"),
+        (POLICY, "maxEjectionPercent: 30", "maxEjectionPercent: 130", "spec.outlierDetection.maxEjectionPercent", "between 0 and 100, got 130"),
+        (POLICY, "baseEjectionTime: 10s", "baseEjectionTime: 10s\n    maxEjectionTime: 5s", "spec.outlierDetection.maxEjectionTime", "at least baseEjectionTime"),
+        (POLICY, "tolerance: 1.5", "tolerance: 0.5", "spec.adaptiveConcurrency.tolerance", "must be at least 1, got 0.5"),
+        (POLICY, "minLimit: 20", "minLimit: 20\n    maxLimit: 10", "spec.adaptiveConcurrency.minLimit", "at most maxLimit (10)"),
+        (POLICY, "type: grpc", "type: udp", "spec.healthCheck.type", "unknown variant `udp`"),
+        (POLICY, "interval: 5s", "path: health", "spec.healthCheck.path", "must start with '/'"),
+        // RateLimitPolicy.
+        (LIMITS, "- requestsPerSecond: 100", "- requestsPerSecond: 0", "spec.local[0].requestsPerSecond", "must be at least 1"),
+        (LIMITS, "burst: 40", "burst: 0", "spec.local[1].burst", "must be at least 1"),
+        (LIMITS, "per: source", "per: caller", "spec.local[1].per", "unknown variant `caller`"),
+        (LIMITS, "kind: Service", "kind: HTTPRoute", "spec.targetRef.kind", "must be Service"),
         // AuthorizationPolicy.
         (AUTHZ, "action: Allow", "action: allow", "spec.action", "unknown variant `allow`, expected `Allow` or `Deny`"),
         (AUTHZ, "kind: Service", "kind: Workload", "spec.targetRef.kind", "must be Service, got \"Workload\""),

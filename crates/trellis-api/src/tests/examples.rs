@@ -19,6 +19,7 @@ fn every_example_parses_as_its_kinds() {
         ("meshconfig.yaml", &[Kind::MeshConfig]),
         ("backendpolicy.yaml", &[Kind::BackendPolicy]),
         ("faultinjection.yaml", &[Kind::FaultInjection]),
+        ("ratelimitpolicy.yaml", &[Kind::RateLimitPolicy]),
         (
             "authorizationpolicy.yaml",
             &[Kind::AuthorizationPolicy, Kind::AuthorizationPolicy],

@@ -48,6 +48,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "authorizationpolicy.yaml",
         include_str!("../../examples/authorizationpolicy.yaml"),
     ),
+    (
+        "ratelimitpolicy.yaml",
+        include_str!("../../examples/ratelimitpolicy.yaml"),
+    ),
 ];
 
 fn example(name: &str) -> &'static str {

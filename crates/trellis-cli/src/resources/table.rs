@@ -105,6 +105,7 @@ fn headers(kind: Kind) -> &'static [&'static str] {
             "RESOLVED",
             "AGE",
         ],
+        Kind::RateLimitPolicy => &["NAME", "NAMESPACE", "TARGET", "LIMITS", "RESOLVED", "AGE"],
         Kind::MeshConfig => &["NAME", "TRUST DOMAIN", "MTLS", "DEFAULT AUTHZ", "AGE"],
     }
 }
@@ -159,6 +160,22 @@ fn kind_columns(kind: Kind, r: &Value) -> Vec<String> {
                 None => "-".into(),
             };
             vec![target(spec), delay, abort, condition(r, "ResolvedRefs")]
+        }
+        Kind::RateLimitPolicy => {
+            let limits: Vec<String> = spec["local"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| {
+                    let per = l["per"].as_str().unwrap_or("service");
+                    format!("{}/s per {per}", l["requestsPerSecond"])
+                })
+                .collect();
+            vec![
+                target(spec),
+                limits.join(", "),
+                condition(r, "ResolvedRefs"),
+            ]
         }
         Kind::MeshConfig => vec![
             text(&spec["trustDomain"]),

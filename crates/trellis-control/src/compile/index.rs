@@ -20,6 +20,7 @@ use trellis_api::proto::v1::{
     hash_on, AuthorizationAction, AuthorizationPolicy as WireAuthorizationPolicy,
     EgressMode as WireEgress, Endpoint, HashOn as WireHashOn, LoadBalancer, MtlsMode as WireMtls,
 };
+use trellis_api::resilience::ResilienceSpec;
 use trellis_api::route::ParentReference;
 use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadSpec};
 use trellis_api::{ConditionStatus, Kind, ObjectRef, Resource, Spec};
@@ -27,6 +28,7 @@ use trellis_api::{ConditionStatus, Kind, ObjectRef, Resource, Spec};
 use super::authz;
 use super::fault::{self, ScopedFault};
 use super::names::Created;
+use super::ratelimit;
 use super::routes::{self, Candidate};
 use super::{service_of, ServiceKey, APP_LABEL, DEFAULT_INBOUND_PORT};
 
@@ -78,6 +80,8 @@ pub(super) struct Policy {
     pub request_timeout_ms: Option<u64>,
     /// What the Service's application speaks, for its workloads' own proxies.
     pub protocol: Option<BackendProtocol>,
+    /// Protection settings as the policy wrote them; `None`: the proxy's defaults.
+    pub resilience: Option<ResilienceSpec>,
 }
 
 /// The rules attached to one Service, compiled, each list in precedence order.
@@ -96,6 +100,8 @@ pub(super) struct Tables {
     pub policies: HashMap<ServiceKey, Policy>,
     /// Compiled AuthorizationPolicies by the Service they target, sorted by name.
     pub authorization: HashMap<ServiceKey, Vec<WireAuthorizationPolicy>>,
+    /// Compiled RateLimitPolicies by the Service they target, sorted by name.
+    pub rate_limits: HashMap<ServiceKey, Vec<trellis_api::proto::v1::RateLimit>>,
     pub attached: HashMap<ServiceKey, Attached>,
     pub mesh: MeshSettings,
 }
@@ -171,17 +177,19 @@ impl Tables {
         let mut route_resources: Vec<&Resource> = Vec::new();
         let mut mesh_configs: Vec<&Resource> = Vec::new();
         let mut faults = Vec::new();
+        let mut rate_limits = Vec::new();
         for r in resources {
             match &r.spec {
                 Spec::Service(s) => declared.push((ServiceKey::of(r), s)),
                 Spec::Workload(w) => workloads.push((r, w)),
-                Spec::BackendPolicy(p) => policies.push((r, p)),
+                Spec::BackendPolicy(p) => policies.push((r, &**p)),
                 Spec::AuthorizationPolicy(p) => authorization.push((r, p)),
                 Spec::HTTPRoute(_) | Spec::GRPCRoute(_) | Spec::TCPRoute(_) | Spec::TLSRoute(_) => {
                     route_resources.push(r)
                 }
                 Spec::MeshConfig(_) => mesh_configs.push(r),
                 Spec::FaultInjection(f) => faults.push((r, f)),
+                Spec::RateLimitPolicy(p) => rate_limits.push((r, p)),
             }
         }
         // One MeshConfig is expected; with several, the oldest (then first by name)
@@ -204,6 +212,7 @@ impl Tables {
             services: services(&declared, &workloads, &mesh.trust_domain),
             policies: HashMap::new(),
             authorization: authz::by_service(&authorization),
+            rate_limits: ratelimit::by_service(&rate_limits),
             attached: HashMap::new(),
             mesh,
         };
@@ -463,6 +472,7 @@ fn pick_policies(policies: &[(&Resource, &BackendPolicySpec)]) -> HashMap<Servic
                 connect_timeout_ms: spec.connect_timeout.map(millis).filter(|ms| *ms > 0),
                 request_timeout_ms: spec.request_timeout.and_then(timeout_ms),
                 protocol: spec.protocol,
+                resilience: Some(spec.resilience()).filter(|r| *r != ResilienceSpec::default()),
             };
             (key, policy)
         })

@@ -67,6 +67,7 @@ mod fault;
 mod filters;
 mod index;
 pub(crate) mod names;
+mod ratelimit;
 mod routes;
 mod transparent;
 
@@ -351,6 +352,12 @@ impl MeshIndex {
             idle_timeout_ms: None,
             mtls: self.tables.mesh.mtls as i32,
             authorization: Some(self.authorization(own, app_port(proxy))),
+            rate_limits: self
+                .tables
+                .rate_limits
+                .get(own)
+                .cloned()
+                .unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -388,6 +395,8 @@ impl MeshIndex {
             load_balancer: LoadBalancer::Ewma as i32,
             hash_on: None,
             connect_timeout_ms: None,
+            // The proxy's default protection.
+            resilience: None,
         }
     }
 
@@ -570,6 +579,7 @@ impl MeshIndex {
             load_balancer: policy.map_or(LoadBalancer::Ewma, |p| p.load_balancer) as i32,
             connect_timeout_ms: policy.and_then(|p| p.connect_timeout_ms),
             hash_on: policy.and_then(|p| p.hash_on.clone()),
+            resilience: policy.and_then(|p| p.resilience.as_ref()).map(Into::into),
         }
     }
 }

@@ -8,6 +8,7 @@ mod access_log;
 mod duration;
 mod filter;
 mod original_dst;
+mod resilience;
 mod route;
 mod sidecar;
 mod tracing;
@@ -32,6 +33,10 @@ pub use self::filter::{
 };
 pub use self::original_dst::{
     DestinationAddress, DestinationTarget, EgressMode, MeshService, OriginalDestination,
+};
+pub use self::resilience::{
+    AdaptiveConcurrencyConfig, CircuitBreakerConfig, HealthCheckConfig, HealthCheckProtocol,
+    OutlierDetectionConfig, RateLimitConfig, RateLimitKey, ResilienceConfig, RetryBudgetConfig,
 };
 pub use self::route::{
     PathMatch, RetryConfig, RouteConfig, RouteMatch, ValueMatch, WeightedBackend,
@@ -130,6 +135,10 @@ pub struct ListenerConfig {
     /// listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_destination: Option<OriginalDestination>,
+    /// Token buckets every HTTP request must find a token in; see `RateLimitConfig`.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitConfig>,
 }
 
 fn is_true(b: &bool) -> bool {
@@ -205,6 +214,10 @@ pub struct BackendConfig {
     /// Idle pooled connections to endpoints are closed after this long. Default `90s`.
     #[serde(default = "defaults::pool_idle_timeout")]
     pub idle_timeout: Duration,
+    /// Retry budget, circuit breaking, outlier detection, adaptive concurrency and
+    /// active health checks. Default: all but health checks on, with their defaults.
+    #[serde(default, skip_serializing_if = "ResilienceConfig::is_default")]
+    pub resilience: ResilienceConfig,
 }
 
 /// The protocol a backend's endpoints speak.
@@ -439,6 +452,7 @@ impl ProxyConfig {
                     }
                 }
             }
+            b.resilience.validate(&format!("{at}.resilience"))?;
             if b.connect_timeout.get().is_zero() {
                 return Err(ConfigError::invalid(
                     format!("{at}.connectTimeout"),
@@ -468,6 +482,9 @@ impl ProxyConfig {
                 authorization
                     .validate(&format!("{at}.authorization"))
                     .map_err(|e| ConfigError::invalid(e.path, e.message))?;
+            }
+            for (j, limit) in l.rate_limits.iter().enumerate() {
+                limit.validate(&format!("{at}.rateLimits[{j}]"))?;
             }
             if let Some(table) = &l.original_destination {
                 table.validate(&at, l, &self.listeners)?;

@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::{
     defaults, BackendConfig, BackendProtocol, EndpointConfig, ListenerConfig, ListenerProtocol,
-    LoadBalancer, MtlsMode, ProxyConfig, RouteConfig,
+    LoadBalancer, MtlsMode, ProxyConfig, ResilienceConfig, RouteConfig,
 };
 
 /// Listener name of the sidecar's inbound side; the control plane's compiler uses the
@@ -40,6 +40,7 @@ impl ProxyConfig {
                 authorization: None,
                 bind: true,
                 original_destination: None,
+                rate_limits: Vec::new(),
             }],
             backends: vec![BackendConfig {
                 name: LOCAL_APP_BACKEND.into(),
@@ -53,6 +54,7 @@ impl ProxyConfig {
                 hash_on: None,
                 connect_timeout: defaults::connect_timeout(),
                 idle_timeout: defaults::pool_idle_timeout(),
+                resilience: ResilienceConfig::default(),
             }],
             admin,
             drain_timeout: defaults::drain_timeout(),

@@ -225,6 +225,13 @@ fn errors_name_the_field() {
             "protocol: auto\n    authorization: {policies: [{name: p, action: deny}]}",
             "listeners[0].authorization.policies[0].rules: a deny policy needs at least one rule",
         ),
+        ("loadBalancer: ewma", "resilience: {retryBudget: {ratio: 2}}", "backends[0].resilience.retryBudget.ratio: must be between 0 and 1, got 2"),
+        ("loadBalancer: ewma", "resilience: {circuitBreaker: {maxRequests: 0}}", "backends[0].resilience.circuitBreaker.maxRequests: must be at least 1"),
+        ("loadBalancer: ewma", "resilience: {outlierDetection: {maxEjectionPercent: 101}}", "backends[0].resilience.outlierDetection.maxEjectionPercent: must be between 0 and 100"),
+        ("loadBalancer: ewma", "resilience: {adaptiveConcurrency: {initialLimit: 5}}", "backends[0].resilience.adaptiveConcurrency.initialLimit: must be between minLimit (10)"),
+        ("loadBalancer: ewma", "resilience: {healthCheck: {path: healthz}}", "backends[0].resilience.healthCheck.path: must start with '/'"),
+        ("loadBalancer: ewma", "resilience: {breaker: {}}", "backends[0].resilience.breaker: unknown field"),
+        ("protocol: auto", "protocol: auto\n    rateLimits: [{requestsPerSecond: 0}]", "listeners[0].rateLimits[0].requestsPerSecond: must be at least 1"),
     ];
     for (from, to, want) in cases {
         let yaml = EXAMPLE.replacen(from, to, 1);

@@ -180,6 +180,16 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
             .as_ref()
             .map(|t| original_destination(t, &format!("{at}.originalDestination")))
             .transpose()?,
+        rate_limits: l
+            .rate_limits
+            .iter()
+            .map(|r| config::RateLimitConfig {
+                name: r.name.clone(),
+                requests_per_second: r.requests_per_second,
+                burst: (r.burst > 0).then_some(r.burst),
+                per: r.key().into(),
+            })
+            .collect(),
     })
 }
 
@@ -353,6 +363,11 @@ fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigE
         }),
         connect_timeout: millis(b.connect_timeout_ms).unwrap_or_else(defaults::connect_timeout),
         idle_timeout: defaults::pool_idle_timeout(),
+        resilience: b
+            .resilience
+            .as_ref()
+            .map(|r| config::ResilienceConfig::from_spec(&r.into()))
+            .unwrap_or_default(),
     })
 }
 
@@ -481,6 +496,13 @@ mod tests {
                     load_balancer: wire::LoadBalancer::LeastRequest as i32,
                     hash_on: None,
                     connect_timeout_ms: Some(250),
+                    resilience: Some(wire::Resilience {
+                        circuit_breaker: Some(wire::CircuitBreaker {
+                            max_requests: Some(9),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
                 })
                 .collect(),
             services: vec![],
@@ -572,6 +594,10 @@ mod tests {
             (BackendProtocol::Http2, LoadBalancer::LeastRequest)
         );
         assert_eq!(b.connect_timeout, Duration::from_millis(250));
+        // What the policy set, over the defaults.
+        let breaker = b.resilience.circuit_breaker;
+        assert_eq!((breaker.max_requests, breaker.max_connections), (9, 1024));
+        assert!(b.resilience.adaptive_concurrency.enabled);
         assert_eq!(l.mtls, config::MtlsMode::Strict);
         let authz = l.authorization.as_ref().expect("authorization");
         assert_eq!(

@@ -11,9 +11,14 @@ use http_body_util::{BodyExt, Full};
 
 use crate::authz::Denied;
 use crate::endpoint::{BoxBody, EndpointError};
+use crate::resilience::protection::Rejection;
 
 /// Header naming why the proxy answered instead of the backend.
 pub const ERROR_HEADER: &str = "trellis-error";
+
+/// Header naming the limit that refused a request (`max-requests`,
+/// `concurrency-limit`, …), so clients and dashboards can tell shedding from failure.
+pub const OVERFLOW_HEADER: &str = "x-trellis-overflow";
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,23 @@ pub enum ProxyError {
     /// The listener's authorization refused the request.
     #[error(transparent)]
     Denied(#[from] Denied),
+    /// A circuit-breaker limit or the adaptive concurrency limit refused the request
+    /// before it reached the backend.
+    #[error("backend {backend} is at its limit: {}", rejection.reason())]
+    Overflow {
+        backend: Arc<str>,
+        rejection: Rejection,
+        /// For a request shed by the adaptive limit: when to try again.
+        retry_after: Option<Duration>,
+    },
+    /// A rate limit of the listener found its bucket empty.
+    #[error("rate limited by {policy}: at most {limit} at once; retry after {retry_after:?}")]
+    RateLimited {
+        policy: Arc<str>,
+        /// The bucket's size.
+        limit: u32,
+        retry_after: Duration,
+    },
     /// A FaultInjection aborted the request.
     #[error("aborted by fault {fault}")]
     FaultAbort {
@@ -53,21 +75,23 @@ const GRPC_UNAVAILABLE: &str = "14";
 const GRPC_DEADLINE_EXCEEDED: &str = "4";
 const GRPC_UNIMPLEMENTED: &str = "12";
 const GRPC_PERMISSION_DENIED: &str = "7";
+const GRPC_RESOURCE_EXHAUSTED: &str = "8";
 
 impl ProxyError {
     /// The HTTP status for this failure.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoBackend { .. } | ProxyError::NoEndpoints { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoBackend { .. }
+            | ProxyError::NoEndpoints { .. }
+            | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RequestTimeout(_) | ProxyError::BackendTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::FaultAbort { status, .. } => *status,
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -75,6 +99,7 @@ impl ProxyError {
                 | EndpointError::Tls { .. }
                 | EndpointError::Handshake { .. }
                 | EndpointError::Request { .. } => StatusCode::BAD_GATEWAY,
+                EndpointError::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -86,6 +111,8 @@ impl ProxyError {
             ProxyError::Denied(_) => "denied",
             ProxyError::FaultAbort { .. } => "fault injected",
             ProxyError::NoRoute { .. } => "no route",
+            ProxyError::RateLimited { .. } => "rate limited",
+            ProxyError::Overflow { rejection, .. } => rejection.reason(),
             ProxyError::NoBackend { .. } => "no backend",
             ProxyError::NoEndpoints { .. } => "no endpoints",
             ProxyError::RequestTimeout(_) => "request timeout",
@@ -98,6 +125,7 @@ impl ProxyError {
                 EndpointError::Tls { .. } => "tls handshake failed",
                 EndpointError::Handshake { .. } => "handshake failed",
                 EndpointError::Request { .. } => "upstream failed",
+                EndpointError::Overflow(overflow) => overflow.reason(),
             },
         }
     }
@@ -106,9 +134,21 @@ impl ProxyError {
     /// not be reached, or did not answer in time or at all. Decided here, where the
     /// failure is named, so every retry follows the same rule.
     pub fn is_retryable(&self) -> bool {
+        match self {
+            ProxyError::BackendTimeout(_) => true,
+            ProxyError::Endpoint(e) => !matches!(e, EndpointError::Overflow(_)),
+            _ => false,
+        }
+    }
+
+    /// Whether the attempt never reached the endpoint: nothing of the request was
+    /// sent, so another endpoint may take it whatever the route says about retries.
+    pub fn is_connect_failure(&self) -> bool {
         matches!(
             self,
-            ProxyError::BackendTimeout(_) | ProxyError::Endpoint(_)
+            ProxyError::Endpoint(
+                EndpointError::Connect { .. } | EndpointError::ConnectTimeout { .. }
+            )
         )
     }
 
@@ -132,6 +172,7 @@ impl ProxyError {
         }
         HeaderValue::from_static(match self.status() {
             StatusCode::FORBIDDEN => GRPC_PERMISSION_DENIED,
+            StatusCode::TOO_MANY_REQUESTS => GRPC_RESOURCE_EXHAUSTED,
             StatusCode::GATEWAY_TIMEOUT => GRPC_DEADLINE_EXCEEDED,
             _ if matches!(
                 self,
@@ -149,6 +190,28 @@ impl ProxyError {
     pub fn to_response(&self, grpc: bool) -> Response<BoxBody> {
         let reason = self.header();
         let mut builder = Response::builder().header(ERROR_HEADER, reason.clone());
+        if let ProxyError::RateLimited {
+            limit, retry_after, ..
+        } = self
+        {
+            let wait = crate::resilience::ratelimit::retry_after_secs(*retry_after);
+            builder = builder
+                .header(header::RETRY_AFTER, wait)
+                .header("ratelimit-limit", *limit)
+                .header("ratelimit-remaining", 0)
+                .header("ratelimit-reset", wait);
+        }
+        if let ProxyError::Overflow {
+            rejection,
+            retry_after,
+            ..
+        } = self
+        {
+            builder = builder.header(OVERFLOW_HEADER, rejection.label());
+            if let Some(wait) = retry_after {
+                builder = builder.header(header::RETRY_AFTER, wait.as_secs().max(1));
+            }
+        }
         let body = if grpc {
             builder = builder
                 .status(StatusCode::OK)
@@ -272,5 +335,42 @@ mod tests {
             assert_eq!(resp.status(), StatusCode::OK);
             assert_eq!(resp.headers()["grpc-status"], grpc, "{err}");
         }
+    }
+
+    #[test]
+    fn refusals_say_which_limit_and_when_to_come_back() {
+        use crate::resilience::breaker::Overflow;
+        let shed = ProxyError::Overflow {
+            backend: "b".into(),
+            rejection: Rejection::ConcurrencyLimit,
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        let resp = shed.to_response(false);
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[OVERFLOW_HEADER], "concurrency-limit");
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let full = ProxyError::Overflow {
+            backend: "b".into(),
+            rejection: Rejection::Limit(Overflow::PendingRequests),
+            retry_after: None,
+        };
+        let resp = full.to_response(true);
+        assert_eq!(resp.headers()["grpc-status"], "14");
+        assert_eq!(resp.headers()[OVERFLOW_HEADER], "max-pending-requests");
+        assert!(!resp.headers().contains_key(header::RETRY_AFTER));
+        assert!(!full.is_retryable());
+
+        let limited = ProxyError::RateLimited {
+            policy: "shop/limits".into(),
+            limit: 40,
+            retry_after: Duration::from_millis(1500),
+        };
+        let resp = limited.to_response(false);
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        let h = resp.headers();
+        assert_eq!(h["retry-after"], "2", "1.5 s rounds up");
+        assert_eq!(h["ratelimit-reset"], "2");
+        assert_eq!(h["ratelimit-limit"], "40");
+        assert_eq!(limited.to_response(true).headers()["grpc-status"], "8");
     }
 }

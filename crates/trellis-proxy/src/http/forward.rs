@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -23,7 +23,9 @@ use super::mirror;
 use super::observe::{self, Completion, Observed, Seen, Traced};
 use crate::balance::InFlight;
 use crate::config::{BackendProtocol, ListenerProtocol};
-use crate::endpoint::{BoxBody, BoxError, Endpoint};
+use crate::endpoint::{BoxBody, BoxError, Endpoint, EndpointError};
+use crate::resilience::outlier::Outcome;
+use crate::resilience::protection::Rejection;
 use crate::retry;
 use crate::route::filter::{edit_headers, Redirect};
 use crate::route::{Route, RouteBackend};
@@ -106,7 +108,14 @@ pub async fn handle(
                 }),
                 unrouted(&listener, ""),
             ),
-            Some(route) => route_request(req, route, &listener, &ctx.shared).await,
+            Some(route) => match listener.rate_limit(route, ctx.identity.as_ref()) {
+                Err((limited, policy, key)) => {
+                    let metrics = &ctx.shared.resilience;
+                    metrics.record_rate_limited(&listener.name, &policy, key);
+                    (Err(limited), unrouted(&listener, &route.name))
+                }
+                Ok(()) => route_request(req, route, &listener, &ctx.shared).await,
+            },
         },
     };
     let (mut resp, error) = match result {
@@ -260,17 +269,39 @@ async fn proxy(
     }
     edit_headers(target.request_headers.as_ref(), &mut parts.headers);
     let req = Request::from_parts(parts, body);
+    let protection = &backend.protection;
+    let admission = protection.admit().map_err(|rejection| {
+        shared.resilience.record_rejection(&backend.name, rejection);
+        ProxyError::Overflow {
+            backend: backend.name.clone(),
+            rejection,
+            retry_after: match rejection {
+                Rejection::ConcurrencyLimit => protection.retry_after(),
+                Rejection::Limit(_) => None,
+            },
+        }
+    })?;
+    protection.deposit(tokio::time::Instant::now());
+    // Endpoints this request has tried, a bit per index, so a retry goes elsewhere.
+    let tried = AtomicU64::new(0);
     let send = async {
         if upgrade {
             // A connection handed over to another protocol is never retried.
-            return attempt(req, target, None, shared, true).await;
+            return attempt(req, target, None, shared, true, &tried).await;
         }
         retry::send(
-            route.retry.as_ref(),
+            Some(route.retry.as_ref().unwrap_or(&retry::CONNECT_FAILURES)),
             req,
-            |req| attempt(req, target, route.backend_timeout, shared, false),
+            |req| attempt(req, target, route.backend_timeout, shared, false, &tried),
             |(resp, _): &(Response<Incoming>, InFlight)| resp.status(),
             |reason| shared.metrics.record_retry(&target.labels, reason),
+            || {
+                let allowed = protection.try_retry(tokio::time::Instant::now());
+                if !allowed {
+                    shared.resilience.record_budget_exhausted(&backend.name);
+                }
+                allowed
+            },
         )
         .await
     };
@@ -285,7 +316,7 @@ async fn proxy(
     edit_headers(target.response_headers.as_ref(), &mut parts.headers);
     let body = Guarded {
         inner: body,
-        _guards: in_flight,
+        _guards: (in_flight, admission),
     };
     Ok(Response::from_parts(
         parts,
@@ -293,28 +324,40 @@ async fn proxy(
     ))
 }
 
-/// One attempt: an endpoint of the backend, the request in the form it needs, response
-/// headers within `limit`. The request stays counted as in flight on the endpoint as
-/// long as the returned guard lives.
+/// One attempt: an endpoint of the backend (one this request has not tried, when there
+/// is one), the request in the form it needs, response headers within `limit`. The
+/// request stays counted as in flight on the endpoint as long as the returned guard
+/// lives. What the endpoint answered goes to the backend's outlier detection, and its
+/// latency to the balancer and the adaptive concurrency limit.
 async fn attempt(
     req: Request<BoxBody>,
     target: &RouteBackend,
     limit: Option<std::time::Duration>,
     shared: &Arc<Shared>,
     upgrade: bool,
+    tried: &AtomicU64,
 ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
     let backend = &target.backend;
-    let endpoint = backend
-        .pick_for(backend.hash_key(req.headers()))
+    let picked = backend
+        .pick_for(
+            backend.hash_key(req.headers()),
+            tried.load(Ordering::Relaxed),
+        )
         .ok_or_else(|| ProxyError::NoEndpoints {
             backend: backend.name.clone(),
         })?;
+    if picked.index < 64 {
+        tried.fetch_or(1 << picked.index, Ordering::Relaxed);
+    }
+    let endpoint = picked.endpoint;
     let in_flight = InFlight::new(endpoint.clone());
     // Only endpoints of the mesh need this proxy's identity; others skip the lookup.
     let identity = match endpoint.identity() {
         Some(_) => shared.tls.identity(),
         None => None,
     };
+    let protection = &backend.protection;
+    let breaker = protection.breaker().map(|b| &**b);
     let started = Instant::now();
     let send = async {
         if upgrade {
@@ -322,16 +365,43 @@ async fn attempt(
         } else {
             let protocol = endpoint.protocol(identity.as_deref());
             let req = to_backend(req, protocol, endpoint.addr());
-            Ok(endpoint.send(req, identity.as_deref()).await?)
+            Ok(endpoint.send(req, identity.as_deref(), breaker).await?)
         }
     };
-    let resp = match limit {
+    let result = match limit {
         Some(limit) => tokio::time::timeout(limit, send)
             .await
-            .map_err(|_| ProxyError::BackendTimeout(limit))??,
-        None => send.await?,
+            .unwrap_or(Err(ProxyError::BackendTimeout(limit))),
+        None => send.await,
     };
-    endpoint.load().observe_rtt(started.elapsed());
+    let now = tokio::time::Instant::now();
+    let outcome = match &result {
+        Ok(resp) => Outcome::of_status(resp.status().as_u16()),
+        Err(ProxyError::Endpoint(EndpointError::Overflow(_))) => None,
+        Err(e) if e.is_retryable() => Some(Outcome::Failure),
+        Err(_) => None,
+    };
+    if let Some(outcome) = outcome {
+        if protection.record(picked.index, outcome, now) {
+            shared.resilience.record_ejection(&backend.name);
+            tracing::info!(backend = %backend.name, endpoint = %endpoint.addr(), "endpoint ejected");
+        }
+    }
+    let resp = result.map_err(|e| match e {
+        ProxyError::Endpoint(EndpointError::Overflow(overflow)) => {
+            let rejection = Rejection::Limit(overflow);
+            shared.resilience.record_rejection(&backend.name, rejection);
+            ProxyError::Overflow {
+                backend: backend.name.clone(),
+                rejection,
+                retry_after: None,
+            }
+        }
+        e => e,
+    })?;
+    let rtt = started.elapsed();
+    endpoint.load().observe_rtt(rtt);
+    protection.observe_rtt(rtt, now);
     Ok((resp, in_flight))
 }
 

@@ -137,7 +137,7 @@ fn send(
     tokio::spawn(async move {
         let _in_flight = InFlight::new(endpoint.clone());
         let exchange = async {
-            let resp = endpoint.send(req, identity.as_deref()).await?;
+            let resp = endpoint.send(req, identity.as_deref(), None).await?;
             let status = resp.status().as_u16();
             // Read to the end so the connection can be used again.
             let mut body = resp.into_body();

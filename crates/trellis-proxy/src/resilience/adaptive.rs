@@ -1,14 +1,19 @@
 //! An adaptive concurrency limit for one backend, learned from its latency with a
 //! gradient, as Netflix's concurrency-limits (`Gradient2`) and Envoy's adaptive
 //! concurrency filter do: a long-term baseline of the round-trip time says what the
-//! backend does when healthy, a short-term average what it does now. The baseline
-//! follows a faster backend within seconds but a slower one only over a minute, so
-//! a backend that slows down is held to a low limit while it stays slow, not just for
-//! the first few hundred requests. While they agree the
-//! limit grows (by a queue allowance); when the short one rises (the backend is
-//! queueing) the limit shrinks in proportion, down to half per adjustment. Requests
-//! past the limit are shed at once, with 503 and `retry-after`, instead of queueing in
-//! front of a backend that is already slow; when latency recovers, so does the limit.
+//! backend does when healthy, the first quartile of the last few round trips what it
+//! does now.
+//! The baseline follows a faster backend within seconds but a slower one only over a
+//! minute, so a backend that slows down is held to a low limit while it stays slow, not
+//! just for the first few hundred requests. A low quantile, not the mean: queueing slows
+//! every request, while a backend whose calls are of several kinds, some of which wait
+//! on a slow dependency of their own, slows only some; only the first is this caller's
+//! to relieve. While they agree the limit grows (by a queue allowance, smoothed); when
+//! the quartile rises (the backend is queueing) the limit shrinks at once in
+//! proportion, down to half per adjustment, so a backend that slows down sheds within a
+//! few windows rather than after its callers' queues have filled. Requests past the
+//! limit are shed at once, with 503 and `retry-after`, instead of queueing in front of a
+//! backend that is already slow; when latency recovers, so does the limit.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,14 +32,16 @@ pub struct AdaptiveConfig {
     /// How much slower than usual the backend may get before the limit shrinks.
     /// Default 2.0: conservative, so ordinary jitter never sheds.
     pub tolerance: f64,
-    /// Samples averaged into the short-term round-trip time. Default 20.
+    /// Round trips in each short window, whose first quartile is compared with the
+    /// baseline. Default 20.
     pub short_window: u32,
     /// Time constant of the baseline when the backend is slower than it: it takes
     /// about this long to accept a slower backend as the new normal. Default 60 s.
     pub baseline_rise: Duration,
     /// Time constant of the baseline when the backend is faster. Default 5 s.
     pub baseline_fall: Duration,
-    /// How far one adjustment moves the limit towards its new value. Default 0.2.
+    /// How far one adjustment raises the limit towards its new value (it falls to a
+    /// lower one at once). Default 0.5.
     pub smoothing: f64,
 }
 
@@ -48,7 +55,7 @@ impl Default for AdaptiveConfig {
             short_window: 20,
             baseline_rise: Duration::from_secs(60),
             baseline_fall: Duration::from_secs(5),
-            smoothing: 0.2,
+            smoothing: 0.5,
         }
     }
 }
@@ -67,8 +74,8 @@ struct Estimate {
     long_rtt: Option<f64>,
     /// When the baseline last moved.
     updated: Option<Instant>,
-    short_sum: f64,
-    short_count: u32,
+    /// Round trips of the current short window, in seconds.
+    short: Vec<f64>,
     /// Most requests in flight seen over the short window.
     peak_in_flight: usize,
 }
@@ -95,8 +102,7 @@ impl AdaptiveLimit {
                     .clamp(config.min_limit, config.max_limit),
                 long_rtt: None,
                 updated: None,
-                short_sum: 0.0,
-                short_count: 0,
+                short: Vec::with_capacity(config.short_window as usize),
                 peak_in_flight: 0,
             }),
             config,
@@ -120,19 +126,26 @@ impl AdaptiveLimit {
     /// Ends an admitted request that took `rtt`, finished at `now`, and adjusts the
     /// limit.
     pub fn complete(&self, admitted: Admitted, rtt: Duration, now: Instant) {
-        let in_flight = self.in_flight.load(Ordering::Acquire);
+        self.record(rtt, now);
         drop(admitted);
+    }
+
+    /// Adjusts the limit with one round trip of an admitted request that finished at
+    /// `now`, while its admission may still be held (the proxy holds it until the
+    /// response body ends, but the backend's latency is its time to response headers).
+    pub fn record(&self, rtt: Duration, now: Instant) {
+        let in_flight = self.in_flight.load(Ordering::Acquire);
         let c = &self.config;
         let mut e = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        e.short_sum += rtt.as_secs_f64();
-        e.short_count += 1;
+        e.short.push(rtt.as_secs_f64());
         e.peak_in_flight = e.peak_in_flight.max(in_flight);
-        if e.short_count < c.short_window {
+        if e.short.len() < c.short_window as usize {
             return;
         }
-        let short = e.short_sum / f64::from(e.short_count);
+        e.short.sort_unstable_by(f64::total_cmp);
+        let short = e.short[e.short.len() / 4];
         let peak = std::mem::take(&mut e.peak_in_flight);
-        (e.short_sum, e.short_count) = (0.0, 0);
+        e.short.clear();
         let long = match (e.long_rtt, e.updated) {
             (Some(long), Some(then)) => {
                 let tau = if short > long {
@@ -154,7 +167,13 @@ impl AdaptiveLimit {
         let gradient = (c.tolerance * long / short.max(f64::MIN_POSITIVE)).clamp(0.5, 1.0);
         let queue = e.limit.sqrt();
         let target = e.limit * gradient + queue;
-        let limit = e.limit * (1.0 - c.smoothing) + target * c.smoothing;
+        // Down at once, up smoothed: shedding late fills the callers' queues, growing
+        // late only sheds a little longer.
+        let limit = if target < e.limit {
+            target
+        } else {
+            e.limit * (1.0 - c.smoothing) + target * c.smoothing
+        };
         e.limit = limit.clamp(c.min_limit, c.max_limit);
     }
 

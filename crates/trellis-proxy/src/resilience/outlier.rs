@@ -142,6 +142,16 @@ impl OutlierDetector {
         all.get(i).is_some_and(|e| e.is_ejected(now))
     }
 
+    /// Which endpoints are ejected now, by index; `None` when none is, the usual case,
+    /// so that balancing skips nothing without building a list.
+    pub fn ejected_set(&self, now: Instant) -> Option<Vec<bool>> {
+        let all = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if !all.iter().any(|e| e.is_ejected(now)) {
+            return None;
+        }
+        Some(all.iter().map(|e| e.is_ejected(now)).collect())
+    }
+
     /// How many endpoints are ejected now.
     pub fn ejected(&self, now: Instant) -> usize {
         let all = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());

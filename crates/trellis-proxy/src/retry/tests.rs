@@ -53,6 +53,7 @@ async fn run(
         },
         |s: &StatusCode| *s,
         |reason| reasons.push(reason),
+        || true,
     )
     .await;
     let seen = seen.lock().expect("lock").clone();
@@ -146,4 +147,50 @@ fn backoff_doubles_with_jitter_and_is_capped() {
         }
         assert!(p.backoff(30, &mut rng) <= MAX_BACKOFF);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_route_policy_only_connect_failures_are_retried() {
+    let refused = || {
+        Err(ProxyError::Endpoint(
+            crate::endpoint::EndpointError::Connect {
+                addr: ([127, 0, 0, 1], 1).into(),
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            },
+        ))
+    };
+    let script = vec![refused(), refused(), Ok(StatusCode::OK)];
+    let (outcome, bodies, reasons) =
+        run(Some(&CONNECT_FAILURES), request(Method::GET, ""), script).await;
+    assert_eq!(outcome.expect("answered"), StatusCode::OK);
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(reasons, ["connect failed", "connect failed"]);
+
+    // A status or a timeout is the answer: the endpoint was reached.
+    let script = vec![Ok(StatusCode::SERVICE_UNAVAILABLE)];
+    let (outcome, _, _) = run(Some(&CONNECT_FAILURES), request(Method::GET, ""), script).await;
+    assert_eq!(outcome.expect("answered"), StatusCode::SERVICE_UNAVAILABLE);
+    let script = vec![Err(ProxyError::BackendTimeout(Duration::from_secs(1)))];
+    let (outcome, _, _) = run(Some(&CONNECT_FAILURES), request(Method::GET, ""), script).await;
+    assert!(outcome.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_stops_retries() {
+    let p = policy(5, &[503]);
+    let mut allowed = 1;
+    let outcome = send(
+        Some(&p),
+        request(Method::GET, ""),
+        |_req: Request<BoxBody>| async { Ok::<_, ProxyError>(StatusCode::SERVICE_UNAVAILABLE) },
+        |s: &StatusCode| *s,
+        |_| {},
+        || {
+            allowed -= 1;
+            allowed >= 0
+        },
+    )
+    .await;
+    assert_eq!(outcome.expect("answered"), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(allowed, -1, "one retry granted, the next refused");
 }

@@ -18,8 +18,9 @@ fn backend(name: &str) -> Arc<Backend> {
         hash_on: None,
         connect_timeout: config::Duration::from_secs(1),
         idle_timeout: config::Duration::from_secs(1),
+        resilience: config::ResilienceConfig::default(),
     };
-    Arc::new(Backend::build(&config, &Default::default(), None))
+    Arc::new(Backend::build(&config, &Default::default(), None, None))
 }
 
 fn route(matches: RouteMatch) -> Route {

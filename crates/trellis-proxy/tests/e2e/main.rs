@@ -13,6 +13,7 @@ mod matching;
 mod mtls;
 mod observe;
 mod recorder;
+mod resilience;
 mod retries;
 mod routing;
 mod tcp;
@@ -69,14 +70,28 @@ pub fn addr(proxy: &Proxy) -> SocketAddr {
     proxy.listener_addr("web").expect("listener web")
 }
 
-/// The value of the counter series `name{labels}` in the proxy's metrics; 0 when absent.
+/// The value of the series `name{labels}` in the proxy's admin metrics; 0 when absent.
 pub fn counter(proxy: &Proxy, series: &str) -> u64 {
     let prefix = format!("{series} ");
     proxy
-        .metrics()
-        .encode()
+        .metrics_text()
         .lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The statuses of two POSTs to `/echo` through the listener `web`: a request that is
+/// never replayed, so a round-robin backend gives each of two endpoints one.
+pub async fn post_twice(proxy: &Proxy) -> [::http::StatusCode; 2] {
+    let client = trellis_testkit::http::HttpClient::http1();
+    let mut statuses = [::http::StatusCode::OK; 2];
+    for status in &mut statuses {
+        *status = client
+            .post(&url(proxy, "/echo"), "x")
+            .await
+            .expect("response")
+            .status;
+    }
+    statuses
 }

@@ -1,33 +1,23 @@
 //! Backend timeouts and retries through the proxy. Each backend has a failing endpoint
 //! and a good one under round-robin, so a request's first attempt and its retry go to
-//! different endpoints in a known order.
+//! different endpoints in a known order. Outlier detection is off, so the bad endpoint
+//! keeps its turn.
 
 use std::net::SocketAddr;
 
 use http::StatusCode;
-use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
+use trellis_testkit::http::HttpClient;
 
 use super::recorder::{Answer, Recorder};
-use super::{start, url};
+use super::resilience::good;
+use super::url;
 
 /// A listener `web` whose one route has `route_extra` settings, over endpoints `bad`
 /// then `good` in round-robin.
 async fn proxy_over(bad: SocketAddr, good: SocketAddr, route_extra: &str) -> trellis_proxy::Proxy {
-    let yaml = format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    routes:
-      - backend: app
-        {route_extra}
-backends:
-  - name: app
-    loadBalancer: round-robin
-    endpoints: ["{bad}", "{good}"]
-"#
-    );
-    start(&yaml).await
+    // Ejecting the bad endpoint would hide the retries these tests count.
+    let no_ejection = "{outlierDetection: {enabled: false}}";
+    super::resilience::start_proxy(&[bad, good], route_extra, no_ejection).await
 }
 
 fn retries(proxy: &trellis_proxy::Proxy, reason: &str) -> u64 {
@@ -37,12 +27,6 @@ fn retries(proxy: &trellis_proxy::Proxy, reason: &str) -> u64 {
             r#"trellis_retries_total{{listener="web",route="0",backend="app",reason="{reason}"}}"#
         ),
     )
-}
-
-async fn good() -> HttpServer {
-    HttpServer::start("good", ServerProtocol::Http1)
-        .await
-        .expect("server")
 }
 
 #[tokio::test]
@@ -85,18 +69,7 @@ async fn listed_statuses_are_retried_for_idempotent_requests_only() {
     assert_eq!(body.as_ref(), b"the book");
 
     // POST is not idempotent: the bad endpoint's answer is the client's.
-    let statuses = [
-        client
-            .post(&url(&proxy, "/echo"), "x")
-            .await
-            .expect("r")
-            .status,
-        client
-            .post(&url(&proxy, "/echo"), "x")
-            .await
-            .expect("r")
-            .status,
-    ];
+    let statuses = super::post_twice(&proxy).await;
     assert!(
         statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
         "{statuses:?}"

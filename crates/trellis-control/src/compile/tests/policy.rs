@@ -201,3 +201,60 @@ spec:
         Some(hash_on::Key::Cookie("session".into()))
     );
 }
+
+#[test]
+fn protection_settings_reach_the_callers_backend_and_rate_limits_the_inbound_listener() {
+    let extra = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  circuitBreaker: {maxRequests: 7}
+  adaptiveConcurrency: {enabled: false}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: limits, namespace: bookinfo}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  local:
+    - {requestsPerSecond: 50}
+    - {requestsPerSecond: 5, burst: 10, per: source}
+"#;
+    let resources = bookinfo(extra);
+    let config = compile(&resources, &productpage());
+    let protection = backend(&config, "ratings.bookinfo")
+        .resilience
+        .clone()
+        .expect("the policy's settings");
+    let breaker = protection.circuit_breaker.expect("circuit breaker");
+    assert_eq!(breaker.max_requests, Some(7));
+    assert_eq!(breaker.max_connections, None, "unset stays unset");
+    assert_eq!(
+        protection.adaptive_concurrency.and_then(|a| a.enabled),
+        Some(false)
+    );
+    assert!(protection.retry_budget.is_none());
+    // Without a policy: nothing sent, the proxy's defaults apply.
+    let p = proxy("bookinfo", "p", 1, &[("ratings-v1", "", 9001)]);
+    let other = compile(&resources, &p);
+    assert!(backend(&other, "ratings-v1.bookinfo").resilience.is_none());
+
+    // The limits go to the ratings workloads' own inbound listener, not the caller's.
+    assert!(listener(&config, "inbound").rate_limits.is_empty());
+    let ratings = compile(&resources, &proxy("bookinfo", "ratings", 9080, &[]));
+    let limits: Vec<_> = listener(&ratings, "inbound")
+        .rate_limits
+        .iter()
+        .map(|l| (l.name.as_str(), l.requests_per_second, l.burst, l.key))
+        .collect();
+    let source = trellis_api::proto::v1::RateLimitKey::Source as i32;
+    assert_eq!(
+        limits,
+        [
+            ("bookinfo/limits", 50, 50, 0),
+            ("bookinfo/limits", 5, 10, source)
+        ]
+    );
+}
