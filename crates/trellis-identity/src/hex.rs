@@ -1,14 +1,20 @@
 //! Lowercase hexadecimal, as fingerprints, keys and tokens are written.
 
-use std::fmt::Write as _;
-
 /// `bytes` as lowercase hex digits, two per byte.
 pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
+    encode_into(bytes, &mut out);
     out
+}
+
+/// Appends `bytes` to `out` as lowercase hex digits, for callers that build a larger
+/// string (trace headers on the request path) without one per id.
+pub fn encode_into(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
 }
 
 /// The bytes `text` spells, two hex digits each (either case); `None` for an odd

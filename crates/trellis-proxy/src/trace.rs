@@ -173,18 +173,12 @@ impl Span {
 
     /// `00-{trace id}-{span id}-{flags}`.
     fn traceparent(&self) -> HeaderValue {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = Vec::with_capacity(55);
-        out.extend_from_slice(b"00-");
-        let hex = |id: &[u8], out: &mut Vec<u8>| {
-            for b in id {
-                out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
-            }
-        };
-        hex(&self.trace_id, &mut out);
-        out.push(b'-');
-        hex(&self.span_id, &mut out);
-        out.extend_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        trellis_identity::hex::encode_into(&self.trace_id, &mut out);
+        out.push('-');
+        trellis_identity::hex::encode_into(&self.span_id, &mut out);
+        out.push_str(if self.sampled { "-01" } else { "-00" });
         // Hex digits and dashes are always a valid header value.
         HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
             .unwrap_or_else(|_| HeaderValue::from_static("00-0-0-00"))
