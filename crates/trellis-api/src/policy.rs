@@ -284,6 +284,10 @@ pub struct BackendPolicySpec {
     /// Which endpoints a caller uses by zone. Default `any`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<Locality>,
+    /// With `locality: prefer-zone`: how much of the caller's zone must be healthy to
+    /// keep all its traffic there. Unset: 70 %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_failover: Option<ZoneFailover>,
     /// Retries to the Service may add at most a share of its request rate. Unset: on,
     /// 20 % plus 10 per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,9 +313,28 @@ pub enum Locality {
     /// Every ready endpoint, whatever its zone.
     #[default]
     Any,
-    /// Only the ready endpoints in the caller's zone while there is one; every ready
-    /// endpoint when there is none, or the caller has no zone.
+    /// The endpoints in the caller's zone while enough of them are healthy in the
+    /// caller's own view (ready, not ejected, passing health checks); as their healthy
+    /// share falls below `zoneFailover.minHealthyPercent`, a matching part of the
+    /// traffic goes to the other zones. A caller without a zone, or a zone without
+    /// endpoints, uses them all.
     PreferZone,
+}
+
+/// When a caller's traffic starts leaving its zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZoneFailover {
+    /// 1 to 100. While at least this share of the zone's endpoints is healthy, all
+    /// traffic stays in the zone; below it, the zone keeps `healthy / minHealthy` of the
+    /// traffic and the rest goes to the healthy endpoints of the other zones. Unset: 70.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_healthy_percent: Option<u32>,
+}
+
+impl ZoneFailover {
+    /// The default `minHealthyPercent`.
+    pub const DEFAULT_MIN_HEALTHY_PERCENT: u32 = 70;
 }
 
 /// The object a policy attaches to (Gateway API `LocalPolicyTargetReference`).
@@ -361,6 +384,10 @@ pub struct HashOn {
     /// A cookie's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
+    /// `true`: the caller's identity, so each calling workload keeps to one endpoint
+    /// for all its requests and connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_identity: Option<bool>,
 }
 
 /// How a backend spreads requests over its endpoints.
@@ -447,22 +474,32 @@ impl LoadBalancerConfig {
         match &self.hash_on {
             None if hashing => Err(ValidationError::new(
                 format!("{at}.hashOn"),
-                "consistent-hash needs hashOn: {header: NAME} or {cookie: NAME}",
+                "consistent-hash needs hashOn: {header: NAME}, {cookie: NAME} or \
+                 {sourceIdentity: true}",
             )),
             Some(_) if !hashing => Err(ValidationError::new(
                 format!("{at}.hashOn"),
                 "hashOn applies only to type consistent-hash",
             )),
-            Some(h) => match (&h.header, &h.cookie) {
-                (Some(name), None) => validate::header_name(&format!("{at}.hashOn.header"), name),
-                (None, Some(name)) if !name.is_empty() && !name.contains([';', '=', ' ']) => Ok(()),
-                (None, Some(name)) => Err(ValidationError::new(
+            Some(h) => match (&h.header, &h.cookie, h.source_identity) {
+                (Some(name), None, None) => {
+                    validate::header_name(&format!("{at}.hashOn.header"), name)
+                }
+                (None, Some(name), None) if !name.is_empty() && !name.contains([';', '=', ' ']) => {
+                    Ok(())
+                }
+                (None, Some(name), None) => Err(ValidationError::new(
                     format!("{at}.hashOn.cookie"),
                     format!("{name:?} is not a cookie name"),
                 )),
+                (None, None, Some(true)) => Ok(()),
+                (None, None, Some(false)) => Err(ValidationError::new(
+                    format!("{at}.hashOn.sourceIdentity"),
+                    "only `true` means something here; leave hashOn out to stop hashing",
+                )),
                 _ => Err(ValidationError::new(
                     format!("{at}.hashOn"),
-                    "set exactly one of header or cookie",
+                    "set exactly one of header, cookie or sourceIdentity",
                 )),
             },
             None => Ok(()),
@@ -484,6 +521,7 @@ impl BackendPolicySpec {
             request_timeout: None,
             protocol: None,
             locality: None,
+            zone_failover: None,
             retry_budget: None,
             circuit_breaker: None,
             outlier_detection: None,
@@ -505,6 +543,22 @@ impl BackendPolicySpec {
                 "spec.connectTimeout",
                 "must be greater than 0s, e.g. \"1s\"",
             ));
+        }
+        if let Some(failover) = &self.zone_failover {
+            if self.locality != Some(Locality::PreferZone) {
+                return Err(ValidationError::new(
+                    "spec.zoneFailover",
+                    "applies only with locality: prefer-zone",
+                ));
+            }
+            if let Some(p) = failover.min_healthy_percent {
+                if !(1..=100).contains(&p) {
+                    return Err(ValidationError::new(
+                        "spec.zoneFailover.minHealthyPercent",
+                        format!("must be between 1 and 100, got {p}"),
+                    ));
+                }
+            }
         }
         if let Some(b) = &self.retry_budget {
             b.check("spec.retryBudget")?;

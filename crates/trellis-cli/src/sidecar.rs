@@ -54,7 +54,8 @@ pub struct SidecarArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
     /// The zone (failure domain) the workload runs in; callers whose BackendPolicy
-    /// says `locality: prefer-zone` keep to their own zone while it has ready endpoints.
+    /// says `locality: prefer-zone` keep to their own zone while enough of it is
+    /// healthy.
     #[arg(long)]
     pub zone: Option<String>,
 }

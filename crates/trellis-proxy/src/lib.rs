@@ -12,6 +12,7 @@ pub mod access_log;
 mod admin;
 mod app;
 pub mod authz;
+pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod control;

@@ -11,15 +11,12 @@ use std::time::Duration;
 use trellis_identity::SpiffeId;
 
 use crate::authz::ListenerAuthz;
-use crate::balance::{Balancer, Weighted};
-use crate::config::{
-    BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, MtlsMode, ProxyConfig,
-};
+pub use crate::backend::{Backend, Picked};
+use crate::config::{ListenerConfig, ListenerProtocol, MtlsMode, ProxyConfig};
 use crate::config::{RateLimitConfig, RateLimitKey};
 use crate::dns::names::ServiceNames;
-use crate::endpoint::{ConnectSettings, Endpoint};
+use crate::endpoint::Endpoint;
 use crate::http::errors::ProxyError;
-use crate::resilience::protection::Protection;
 use crate::resilience::ratelimit::{Rate, RateLimiter};
 use crate::route::Route;
 use crate::transparent::DestinationTable;
@@ -113,187 +110,6 @@ impl Listener {
             }
         }
         Ok(())
-    }
-}
-
-/// A backend: its endpoints and how to choose among them.
-#[derive(Debug)]
-pub struct Backend {
-    pub name: Arc<str>,
-    pub protocol: BackendProtocol,
-    endpoints: Vec<Weighted>,
-    balancer: Balancer,
-    hash_on: Option<HashKey>,
-    /// Retry budget, circuit breaker, outlier detection, health, adaptive limit.
-    pub protection: Arc<Protection>,
-}
-
-/// An endpoint chosen for a request, with its index in the backend (which per-endpoint
-/// protection state is kept by).
-#[derive(Debug, Clone)]
-pub struct Picked {
-    pub index: usize,
-    pub endpoint: Arc<Endpoint>,
-}
-
-/// What a backend's consistent hash keys on.
-#[derive(Debug)]
-enum HashKey {
-    Header(http::HeaderName),
-    Cookie(String),
-}
-
-impl HashKey {
-    fn build(config: &crate::config::HashOn) -> Option<Self> {
-        match (&config.header, &config.cookie) {
-            (Some(h), _) => http::HeaderName::from_bytes(h.as_bytes())
-                .ok()
-                .map(HashKey::Header),
-            (None, Some(c)) => Some(HashKey::Cookie(c.clone())),
-            (None, None) => None,
-        }
-    }
-}
-
-/// What makes two endpoints the same one, so a reload can keep it.
-pub(crate) type EndpointKey = (SocketAddr, ConnectSettings, Option<SpiffeId>);
-
-impl Backend {
-    pub(crate) fn build(
-        config: &BackendConfig,
-        reuse: &HashMap<EndpointKey, Arc<Endpoint>>,
-        mark: Option<u32>,
-        previous: Option<&Backend>,
-    ) -> Self {
-        let settings = ConnectSettings {
-            protocol: config.protocol,
-            connect_timeout: config.connect_timeout.get(),
-            idle_timeout: config.idle_timeout.get(),
-            mark,
-        };
-        let endpoints: Vec<Weighted> = config
-            .endpoints
-            .iter()
-            .filter_map(|e| {
-                // Validation has refused identities that do not parse. Leaving such an
-                // endpoint out, rather than reaching it in plaintext, fails closed.
-                let identity = match &e.identity {
-                    Some(id) => Some(id.parse::<SpiffeId>().ok()?),
-                    None => None,
-                };
-                let key = (e.address, settings, identity);
-                let endpoint = match reuse.get(&key) {
-                    Some(endpoint) => endpoint.clone(),
-                    None => Arc::new(Endpoint::new(key.0, settings, key.2)),
-                };
-                Some(Weighted {
-                    weight: e.weight,
-                    endpoint,
-                })
-            })
-            .collect();
-        let addrs: Vec<SocketAddr> = endpoints.iter().map(|w| w.endpoint.addr()).collect();
-        let protection = Protection::build(
-            &config.resilience,
-            &addrs,
-            mark,
-            previous.map(|p| &*p.protection),
-        );
-        Self {
-            protection: Arc::new(protection),
-            name: config.name.as_str().into(),
-            protocol: config.protocol,
-            balancer: Balancer::new(config.load_balancer, &endpoints),
-            hash_on: config.hash_on.as_ref().and_then(HashKey::build),
-            endpoints,
-        }
-    }
-
-    /// The endpoint for the next request or connection.
-    pub fn pick(&self) -> Option<Arc<Endpoint>> {
-        self.pick_for(None, 0).map(|p| p.endpoint)
-    }
-
-    /// The endpoint for a request with this consistent-hash key (see
-    /// [`Backend::hash_key`]), leaving out ejected and unhealthy endpoints and those in
-    /// `tried` (a bit per endpoint index already tried by this request). When that
-    /// leaves none, every endpoint is a candidate again: a backend whose endpoints all
-    /// look bad is still tried rather than failed outright.
-    pub fn pick_for(&self, key: Option<&[u8]>, tried: u64) -> Option<Picked> {
-        let excluded = self.protection.excluded(tokio::time::Instant::now());
-        let skip = |i: usize| {
-            excluded
-                .as_ref()
-                .is_some_and(|set| set.get(i) == Some(&true))
-                || (i < 64 && tried & (1 << i) != 0)
-        };
-        let n = self.endpoints.len();
-        if excluded.is_none() && tried == 0 || (0..n).all(skip) {
-            let picked = self.balancer.pick_keyed(&self.endpoints, key)?;
-            return Some(self.picked(picked));
-        }
-        // A consistent hash keeps its key's endpoint whenever that one is usable; round
-        // robin keeps its order, passing over the endpoints left out.
-        let tries = match (&self.balancer, key) {
-            (Balancer::ConsistentHash(_), Some(_)) => 1,
-            (Balancer::RoundRobin(_), _) => n,
-            _ => 0,
-        };
-        for _ in 0..tries {
-            if let Some(picked) = self.balancer.pick_keyed(&self.endpoints, key) {
-                let picked = self.picked(picked);
-                if !skip(picked.index) {
-                    return Some(picked);
-                }
-            }
-        }
-        let candidates: Vec<Weighted> = (0..n)
-            .filter(|i| !skip(*i))
-            .map(|i| self.endpoints[i].clone())
-            .collect();
-        let picked = self.balancer.pick_keyed(&candidates, None)?;
-        let index = self
-            .endpoints
-            .iter()
-            .position(|w| Arc::ptr_eq(&w.endpoint, &picked.endpoint))?;
-        Some(Picked {
-            index,
-            endpoint: picked.endpoint.clone(),
-        })
-    }
-
-    /// The index of an endpoint picked from the full list.
-    fn picked(&self, picked: &Weighted) -> Picked {
-        let index = self
-            .endpoints
-            .iter()
-            .position(|w| std::ptr::eq(w, picked))
-            .unwrap_or_default();
-        Picked {
-            index,
-            endpoint: picked.endpoint.clone(),
-        }
-    }
-
-    /// The consistent-hash key of a request with these headers: the value of the
-    /// backend's `hashOn` header or cookie; `None` when it has none, or the request
-    /// lacks it.
-    pub fn hash_key<'h>(&self, headers: &'h http::HeaderMap) -> Option<&'h [u8]> {
-        match self.hash_on.as_ref()? {
-            HashKey::Header(name) => headers.get(name).map(http::HeaderValue::as_bytes),
-            HashKey::Cookie(name) => headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|pair| pair.trim().split_once('='))
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_bytes()),
-        }
-    }
-
-    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
-        self.endpoints.iter().map(|w| &w.endpoint)
     }
 }
 
@@ -485,26 +301,5 @@ backends:
         let off = Snapshot::build(ProxyConfig::from_yaml(&off).expect("valid"), Some(&other));
         assert!(protection(&off).breaker().is_none());
         assert_eq!(protection(&off).concurrency_limit(), Some(100));
-    }
-
-    #[test]
-    fn ejected_endpoints_and_those_tried_are_left_out_while_others_remain() {
-        let snapshot = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
-        let backend = &snapshot.backends["app"];
-        for _ in 0..20 {
-            assert_eq!(backend.pick_for(None, 0b01).expect("one").index, 1);
-            assert_eq!(backend.pick_for(None, 0b10).expect("one").index, 0);
-        }
-        // Every endpoint tried: all are candidates again.
-        assert!(backend.pick_for(None, 0b11).is_some());
-        let now = tokio::time::Instant::now();
-        for _ in 0..5 {
-            backend
-                .protection
-                .record(0, crate::resilience::outlier::Outcome::Failure, now);
-        }
-        for _ in 0..20 {
-            assert_eq!(backend.pick_for(None, 0).expect("one").index, 1);
-        }
     }
 }

@@ -40,7 +40,8 @@ where
         return Some(());
     };
     let labels = &target.labels;
-    let Some(endpoint) = target.backend.pick() else {
+    let own = || shared.tls.identity().map(|id| id.id().to_string());
+    let Some(endpoint) = target.backend.pick_connection(own) else {
         tracing::warn!(listener = %listener.name, backend = %target.backend.name, "no endpoints; closing TCP connection");
         metrics.tcp_connect_errors.get_or_create(labels).inc();
         return Some(());

@@ -720,7 +720,7 @@ pub struct WeightedBackend {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HashOn {
-    #[prost(oneof = "hash_on::Key", tags = "1, 2")]
+    #[prost(oneof = "hash_on::Key", tags = "1, 2, 3")]
     pub key: ::core::option::Option<hash_on::Key>,
 }
 /// Nested message and enum types in `HashOn`.
@@ -734,6 +734,10 @@ pub mod hash_on {
         /// A cookie's value.
         #[prost(string, tag = "2")]
         Cookie(::prost::alloc::string::String),
+        /// The caller's identity: every request and connection of one workload goes to
+        /// the same endpoint. The value is ignored.
+        #[prost(bool, tag = "3")]
+        SourceIdentity(bool),
     }
 }
 #[allow(clippy::all)]
@@ -752,10 +756,30 @@ pub struct Backend {
     /// With LOAD_BALANCER_CONSISTENT_HASH.
     #[prost(message, optional, tag = "6")]
     pub hash_on: ::core::option::Option<HashOn>,
+    /// Set: prefer the endpoints of this zone (the caller's) while enough of them are
+    /// healthy in the proxy's view.
+    #[prost(message, optional, tag = "7")]
+    pub locality: ::core::option::Option<Locality>,
     /// Protection of the backend (BackendPolicy); what is unset keeps the proxy's default,
     /// and the defaults are on.
     #[prost(message, optional, tag = "30")]
     pub resilience: ::core::option::Option<Resilience>,
+}
+/// Zone preference (BackendPolicy `locality: prefer-zone`).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Locality {
+    /// The caller's zone, whose endpoints are preferred.
+    #[prost(string, tag = "1")]
+    pub zone: ::prost::alloc::string::String,
+    /// 1 to 100: while this share of the zone's endpoints is healthy, all traffic stays
+    /// in the zone; below, the zone keeps healthy/min of it.
+    #[prost(uint32, tag = "2")]
+    pub min_healthy_percent: u32,
+    /// How many workloads the zone has, ready or not: the share healthy is taken of
+    /// this, so unready workloads count against the zone too.
+    #[prost(uint32, tag = "3")]
+    pub zone_size: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -881,8 +905,8 @@ pub struct Endpoint {
     /// The SPIFFE ID the endpoint's proxy must prove over mTLS; empty: plaintext.
     #[prost(string, tag = "3")]
     pub identity: ::prost::alloc::string::String,
-    /// The workload's zone; empty: none. The control plane uses it to prefer a caller's
-    /// own zone; the proxy only shows it.
+    /// The workload's zone; empty: none. With `Backend.locality`, the proxy prefers the
+    /// endpoints of the caller's zone.
     #[prost(string, tag = "4")]
     pub zone: ::prost::alloc::string::String,
 }

@@ -14,7 +14,7 @@ use trellis_api::authz::AuthorizationPolicySpec;
 use trellis_api::meta::READY;
 use trellis_api::policy::{
     BackendPolicySpec, BackendProtocol, EgressMode, LoadBalancerType, Locality, MeshConfigSpec,
-    MtlsMode,
+    MtlsMode, ZoneFailover,
 };
 use trellis_api::proto::v1::{
     hash_on, AuthorizationAction, AuthorizationPolicy as WireAuthorizationPolicy,
@@ -43,6 +43,9 @@ pub(super) struct ServiceEntry {
     /// `address:port` of the applications of those workloads, sorted: what a client
     /// that dials a workload directly connects to.
     pub app_addresses: Vec<SocketAddr>,
+    /// How many workloads it selects in each zone, ready or not: a zone's capacity,
+    /// against which callers weigh how much of it is healthy.
+    pub zone_sizes: BTreeMap<String, u32>,
 }
 
 impl ServiceEntry {
@@ -73,8 +76,9 @@ pub(super) struct Policy {
     pub load_balancer: LoadBalancer,
     /// With a consistent hash: what it keys on.
     pub hash_on: Option<WireHashOn>,
-    /// Whether callers keep to their own zone while it has ready endpoints.
-    pub prefer_zone: bool,
+    /// With `locality: prefer-zone`: the share of a zone's endpoints (in percent) that
+    /// must be healthy to keep all of a caller's traffic in its zone.
+    pub prefer_zone: Option<u32>,
     pub connect_timeout_ms: Option<u64>,
     /// For routes to the Service that set no timeout; `None` is no limit.
     pub request_timeout_ms: Option<u64>,
@@ -356,25 +360,34 @@ fn services(
     selectors
         .into_iter()
         .map(|(key, (ports, selector))| {
-            let (endpoints, app_addresses) = endpoints(&key.namespace, &selector, &refs, &by_label);
+            let selected = endpoints(&key.namespace, &selector, &refs, &by_label);
             let entry = ServiceEntry {
                 ports,
-                endpoints,
-                app_addresses,
+                endpoints: selected.endpoints,
+                app_addresses: selected.app_addresses,
+                zone_sizes: selected.zone_sizes,
             };
             (key, entry)
         })
         .collect()
 }
 
+/// What a Service's selector picks out.
+#[derive(Default)]
+struct Selected {
+    endpoints: Vec<Endpoint>,
+    app_addresses: Vec<SocketAddr>,
+    zone_sizes: BTreeMap<String, u32>,
+}
+
 /// The endpoints of the ready workloads in `namespace` whose labels include `selector`,
-/// and their applications' addresses.
+/// their applications' addresses, and how many workloads (ready or not) each zone has.
 fn endpoints(
     namespace: &str,
     selector: &BTreeMap<String, String>,
     workloads: &[WorkloadRef<'_>],
     by_label: &HashMap<(&str, &str, &str), Vec<usize>>,
-) -> (Vec<Endpoint>, Vec<SocketAddr>) {
+) -> Selected {
     // An empty selector is refused on apply; selecting nothing is the safe reading.
     let rarest = selector
         .iter()
@@ -385,15 +398,21 @@ fn endpoints(
         })
         .min_by_key(|list| list.len());
     let Some(candidates) = rarest else {
-        return (Vec::new(), Vec::new());
+        return Selected::default();
     };
     let mut app_addresses = Vec::new();
+    let mut zone_sizes = BTreeMap::new();
     let mut selected: Vec<(SocketAddr, &str, &str)> = candidates
         .iter()
         .filter_map(|&i| {
             let w = &workloads[i];
-            let selected = selector.iter().all(|(k, v)| w.labels.get(k) == Some(v));
-            let endpoint = w.endpoint.filter(|_| selected)?;
+            if !selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)) {
+                return None;
+            }
+            if !w.zone.is_empty() {
+                *zone_sizes.entry(w.zone.to_string()).or_insert(0) += 1;
+            }
+            let endpoint = w.endpoint?;
             app_addresses.extend_from_slice(&w.app);
             Some((endpoint, w.identity.as_str(), w.zone))
         })
@@ -412,7 +431,11 @@ fn endpoints(
             zone: zone.to_string(),
         })
         .collect();
-    (endpoints, app_addresses)
+    Selected {
+        endpoints,
+        app_addresses,
+        zone_sizes,
+    }
 }
 
 /// A workload takes traffic unless its `Ready` condition is `False`: one just
@@ -456,17 +479,22 @@ fn pick_policies(policies: &[(&Resource, &BackendPolicySpec)]) -> HashMap<Servic
                 LoadBalancerType::ConsistentHash => LoadBalancer::ConsistentHash,
             };
             let hash_on = lb.and_then(|lb| lb.hash_on.as_ref()).and_then(|h| {
-                let key = match (&h.header, &h.cookie) {
-                    (Some(name), _) => hash_on::Key::Header(name.to_ascii_lowercase()),
-                    (None, Some(name)) => hash_on::Key::Cookie(name.clone()),
-                    (None, None) => return None,
+                let key = match (&h.header, &h.cookie, h.source_identity) {
+                    (Some(name), _, _) => hash_on::Key::Header(name.to_ascii_lowercase()),
+                    (None, Some(name), _) => hash_on::Key::Cookie(name.clone()),
+                    (None, None, Some(true)) => hash_on::Key::SourceIdentity(true),
+                    (None, None, _) => return None,
                 };
                 Some(WireHashOn { key: Some(key) })
             });
             let policy = Policy {
                 load_balancer,
                 hash_on,
-                prefer_zone: spec.locality == Some(Locality::PreferZone),
+                prefer_zone: (spec.locality == Some(Locality::PreferZone)).then(|| {
+                    spec.zone_failover
+                        .and_then(|f| f.min_healthy_percent)
+                        .unwrap_or(ZoneFailover::DEFAULT_MIN_HEALTHY_PERCENT)
+                }),
                 // Validation refuses 0s; a 0 that got through is left to the proxy's
                 // default rather than sent as an invalid value.
                 connect_timeout_ms: spec.connect_timeout.map(millis).filter(|ms| *ms > 0),

@@ -81,7 +81,7 @@ use trellis_api::meta::DEFAULT_NAMESPACE;
 use trellis_api::policy::{AccessLogFormat, BackendProtocol as PolicyProtocol, OtlpProtocol};
 use trellis_api::proto::v1::{
     AccessLog, Backend, BackendProtocol, Endpoint, Listener, ListenerProtocol, LoadBalancer,
-    MtlsMode, ProxyConfig, Route, Tracing, WeightedBackend, Workload,
+    Locality, MtlsMode, ProxyConfig, Route, Tracing, WeightedBackend, Workload,
 };
 use trellis_api::service::AppProtocol;
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
@@ -394,6 +394,7 @@ impl MeshIndex {
             endpoints,
             load_balancer: LoadBalancer::Ewma as i32,
             hash_on: None,
+            locality: None,
             connect_timeout_ms: None,
             // The proxy's default protection.
             resilience: None,
@@ -554,9 +555,10 @@ impl MeshIndex {
     }
 
     /// The backend for `key`; `grpc` when a gRPC listener sends to it. With a
-    /// `prefer-zone` BackendPolicy and ready endpoints in `zone` (the caller's), only
-    /// those: readiness changes recompile every caller, so a zone whose last endpoint
-    /// goes unready fails over to the others.
+    /// `prefer-zone` BackendPolicy and a caller in a zone the Service has workloads in,
+    /// the backend names that zone and its size, and the caller's proxy weighs how much
+    /// of it is healthy in its own view (readiness, ejection, health checks) to decide
+    /// what share of the traffic stays there.
     fn backend(&self, key: &ServiceKey, grpc: bool, zone: &str) -> Backend {
         let service = self.service(key);
         let tcp = service.is_some_and(|s| s.protocol().is_opaque());
@@ -567,11 +569,15 @@ impl MeshIndex {
         };
         let policy = self.tables.policies.get(key);
         // Endpoint weights come later; every endpoint weighs 1 for now.
-        let mut endpoints = service.map(|s| s.endpoints.clone()).unwrap_or_default();
-        let prefer_zone = policy.is_some_and(|p| p.prefer_zone);
-        if prefer_zone && !zone.is_empty() && endpoints.iter().any(|e| e.zone == zone) {
-            endpoints.retain(|e| e.zone == zone);
-        }
+        let endpoints = service.map(|s| s.endpoints.clone()).unwrap_or_default();
+        let locality = policy.and_then(|p| p.prefer_zone).and_then(|min_healthy| {
+            let size = *service?.zone_sizes.get(zone)?;
+            Some(Locality {
+                zone: zone.to_string(),
+                min_healthy_percent: min_healthy,
+                zone_size: size,
+            })
+        });
         Backend {
             name: backend_name(key),
             protocol: protocol as i32,
@@ -579,6 +585,7 @@ impl MeshIndex {
             load_balancer: policy.map_or(LoadBalancer::Ewma, |p| p.load_balancer) as i32,
             connect_timeout_ms: policy.and_then(|p| p.connect_timeout_ms),
             hash_on: policy.and_then(|p| p.hash_on.clone()),
+            locality,
             resilience: policy.and_then(|p| p.resilience.as_ref()).map(Into::into),
         }
     }

@@ -208,6 +208,10 @@ pub struct BackendConfig {
     /// With `consistent-hash`: what requests are keyed by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_on: Option<HashOn>,
+    /// Prefer the endpoints of one zone while enough of them are healthy. Default: no
+    /// preference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<LocalityConfig>,
     /// Time allowed to open a TCP connection to an endpoint. Default `1s`.
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: Duration,
@@ -218,6 +222,23 @@ pub struct BackendConfig {
     /// active health checks. Default: all but health checks on, with their defaults.
     #[serde(default, skip_serializing_if = "ResilienceConfig::is_default")]
     pub resilience: ResilienceConfig,
+}
+
+/// A backend's zone preference: requests go to the endpoints whose `zone` is `zone`
+/// while at least `minHealthyPercent` of the zone is healthy (not ejected, passing
+/// health checks); below that, the zone keeps `healthy / minHealthy` of the requests
+/// and the rest go to the healthy endpoints elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityConfig {
+    pub zone: String,
+    /// 1 to 100. Default 70.
+    #[serde(default = "defaults::min_healthy_percent")]
+    pub min_healthy_percent: u32,
+    /// How many endpoints the zone has, counting those not in `endpoints` (not ready);
+    /// default: those of `endpoints` in the zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_size: Option<u32>,
 }
 
 /// The protocol a backend's endpoints speak.
@@ -254,6 +275,8 @@ struct EndpointFields {
     weight: u32,
     #[serde(default)]
     identity: Option<String>,
+    #[serde(default)]
+    zone: Option<String>,
 }
 
 /// One endpoint of a backend: an address, a relative weight (default 1) and, for a
@@ -269,6 +292,9 @@ pub struct EndpointConfig {
     /// plaintext.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The zone the endpoint runs in, for a backend's `locality`. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for EndpointConfig {
@@ -278,7 +304,7 @@ impl<'de> Deserialize<'de> for EndpointConfig {
             type Value = EndpointConfig;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "an address such as \"127.0.0.1:8080\" or a map {address, weight, identity}",
+                    "an address such as \"127.0.0.1:8080\" or a map {address, weight, identity, zone}",
                 )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EndpointConfig, E> {
@@ -289,6 +315,7 @@ impl<'de> Deserialize<'de> for EndpointConfig {
                     address,
                     weight: defaults::weight(),
                     identity: None,
+                    zone: None,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EndpointConfig, A::Error> {
@@ -298,6 +325,7 @@ impl<'de> Deserialize<'de> for EndpointConfig {
                     address: fields.address,
                     weight: fields.weight,
                     identity: fields.identity,
+                    zone: fields.zone,
                 })
             }
         }
@@ -321,6 +349,9 @@ pub mod defaults {
     }
     pub fn request_metrics() -> bool {
         true
+    }
+    pub fn min_healthy_percent() -> u32 {
+        trellis_api::policy::ZoneFailover::DEFAULT_MIN_HEALTHY_PERCENT
     }
     pub fn detect_timeout() -> Duration {
         Duration::from_secs(1)
@@ -424,17 +455,33 @@ impl ProxyConfig {
             }
             let hashing = b.load_balancer == LoadBalancer::ConsistentHash;
             let one_key = b.hash_on.as_ref().is_some_and(|h| {
-                h.header
-                    .as_ref()
-                    .is_some_and(|n| http::HeaderName::from_bytes(n.as_bytes()).is_ok())
-                    != h.cookie.as_ref().is_some_and(|n| !n.is_empty())
+                let keys = [
+                    h.header
+                        .as_ref()
+                        .is_some_and(|n| http::HeaderName::from_bytes(n.as_bytes()).is_ok()),
+                    h.cookie.as_ref().is_some_and(|n| !n.is_empty()),
+                    h.source_identity == Some(true),
+                ];
+                keys.iter().filter(|k| **k).count() == 1
             });
             if hashing != one_key || (b.hash_on.is_some() && !hashing) {
                 return Err(ConfigError::invalid(
                     format!("{at}.hashOn"),
-                    "loadBalancer consistent-hash needs hashOn with exactly one valid \
-                     header or cookie name; other balancers take none",
+                    "loadBalancer consistent-hash needs hashOn with exactly one of a valid \
+                     header name, a cookie name or sourceIdentity: true; other balancers \
+                     take none",
                 ));
+            }
+            if let Some(locality) = &b.locality {
+                if !(1..=100).contains(&locality.min_healthy_percent) {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.locality.minHealthyPercent"),
+                        format!(
+                            "must be between 1 and 100, got {}",
+                            locality.min_healthy_percent
+                        ),
+                    ));
+                }
             }
             for (j, e) in b.endpoints.iter().enumerate() {
                 if e.weight == 0 || e.weight > MAX_WEIGHT {

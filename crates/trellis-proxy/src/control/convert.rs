@@ -10,9 +10,9 @@ use trellis_api::proto::v1 as wire;
 use crate::config::{
     self, defaults, BackendConfig, BackendProtocol, DestinationAddress, DestinationTarget,
     Duration, EgressMode, EndpointConfig, FaultAbortConfig, FaultConfig, FaultDelayConfig, HashOn,
-    Header, HeaderModifier, ListenerConfig, ListenerProtocol, LoadBalancer, MeshService, Mirror,
-    OriginalDestination, PathMatch, PathModifier, ProxyConfig, Redirect, RetryConfig, Rewrite,
-    RouteConfig, RouteFilters, RouteMatch, ValueMatch, WeightedBackend,
+    Header, HeaderModifier, ListenerConfig, ListenerProtocol, LoadBalancer, LocalityConfig,
+    MeshService, Mirror, OriginalDestination, PathMatch, PathModifier, ProxyConfig, Redirect,
+    RetryConfig, Rewrite, RouteConfig, RouteFilters, RouteMatch, ValueMatch, WeightedBackend,
 };
 
 /// What the control plane does not decide: the proxy's own admin address and limits.
@@ -334,6 +334,7 @@ fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigE
                 address: address(&e.address, &format!("{at}.endpoints[{i}].address"))?,
                 weight: e.weight.max(1),
                 identity: (!e.identity.is_empty()).then(|| e.identity.clone()),
+                zone: (!e.zone.is_empty()).then(|| e.zone.clone()),
             })
         })
         .collect::<Result<Vec<_>, config::ConfigError>>()?;
@@ -353,13 +354,22 @@ fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigE
         hash_on: b.hash_on.as_ref().map(|h| match &h.key {
             Some(wire::hash_on::Key::Header(name)) => HashOn {
                 header: Some(name.clone()),
-                cookie: None,
+                ..HashOn::default()
             },
             Some(wire::hash_on::Key::Cookie(name)) => HashOn {
-                header: None,
                 cookie: Some(name.clone()),
+                ..HashOn::default()
+            },
+            Some(wire::hash_on::Key::SourceIdentity(_)) => HashOn {
+                source_identity: Some(true),
+                ..HashOn::default()
             },
             None => HashOn::default(),
+        }),
+        locality: b.locality.as_ref().map(|l| LocalityConfig {
+            zone: l.zone.clone(),
+            min_healthy_percent: l.min_healthy_percent.clamp(1, 100),
+            zone_size: Some(l.zone_size),
         }),
         connect_timeout: millis(b.connect_timeout_ms).unwrap_or_else(defaults::connect_timeout),
         idle_timeout: defaults::pool_idle_timeout(),
@@ -491,10 +501,17 @@ mod tests {
                         address: "127.0.0.1:7143".into(),
                         weight: 1,
                         identity: "spiffe://trellis.local/ns/default/sa/ratings".into(),
-                        zone: String::new(),
+                        zone: "eu-1a".into(),
                     }],
-                    load_balancer: wire::LoadBalancer::LeastRequest as i32,
-                    hash_on: None,
+                    load_balancer: wire::LoadBalancer::ConsistentHash as i32,
+                    hash_on: Some(wire::HashOn {
+                        key: Some(wire::hash_on::Key::SourceIdentity(true)),
+                    }),
+                    locality: Some(wire::Locality {
+                        zone: "eu-1a".into(),
+                        min_healthy_percent: 60,
+                        zone_size: 3,
+                    }),
                     connect_timeout_ms: Some(250),
                     resilience: Some(wire::Resilience {
                         circuit_breaker: Some(wire::CircuitBreaker {
@@ -533,6 +550,20 @@ mod tests {
         assert_eq!(log.format, config::AccessLogFormat::Text);
         assert_eq!(log.output.to_string(), "/var/log/trellis/access.log");
         assert_eq!(config.max_request_series, Some(500));
+        let b = &config.backends[0];
+        assert_eq!(b.endpoints[0].zone.as_deref(), Some("eu-1a"));
+        assert_eq!(
+            b.hash_on.as_ref().and_then(|h| h.source_identity),
+            Some(true)
+        );
+        assert_eq!(
+            b.locality,
+            Some(LocalityConfig {
+                zone: "eu-1a".into(),
+                min_healthy_percent: 60,
+                zone_size: Some(3),
+            })
+        );
         let l = &config.listeners[0];
         assert_eq!(l.protocol, ListenerProtocol::Http1);
         assert_eq!(l.idle_timeout, Duration::from_secs(60));
@@ -591,7 +622,7 @@ mod tests {
         let b = &config.backends[0];
         assert_eq!(
             (b.protocol, b.load_balancer),
-            (BackendProtocol::Http2, LoadBalancer::LeastRequest)
+            (BackendProtocol::Http2, LoadBalancer::ConsistentHash)
         );
         assert_eq!(b.connect_timeout, Duration::from_millis(250));
         // What the policy set, over the defaults.

@@ -16,6 +16,7 @@ fn backend(name: &str) -> Arc<Backend> {
         endpoints: vec![],
         load_balancer: LoadBalancer::Ewma,
         hash_on: None,
+        locality: None,
         connect_timeout: config::Duration::from_secs(1),
         idle_timeout: config::Duration::from_secs(1),
         resilience: config::ResilienceConfig::default(),

@@ -8,6 +8,7 @@ mod filters;
 mod grpc;
 mod http;
 mod lifecycle;
+mod locality;
 mod malformed;
 mod matching;
 mod mtls;

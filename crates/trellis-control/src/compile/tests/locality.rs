@@ -1,5 +1,6 @@
-//! Zones: with `locality: prefer-zone` a caller keeps to the ready endpoints of its own
-//! zone while there are any, and fails over to the others when there are none.
+//! Zones: with `locality: prefer-zone` each caller gets every ready endpoint, and its
+//! zone with the zone's size, so that its proxy can keep to the zone while enough of it
+//! is healthy.
 
 use super::*;
 
@@ -37,55 +38,65 @@ fn web_in(zone: &str) -> Workload {
 }
 
 #[test]
-fn callers_prefer_their_zone_and_fail_over() {
-    // (policy, caller zone, readiness of a-1, a-2, b-1, endpoints the caller gets)
-    let cases: &[(bool, &str, [bool; 3], &[&str])] = &[
+fn callers_get_every_ready_endpoint_and_their_zone_with_its_size() {
+    // (policy, caller zone, readiness of a-1, a-2, b-1, endpoints, locality sent)
+    type Case<'a> = (
+        Option<&'a str>,
+        &'a str,
+        [bool; 3],
+        &'a [&'a str],
+        Option<(&'a str, u32, u32)>,
+    );
+    let all: &[&str] = &["10.0.0.1:7143", "10.0.0.2:7143", "10.0.1.1:7143"];
+    let cases: &[Case<'_>] = &[
+        (Some(""), "a", [true, true, true], all, Some(("a", 70, 2))),
+        (Some(""), "b", [true, true, true], all, Some(("b", 70, 1))),
+        // Unready endpoints are left out but still count in the zone's size, so the
+        // caller's proxy sees half of zone a healthy.
         (
-            true,
+            Some(""),
+            "a",
+            [false, true, true],
+            &["10.0.0.2:7143", "10.0.1.1:7143"],
+            Some(("a", 70, 2)),
+        ),
+        (
+            Some(""),
+            "a",
+            [false, false, true],
+            &["10.0.1.1:7143"],
+            Some(("a", 70, 2)),
+        ),
+        (
+            Some("  zoneFailover: {minHealthyPercent: 40}\n"),
             "a",
             [true, true, true],
-            &["10.0.0.1:7143", "10.0.0.2:7143"],
+            all,
+            Some(("a", 40, 2)),
         ),
-        (true, "b", [true, true, true], &["10.0.1.1:7143"]),
-        // One of zone a's endpoints unready: the other still keeps the traffic local.
-        (true, "a", [false, true, true], &["10.0.0.2:7143"]),
-        // None ready in zone a: every ready endpoint elsewhere.
-        (true, "a", [false, false, true], &["10.0.1.1:7143"]),
-        // A zone with no endpoints at all, or a caller without a zone: all of them.
-        (
-            true,
-            "c",
-            [true, true, true],
-            &["10.0.0.1:7143", "10.0.0.2:7143", "10.0.1.1:7143"],
-        ),
-        (
-            true,
-            "",
-            [true, true, true],
-            &["10.0.0.1:7143", "10.0.0.2:7143", "10.0.1.1:7143"],
-        ),
-        // Without the policy zones do not matter.
-        (
-            false,
-            "a",
-            [true, true, true],
-            &["10.0.0.1:7143", "10.0.0.2:7143", "10.0.1.1:7143"],
-        ),
+        // A zone with no workloads, a caller without a zone, or no policy: no
+        // preference.
+        (Some(""), "c", [true, true, true], all, None),
+        (Some(""), "", [true, true, true], all, None),
+        (None, "a", [true, true, true], all, None),
     ];
-    for (policy, zone, ready, want) in cases {
+    for (policy, zone, ready, want, locality) in cases {
         let mut resources = yaml(CART);
-        if *policy {
-            resources.extend(yaml(PREFER_ZONE));
+        if let Some(extra) = policy {
+            resources.extend(yaml(&format!("{PREFER_ZONE}{extra}")));
         }
         resources.push(cart("cart-a-1", "10.0.0.1", "a", ready[0]));
         resources.push(cart("cart-a-2", "10.0.0.2", "a", ready[1]));
         resources.push(cart("cart-b-1", "10.0.1.1", "b", ready[2]));
         let config = compile(&resources, &web_in(zone));
-        let got = endpoints(backend(&config, "cart.default"));
-        assert_eq!(
-            &got, want,
-            "policy {policy}, zone {zone:?}, ready {ready:?}"
-        );
+        let backend = backend(&config, "cart.default");
+        let context = format!("policy {policy:?}, zone {zone:?}, ready {ready:?}");
+        assert_eq!(&endpoints(backend), want, "{context}");
+        let got = backend
+            .locality
+            .as_ref()
+            .map(|l| (l.zone.as_str(), l.min_healthy_percent, l.zone_size));
+        assert_eq!(got, *locality, "{context}");
     }
 }
 
