@@ -20,7 +20,7 @@ use crate::dns::names::ServiceNames;
 use crate::endpoint::{ConnectSettings, Endpoint};
 use crate::http::errors::ProxyError;
 use crate::resilience::protection::Protection;
-use crate::resilience::ratelimit::{Rate, RateLimiter};
+use crate::resilience::ratelimit::{Quota, Rate, RateLimiter};
 use crate::route::Route;
 use crate::transparent::DestinationTable;
 
@@ -88,13 +88,16 @@ impl Listener {
 
     /// Takes a token from each rate limit's bucket for a request on `route` from
     /// `source` (the caller's SPIFFE ID, if known); the first limit whose bucket is
-    /// empty refuses it, and its name and key kind are returned for the metrics.
+    /// empty refuses it, and its name and key kind are returned for the metrics. An
+    /// admitted request gets the quota of the limit closest to refusing (fewest tokens
+    /// left) for its response headers; `None` when the listener has no limits.
     pub fn rate_limit(
         &self,
         route: &Route,
         source: Option<&SpiffeId>,
-    ) -> Result<(), (ProxyError, Arc<str>, &'static str)> {
+    ) -> Result<Option<Quota>, (ProxyError, Arc<str>, &'static str)> {
         let now = tokio::time::Instant::now();
+        let mut tightest: Option<Quota> = None;
         for limit in self.rate_limits.iter() {
             let (kind, key) = match limit.config.per {
                 RateLimitKey::Service => ("service", String::new()),
@@ -103,16 +106,23 @@ impl Listener {
                     ("source", source.map(|s| s.to_string()).unwrap_or_default())
                 }
             };
-            if let Err(limited) = limit.limiter.check(&key, now) {
-                let error = ProxyError::RateLimited {
-                    policy: limit.name.clone(),
-                    limit: limited.limit,
-                    retry_after: limited.retry_after,
-                };
-                return Err((error, limit.name.clone(), kind));
+            match limit.limiter.check(&key, now) {
+                Ok(quota) => {
+                    if tightest.is_none_or(|t| quota.remaining < t.remaining) {
+                        tightest = Some(quota);
+                    }
+                }
+                Err(limited) => {
+                    let error = ProxyError::RateLimited {
+                        policy: limit.name.clone(),
+                        limit: limited.limit,
+                        retry_after: limited.retry_after,
+                    };
+                    return Err((error, limit.name.clone(), kind));
+                }
             }
         }
-        Ok(())
+        Ok(tightest)
     }
 }
 

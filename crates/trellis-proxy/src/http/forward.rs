@@ -26,6 +26,7 @@ use crate::config::{BackendProtocol, ListenerProtocol};
 use crate::endpoint::{BoxBody, BoxError, Endpoint, EndpointError};
 use crate::resilience::outlier::Outcome;
 use crate::resilience::protection::Rejection;
+use crate::resilience::ratelimit::{Quota, RATELIMIT_LIMIT};
 use crate::retry;
 use crate::route::filter::{edit_headers, Redirect};
 use crate::route::{Route, RouteBackend};
@@ -99,6 +100,7 @@ pub async fn handle(
         }
         None => Ok(()),
     };
+    let mut quota = None;
     let (result, labels) = match authorized {
         Err(denied) => (Err(ProxyError::from(denied)), unrouted(&listener, "")),
         Ok(()) => match listener.route_for(&req) {
@@ -114,7 +116,10 @@ pub async fn handle(
                     metrics.record_rate_limited(&listener.name, &policy, key);
                     (Err(limited), unrouted(&listener, &route.name))
                 }
-                Ok(()) => route_request(req, route, &listener, &ctx.shared).await,
+                Ok(admitted) => {
+                    quota = admitted;
+                    route_request(req, route, &listener, &ctx.shared).await
+                }
             },
         },
     };
@@ -132,6 +137,9 @@ pub async fn handle(
             (err.to_response(grpc), err.reason())
         }
     };
+    if let Some(quota) = quota {
+        set_quota_headers(resp.headers_mut(), &quota);
+    }
     let status = resp.status().as_u16();
     let grpc_status = if grpc {
         observe::grpc_status(resp.headers())
@@ -175,6 +183,18 @@ pub async fn handle(
     }
     *resp.version_mut() = client_version;
     Ok(resp)
+}
+
+/// Tells the client of a request a rate limit admitted how much of its quota is left,
+/// in the headers a 429 carries. A backend that sent its own `ratelimit-limit` keeps
+/// its set: the three headers describe one limit, never a mix of two.
+fn set_quota_headers(headers: &mut HeaderMap, quota: &Quota) {
+    if headers.contains_key(RATELIMIT_LIMIT) {
+        return;
+    }
+    for (name, value) in quota.headers() {
+        headers.insert(name, HeaderValue::from(value));
+    }
 }
 
 /// A routed request: its faults, then its redirect or its backend.

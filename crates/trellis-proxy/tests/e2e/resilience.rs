@@ -296,7 +296,7 @@ async fn active_health_checks_leave_out_failing_endpoints() {
 }
 
 #[tokio::test]
-async fn rate_limits_answer_429_with_retry_after_and_their_headers() {
+async fn rate_limits_answer_429_with_retry_after_and_admitted_responses_carry_the_quota() {
     let good = good().await;
     let yaml = format!(
         r#"
@@ -325,6 +325,12 @@ backends:
         .filter(|r| r.status == StatusCode::OK)
         .count();
     assert!(ok >= 3, "the burst of 3 passes");
+    // Admitted responses say what is left of the same quota, in the same headers.
+    let first = &statuses[0].headers;
+    assert_eq!(first["ratelimit-limit"], "3");
+    assert_eq!(first["ratelimit-remaining"], "2");
+    assert_eq!(first["ratelimit-reset"], "1", "one token to refill, at 1/s");
+    assert_eq!(statuses[1].headers["ratelimit-remaining"], "1");
     let limited = statuses
         .iter()
         .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
