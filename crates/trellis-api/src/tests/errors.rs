@@ -119,6 +119,7 @@ fn broken_documents_name_the_field() {
         (GRPC, "value: \"^(acme|globex)$\"", "value: \"^(acme\"",
          "spec.rules[0].matches[0].headers[0].value", "not a valid regular expression"),
         (GRPC, "type: RequestHeaderModifier", "type: URLRewrite", "spec.rules[1].filters[0].type", "unknown variant `URLRewrite`"),
+        (GRPC, "codes: [unavailable]", "codes: [UNAVAILABLE]", "spec.rules[1].retry.codes[0]", "unknown variant `UNAVAILABLE`"),
         // TCPRoute.
         (TCP, "  parentRefs:\n    - name: postgres\n      port: 5432\n", "  parentRefs: []\n",
          "spec.parentRefs", "at least one parentRef is required"),

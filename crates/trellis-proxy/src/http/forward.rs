@@ -304,16 +304,28 @@ async fn proxy(
     protection.deposit(tokio::time::Instant::now());
     // Endpoints this request has tried, a bit per index, so a retry goes elsewhere.
     let tried = AtomicU64::new(0);
+    let connect_failures = retry::CONNECT_FAILURES;
+    let policy = route.retry.as_ref().unwrap_or(&connect_failures);
     let send = async {
         if upgrade {
             // A connection handed over to another protocol is never retried.
-            return attempt(req, target, None, shared, true, &tried).await;
+            let (resp, in_flight) = attempt(req, target, None, shared, true, &tried).await?;
+            return Ok((boxed(resp), in_flight, None));
         }
         retry::send(
-            Some(route.retry.as_ref().unwrap_or(&retry::CONNECT_FAILURES)),
+            Some(policy),
             req,
-            |req| attempt(req, target, route.backend_timeout, shared, false, &tried),
-            |(resp, _): &(Response<Incoming>, InFlight)| resp.status(),
+            |req| async {
+                let attempt = attempt(req, target, route.backend_timeout, shared, false, &tried);
+                let (resp, in_flight) = attempt.await?;
+                let (resp, grpc_status) =
+                    retry::grpc_status_of(boxed(resp), policy.retries_grpc()).await;
+                Ok((resp, in_flight, grpc_status))
+            },
+            |(resp, _, grpc_status): &Answered| retry::Answer {
+                status: resp.status(),
+                grpc_status: *grpc_status,
+            },
             |reason| shared.metrics.record_retry(&target.labels, reason),
             || {
                 let allowed = protection.try_retry(tokio::time::Instant::now());
@@ -325,7 +337,7 @@ async fn proxy(
         )
         .await
     };
-    let (resp, in_flight) = match route.timeout {
+    let (resp, in_flight, _) = match route.timeout {
         Some(limit) => tokio::time::timeout(limit, send)
             .await
             .map_err(|_| ProxyError::RequestTimeout(limit))??,
@@ -338,11 +350,16 @@ async fn proxy(
         inner: body,
         _guards: (in_flight, admission),
     };
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed(),
-    ))
+    Ok(Response::from_parts(parts, body.boxed()))
 }
+
+fn boxed(resp: Response<Incoming>) -> Response<BoxBody> {
+    resp.map(|b| b.map_err(BoxError::from).boxed())
+}
+
+/// An attempt's response, its place in flight on its endpoint, and the gRPC status
+/// seen before anything of it was passed on.
+type Answered = (Response<BoxBody>, InFlight, Option<u32>);
 
 /// One attempt: an endpoint of the backend (one this request has not tried, when there
 /// is one), the request in the form it needs, response headers within `limit`. The
@@ -570,7 +587,7 @@ pub(super) fn to_backend(
 
 /// Strips the backend connection's own headers from its response. The response to an
 /// upgrade keeps `upgrade` and `connection`, which the client needs to switch.
-fn from_backend(mut resp: Response<Incoming>) -> Response<Incoming> {
+fn from_backend<B>(mut resp: Response<B>) -> Response<B> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return resp;
     }

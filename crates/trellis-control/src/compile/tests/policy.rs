@@ -154,6 +154,7 @@ spec:
             attempts: 3,
             codes: vec![502, 503],
             backoff_ms: 50,
+            grpc_statuses: vec![],
         })
     );
     let defaults = routes
@@ -167,6 +168,7 @@ spec:
             attempts: 1,
             codes: vec![],
             backoff_ms: 25,
+            grpc_statuses: vec![],
         })
     );
     let catch_all = routes.iter().find(|r| r.name == "default").expect("route");
