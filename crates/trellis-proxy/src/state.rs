@@ -22,6 +22,7 @@ use crate::http::errors::ProxyError;
 use crate::resilience::protection::Protection;
 use crate::resilience::ratelimit::{Quota, Rate, RateLimiter};
 use crate::route::Route;
+use crate::tls::IdentitySlot;
 use crate::transparent::DestinationTable;
 
 /// One configuration version, ready to serve.
@@ -174,6 +175,7 @@ impl Backend {
         reuse: &HashMap<EndpointKey, Arc<Endpoint>>,
         mark: Option<u32>,
         previous: Option<&Backend>,
+        identity: &IdentitySlot,
     ) -> Self {
         let settings = ConnectSettings {
             protocol: config.protocol,
@@ -202,11 +204,11 @@ impl Backend {
                 })
             })
             .collect();
-        let addrs: Vec<SocketAddr> = endpoints.iter().map(|w| w.endpoint.addr()).collect();
+        let targets: Vec<Arc<Endpoint>> = endpoints.iter().map(|w| w.endpoint.clone()).collect();
         let protection = Protection::build(
             &config.resilience,
-            &addrs,
-            mark,
+            &targets,
+            identity,
             previous.map(|p| &*p.protection),
         );
         Self {
@@ -310,7 +312,12 @@ impl Backend {
 impl Snapshot {
     /// Compiles a validated configuration. Endpoints of `previous` with the same address
     /// and connection settings are carried over with their pools and load statistics.
-    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>) -> Self {
+    /// Health probes find the proxy's identity in `identity`.
+    pub fn build(
+        config: ProxyConfig,
+        previous: Option<&Snapshot>,
+        identity: &IdentitySlot,
+    ) -> Self {
         let mut reuse = HashMap::new();
         for backend in previous.iter().flat_map(|p| p.backends.values()) {
             for endpoint in backend.endpoints() {
@@ -327,7 +334,8 @@ impl Snapshot {
             .iter()
             .map(|b| {
                 let old = previous.and_then(|p| p.backends.get(&b.name));
-                let backend = Backend::build(b, &reuse, config.socket_mark, old.map(|o| &**o));
+                let old = old.map(|o| &**o);
+                let backend = Backend::build(b, &reuse, config.socket_mark, old, identity);
                 (b.name.clone(), Arc::new(backend))
             })
             .collect();
@@ -410,6 +418,11 @@ fn build_listener(
 mod tests {
     use super::*;
 
+    /// A snapshot whose health probes (if any) would go without an identity.
+    fn build(config: ProxyConfig, previous: Option<&Snapshot>) -> Snapshot {
+        Snapshot::build(config, previous, &IdentitySlot::default())
+    }
+
     const CONFIG: &str = r#"
 listeners:
   - name: web
@@ -422,9 +435,9 @@ backends:
 
     #[test]
     fn reload_keeps_unchanged_endpoints_and_replaces_changed_ones() {
-        let first = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
+        let first = build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
         let changed = CONFIG.replace("127.0.0.1:2", "127.0.0.1:3");
-        let second = Snapshot::build(
+        let second = build(
             ProxyConfig::from_yaml(&changed).expect("valid"),
             Some(&first),
         );
@@ -450,9 +463,9 @@ backends:
             ProxyConfig::from_yaml(&yaml).expect("valid")
         };
         let cart = "spiffe://trellis.local/ns/shop/sa/cart";
-        let first = Snapshot::build(with(cart), None);
-        let same = Snapshot::build(with(cart), Some(&first));
-        let other = Snapshot::build(with("spiffe://trellis.local/ns/shop/sa/db"), Some(&same));
+        let first = build(with(cart), None);
+        let same = build(with(cart), Some(&first));
+        let other = build(with("spiffe://trellis.local/ns/shop/sa/db"), Some(&same));
         let endpoint = |s: &Snapshot| s.endpoints().next().expect("one endpoint").clone();
         assert!(Arc::ptr_eq(&endpoint(&first), &endpoint(&same)));
         assert!(!Arc::ptr_eq(&endpoint(&same), &endpoint(&other)));
@@ -468,13 +481,13 @@ backends:
         // plaintext: the endpoint is left out.
         let mut unchecked = with(cart);
         unchecked.backends[0].endpoints[0].identity = Some("cart".into());
-        assert_eq!(Snapshot::build(unchecked, None).endpoints().count(), 0);
+        assert_eq!(build(unchecked, None).endpoints().count(), 0);
     }
 
     #[test]
     fn protection_state_survives_a_reload_that_keeps_its_settings() {
-        let first = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
-        let same = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), Some(&first));
+        let first = build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
+        let same = build(ProxyConfig::from_yaml(CONFIG).expect("valid"), Some(&first));
         let protection = |s: &Snapshot| s.backends["app"].protection.clone();
         let (a, b) = (protection(&first), protection(&same));
         assert!(a
@@ -482,7 +495,7 @@ backends:
             .is_some_and(|x| b.breaker().is_some_and(|y| Arc::ptr_eq(x, y))));
         // Other endpoints: the per-endpoint state starts again, the rest is kept.
         let moved = CONFIG.replace("127.0.0.1:2", "127.0.0.1:3");
-        let other = Snapshot::build(ProxyConfig::from_yaml(&moved).expect("valid"), Some(&same));
+        let other = build(ProxyConfig::from_yaml(&moved).expect("valid"), Some(&same));
         let c = protection(&other);
         assert!(b
             .breaker()
@@ -492,14 +505,14 @@ backends:
             "endpoints: [127.0.0.1:1, 127.0.0.1:2]",
             "endpoints: [127.0.0.1:1, 127.0.0.1:2]\n    resilience: {circuitBreaker: {enabled: false}}",
         );
-        let off = Snapshot::build(ProxyConfig::from_yaml(&off).expect("valid"), Some(&other));
+        let off = build(ProxyConfig::from_yaml(&off).expect("valid"), Some(&other));
         assert!(protection(&off).breaker().is_none());
         assert_eq!(protection(&off).concurrency_limit(), Some(100));
     }
 
     #[test]
     fn ejected_endpoints_and_those_tried_are_left_out_while_others_remain() {
-        let snapshot = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
+        let snapshot = build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
         let backend = &snapshot.backends["app"];
         for _ in 0..20 {
             assert_eq!(backend.pick_for(None, 0b01).expect("one").index, 1);
