@@ -69,10 +69,8 @@ pub struct ListenerRateLimit {
 
 impl ListenerRateLimit {
     fn build(config: &RateLimitConfig) -> Self {
-        let rate = Rate {
-            per_second: f64::from(config.requests_per_second),
-            burst: config.burst.unwrap_or(config.requests_per_second),
-        };
+        let (per_second, burst) = config.rate();
+        let rate = Rate { per_second, burst };
         Self {
             name: config.name.as_str().into(),
             limiter: RateLimiter::new(rate, MAX_RATE_LIMIT_KEYS),

@@ -873,6 +873,13 @@ pub struct RateLimit {
     pub burst: u32,
     #[prost(enumeration = "RateLimitKey", tag = "4")]
     pub key: i32,
+    /// A global limit: this replica enforces `share_weight / share_total` of the rate and
+    /// the burst (its weight among the Service's ready replicas). 0 total: all of it (a
+    /// local limit).
+    #[prost(uint32, tag = "5")]
+    pub share_weight: u32,
+    #[prost(uint32, tag = "6")]
+    pub share_total: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

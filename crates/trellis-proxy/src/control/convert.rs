@@ -189,6 +189,10 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
                 requests_per_second: r.requests_per_second,
                 burst: (r.burst > 0).then_some(r.burst),
                 per: r.key().into(),
+                share: (r.share_total > 0).then_some(config::RateShare {
+                    weight: r.share_weight,
+                    total: r.share_total,
+                }),
             })
             .collect(),
     })
