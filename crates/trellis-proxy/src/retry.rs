@@ -10,10 +10,10 @@
 //!
 //! gRPC calls are POSTs, so they are retried only on routes that list gRPC statuses,
 //! and only while the whole call fits in [`MAX_REPLAY_BODY`]: their body streams to the
-//! first attempt as it arrives and a copy is kept ([`tape`]). A gRPC status is read from
-//! the response headers (a trailers-only response) or, when the headers carry none,
-//! from trailers that come before any message: the caller peeks at the first frame of
-//! the body for that, before anything is passed on.
+//! first attempt as it arrives and a copy is kept (`retry/tape.rs`). A gRPC status is
+//! read from the response headers (a trailers-only response) or, when the headers carry
+//! none, from trailers that come before any message: the caller peeks at the first
+//! frame of the body for that, before anything is passed on.
 //!
 //! Each retry is counted with its reason, and must be allowed by the backend's retry
 //! budget, which the caller asks before every retry. Routes without a `retry` still get
