@@ -20,6 +20,7 @@ pub mod authz;
 pub mod duration;
 mod error;
 pub mod fault;
+pub mod grpc_status;
 pub mod kind;
 pub mod meta;
 mod parse;

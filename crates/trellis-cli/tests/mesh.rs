@@ -454,3 +454,69 @@ spec:
         (2, 1)
     );
 }
+
+#[tokio::test]
+async fn a_global_rate_limit_is_shared_by_the_replicas_and_follows_them() {
+    let cp = control_plane().await;
+    let policy = r#"{"apiVersion": "trellis.dev/v1alpha1", "kind": "RateLimitPolicy",
+        "metadata": {"name": "cart-limits"},
+        "spec": {"targetRef": {"kind": "Service", "name": "cart"},
+            "global": [{"requestsPerSecond": 1, "burst": 6}]}}"#;
+    assert_eq!(apply(&cp, policy).await, StatusCode::OK);
+    let app = HttpServer::start("cart", ServerProtocol::Http1)
+        .await
+        .expect("server");
+    let mut replicas = Vec::new();
+    for name in ["cart-1", "cart-2", "cart-3"] {
+        replicas.push(sidecar(&cp, name, "cart", &[], app.addr(), &[]).await);
+    }
+    let inbound = |s: &Sidecar| {
+        let addr = s.proxy.listener_addr("inbound").expect("inbound listener");
+        format!("http://127.0.0.1:{}/", addr.port())
+    };
+    let urls: Vec<String> = replicas.iter().map(inbound).collect();
+    let client = HttpClient::http1();
+    // Every answer of a limited listener, 200 or 429, names its bucket's size.
+    let bucket = |url: String| {
+        let client = &client;
+        async move {
+            let resp = client.get(&url).await.expect("inbound answers");
+            let limit = resp.headers.get("ratelimit-limit").cloned();
+            (
+                resp.status,
+                limit.and_then(|v| v.to_str().ok().map(str::to_owned)),
+            )
+        }
+    };
+    for url in &urls {
+        assert_eventually!(
+            bucket(url.clone()).await.1.as_deref() == Some("2"),
+            "a replica never got its third of the burst"
+        );
+    }
+
+    // Together the replicas admit at most the global burst, plus what 1/s refills.
+    let started = std::time::Instant::now();
+    let mut admitted = 0;
+    for _ in 0..4 {
+        for url in &urls {
+            if bucket(url.clone()).await.0 == StatusCode::OK {
+                admitted += 1;
+            }
+        }
+    }
+    let refilled = started.elapsed().as_secs_f64();
+    assert!(
+        f64::from(admitted) <= 6.0 + refilled,
+        "{admitted} admitted in {refilled:.1} s"
+    );
+
+    // A replica leaves; once its grace period passes, the other two get half each.
+    drop(replicas.pop());
+    for url in &urls[..2] {
+        assert_eventually!(
+            bucket(url.clone()).await.1.as_deref() == Some("3"),
+            "the replicas left never got half of the burst"
+        );
+    }
+}

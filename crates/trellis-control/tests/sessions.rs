@@ -420,3 +420,58 @@ async fn services_keep_their_virtual_ips_when_the_control_plane_restarts() {
     drop(books);
     again.stop().await;
 }
+
+/// Replica `n` of `cart`: its own name and inbound port on one address.
+fn cart(n: u32) -> Workload {
+    Workload {
+        name: format!("cart-{n}"),
+        inbound_port: 7142 + n,
+        ..workload("cart")
+    }
+}
+
+impl Session {
+    /// Waits for a snapshot whose inbound listener holds a global rate limit with
+    /// the share `weight` of `total`; panics after 50 snapshots without one.
+    async fn rate_share(&mut self, weight: u32, total: u32) {
+        for _ in 0..50 {
+            let message = self.next_message().await;
+            let Some(control_message::Message::Snapshot(snapshot)) = message.message else {
+                continue;
+            };
+            let config = snapshot.config.expect("config");
+            let inbound = config.listeners.iter().find(|l| l.name == "inbound");
+            let limits = inbound
+                .map(|l| l.rate_limits.as_slice())
+                .unwrap_or_default();
+            if limits
+                .iter()
+                .any(|l| (l.share_weight, l.share_total) == (weight, total))
+            {
+                return;
+            }
+        }
+        panic!("no snapshot gave this replica {weight} of {total}");
+    }
+}
+
+#[tokio::test]
+async fn a_global_rate_limit_is_split_among_replicas_as_they_come_and_go() {
+    let cp = control_plane().await;
+    let policy = r#"{"apiVersion": "trellis.dev/v1alpha1", "kind": "RateLimitPolicy",
+        "metadata": {"name": "cart-limits", "namespace": "shop"},
+        "spec": {"targetRef": {"kind": "Service", "name": "cart"},
+            "global": [{"requestsPerSecond": 300}]}}"#;
+    let (status, body) = reqwest_like::post(&cp, "/api/v1/apply", policy, Some(ADMIN)).await;
+    assert_eq!(status, 200, "{body}");
+    let mut first = open_as(&cp, ADMIN, cart(1)).await.expect("cart-1");
+    first.rate_share(1, 1).await;
+    let second = open_as(&cp, ADMIN, cart(2)).await.expect("cart-2");
+    let third = open_as(&cp, ADMIN, cart(3)).await.expect("cart-3");
+    first.rate_share(1, 3).await;
+    // A replica leaves: once its grace period (200 ms) passes, the others get half.
+    drop(third);
+    first.rate_share(1, 2).await;
+    drop(second);
+    cp.stop().await;
+}

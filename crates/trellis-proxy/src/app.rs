@@ -122,12 +122,13 @@ impl Proxy {
         metrics.count_requests(config.request_metrics);
         let access_log = crate::access_log::AccessLogs::default();
         access_log.configure(config.access_log.as_ref(), &metrics.access_log_dropped);
+        let tls = TlsState::default();
         let shared = Arc::new(Shared {
-            state: ArcSwap::from_pointee(Snapshot::build(config, None)),
+            state: ArcSwap::from_pointee(Snapshot::build(config, None, &tls.slot())),
             metrics,
             access_log,
             drain: Drain::new(),
-            tls: TlsState::default(),
+            tls,
             authz_warn: WarnLimiter::new(),
             bound: Mutex::new(HashMap::new()),
             taps: crate::tap::Taps::default(),
@@ -258,9 +259,11 @@ impl Proxy {
         let metrics = &self.shared.metrics;
         metrics.set_max_series(config.max_request_series);
         metrics.count_requests(config.request_metrics);
-        self.shared
-            .state
-            .store(Arc::new(Snapshot::build(config, Some(&previous))));
+        self.shared.state.store(Arc::new(Snapshot::build(
+            config,
+            Some(&previous),
+            &self.shared.tls.slot(),
+        )));
 
         // Listeners removed or moved stop accepting; their connections carry on.
         let gone: Vec<String> = running

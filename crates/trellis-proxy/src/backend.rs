@@ -12,7 +12,7 @@ use crate::balance::{Balancer, Weighted};
 use crate::config::{BackendConfig, BackendProtocol, LoadBalancer, LocalityConfig};
 use crate::endpoint::{ConnectSettings, Endpoint};
 use crate::resilience::protection::Protection;
-use crate::tls::PEER_IDENTITY_HEADER;
+use crate::tls::{IdentitySlot, PEER_IDENTITY_HEADER};
 
 /// A backend: its endpoints and how to choose among them.
 #[derive(Debug)]
@@ -205,6 +205,7 @@ impl Backend {
         reuse: &HashMap<EndpointKey, Arc<Endpoint>>,
         mark: Option<u32>,
         previous: Option<&Backend>,
+        identity: &IdentitySlot,
     ) -> Self {
         let settings = ConnectSettings {
             protocol: config.protocol,
@@ -236,11 +237,12 @@ impl Backend {
                 Some((weighted, in_zone))
             })
             .collect();
-        let addrs: Vec<SocketAddr> = endpoints.iter().map(|(w, _)| w.endpoint.addr()).collect();
+        let targets: Vec<Arc<Endpoint>> =
+            endpoints.iter().map(|(w, _)| w.endpoint.clone()).collect();
         let protection = Protection::build(
             &config.resilience,
-            &addrs,
-            mark,
+            &targets,
+            identity,
             previous.map(|p| &*p.protection),
         );
         let policy = config.load_balancer;

@@ -105,7 +105,7 @@ struct SharedH2 {
     made_with: Option<Generation>,
 }
 
-/// A connection for opaque TCP.
+/// A connection for opaque TCP, or for a health probe.
 pub enum Opaque {
     Plain(TcpStream),
     /// Boxed: a TLS stream carries its record buffers inline.
@@ -240,10 +240,19 @@ impl Endpoint {
     /// Opens a connection for opaque TCP: mTLS (ALPN `trellis-tcp`) when `identity`
     /// and the endpoint's identity say so, else plain TCP.
     pub async fn open_tcp(&self, identity: Option<&Identity>) -> Result<Opaque, EndpointError> {
+        self.open(identity, Alpn::Tcp).await
+    }
+
+    /// Opens a connection the way requests reach this endpoint: mTLS carrying `alpn`
+    /// when `identity` and the endpoint's identity say so, else plain TCP. Health
+    /// probes use it, so a callee that accepts only mTLS can be probed.
+    pub async fn open(
+        &self,
+        identity: Option<&Identity>,
+        alpn: Alpn,
+    ) -> Result<Opaque, EndpointError> {
         match self.mtls(identity) {
-            Some(mtls) => Ok(Opaque::Mtls(Box::new(
-                self.connect_mtls(mtls, Alpn::Tcp).await?,
-            ))),
+            Some(mtls) => Ok(Opaque::Mtls(Box::new(self.connect_mtls(mtls, alpn).await?))),
             None => Ok(Opaque::Plain(self.connect_tcp().await?)),
         }
     }

@@ -17,8 +17,9 @@ use crate::config::{RateLimitConfig, RateLimitKey};
 use crate::dns::names::ServiceNames;
 use crate::endpoint::Endpoint;
 use crate::http::errors::ProxyError;
-use crate::resilience::ratelimit::{Rate, RateLimiter};
+use crate::resilience::ratelimit::{Quota, Rate, RateLimiter};
 use crate::route::Route;
+use crate::tls::IdentitySlot;
 use crate::transparent::DestinationTable;
 
 /// One configuration version, ready to serve.
@@ -65,10 +66,8 @@ pub struct ListenerRateLimit {
 
 impl ListenerRateLimit {
     fn build(config: &RateLimitConfig) -> Self {
-        let rate = Rate {
-            per_second: f64::from(config.requests_per_second),
-            burst: config.burst.unwrap_or(config.requests_per_second),
-        };
+        let (per_second, burst) = config.rate();
+        let rate = Rate { per_second, burst };
         Self {
             name: config.name.as_str().into(),
             limiter: RateLimiter::new(rate, MAX_RATE_LIMIT_KEYS),
@@ -85,13 +84,16 @@ impl Listener {
 
     /// Takes a token from each rate limit's bucket for a request on `route` from
     /// `source` (the caller's SPIFFE ID, if known); the first limit whose bucket is
-    /// empty refuses it, and its name and key kind are returned for the metrics.
+    /// empty refuses it, and its name and key kind are returned for the metrics. An
+    /// admitted request gets the quota of the limit closest to refusing (fewest tokens
+    /// left) for its response headers; `None` when the listener has no limits.
     pub fn rate_limit(
         &self,
         route: &Route,
         source: Option<&SpiffeId>,
-    ) -> Result<(), (ProxyError, Arc<str>, &'static str)> {
+    ) -> Result<Option<Quota>, (ProxyError, Arc<str>, &'static str)> {
         let now = tokio::time::Instant::now();
+        let mut tightest: Option<Quota> = None;
         for limit in self.rate_limits.iter() {
             let (kind, key) = match limit.config.per {
                 RateLimitKey::Service => ("service", String::new()),
@@ -100,23 +102,35 @@ impl Listener {
                     ("source", source.map(|s| s.to_string()).unwrap_or_default())
                 }
             };
-            if let Err(limited) = limit.limiter.check(&key, now) {
-                let error = ProxyError::RateLimited {
-                    policy: limit.name.clone(),
-                    limit: limited.limit,
-                    retry_after: limited.retry_after,
-                };
-                return Err((error, limit.name.clone(), kind));
+            match limit.limiter.check(&key, now) {
+                Ok(quota) => {
+                    if tightest.is_none_or(|t| quota.remaining < t.remaining) {
+                        tightest = Some(quota);
+                    }
+                }
+                Err(limited) => {
+                    let error = ProxyError::RateLimited {
+                        policy: limit.name.clone(),
+                        limit: limited.limit,
+                        retry_after: limited.retry_after,
+                    };
+                    return Err((error, limit.name.clone(), kind));
+                }
             }
         }
-        Ok(())
+        Ok(tightest)
     }
 }
 
 impl Snapshot {
     /// Compiles a validated configuration. Endpoints of `previous` with the same address
     /// and connection settings are carried over with their pools and load statistics.
-    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>) -> Self {
+    /// Health probes find the proxy's identity in `identity`.
+    pub fn build(
+        config: ProxyConfig,
+        previous: Option<&Snapshot>,
+        identity: &IdentitySlot,
+    ) -> Self {
         let mut reuse = HashMap::new();
         for backend in previous.iter().flat_map(|p| p.backends.values()) {
             for endpoint in backend.endpoints() {
@@ -133,7 +147,8 @@ impl Snapshot {
             .iter()
             .map(|b| {
                 let old = previous.and_then(|p| p.backends.get(&b.name));
-                let backend = Backend::build(b, &reuse, config.socket_mark, old.map(|o| &**o));
+                let old = old.map(|o| &**o);
+                let backend = Backend::build(b, &reuse, config.socket_mark, old, identity);
                 (b.name.clone(), Arc::new(backend))
             })
             .collect();
@@ -216,6 +231,11 @@ fn build_listener(
 mod tests {
     use super::*;
 
+    /// A snapshot whose health probes (if any) would go without an identity.
+    fn build(config: ProxyConfig, previous: Option<&Snapshot>) -> Snapshot {
+        Snapshot::build(config, previous, &IdentitySlot::default())
+    }
+
     const CONFIG: &str = r#"
 listeners:
   - name: web
@@ -228,9 +248,9 @@ backends:
 
     #[test]
     fn reload_keeps_unchanged_endpoints_and_replaces_changed_ones() {
-        let first = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
+        let first = build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
         let changed = CONFIG.replace("127.0.0.1:2", "127.0.0.1:3");
-        let second = Snapshot::build(
+        let second = build(
             ProxyConfig::from_yaml(&changed).expect("valid"),
             Some(&first),
         );
@@ -256,9 +276,9 @@ backends:
             ProxyConfig::from_yaml(&yaml).expect("valid")
         };
         let cart = "spiffe://trellis.local/ns/shop/sa/cart";
-        let first = Snapshot::build(with(cart), None);
-        let same = Snapshot::build(with(cart), Some(&first));
-        let other = Snapshot::build(with("spiffe://trellis.local/ns/shop/sa/db"), Some(&same));
+        let first = build(with(cart), None);
+        let same = build(with(cart), Some(&first));
+        let other = build(with("spiffe://trellis.local/ns/shop/sa/db"), Some(&same));
         let endpoint = |s: &Snapshot| s.endpoints().next().expect("one endpoint").clone();
         assert!(Arc::ptr_eq(&endpoint(&first), &endpoint(&same)));
         assert!(!Arc::ptr_eq(&endpoint(&same), &endpoint(&other)));
@@ -274,13 +294,13 @@ backends:
         // plaintext: the endpoint is left out.
         let mut unchecked = with(cart);
         unchecked.backends[0].endpoints[0].identity = Some("cart".into());
-        assert_eq!(Snapshot::build(unchecked, None).endpoints().count(), 0);
+        assert_eq!(build(unchecked, None).endpoints().count(), 0);
     }
 
     #[test]
     fn protection_state_survives_a_reload_that_keeps_its_settings() {
-        let first = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
-        let same = Snapshot::build(ProxyConfig::from_yaml(CONFIG).expect("valid"), Some(&first));
+        let first = build(ProxyConfig::from_yaml(CONFIG).expect("valid"), None);
+        let same = build(ProxyConfig::from_yaml(CONFIG).expect("valid"), Some(&first));
         let protection = |s: &Snapshot| s.backends["app"].protection.clone();
         let (a, b) = (protection(&first), protection(&same));
         assert!(a
@@ -288,7 +308,7 @@ backends:
             .is_some_and(|x| b.breaker().is_some_and(|y| Arc::ptr_eq(x, y))));
         // Other endpoints: the per-endpoint state starts again, the rest is kept.
         let moved = CONFIG.replace("127.0.0.1:2", "127.0.0.1:3");
-        let other = Snapshot::build(ProxyConfig::from_yaml(&moved).expect("valid"), Some(&same));
+        let other = build(ProxyConfig::from_yaml(&moved).expect("valid"), Some(&same));
         let c = protection(&other);
         assert!(b
             .breaker()
@@ -298,7 +318,7 @@ backends:
             "endpoints: [127.0.0.1:1, 127.0.0.1:2]",
             "endpoints: [127.0.0.1:1, 127.0.0.1:2]\n    resilience: {circuitBreaker: {enabled: false}}",
         );
-        let off = Snapshot::build(ProxyConfig::from_yaml(&off).expect("valid"), Some(&other));
+        let off = build(ProxyConfig::from_yaml(&off).expect("valid"), Some(&other));
         assert!(protection(&off).breaker().is_none());
         assert_eq!(protection(&off).concurrency_limit(), Some(100));
     }

@@ -2,6 +2,11 @@
 //! backend (mTLS with ALPN `trellis-tcp` when the endpoint is a proxy of the mesh), bytes
 //! copied both ways. When one side finishes sending, the other side's
 //! write half is shut down and the opposite direction keeps flowing (half-close).
+//!
+//! Each relayed connection holds one of its backend's circuit-breaker connections
+//! (`maxConnections`, shared with HTTP connections to the same backend) while it is
+//! open; a client connection that finds them all taken is closed at once, before any
+//! endpoint is dialled, and counted as a `max-connections` rejection.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +17,8 @@ use crate::balance::InFlight;
 use crate::drain;
 use crate::endpoint::Opaque;
 use crate::io::{Activity, TrackedIo};
+use crate::resilience::breaker::Overflow;
+use crate::resilience::protection::Rejection;
 use crate::state::Listener;
 use crate::telemetry::RouteLabels;
 use crate::Shared;
@@ -40,8 +47,20 @@ where
         return Some(());
     };
     let labels = &target.labels;
+    let backend = &target.backend;
+    let breaker = backend.protection.breaker();
+    let _connection = match breaker.map(|b| b.try_acquire(Overflow::Connections)) {
+        Some(Err(overflow)) => {
+            tracing::debug!(listener = %listener.name, backend = %backend.name, "max connections; closing TCP connection");
+            let rejection = Rejection::Limit(overflow);
+            shared.resilience.record_rejection(&backend.name, rejection);
+            return Some(());
+        }
+        Some(Ok(permit)) => Some(permit),
+        None => None,
+    };
     let own = || shared.tls.identity().map(|id| id.id().to_string());
-    let Some(endpoint) = target.backend.pick_connection(own) else {
+    let Some(endpoint) = backend.pick_connection(own) else {
         tracing::warn!(listener = %listener.name, backend = %target.backend.name, "no endpoints; closing TCP connection");
         metrics.tcp_connect_errors.get_or_create(labels).inc();
         return Some(());

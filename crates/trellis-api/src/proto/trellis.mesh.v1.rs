@@ -534,10 +534,11 @@ pub struct FaultAbort {
     #[prost(uint32, tag = "3")]
     pub percent: u32,
 }
-/// Retries of replay-safe requests (idempotent methods whose body the proxy could hold):
-/// an attempt that failed to connect, failed before response headers, ran out of its
-/// backend timeout, or was answered with one of `codes` is tried again, unless the
-/// client has already been sent anything.
+/// Retries of replay-safe requests (idempotent methods whose body the proxy could hold,
+/// and gRPC calls when `grpc_statuses` is set): an attempt that failed to connect, failed
+/// before response headers, ran out of its backend timeout, or was answered with one of
+/// `codes` or `grpc_statuses` is tried again, unless the client has already been sent
+/// anything.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Retry {
@@ -550,6 +551,9 @@ pub struct Retry {
     /// Wait before the first retry; doubled for each further one, with jitter.
     #[prost(uint64, tag = "3")]
     pub backoff_ms: u64,
+    /// gRPC status codes (1 to 16) that are retried (GRPCRoute `retry.codes`).
+    #[prost(uint32, repeated, tag = "4")]
+    pub grpc_statuses: ::prost::alloc::vec::Vec<u32>,
 }
 /// A route's filters (HTTPRoute and GRPCRoute rule filters). Each kind appears at most
 /// once, except mirrors; `redirect` and `rewrite` exclude each other.
@@ -893,6 +897,13 @@ pub struct RateLimit {
     pub burst: u32,
     #[prost(enumeration = "RateLimitKey", tag = "4")]
     pub key: i32,
+    /// A global limit: this replica enforces `share_weight / share_total` of the rate and
+    /// the burst (its weight among the Service's ready replicas). 0 total: all of it (a
+    /// local limit).
+    #[prost(uint32, tag = "5")]
+    pub share_weight: u32,
+    #[prost(uint32, tag = "6")]
+    pub share_total: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

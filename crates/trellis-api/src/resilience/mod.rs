@@ -261,8 +261,15 @@ impl HealthCheckSpec {
 pub struct RateLimitPolicySpec {
     /// The Service whose replicas enforce the limits, in the policy's namespace.
     pub target_ref: PolicyTargetReference,
-    /// Token buckets on each replica; a request must find a token in every one.
-    pub local: Vec<LocalRateLimit>,
+    /// Token buckets on each replica, each at the full rate; a request must find a
+    /// token in every one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local: Vec<TokenBucket>,
+    /// Rates for the whole Service: the control plane gives each ready replica a share
+    /// in proportion to its weight (a third each of three), so together the replicas
+    /// admit at most the rate; recomputed as replicas come and go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub global: Vec<TokenBucket>,
 }
 
 /// What a local limit keeps one bucket per.
@@ -278,10 +285,10 @@ pub enum RateLimitKey {
     Source,
 }
 
-/// One token bucket per key.
+/// One token bucket per key: the shape of `local` and `global` limits alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LocalRateLimit {
+pub struct TokenBucket {
     /// Average requests per second allowed, at least 1.
     pub requests_per_second: u32,
     /// Requests allowed at once after a quiet spell. Default: `requestsPerSecond`.
@@ -303,18 +310,21 @@ impl RateLimitPolicySpec {
         let t = &self.target_ref;
         service_kind("spec.targetRef", &t.group, &t.kind)?;
         validate::name("spec.targetRef.name", &t.name)?;
-        if self.local.is_empty() {
+        if self.local.is_empty() && self.global.is_empty() {
             return Err(ValidationError::new(
                 "spec.local",
-                "at least one limit is required, e.g. [{requestsPerSecond: 100}]",
+                "at least one limit is required in local or global, e.g. \
+                 local: [{requestsPerSecond: 100}]",
             ));
         }
-        for (i, limit) in self.local.iter().enumerate() {
-            at_least_one(
-                &format!("spec.local[{i}].requestsPerSecond"),
-                Some(limit.requests_per_second),
-            )?;
-            at_least_one(&format!("spec.local[{i}].burst"), limit.burst)?;
+        for (field, limits) in [("local", &self.local), ("global", &self.global)] {
+            for (i, limit) in limits.iter().enumerate() {
+                at_least_one(
+                    &format!("spec.{field}[{i}].requestsPerSecond"),
+                    Some(limit.requests_per_second),
+                )?;
+                at_least_one(&format!("spec.{field}[{i}].burst"), limit.burst)?;
+            }
         }
         Ok(())
     }

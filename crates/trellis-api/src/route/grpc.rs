@@ -11,7 +11,9 @@ use super::{
     check_parents, check_rule_names, parent_object_refs, GRPCBackendRef, ParentReference,
     MAX_BACKEND_REFS, MAX_FILTERS, MAX_HEADER_MATCHES, MAX_MATCHES,
 };
+use crate::duration::Duration;
 use crate::error::{Checked, ValidationError};
+use crate::grpc_status::GrpcStatus;
 use crate::validate;
 use crate::ObjectRef;
 
@@ -46,6 +48,29 @@ pub struct GRPCRouteRule {
     /// Where matching calls go, split by weight.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backend_refs: Vec<GRPCBackendRef>,
+    /// Retries of failed calls. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<GRPCRouteRetry>,
+}
+
+/// Retry failed calls, in the shape of HTTPRoute's `retry` with gRPC statuses for
+/// HTTP codes. A call is retried only while the proxy could hold its whole request
+/// (at most 64 KiB) and before any of its response reached the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GRPCRouteRetry {
+    /// gRPC statuses that are retried, by name (`unavailable`, `resource-exhausted`,
+    /// `cancelled`, `deadline-exceeded`, ...). Connection failures are always
+    /// retryable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<GrpcStatus>,
+    /// Retries after the first attempt. Unset: the proxy's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Wait before the first retry, growing exponentially with jitter. Unset: the
+    /// proxy's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Duration>,
 }
 
 /// Conditions a call must all meet.

@@ -119,6 +119,7 @@ fn broken_documents_name_the_field() {
         (GRPC, "value: \"^(acme|globex)$\"", "value: \"^(acme\"",
          "spec.rules[0].matches[0].headers[0].value", "not a valid regular expression"),
         (GRPC, "type: RequestHeaderModifier", "type: URLRewrite", "spec.rules[1].filters[0].type", "unknown variant `URLRewrite`"),
+        (GRPC, "codes: [unavailable]", "codes: [UNAVAILABLE]", "spec.rules[1].retry.codes[0]", "unknown variant `UNAVAILABLE`"),
         // TCPRoute.
         (TCP, "  parentRefs:\n    - name: postgres\n      port: 5432\n", "  parentRefs: []\n",
          "spec.parentRefs", "at least one parentRef is required"),
@@ -186,6 +187,9 @@ fn broken_documents_name_the_field() {
         (LIMITS, "burst: 40", "burst: 0", "spec.local[1].burst", "must be at least 1"),
         (LIMITS, "per: source", "per: caller", "spec.local[1].per", "unknown variant `caller`"),
         (LIMITS, "kind: Service", "kind: HTTPRoute", "spec.targetRef.kind", "must be Service"),
+        (LIMITS, "- requestsPerSecond: 250", "- requestsPerSecond: 0", "spec.global[0].requestsPerSecond", "must be at least 1"),
+        (LIMITS, "  local:\n    - requestsPerSecond: 100\n    - requestsPerSecond: 20\n      burst: 40\n      per: source\n  global:\n    - requestsPerSecond: 250\n", "",
+         "spec.local", "at least one limit is required in local or global"),
         // AuthorizationPolicy.
         (AUTHZ, "action: Allow", "action: allow", "spec.action", "unknown variant `allow`, expected `Allow` or `Deny`"),
         (AUTHZ, "kind: Service", "kind: Workload", "spec.targetRef.kind", "must be Service, got \"Workload\""),

@@ -162,13 +162,14 @@ fn kind_columns(kind: Kind, r: &Value) -> Vec<String> {
             vec![target(spec), delay, abort, condition(r, "ResolvedRefs")]
         }
         Kind::RateLimitPolicy => {
-            let limits: Vec<String> = spec["local"]
-                .as_array()
+            // Global limits are marked: their rate is the whole Service's.
+            let limits: Vec<String> = [("local", ""), ("global", "global ")]
                 .into_iter()
-                .flatten()
-                .map(|l| {
-                    let per = l["per"].as_str().unwrap_or("service");
-                    format!("{}/s per {per}", l["requestsPerSecond"])
+                .flat_map(|(field, mark)| {
+                    spec[field].as_array().into_iter().flatten().map(move |l| {
+                        let per = l["per"].as_str().unwrap_or("service");
+                        format!("{mark}{}/s per {per}", l["requestsPerSecond"])
+                    })
                 })
                 .collect();
             vec![
@@ -381,5 +382,20 @@ mod tests {
         let want = "NAME      NAMESPACE   PARENTS   BACKENDS   RESOLVED   AGE\n\
                     ratings   shop        web       v1,v2      False      <none>\n";
         assert_eq!(table, want);
+    }
+
+    #[test]
+    fn rate_limit_policies_list_local_and_global_limits() {
+        let spec = json!({
+            "local": [{"requestsPerSecond": 100}],
+            "global": [{"requestsPerSecond": 250, "per": "source"}],
+        });
+        let policy =
+            json!({"kind": "RateLimitPolicy", "metadata": {"name": "limits"}, "spec": spec});
+        let table = render(Target::Kind(Kind::RateLimitPolicy), &[policy]);
+        assert!(
+            table.contains("100/s per service, global 250/s per source"),
+            "{table}"
+        );
     }
 }

@@ -105,7 +105,7 @@ pub(super) struct Tables {
     /// Compiled AuthorizationPolicies by the Service they target, sorted by name.
     pub authorization: HashMap<ServiceKey, Vec<WireAuthorizationPolicy>>,
     /// Compiled RateLimitPolicies by the Service they target, sorted by name.
-    pub rate_limits: HashMap<ServiceKey, Vec<trellis_api::proto::v1::RateLimit>>,
+    pub rate_limits: HashMap<ServiceKey, Vec<ratelimit::ServiceLimit>>,
     pub attached: HashMap<ServiceKey, Attached>,
     pub mesh: MeshSettings,
 }

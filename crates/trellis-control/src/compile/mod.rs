@@ -81,7 +81,7 @@ use trellis_api::meta::DEFAULT_NAMESPACE;
 use trellis_api::policy::{AccessLogFormat, BackendProtocol as PolicyProtocol, OtlpProtocol};
 use trellis_api::proto::v1::{
     AccessLog, Backend, BackendProtocol, Endpoint, Listener, ListenerProtocol, LoadBalancer,
-    Locality, MtlsMode, ProxyConfig, Route, Tracing, WeightedBackend, Workload,
+    Locality, MtlsMode, ProxyConfig, RateLimit, Route, Tracing, WeightedBackend, Workload,
 };
 use trellis_api::service::AppProtocol;
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
@@ -352,14 +352,23 @@ impl MeshIndex {
             idle_timeout_ms: None,
             mtls: self.tables.mesh.mtls as i32,
             authorization: Some(self.authorization(own, app_port(proxy))),
-            rate_limits: self
-                .tables
-                .rate_limits
-                .get(own)
-                .cloned()
-                .unwrap_or_default(),
+            rate_limits: self.rate_limits(proxy, own, port),
             ..Default::default()
         }
+    }
+
+    /// The RateLimitPolicies of the proxy's own Service, global ones with this
+    /// replica's share of them.
+    fn rate_limits(&self, proxy: &Workload, own: &ServiceKey, port: u16) -> Vec<RateLimit> {
+        let Some(limits) = self.tables.rate_limits.get(own) else {
+            return Vec::new();
+        };
+        let replicas = self.service(own).map_or(&[][..], |s| &s.endpoints);
+        let me = match proxy.address.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port).to_string(),
+            Err(_) => proxy.address.clone(),
+        };
+        ratelimit::for_replica(limits, replicas, &me)
     }
 
     fn local_app(&self, proxy: &Workload, own: &ServiceKey) -> Backend {

@@ -24,7 +24,9 @@ use trellis_api::proto::v1::{
     path_match, value_match, HeaderModifier, PathMatch, Retry, Route, RouteFilters, RouteMatch,
     ValueMatch, WeightedBackend,
 };
-use trellis_api::route::grpc::{GRPCHeaderMatch, GRPCMethodMatch, GRPCRouteMatch, GRPCRouteSpec};
+use trellis_api::route::grpc::{
+    GRPCHeaderMatch, GRPCMethodMatch, GRPCRouteMatch, GRPCRouteRule, GRPCRouteSpec,
+};
 use trellis_api::route::http::{
     HTTPHeaderMatch, HTTPMethod, HTTPQueryParamMatch, HTTPRouteMatch, HTTPRouteRule, HTTPRouteSpec,
     MatchType, PathMatchType,
@@ -267,13 +269,33 @@ impl Limits {
                 .and_then(|t| t.backend_request)
                 .and_then(timeout_ms),
             retry: rule.retry.as_ref().map(|r| Retry {
-                attempts: r.attempts.unwrap_or(DEFAULT_RETRY_ATTEMPTS),
                 codes: r.codes.iter().map(|c| u32::from(*c)).collect(),
-                backoff_ms: r
-                    .backoff
-                    .map_or(DEFAULT_RETRY_BACKOFF_MS, |d| timeout_ms(d).unwrap_or(0)),
+                ..retry(r.attempts, r.backoff)
             }),
         }
+    }
+
+    /// A GRPCRoute rule's `retry` (statuses by name), with the parent's BackendPolicy
+    /// `requestTimeout`: GRPCRoute has no timeouts of its own.
+    fn grpc(rule: &GRPCRouteRule, default_timeout: Option<u64>) -> Self {
+        Self {
+            timeout_ms: default_timeout,
+            backend_timeout_ms: None,
+            retry: rule.retry.as_ref().map(|r| Retry {
+                grpc_statuses: r.codes.iter().map(|c| c.code()).collect(),
+                ..retry(r.attempts, r.backoff)
+            }),
+        }
+    }
+}
+
+/// A retry's attempts and backoff, the defaults where the rule says nothing; no
+/// statuses yet.
+fn retry(attempts: Option<u32>, backoff: Option<trellis_api::Duration>) -> Retry {
+    Retry {
+        attempts: attempts.unwrap_or(DEFAULT_RETRY_ATTEMPTS),
+        backoff_ms: backoff.map_or(DEFAULT_RETRY_BACKOFF_MS, |d| timeout_ms(d).unwrap_or(0)),
+        ..Retry::default()
     }
 }
 
@@ -402,7 +424,7 @@ fn non_empty(m: RouteMatch) -> Option<RouteMatch> {
 // === GRPCRoute ===
 
 /// The candidates of a GRPCRoute attached to `parent`; see [`http`] for
-/// `default_timeout`. GRPCRoute has no timeouts of its own.
+/// `default_timeout`.
 pub(super) fn grpc(
     resource: &Resource,
     spec: &GRPCRouteSpec,
@@ -417,10 +439,7 @@ pub(super) fn grpc(
             i,
             rule.name.as_deref(),
             rule.backend_refs.iter().map(BackendSpec::grpc),
-            Limits {
-                timeout_ms: default_timeout,
-                ..Limits::default()
-            },
+            Limits::grpc(rule, default_timeout),
             filters::rule(&as_http, &resource.metadata.namespace),
         );
         if rule.matches.is_empty() {

@@ -13,7 +13,8 @@ fn backend(backend: &str) -> Arc<Backend> {
          backends:\n  - name: app\n{backend}"
     );
     let config = ProxyConfig::from_yaml(&yaml).expect("valid");
-    Snapshot::build(config, None).backends["app"].clone()
+    let identity = crate::tls::IdentitySlot::default();
+    Snapshot::build(config, None, &identity).backends["app"].clone()
 }
 
 /// Two endpoints in zone `a` (indices 0 and 1), two in `b` (2 and 3); outlier detection

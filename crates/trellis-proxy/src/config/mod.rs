@@ -36,7 +36,8 @@ pub use self::original_dst::{
 };
 pub use self::resilience::{
     AdaptiveConcurrencyConfig, CircuitBreakerConfig, HealthCheckConfig, HealthCheckProtocol,
-    OutlierDetectionConfig, RateLimitConfig, RateLimitKey, ResilienceConfig, RetryBudgetConfig,
+    OutlierDetectionConfig, RateLimitConfig, RateLimitKey, RateShare, ResilienceConfig,
+    RetryBudgetConfig,
 };
 pub use self::route::{
     PathMatch, RetryConfig, RouteConfig, RouteMatch, ValueMatch, WeightedBackend,

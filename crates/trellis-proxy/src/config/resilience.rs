@@ -425,6 +425,19 @@ pub struct RateLimitConfig {
     /// identity). Default `service`.
     #[serde(default)]
     pub per: RateLimitKey,
+    /// The part of `requestsPerSecond` and `burst` this proxy enforces: a global
+    /// limit's share for this replica, which the control plane computes. Default: all
+    /// of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<RateShare>,
+}
+
+/// `weight` out of `total`: a replica's part of a limit shared by all replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateShare {
+    pub weight: u32,
+    pub total: u32,
 }
 
 fn rate_limit_name() -> String {
@@ -445,6 +458,34 @@ impl RateLimitConfig {
                 "must be at least 1",
             ));
         }
+        if let Some(share) = self.share {
+            if share.weight == 0 || share.weight > share.total {
+                return Err(ConfigError::invalid(
+                    format!("{at}.share"),
+                    format!(
+                        "weight must be between 1 and total, got {} of {}",
+                        share.weight, share.total
+                    ),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The rate and bucket size this proxy enforces: its share of both. The bucket
+    /// holds at least one token, or no request could ever pass.
+    pub fn rate(&self) -> (f64, u32) {
+        let burst = self.burst.unwrap_or(self.requests_per_second);
+        match self.share {
+            Some(RateShare { weight, total }) if total > 0 => {
+                let part = f64::from(weight) / f64::from(total);
+                let burst = u64::from(burst) * u64::from(weight) / u64::from(total);
+                (
+                    f64::from(self.requests_per_second) * part,
+                    u32::try_from(burst).unwrap_or(u32::MAX).max(1),
+                )
+            }
+            _ => (f64::from(self.requests_per_second), burst),
+        }
     }
 }

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use trellis_api::grpc_status::GrpcStatus;
+
 use super::filter::{FaultConfig, HeaderModifier, RouteFilters};
 use super::{ConfigError, Duration, MAX_WEIGHT};
 
@@ -43,9 +45,11 @@ pub struct RouteConfig {
 }
 
 /// Retries of replay-safe requests: idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
-/// DELETE) whose body has a known length of at most 64 KiB. An attempt is retried when
-/// it could not connect, failed before response headers, ran out of `backendTimeout`, or
-/// was answered with one of `codes`; never once the client has been sent anything.
+/// DELETE) whose body has a known length of at most 64 KiB, and, when `grpcStatuses`
+/// is set, gRPC calls whose whole request fits in 64 KiB. An attempt is retried when it
+/// could not connect, failed before response headers, ran out of `backendTimeout`, or
+/// was answered with one of `codes` or `grpcStatuses`; never once the client has been
+/// sent anything.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryConfig {
@@ -59,6 +63,11 @@ pub struct RetryConfig {
     /// Default `25ms`.
     #[serde(default = "default_backoff")]
     pub backoff: Duration,
+    /// gRPC statuses that are retried, by name (`unavailable`, `resource-exhausted`,
+    /// ...), whether the status comes in the response headers (trailers-only) or in
+    /// trailers before any message. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grpc_statuses: Vec<GrpcStatus>,
 }
 
 /// Most retries a route may ask for.

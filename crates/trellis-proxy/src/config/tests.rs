@@ -233,6 +233,7 @@ fn errors_name_the_field() {
         ("loadBalancer: ewma", "resilience: {healthCheck: {path: healthz}}", "backends[0].resilience.healthCheck.path: must start with '/'"),
         ("loadBalancer: ewma", "resilience: {breaker: {}}", "backends[0].resilience.breaker: unknown field"),
         ("protocol: auto", "protocol: auto\n    rateLimits: [{requestsPerSecond: 0}]", "listeners[0].rateLimits[0].requestsPerSecond: must be at least 1"),
+        ("protocol: auto", "protocol: auto\n    rateLimits: [{requestsPerSecond: 9, share: {weight: 4, total: 3}}]", "listeners[0].rateLimits[0].share: weight must be between 1 and total, got 4 of 3"),
     ];
     for (from, to, want) in cases {
         let yaml = EXAMPLE.replacen(from, to, 1);
@@ -377,4 +378,23 @@ fn transparent_mode_is_read_and_checked() {
         let err = ProxyConfig::from_yaml(&yaml).expect_err(want).to_string();
         assert!(err.starts_with(want), "{want}: got {err}");
     }
+}
+
+#[test]
+fn a_shared_rate_limit_enforces_its_share() {
+    let limit = |burst, share| RateLimitConfig {
+        name: "shop/limits".into(),
+        requests_per_second: 300,
+        burst,
+        per: RateLimitKey::Service,
+        share,
+    };
+    assert_eq!(limit(None, None).rate(), (300.0, 300));
+    let third = Some(RateShare {
+        weight: 1,
+        total: 3,
+    });
+    assert_eq!(limit(Some(600), third).rate(), (100.0, 200));
+    // A bucket smaller than one token would admit nothing: it keeps one.
+    assert_eq!(limit(Some(2), third).rate(), (100.0, 1));
 }

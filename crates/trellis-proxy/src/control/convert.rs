@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use trellis_api::authz::AuthorizationConfig;
+use trellis_api::grpc_status::GrpcStatus;
 use trellis_api::proto::v1 as wire;
 
 use crate::config::{
@@ -188,6 +189,10 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
                 requests_per_second: r.requests_per_second,
                 burst: (r.burst > 0).then_some(r.burst),
                 per: r.key().into(),
+                share: (r.share_total > 0).then_some(config::RateShare {
+                    weight: r.share_weight,
+                    total: r.share_total,
+                }),
             })
             .collect(),
     })
@@ -220,6 +225,13 @@ fn route(r: &wire::Route) -> RouteConfig {
                 .map(|c| u16::try_from(*c).unwrap_or(0))
                 .collect(),
             backoff: Duration::from_millis(retry.backoff_ms),
+            // Unknown codes are left out: a newer control plane's status this proxy
+            // cannot name is one it never retries.
+            grpc_statuses: retry
+                .grpc_statuses
+                .iter()
+                .filter_map(|c| GrpcStatus::from_code(*c))
+                .collect(),
         }),
         fault: r.fault.as_ref().map(fault),
     }
@@ -439,6 +451,7 @@ mod tests {
                         attempts: 2,
                         codes: vec![503],
                         backoff_ms: 10,
+                        grpc_statuses: vec![14, 99],
                     }),
                     fault: Some(wire::Fault {
                         name: "bookinfo/chaos".into(),
@@ -594,6 +607,7 @@ mod tests {
                 attempts: 2,
                 codes: vec![503],
                 backoff: Duration::from_millis(10),
+                grpc_statuses: vec![GrpcStatus::Unavailable],
             })
         );
         assert_eq!(r.backends[1].weight, 10);

@@ -197,7 +197,7 @@ impl ProxyError {
             let wait = crate::resilience::ratelimit::retry_after_secs(*retry_after);
             builder = builder
                 .header(header::RETRY_AFTER, wait)
-                .header("ratelimit-limit", *limit)
+                .header(crate::resilience::ratelimit::RATELIMIT_LIMIT, *limit)
                 .header("ratelimit-remaining", 0)
                 .header("ratelimit-reset", wait);
         }

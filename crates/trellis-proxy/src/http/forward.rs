@@ -26,6 +26,7 @@ use crate::config::{BackendProtocol, ListenerProtocol};
 use crate::endpoint::{BoxBody, BoxError, Endpoint, EndpointError};
 use crate::resilience::outlier::Outcome;
 use crate::resilience::protection::Rejection;
+use crate::resilience::ratelimit::{Quota, RATELIMIT_LIMIT};
 use crate::retry;
 use crate::route::filter::{edit_headers, Redirect};
 use crate::route::{Route, RouteBackend};
@@ -99,6 +100,7 @@ pub async fn handle(
         }
         None => Ok(()),
     };
+    let mut quota = None;
     let (result, labels) = match authorized {
         Err(denied) => (Err(ProxyError::from(denied)), unrouted(&listener, "")),
         Ok(()) => match listener.route_for(&req) {
@@ -114,7 +116,10 @@ pub async fn handle(
                     metrics.record_rate_limited(&listener.name, &policy, key);
                     (Err(limited), unrouted(&listener, &route.name))
                 }
-                Ok(()) => route_request(req, route, &listener, &ctx.shared).await,
+                Ok(admitted) => {
+                    quota = admitted;
+                    route_request(req, route, &listener, &ctx.shared).await
+                }
             },
         },
     };
@@ -132,6 +137,9 @@ pub async fn handle(
             (err.to_response(grpc), err.reason())
         }
     };
+    if let Some(quota) = quota {
+        set_quota_headers(resp.headers_mut(), &quota);
+    }
     let status = resp.status().as_u16();
     let grpc_status = if grpc {
         observe::grpc_status(resp.headers())
@@ -175,6 +183,18 @@ pub async fn handle(
     }
     *resp.version_mut() = client_version;
     Ok(resp)
+}
+
+/// Tells the client of a request a rate limit admitted how much of its quota is left,
+/// in the headers a 429 carries. A backend that sent its own `ratelimit-limit` keeps
+/// its set: the three headers describe one limit, never a mix of two.
+fn set_quota_headers(headers: &mut HeaderMap, quota: &Quota) {
+    if headers.contains_key(RATELIMIT_LIMIT) {
+        return;
+    }
+    for (name, value) in quota.headers() {
+        headers.insert(name, HeaderValue::from(value));
+    }
 }
 
 /// A routed request: its faults, then its redirect or its backend.
@@ -284,16 +304,28 @@ async fn proxy(
     protection.deposit(tokio::time::Instant::now());
     // Endpoints this request has tried, a bit per index, so a retry goes elsewhere.
     let tried = AtomicU64::new(0);
+    let connect_failures = retry::CONNECT_FAILURES;
+    let policy = route.retry.as_ref().unwrap_or(&connect_failures);
     let send = async {
         if upgrade {
             // A connection handed over to another protocol is never retried.
-            return attempt(req, target, None, shared, true, &tried).await;
+            let (resp, in_flight) = attempt(req, target, None, shared, true, &tried).await?;
+            return Ok((boxed(resp), in_flight, None));
         }
         retry::send(
-            Some(route.retry.as_ref().unwrap_or(&retry::CONNECT_FAILURES)),
+            Some(policy),
             req,
-            |req| attempt(req, target, route.backend_timeout, shared, false, &tried),
-            |(resp, _): &(Response<Incoming>, InFlight)| resp.status(),
+            |req| async {
+                let attempt = attempt(req, target, route.backend_timeout, shared, false, &tried);
+                let (resp, in_flight) = attempt.await?;
+                let (resp, grpc_status) =
+                    retry::grpc_status_of(boxed(resp), policy.retries_grpc()).await;
+                Ok((resp, in_flight, grpc_status))
+            },
+            |(resp, _, grpc_status): &Answered| retry::Answer {
+                status: resp.status(),
+                grpc_status: *grpc_status,
+            },
             |reason| shared.metrics.record_retry(&target.labels, reason),
             || {
                 let allowed = protection.try_retry(tokio::time::Instant::now());
@@ -305,7 +337,7 @@ async fn proxy(
         )
         .await
     };
-    let (resp, in_flight) = match route.timeout {
+    let (resp, in_flight, _) = match route.timeout {
         Some(limit) => tokio::time::timeout(limit, send)
             .await
             .map_err(|_| ProxyError::RequestTimeout(limit))??,
@@ -318,11 +350,16 @@ async fn proxy(
         inner: body,
         _guards: (in_flight, admission),
     };
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed(),
-    ))
+    Ok(Response::from_parts(parts, body.boxed()))
 }
+
+fn boxed(resp: Response<Incoming>) -> Response<BoxBody> {
+    resp.map(|b| b.map_err(BoxError::from).boxed())
+}
+
+/// An attempt's response, its place in flight on its endpoint, and the gRPC status
+/// seen before anything of it was passed on.
+type Answered = (Response<BoxBody>, InFlight, Option<u32>);
 
 /// One attempt: an endpoint of the backend (one this request has not tried, when there
 /// is one), the request in the form it needs, response headers within `limit`. The
@@ -549,7 +586,7 @@ pub(super) fn to_backend(
 
 /// Strips the backend connection's own headers from its response. The response to an
 /// upgrade keeps `upgrade` and `connection`, which the client needs to switch.
-fn from_backend(mut resp: Response<Incoming>) -> Response<Incoming> {
+fn from_backend<B>(mut resp: Response<B>) -> Response<B> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return resp;
     }

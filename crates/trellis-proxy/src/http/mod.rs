@@ -4,7 +4,7 @@
 pub mod errors;
 pub mod forward;
 pub mod mirror;
-mod observe;
+pub(crate) mod observe;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -117,7 +117,7 @@ impl Traced {
 }
 
 /// A gRPC response's `grpc-status`, if these headers (or trailers) carry one.
-pub(super) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 

@@ -4,12 +4,19 @@
 //! after `healthyThreshold` passed ones. Endpoints start healthy, so a new backend
 //! serves at once; the task ends when the backend's configuration is replaced.
 //!
-//! Probes go to the endpoint's address in plaintext: a mesh endpoint (a sidecar's
-//! inbound listener) must accept plaintext for them, as `permissive` does.
+//! Probes reach an endpoint the way requests do: a mesh endpoint (a sidecar's inbound
+//! listener, which has an identity to prove) over mTLS with this proxy's identity, once
+//! the proxy has one, so a callee that accepts only mTLS (`strict`) can be probed and
+//! its authorization sees who probes; other endpoints in plaintext. Over mTLS an HTTP
+//! probe is HTTP/1.1 (ALPN `http/1.1`), a gRPC probe HTTP/2 (`h2`), and a TCP probe
+//! passes when the handshake does (`trellis-tcp`): the callee's sidecar answered for
+//! it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use bytes::{Buf, Bytes};
 use http::{Request, StatusCode};
@@ -18,7 +25,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::config::{HealthCheckConfig, HealthCheckProtocol};
-use crate::sockopt;
+use crate::endpoint::{Endpoint, Opaque};
+use crate::tls::{Alpn, Identity, IdentitySlot};
 
 /// The probed health of a backend's endpoints, by index.
 #[derive(Debug)]
@@ -51,28 +59,31 @@ impl HealthStatus {
             .is_some_and(|u| !u.load(Ordering::Relaxed))
     }
 
-    /// Starts probing `addrs` (the endpoints in index order) on the current runtime;
-    /// outside one (a configuration built in a unit test) nothing is probed.
-    pub fn start(self: &Arc<Self>, addrs: Vec<SocketAddr>, mark: Option<u32>) {
+    /// Starts probing `endpoints` (in index order) on the current runtime, with the
+    /// identity in `identity` whenever a probe starts; outside a runtime (a
+    /// configuration built in a unit test) nothing is probed.
+    pub fn start(self: &Arc<Self>, endpoints: Vec<Arc<Endpoint>>, identity: IdentitySlot) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(run(Arc::downgrade(self), addrs, mark));
+            runtime.spawn(run(Arc::downgrade(self), endpoints, identity));
         }
     }
 }
 
 /// Probes until the status is dropped.
-async fn run(status: Weak<HealthStatus>, addrs: Vec<SocketAddr>, mark: Option<u32>) {
+async fn run(status: Weak<HealthStatus>, endpoints: Vec<Arc<Endpoint>>, identity: IdentitySlot) {
     let Some(config) = status.upgrade().map(|s| s.config.clone()) else {
         return;
     };
     let mut interval = tokio::time::interval(config.interval.get());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Failed or passed probes in a row, per endpoint: negative for failures.
-    let mut streaks = vec![0i64; addrs.len()];
+    let mut streaks = vec![0i64; endpoints.len()];
     loop {
         interval.tick().await;
-        let results =
-            futures_util::future::join_all(addrs.iter().map(|a| probe(&config, *a, mark))).await;
+        // Read at every round: the certificate arrives, and is renewed, after start.
+        let id = identity.get();
+        let probes = endpoints.iter().map(|e| probe(&config, e, id.as_deref()));
+        let results = futures_util::future::join_all(probes).await;
         let Some(status) = status.upgrade() else {
             return;
         };
@@ -88,24 +99,32 @@ async fn run(status: Weak<HealthStatus>, addrs: Vec<SocketAddr>, mark: Option<u3
             if *streak <= -i64::from(config.unhealthy_threshold)
                 && !flag.swap(true, Ordering::Relaxed)
             {
-                tracing::info!(endpoint = %addrs[i], "endpoint failed its health checks");
+                tracing::info!(endpoint = %endpoints[i].addr(), "endpoint failed its health checks");
             }
             if *streak >= i64::from(config.healthy_threshold) && flag.swap(false, Ordering::Relaxed)
             {
-                tracing::info!(endpoint = %addrs[i], "endpoint passes its health checks again");
+                tracing::info!(endpoint = %endpoints[i].addr(), "endpoint passes its health checks again");
             }
         }
     }
 }
 
-/// One probe of one endpoint, within the check's timeout.
-pub async fn probe(config: &HealthCheckConfig, addr: SocketAddr, mark: Option<u32>) -> bool {
+/// One probe of one endpoint, within the check's timeout; over mTLS when `identity`
+/// and the endpoint's own identity say so.
+pub async fn probe(
+    config: &HealthCheckConfig,
+    endpoint: &Endpoint,
+    identity: Option<&Identity>,
+) -> bool {
+    let alpn = match config.protocol {
+        HealthCheckProtocol::Tcp => Alpn::Tcp,
+        HealthCheckProtocol::Http => Alpn::Http1,
+        HealthCheckProtocol::Grpc => Alpn::H2,
+    };
     let checked = async {
-        let stream = sockopt::connect(addr, mark).await.ok()?;
-        match config.protocol {
-            HealthCheckProtocol::Tcp => Some(true),
-            HealthCheckProtocol::Http => probe_http(stream, addr, &config.path).await,
-            HealthCheckProtocol::Grpc => probe_grpc(stream, addr, &config.service).await,
+        match endpoint.open(identity, alpn).await.ok()? {
+            Opaque::Plain(io) => check(config, io, endpoint.addr()).await,
+            Opaque::Mtls(io) => check(config, io, endpoint.addr()).await,
         }
     };
     tokio::time::timeout(config.timeout.get(), checked)
@@ -115,7 +134,22 @@ pub async fn probe(config: &HealthCheckConfig, addr: SocketAddr, mark: Option<u3
         .unwrap_or(false)
 }
 
-async fn probe_http(stream: tokio::net::TcpStream, addr: SocketAddr, path: &str) -> Option<bool> {
+/// The check on a connection that opened.
+async fn check<I>(config: &HealthCheckConfig, io: I, addr: SocketAddr) -> Option<bool>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match config.protocol {
+        HealthCheckProtocol::Tcp => Some(true),
+        HealthCheckProtocol::Http => probe_http(io, addr, &config.path).await,
+        HealthCheckProtocol::Grpc => probe_grpc(io, addr, &config.service).await,
+    }
+}
+
+async fn probe_http<I>(stream: I, addr: SocketAddr, path: &str) -> Option<bool>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(conn);
     let req = Request::get(path)
@@ -129,11 +163,10 @@ async fn probe_http(stream: tokio::net::TcpStream, addr: SocketAddr, path: &str)
 
 /// `grpc.health.v1.Health/Check` with `HealthCheckRequest{service}`; healthy when the
 /// answer is `SERVING` with `grpc-status: 0`.
-async fn probe_grpc(
-    stream: tokio::net::TcpStream,
-    addr: SocketAddr,
-    service: &str,
-) -> Option<bool> {
+async fn probe_grpc<I>(stream: I, addr: SocketAddr, service: &str) -> Option<bool>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
         .await
         .ok()?;
@@ -224,8 +257,16 @@ mod tests {
             unhealthy_threshold: 1,
             healthy_threshold: 1,
         };
-        assert!(probe(&tcp, open, None).await);
-        assert!(!probe(&tcp, closed, None).await);
+        let settings = crate::endpoint::ConnectSettings {
+            protocol: crate::config::BackendProtocol::Http1,
+            connect_timeout: std::time::Duration::from_secs(5),
+            idle_timeout: std::time::Duration::from_secs(5),
+            mark: None,
+        };
+        let endpoint = |addr| Endpoint::new(addr, settings, None);
+        let (open, closed) = (endpoint(open), endpoint(closed));
+        assert!(probe(&tcp, &open, None).await);
+        assert!(!probe(&tcp, &closed, None).await);
         // An HTTP probe needs an answer: a listener that accepts and says nothing fails
         // it within the timeout.
         let http = HealthCheckConfig {
@@ -233,7 +274,7 @@ mod tests {
             timeout: crate::config::Duration::from_millis(50),
             ..tcp
         };
-        assert!(!probe(&http, open, None).await);
+        assert!(!probe(&http, &open, None).await);
         drop(listener);
     }
 }

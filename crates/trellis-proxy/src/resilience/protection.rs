@@ -16,6 +16,9 @@ use super::budget::{BudgetConfig, RetryBudget};
 use super::health::HealthStatus;
 use super::outlier::{Outcome, OutlierConfig, OutlierDetector};
 use crate::config::ResilienceConfig;
+use crate::endpoint::Endpoint;
+use crate::tls::IdentitySlot;
+use trellis_identity::SpiffeId;
 
 /// Why a request was refused before reaching the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +61,7 @@ pub struct Admission {
 pub struct Protection {
     config: ResilienceConfig,
     /// The endpoints' addresses, in the order per-endpoint state is indexed by.
-    addrs: Vec<SocketAddr>,
+    endpoints: Vec<(SocketAddr, Option<SpiffeId>)>,
     budget: Option<Arc<RetryBudget>>,
     breaker: Option<Arc<Breaker>>,
     outlier: Option<Arc<OutlierDetector>>,
@@ -69,14 +72,20 @@ pub struct Protection {
 impl Protection {
     /// Builds a backend's protection; the parts of `previous` whose settings are
     /// unchanged are kept with their state (per-endpoint parts only if `same_endpoints`).
+    /// Health probes reach `targets` (the backend's endpoints) with the identity in
+    /// `identity`.
     pub fn build(
         config: &ResilienceConfig,
-        addrs: &[SocketAddr],
-        mark: Option<u32>,
+        targets: &[Arc<Endpoint>],
+        identity: &IdentitySlot,
         previous: Option<&Protection>,
     ) -> Self {
-        let endpoints = addrs.len();
-        let same_endpoints = previous.is_some_and(|p| p.addrs == addrs);
+        let keys: Vec<_> = targets
+            .iter()
+            .map(|e| (e.addr(), e.identity().cloned()))
+            .collect();
+        let endpoints = keys.len();
+        let same_endpoints = previous.is_some_and(|p| p.endpoints == keys);
         let now = Instant::now();
         let kept = |same: bool| previous.filter(|_| same);
         let old = previous.map(|p| &p.config);
@@ -139,13 +148,13 @@ impl Protection {
             Some(p) => p.health.clone(),
             None => h.as_ref().map(|h| {
                 let status = Arc::new(HealthStatus::new(h.clone(), endpoints));
-                status.start(addrs.to_vec(), mark);
+                status.start(targets.to_vec(), identity.clone());
                 status
             }),
         };
         Self {
             config: config.clone(),
-            addrs: addrs.to_vec(),
+            endpoints: keys,
             budget,
             breaker,
             outlier,

@@ -1,7 +1,8 @@
 //! Local rate limits: token buckets, one per key (a service, a route, a caller's
 //! identity), refilled continuously at the configured rate up to a burst. A request
 //! that finds its bucket empty is answered 429 with `retry-after` (when the next token
-//! arrives) and the `ratelimit-*` headers. The number of keys is bounded, so callers
+//! arrives) and the `ratelimit-*` headers; an admitted one gets the same headers with
+//! the tokens left ([`Quota`]). The number of keys is bounded, so callers
 //! with ever-new identities cannot grow memory: past the bound, the bucket idle the
 //! longest is forgotten (a full bucket, which loses nothing).
 
@@ -10,6 +11,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// The header naming a limit's size; its companions are `ratelimit-remaining` and
+/// `ratelimit-reset` (the IETF draft's first form, which the 429 uses too).
+pub const RATELIMIT_LIMIT: &str = "ratelimit-limit";
 
 /// A limit: `rate` requests per second on average, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,11 +30,26 @@ pub struct Limited {
     pub limit: u32,
 }
 
-/// What an admitted request's headers say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admitted {
+/// What an admitted request's headers say: the bucket's size, the whole tokens left in
+/// it, and how long until it is full again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
     pub limit: u32,
     pub remaining: u32,
+    pub reset: Duration,
+}
+
+impl Quota {
+    /// The `ratelimit-*` headers of an admitted response: `ratelimit-reset` is the
+    /// whole seconds until the bucket is full again (rounded up), so a client that
+    /// waits that long has `ratelimit-limit` requests to spend.
+    pub fn headers(&self) -> [(&'static str, u64); 3] {
+        [
+            (RATELIMIT_LIMIT, u64::from(self.limit)),
+            ("ratelimit-remaining", u64::from(self.remaining)),
+            ("ratelimit-reset", self.reset.as_secs_f64().ceil() as u64),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +76,7 @@ impl RateLimiter {
     }
 
     /// Takes a token from `key`'s bucket.
-    pub fn check(&self, key: &str, now: Instant) -> Result<Admitted, Limited> {
+    pub fn check(&self, key: &str, now: Instant) -> Result<Quota, Limited> {
         let burst = f64::from(self.rate.burst.max(1));
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if !buckets.contains_key(key) && buckets.len() >= self.max_keys {
@@ -78,9 +98,15 @@ impl RateLimiter {
         let limit = self.rate.burst.max(1);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
-            return Ok(Admitted {
+            let reset = if self.rate.per_second > 0.0 {
+                (burst - bucket.tokens) / self.rate.per_second
+            } else {
+                0.0
+            };
+            return Ok(Quota {
                 limit,
                 remaining: bucket.tokens as u32,
+                reset: Duration::from_secs_f64(reset),
             });
         }
         let wait = if self.rate.per_second > 0.0 {
@@ -135,6 +161,17 @@ mod tests {
         // Another key has its own bucket.
         let other = limiter.check("cart", t).expect("own bucket");
         assert_eq!((other.limit, other.remaining), (5, 4));
+        // One token spent at 10 a second: full again in 100 ms, which rounds up to 1 s.
+        assert_eq!(other.reset, Duration::from_millis(100));
+        let headers = other.headers();
+        assert_eq!(
+            headers,
+            [
+                ("ratelimit-limit", 5),
+                ("ratelimit-remaining", 4),
+                ("ratelimit-reset", 1)
+            ]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ fn policy(attempts: u32, codes: &[u16]) -> RetryPolicy {
         attempts,
         codes: codes.to_vec(),
         backoff: ConfigDuration::from_millis(10),
+        grpc_statuses: Vec::new(),
     })
 }
 
@@ -51,7 +52,7 @@ async fn run(
                     .expect("an attempt more than scripted")
             }
         },
-        |s: &StatusCode| *s,
+        |s: &StatusCode| Answer::from(*s),
         |reason| reasons.push(reason),
         || true,
     )
@@ -183,7 +184,7 @@ async fn a_spent_budget_stops_retries() {
         Some(&p),
         request(Method::GET, ""),
         |_req: Request<BoxBody>| async { Ok::<_, ProxyError>(StatusCode::SERVICE_UNAVAILABLE) },
-        |s: &StatusCode| *s,
+        |s: &StatusCode| Answer::from(*s),
         |_| {},
         || {
             allowed -= 1;
@@ -193,4 +194,102 @@ async fn a_spent_budget_stops_retries() {
     .await;
     assert_eq!(outcome.expect("answered"), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(allowed, -1, "one retry granted, the next refused");
+}
+
+fn grpc_response(frames: Vec<Frame<Bytes>>, status_in_headers: Option<&str>) -> Response<BoxBody> {
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = frames.into_iter().map(Ok).collect();
+    let mut resp = Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/grpc".parse().expect("value"),
+    );
+    if let Some(status) = status_in_headers {
+        resp.headers_mut()
+            .insert("grpc-status", status.parse().expect("value"));
+    }
+    resp
+}
+
+fn trailers(status: &str) -> Frame<Bytes> {
+    let mut t = HeaderMap::new();
+    t.insert("grpc-status", status.parse().expect("value"));
+    Frame::trailers(t)
+}
+
+#[tokio::test]
+async fn a_grpc_status_is_read_from_headers_or_from_trailers_before_any_message() {
+    // Trailers-only: in the headers, nothing read.
+    let (_, status) = grpc_status_of(grpc_response(vec![], Some("14")), true).await;
+    assert_eq!(status, Some(14));
+
+    // Headers, then trailers: the first frame is read and put back.
+    let (resp, status) = grpc_status_of(grpc_response(vec![trailers("8")], None), true).await;
+    assert_eq!(status, Some(8));
+    let collected = resp.into_body().collect().await.expect("body");
+    assert_eq!(collected.trailers().expect("trailers")["grpc-status"], "8");
+
+    // A message first: no status yet, and the message is still there.
+    let frames = vec![Frame::data(Bytes::from("m")), trailers("14")];
+    let (resp, status) = grpc_status_of(grpc_response(frames, None), true).await;
+    assert_eq!(status, None);
+    assert_eq!(
+        resp.into_body().collect().await.expect("body").to_bytes(),
+        "m"
+    );
+
+    // Not asked to peek: the body is left alone.
+    let (_, status) = grpc_status_of(grpc_response(vec![trailers("14")], None), false).await;
+    assert_eq!(status, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_calls_are_replayed_for_listed_statuses_only() {
+    let p = RetryPolicy::build(&RetryConfig {
+        attempts: 3,
+        codes: vec![],
+        backoff: ConfigDuration::from_millis(10),
+        grpc_statuses: vec![trellis_api::grpc_status::GrpcStatus::Unavailable],
+    });
+    let call = || {
+        Request::post("/pkg.Svc/Method")
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .body(
+                Full::new(Bytes::from("call"))
+                    .map_err(BoxError::from)
+                    .boxed(),
+            )
+            .expect("request")
+    };
+    let answers = [Some(14), Some(14), None];
+    let mut n = 0;
+    let outcome = send(
+        Some(&p),
+        call(),
+        |req: Request<BoxBody>| {
+            let grpc_status = answers[n];
+            n += 1;
+            async move {
+                let body = req.into_body().collect().await.expect("body").to_bytes();
+                Ok::<_, ProxyError>((body, grpc_status))
+            }
+        },
+        |(_, grpc_status): &(Bytes, Option<u32>)| Answer {
+            status: StatusCode::OK,
+            grpc_status: *grpc_status,
+        },
+        |_| {},
+        || true,
+    )
+    .await;
+    let (body, grpc_status) = outcome.expect("answered");
+    assert_eq!((n, grpc_status), (3, None), "two UNAVAILABLE, then OK");
+    assert_eq!(body, "call", "the last attempt got the whole call");
+    assert_eq!(
+        p.should_retry(&Ok::<_, ProxyError>(()), |_| Answer {
+            status: StatusCode::OK,
+            grpc_status: Some(5),
+        }),
+        None,
+        "NOT_FOUND is not listed"
+    );
 }

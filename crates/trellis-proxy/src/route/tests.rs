@@ -21,7 +21,13 @@ fn backend(name: &str) -> Arc<Backend> {
         idle_timeout: config::Duration::from_secs(1),
         resilience: config::ResilienceConfig::default(),
     };
-    Arc::new(Backend::build(&config, &Default::default(), None, None))
+    Arc::new(Backend::build(
+        &config,
+        &Default::default(),
+        None,
+        None,
+        &Default::default(),
+    ))
 }
 
 fn route(matches: RouteMatch) -> Route {

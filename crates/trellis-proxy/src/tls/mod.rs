@@ -159,7 +159,7 @@ impl fmt::Debug for Generation {
 /// The TLS side of a running proxy: its identity once one is installed.
 #[derive(Debug, Default)]
 pub struct TlsState {
-    identity: ArcSwapOption<Identity>,
+    identity: IdentitySlot,
     /// Plaintext refused by strict listeners, logged at most once per interval.
     pub(crate) plaintext_warn: WarnLimiter,
     /// Inbound handshake failures, logged at most once per interval.
@@ -171,11 +171,37 @@ pub struct TlsState {
 impl TlsState {
     /// The proxy's identity, if it has one yet.
     pub fn identity(&self) -> Option<Arc<Identity>> {
-        self.identity.load_full()
+        self.identity.get()
     }
 
     pub(crate) fn install(&self, identity: Identity) {
-        self.identity.store(Some(Arc::new(identity)));
+        self.identity.0.store(Some(Arc::new(identity)));
+    }
+
+    /// A handle that reads the identity as it is whenever asked, for work that outlives
+    /// a request (health probes).
+    pub fn slot(&self) -> IdentitySlot {
+        self.identity.clone()
+    }
+}
+
+/// Where the proxy's identity is, shared: it is installed and renewed after the
+/// configuration that needs it was built.
+#[derive(Clone, Default)]
+pub struct IdentitySlot(Arc<ArcSwapOption<Identity>>);
+
+impl IdentitySlot {
+    /// The identity now, if the proxy has one yet.
+    pub fn get(&self) -> Option<Arc<Identity>> {
+        self.0.load_full()
+    }
+}
+
+impl fmt::Debug for IdentitySlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("IdentitySlot")
+            .field(&self.get().map(|i| i.id()))
+            .finish()
     }
 }
 

@@ -1,15 +1,18 @@
 //! Protection through the proxy, each mechanism on its own, against deterministic
 //! backends: connect-failure retries, the retry budget, circuit-breaker limits, outlier
-//! ejection and return, adaptive concurrency shedding and active health checks.
+//! ejection and return, adaptive concurrency shedding and active health checks (in
+//! plaintext and over mTLS to a callee that takes nothing else).
 
 use std::net::SocketAddr;
 
 use http::StatusCode;
+use trellis_identity::CertificateAuthority;
+use trellis_proxy::tls::PEER_IDENTITY_HEADER;
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 
 use super::recorder::{Answer, Recorder};
-use super::{counter, start, url};
+use super::{counter, mtls, start, url};
 
 /// A listener `web` with one route (`route_extra`) to backend `app` over `endpoints`
 /// in round-robin, with `resilience` settings (YAML flow map, or empty).
@@ -19,6 +22,15 @@ pub async fn start_proxy(
     resilience: &str,
 ) -> trellis_proxy::Proxy {
     let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    start_proxy_to(&endpoints, route_extra, resilience).await
+}
+
+/// [`start_proxy`] with endpoints written out (YAML flow values).
+async fn start_proxy_to(
+    endpoints: &[String],
+    route_extra: &str,
+    resilience: &str,
+) -> trellis_proxy::Proxy {
     let resilience = match resilience {
         "" => String::new(),
         r => format!("resilience: {r}"),
@@ -270,33 +282,29 @@ async fn active_health_checks_leave_out_failing_endpoints() {
     let good = good().await;
     let settings = "{healthCheck: {path: /, interval: 20ms, unhealthyThreshold: 2}, outlierDetection: {enabled: false}}";
     let proxy = start_proxy(&[failing.addr, good.addr()], "", settings).await;
-    let client = HttpClient::http1();
     // Round robin would send one of every two requests to the failing endpoint; once
     // its probes have failed twice, every request goes to the good one.
     assert_eventually!(
-        {
-            let mut all_ok = true;
-            for _ in 0..4 {
-                let resp = client.get(&url(&proxy, "/")).await.expect("response");
-                all_ok &= resp.status == StatusCode::OK;
-            }
-            all_ok
-        },
+        four_ok(&proxy).await,
         "the failing endpoint was never left out"
     );
-    let probed = failing
-        .received()
-        .iter()
-        .filter(|(h, _)| {
-            h.get("user-agent")
-                .is_some_and(|u| u == "trellis-health-check")
-        })
-        .count();
+    let probed = probes(&failing).len();
     assert!(probed >= 2, "{probed} probes");
 }
 
+/// Whether four requests in a row through `proxy` are answered 200.
+async fn four_ok(proxy: &trellis_proxy::Proxy) -> bool {
+    let client = HttpClient::http1();
+    let mut all_ok = true;
+    for _ in 0..4 {
+        let resp = client.get(&url(proxy, "/")).await.expect("response");
+        all_ok &= resp.status == StatusCode::OK;
+    }
+    all_ok
+}
+
 #[tokio::test]
-async fn rate_limits_answer_429_with_retry_after_and_their_headers() {
+async fn rate_limits_answer_429_with_retry_after_and_admitted_responses_carry_the_quota() {
     let good = good().await;
     let yaml = format!(
         r#"
@@ -325,6 +333,12 @@ backends:
         .filter(|r| r.status == StatusCode::OK)
         .count();
     assert!(ok >= 3, "the burst of 3 passes");
+    // Admitted responses say what is left of the same quota, in the same headers.
+    let first = &statuses[0].headers;
+    assert_eq!(first["ratelimit-limit"], "3");
+    assert_eq!(first["ratelimit-remaining"], "2");
+    assert_eq!(first["ratelimit-reset"], "1", "one token to refill, at 1/s");
+    assert_eq!(statuses[1].headers["ratelimit-remaining"], "1");
     let limited = statuses
         .iter()
         .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
@@ -339,4 +353,85 @@ backends:
         .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
         .count();
     assert_eq!(counter(&proxy, series), refused as u64);
+}
+
+/// An inbound proxy that takes only mTLS, proving `cart`, in front of `app`.
+async fn strict_inbound(app: SocketAddr, ca: &CertificateAuthority) -> trellis_proxy::Proxy {
+    let proxy = start(&format!(
+        r#"
+listeners:
+  - name: inbound
+    address: 127.0.0.1:0
+    mtls: strict
+    routes: [{{backend: app}}]
+backends:
+  - name: app
+    endpoints: ["{app}"]
+"#
+    ))
+    .await;
+    proxy
+        .set_identity(mtls::store(ca, &mtls::id("cart")))
+        .expect("identity");
+    proxy
+}
+
+/// The health probes `app` received, with the identity each came from.
+fn probes(app: &Recorder) -> Vec<Option<String>> {
+    app.received()
+        .iter()
+        .filter(|(h, _)| {
+            h.get("user-agent")
+                .is_some_and(|u| u == "trellis-health-check")
+        })
+        .map(|(h, _)| {
+            h.get(PEER_IDENTITY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn health_probes_reach_a_strict_mtls_callee_with_the_callers_identity() {
+    let ca = mtls::root();
+    let (healthy, failing) = (
+        Recorder::start(Answer::Ok).await,
+        Recorder::start(Answer::Status(503)).await,
+    );
+    let inbound_healthy = strict_inbound(healthy.addr, &ca).await;
+    let inbound_failing = strict_inbound(failing.addr, &ca).await;
+    // Probes that start before the outbound proxy has its certificate go in plaintext
+    // and are refused; the ones after must reach the applications over mTLS.
+    let cart = mtls::id("cart");
+    let endpoints: Vec<String> = [&inbound_healthy, &inbound_failing]
+        .iter()
+        .map(|p| {
+            let addr = p.listener_addr("inbound").expect("inbound");
+            format!(r#"{{address: "{addr}", identity: "{cart}"}}"#)
+        })
+        .collect();
+    let settings = "{healthCheck: {path: /healthz, interval: 20ms, unhealthyThreshold: 2}, outlierDetection: {enabled: false}}";
+    let outbound = start_proxy_to(&endpoints, "", settings).await;
+    let web = mtls::id("web");
+    outbound
+        .set_identity(mtls::store(&ca, &web))
+        .expect("identity");
+
+    // Probes in plaintext would be refused by both callees, leaving both out and so
+    // both in; over mTLS the failing one answers 503 and is left out.
+    assert_eventually!(
+        four_ok(&outbound).await,
+        "the failing endpoint was never left out"
+    );
+    let web = web.to_string();
+    for app in [&healthy, &failing] {
+        let seen = probes(app);
+        assert!(!seen.is_empty(), "no probe reached the application");
+        assert!(
+            seen.iter()
+                .all(|peer| peer.as_deref() == Some(web.as_str())),
+            "probes came from {seen:?}"
+        );
+    }
 }

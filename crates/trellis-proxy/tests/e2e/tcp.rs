@@ -122,3 +122,41 @@ backends:
     // 3:1 over 400 connections: 300 expected, a standard deviation of about 9.
     assert!((240..=360).contains(&p), "primary {p}, replica {r}");
 }
+
+/// Whether a new connection through the proxy echoes a line back.
+async fn echoes(proxy: &trellis_proxy::Proxy) -> bool {
+    let Ok(mut conn) = TcpStream::connect(addr(proxy)).await else {
+        return false;
+    };
+    let mut buf = [0u8; 5];
+    conn.write_all(b"ping\n").await.is_ok()
+        && conn.read_exact(&mut buf).await.is_ok()
+        && &buf == b"ping\n"
+}
+
+#[tokio::test]
+async fn max_connections_closes_what_overflows_at_once() {
+    let server = TcpEchoServer::start().await.expect("server");
+    let mut yaml = simple("tcp", "http1", &[server.addr()], "");
+    yaml.push_str("    resilience: {circuitBreaker: {maxConnections: 1}}\n");
+    let proxy = start(&yaml).await;
+
+    // The first connection is relayed and holds the backend's one connection.
+    let mut held = TcpStream::connect(addr(&proxy)).await.expect("connect");
+    held.write_all(b"hold\n").await.expect("write");
+    let mut buf = [0u8; 5];
+    held.read_exact(&mut buf).await.expect("echo");
+
+    // The next one is closed without reaching the backend: nothing comes back.
+    let mut refused = TcpStream::connect(addr(&proxy)).await.expect("accepted");
+    let _ = refused.write_all(b"over\n").await;
+    let mut rest = Vec::new();
+    let read = refused.read_to_end(&mut rest).await;
+    assert!(read.is_err() || rest.is_empty(), "got {rest:?}");
+    let series = r#"trellis_circuit_rejections_total{backend="app",reason="max-connections"}"#;
+    assert_eq!(super::counter(&proxy, series), 1);
+
+    // Closing the first frees its place.
+    drop(held);
+    assert_eventually!(echoes(&proxy).await, "a connection after the first closed");
+}

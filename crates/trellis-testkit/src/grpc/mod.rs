@@ -29,7 +29,7 @@ pub use crate::BoxError;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EchoRequest {
     /// The text to echo. `fail:{code}` makes `Unary` fail with that
-    /// `tonic::Code`.
+    /// `tonic::Code`; `flaky:{n}:{code}` fails the first `n` such calls.
     #[prost(string, tag = "1")]
     pub message: String,
 }

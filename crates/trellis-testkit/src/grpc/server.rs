@@ -1,11 +1,12 @@
 //! The `Echo` service: a hand-written equivalent of tonic's generated
 //! server, routing on the request path to one handler per method kind.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::StreamExt;
@@ -26,7 +27,10 @@ use crate::shutdown::{self, Trigger};
 /// `tonic::transport::Server` and stopped when dropped.
 ///
 /// - `Unary` echoes the message; `fail:{code}` instead fails with that
-///   `tonic::Code` and the message `asked to fail`.
+///   `tonic::Code` and the message `asked to fail` (a trailers-only response).
+/// - `flaky:{n}:{code}` fails the first `n` calls carrying that message with `code`
+///   and echoes from then on: `Unary` as above, `ServerStream` with response headers
+///   and then the status in trailers, before any reply.
 /// - `ServerStream` replies `{message} 0`, `{message} 1`, `{message} 2`.
 /// - `ClientStream` replies once with all messages joined by `,`.
 /// - `Bidi` echoes each message as it arrives.
@@ -44,6 +48,8 @@ pub struct GrpcServer {
 struct Echo {
     name: Arc<str>,
     requests: Arc<AtomicU64>,
+    /// Calls seen per `flaky:` message.
+    flaky: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 // === impl GrpcServer ===
@@ -56,6 +62,7 @@ impl GrpcServer {
         let echo = Echo {
             name: name.into(),
             requests: Arc::new(AtomicU64::new(0)),
+            flaky: Arc::default(),
         };
         let (trigger, shutdown) = shutdown::channel();
         let serve = tonic::transport::Server::builder().serve_with_incoming_shutdown(
@@ -90,6 +97,18 @@ impl GrpcServer {
 // === impl Echo ===
 
 impl Echo {
+    /// The status a `flaky:{n}:{code}` call fails with while it is among the first `n`
+    /// with its message.
+    fn flaky(&self, message: &str) -> Option<Status> {
+        let mut spec = message.strip_prefix("flaky:")?.split(':');
+        let n: u32 = spec.next()?.parse().ok()?;
+        let code: i32 = spec.next()?.parse().ok()?;
+        let mut seen = self.flaky.lock().unwrap_or_else(|e| e.into_inner());
+        let calls = seen.entry(message.to_owned()).or_default();
+        *calls += 1;
+        (*calls <= n).then(|| Status::new(Code::from_i32(code), "flaky"))
+    }
+
     fn reply(&self, message: String) -> EchoReply {
         EchoReply {
             message,
@@ -141,7 +160,10 @@ impl UnaryService<EchoRequest> for Unary {
         let message = req.into_inner().message;
         let result = match message.strip_prefix("fail:").map(str::parse::<i32>) {
             Some(Ok(code)) => Err(Status::new(Code::from_i32(code), "asked to fail")),
-            _ => Ok(Response::new(self.0.reply(message))),
+            _ => match self.0.flaky(&message) {
+                Some(status) => Err(status),
+                None => Ok(Response::new(self.0.reply(message))),
+            },
         };
         Box::pin(std::future::ready(result))
     }
@@ -154,9 +176,14 @@ impl ServerStreamingService<EchoRequest> for ServerStream {
 
     fn call(&mut self, req: Request<EchoRequest>) -> Self::Future {
         let message = req.into_inner().message;
-        let replies: Vec<Result<EchoReply, Status>> = (0..3)
-            .map(|i| Ok(self.0.reply(format!("{message} {i}"))))
-            .collect();
+        // A failure as the stream's first item: tonic sends the response headers, then
+        // the status in trailers.
+        let replies: Vec<Result<EchoReply, Status>> = match self.0.flaky(&message) {
+            Some(status) => vec![Err(status)],
+            None => (0..3)
+                .map(|i| Ok(self.0.reply(format!("{message} {i}"))))
+                .collect(),
+        };
         let stream: Self::ResponseStream = Box::pin(futures_util::stream::iter(replies));
         Box::pin(std::future::ready(Ok(Response::new(stream))))
     }

@@ -40,6 +40,24 @@ async fn unary_fails_with_the_asked_code() {
 }
 
 #[tokio::test]
+async fn flaky_calls_fail_n_times_then_succeed() {
+    let (_server, mut client) = start().await;
+    let unary = "flaky:2:14";
+    for _ in 0..2 {
+        let status = client.unary(unary).await.expect_err("flaky");
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+    assert_eq!(
+        client.unary(unary).await.expect("third call").message,
+        unary
+    );
+    let stream = "flaky:1:8";
+    let status = client.server_stream(stream).await.expect_err("flaky");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(client.server_stream(stream).await.expect("second").len(), 3);
+}
+
+#[tokio::test]
 async fn server_stream_sends_three_replies() {
     let (_server, mut client) = start().await;
     let replies = client.server_stream("tick").await.expect("server stream");

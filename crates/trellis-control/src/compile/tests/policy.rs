@@ -154,6 +154,7 @@ spec:
             attempts: 3,
             codes: vec![502, 503],
             backoff_ms: 50,
+            grpc_statuses: vec![],
         })
     );
     let defaults = routes
@@ -167,6 +168,7 @@ spec:
             attempts: 1,
             codes: vec![],
             backoff_ms: 25,
+            grpc_statuses: vec![],
         })
     );
     let catch_all = routes.iter().find(|r| r.name == "default").expect("route");
@@ -257,4 +259,40 @@ spec:
             ("bookinfo/limits", 5, 10, source)
         ]
     );
+}
+
+#[test]
+fn a_global_rate_limit_is_split_among_the_ready_replicas() {
+    let policy = r#"{"apiVersion": "trellis.dev/v1alpha1", "kind": "RateLimitPolicy",
+        "metadata": {"name": "limits", "namespace": "shop"},
+        "spec": {"targetRef": {"kind": "Service", "name": "cart"},
+            "local": [{"requestsPerSecond": 50}],
+            "global": [{"requestsPerSecond": 300, "burst": 600}]}}"#;
+    let replica = |n: u8, ready: bool| {
+        let name = format!("cart-{n}");
+        let address = format!("10.0.0.{n}");
+        workload("shop", &name, &[("app", "cart")], &address, Some(ready))
+    };
+    let me = proxy("shop", "cart", 8080, &[]);
+    // The share of each limit on the inbound listener of the replica at 10.0.0.1.
+    let shares = |resources: &[Resource]| -> Vec<(u32, u32, u32)> {
+        listener(&compile(resources, &me), "inbound")
+            .rate_limits
+            .iter()
+            .map(|l| (l.requests_per_second, l.share_weight, l.share_total))
+            .collect()
+    };
+    let mut resources = yaml(policy);
+    resources.extend([replica(1, true), replica(2, true), replica(3, true)]);
+    assert_eq!(
+        shares(&resources),
+        [(50, 0, 0), (300, 1, 3)],
+        "the local limit is whole, the global one a third"
+    );
+    // A replica leaves (here: stops being ready): the two left get half each.
+    resources.pop();
+    resources.push(replica(3, false));
+    assert_eq!(shares(&resources), [(50, 0, 0), (300, 1, 2)]);
+    resources.pop();
+    assert_eq!(shares(&resources), [(50, 0, 0), (300, 1, 2)]);
 }

@@ -1,6 +1,6 @@
 //! gRPC and TCP Services: GRPCRoutes and TCPRoutes.
 
-use trellis_api::proto::v1::ListenerProtocol;
+use trellis_api::proto::v1::{ListenerProtocol, Retry};
 
 use super::*;
 
@@ -28,6 +28,7 @@ spec:
     - matches:
         - method: {service: helloworld.Greeter}
       backendRefs: [{name: greeter-v1}]
+      retry: {attempts: 2, codes: [unavailable, resource-exhausted]}
     - matches:
         - method: {service: helloworld.Greeter, method: SayHello}
           headers: [{name: x-tenant, type: RegularExpression, value: "acme|globex"}]
@@ -67,6 +68,24 @@ fn grpc_route_methods_become_paths() {
             r"default | * | greeter.default=1",
         ]
     );
+    // A rule's retry names gRPC statuses; the attempts it does not say come from the
+    // defaults HTTPRoute retries use.
+    let retrying = l
+        .routes
+        .iter()
+        .find(|r| r.name == "default.greeter.0")
+        .expect("route");
+    assert_eq!(
+        retrying.retry,
+        Some(Retry {
+            attempts: 2,
+            codes: vec![],
+            backoff_ms: 25,
+            grpc_statuses: vec![14, 8],
+        })
+    );
+    let plain = l.routes.iter().find(|r| r.name == "default.greeter.1");
+    assert_eq!(plain.expect("route").retry, None);
     // The gRPC listener sends to `legacy` too, so even that TCP Service's backend is
     // HTTP/2, as the proxy requires on a gRPC listener.
     for b in [
