@@ -190,6 +190,8 @@ impl Tables {
                 Spec::MeshConfig(_) => mesh_configs.push(r),
                 Spec::FaultInjection(f) => faults.push((r, f)),
                 Spec::RateLimitPolicy(p) => rate_limits.push((r, p)),
+                // Nothing compiles ExternalServices yet.
+                Spec::ExternalService(_) => {}
             }
         }
         // One MeshConfig is expected; with several, the oldest (then first by name)
