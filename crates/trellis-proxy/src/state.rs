@@ -15,9 +15,9 @@ use crate::balance::{Balancer, Weighted};
 use crate::config::{
     BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, MtlsMode, ProxyConfig,
 };
-use crate::config::{RateLimitConfig, RateLimitKey};
+use crate::config::{OriginateTlsConfig, RateLimitConfig, RateLimitKey};
 use crate::dns::names::ServiceNames;
-use crate::endpoint::{ConnectSettings, Endpoint};
+use crate::endpoint::{ConnectSettings, Endpoint, Origination};
 use crate::http::errors::ProxyError;
 use crate::resilience::protection::Protection;
 use crate::resilience::ratelimit::{Rate, RateLimiter};
@@ -52,6 +52,8 @@ pub struct Listener {
     pub original_destination: Option<DestinationTable>,
     /// Token buckets every request must find a token in (RateLimitPolicy).
     pub rate_limits: Arc<Vec<ListenerRateLimit>>,
+    /// Serves external hosts: what no route names is refused as undeclared.
+    pub egress: bool,
 }
 
 /// Most keys one rate limit keeps a bucket for (callers, routes); past it the bucket
@@ -155,8 +157,26 @@ impl HashKey {
     }
 }
 
-/// What makes two endpoints the same one, so a reload can keep it.
-pub(crate) type EndpointKey = (SocketAddr, ConnectSettings, Option<SpiffeId>);
+/// What makes two endpoints the same one, so a reload can keep it: address, settings,
+/// identity, and for an endpoint outside the mesh its name and the TLS opened to it.
+pub(crate) type EndpointKey = (
+    SocketAddr,
+    ConnectSettings,
+    Option<SpiffeId>,
+    Option<Arc<str>>,
+    Option<OriginateTlsConfig>,
+);
+
+/// The key of an endpoint already built.
+fn endpoint_key(endpoint: &Endpoint) -> EndpointKey {
+    (
+        endpoint.addr(),
+        endpoint.settings(),
+        endpoint.identity().cloned(),
+        endpoint.hostname().cloned(),
+        endpoint.origination().cloned(),
+    )
+}
 
 impl Backend {
     pub(crate) fn build(
@@ -171,6 +191,11 @@ impl Backend {
             idle_timeout: config.idle_timeout.get(),
             mark,
         };
+        // One per backend, shared by its endpoints: building it reads the CA file.
+        let origination = config
+            .originate_tls
+            .as_ref()
+            .map(|tls| Arc::new(Origination::new(tls)));
         let endpoints: Vec<Weighted> = config
             .endpoints
             .iter()
@@ -181,10 +206,19 @@ impl Backend {
                     Some(id) => Some(id.parse::<SpiffeId>().ok()?),
                     None => None,
                 };
-                let key = (e.address, settings, identity);
+                let hostname: Option<Arc<str>> = e.hostname.as_deref().map(Into::into);
+                let key = (
+                    e.address,
+                    settings,
+                    identity,
+                    hostname,
+                    config.originate_tls.clone(),
+                );
                 let endpoint = match reuse.get(&key) {
                     Some(endpoint) => endpoint.clone(),
-                    None => Arc::new(Endpoint::new(key.0, settings, key.2)),
+                    None => Arc::new(
+                        Endpoint::new(key.0, settings, key.2).outside(key.3, origination.clone()),
+                    ),
                 };
                 Some(Weighted {
                     weight: e.weight,
@@ -304,12 +338,7 @@ impl Snapshot {
         let mut reuse = HashMap::new();
         for backend in previous.iter().flat_map(|p| p.backends.values()) {
             for endpoint in backend.endpoints() {
-                let key = (
-                    endpoint.addr(),
-                    endpoint.settings(),
-                    endpoint.identity().cloned(),
-                );
-                reuse.insert(key, endpoint.clone());
+                reuse.insert(endpoint_key(endpoint), endpoint.clone());
             }
         }
         let backends: HashMap<String, Arc<Backend>> = config
@@ -331,7 +360,7 @@ impl Snapshot {
             })
             .collect();
         Self {
-            service_names: ServiceNames::new(&config.services),
+            service_names: ServiceNames::new(&config.services, &config.external_hosts),
             config: Arc::new(config),
             listeners,
             backends,
@@ -392,6 +421,7 @@ fn build_listener(
             .as_ref()
             .map(DestinationTable::build),
         rate_limits,
+        egress: config.egress,
         name,
     })
 }

@@ -412,6 +412,7 @@ fn endpoints(
             weight: 1,
             identity: identity.to_string(),
             zone: zone.to_string(),
+            hostname: String::new(),
         })
         .collect();
     (endpoints, app_addresses)

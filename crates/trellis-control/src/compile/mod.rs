@@ -317,6 +317,7 @@ impl MeshIndex {
                 })
             }),
             max_request_series: self.tables.mesh.max_request_series,
+            external_hosts: Vec::new(),
         }
     }
 
@@ -385,6 +386,7 @@ impl MeshIndex {
                 // The app is on loopback, in plaintext.
                 identity: String::new(),
                 zone: String::new(),
+                hostname: String::new(),
             })
             .into_iter()
             .collect();
@@ -397,6 +399,7 @@ impl MeshIndex {
             connect_timeout_ms: None,
             // The proxy's default protection.
             resilience: None,
+            originate_tls: None,
         }
     }
 
@@ -580,6 +583,7 @@ impl MeshIndex {
             connect_timeout_ms: policy.and_then(|p| p.connect_timeout_ms),
             hash_on: policy.and_then(|p| p.hash_on.clone()),
             resilience: policy.and_then(|p| p.resilience.as_ref()).map(Into::into),
+            originate_tls: None,
         }
     }
 }

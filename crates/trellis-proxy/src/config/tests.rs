@@ -30,6 +30,7 @@ fn parses_the_documented_example_with_defaults() {
             address: "127.0.0.1:8080".parse().expect("addr"),
             weight: 1,
             identity: None,
+            hostname: None,
         }]
     );
     assert_eq!(config.drain_timeout, Duration::from_secs(30));
