@@ -54,6 +54,9 @@ pub struct ConnectSettings {
     pub idle_timeout: Duration,
     /// `SO_MARK` on every connection made ([`crate::sockopt::connect`]).
     pub mark: Option<u32>,
+    /// The DNS server that resolves endpoints given by name; `None`: the host's
+    /// resolver.
+    pub resolver: Option<SocketAddr>,
 }
 
 /// Why a request or connection to an endpoint failed.
@@ -307,10 +310,19 @@ impl Endpoint {
             host: host.clone(),
             source,
         };
-        let found: Vec<SocketAddr> = tokio::net::lookup_host((&**host, self.addr.port()))
-            .await
-            .map_err(resolve_error)?
-            .collect();
+        let port = self.addr.port();
+        let found: Vec<SocketAddr> = match self.settings.resolver {
+            Some(upstream) => crate::dns::lookup_ipv4(upstream, host)
+                .await
+                .map_err(resolve_error)?
+                .into_iter()
+                .map(|ip| SocketAddr::from((ip, port)))
+                .collect(),
+            None => tokio::net::lookup_host((&**host, port))
+                .await
+                .map_err(resolve_error)?
+                .collect(),
+        };
         found
             .iter()
             .find(|a| a.is_ipv4())

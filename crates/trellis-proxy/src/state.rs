@@ -183,6 +183,7 @@ impl Backend {
         config: &BackendConfig,
         reuse: &HashMap<EndpointKey, Arc<Endpoint>>,
         mark: Option<u32>,
+        resolver: Option<SocketAddr>,
         previous: Option<&Backend>,
     ) -> Self {
         let settings = ConnectSettings {
@@ -190,6 +191,7 @@ impl Backend {
             connect_timeout: config.connect_timeout.get(),
             idle_timeout: config.idle_timeout.get(),
             mark,
+            resolver,
         };
         // One per backend, shared by its endpoints: building it reads the CA file.
         let origination = config
@@ -346,7 +348,13 @@ impl Snapshot {
             .iter()
             .map(|b| {
                 let old = previous.and_then(|p| p.backends.get(&b.name));
-                let backend = Backend::build(b, &reuse, config.socket_mark, old.map(|o| &**o));
+                let backend = Backend::build(
+                    b,
+                    &reuse,
+                    config.socket_mark,
+                    config.resolver,
+                    old.map(|o| &**o),
+                );
                 (b.name.clone(), Arc::new(backend))
             })
             .collect();

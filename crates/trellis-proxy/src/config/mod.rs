@@ -81,6 +81,12 @@ pub struct ProxyConfig {
     /// the same user as its application). Unset: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_mark: Option<u32>,
+    /// The DNS server (`IP:PORT`) asked for the addresses of endpoints given by name
+    /// (hosts of ExternalServices). A transparent sidecar sets its DNS upstream here:
+    /// its own resolver is its own DNS server, which answers those hosts with virtual
+    /// IPs. Unset: the host's resolver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<SocketAddr>,
     /// Spans for every request, exported over OTLP; see `tracing.rs`. Unset: none
     /// (trace headers still pass through unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]

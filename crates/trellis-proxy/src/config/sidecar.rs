@@ -65,6 +65,7 @@ impl ProxyConfig {
             services: Vec::new(),
             external_hosts: Vec::new(),
             socket_mark: None,
+            resolver: None,
             tracing: None,
             access_log: None,
             max_request_series: None,

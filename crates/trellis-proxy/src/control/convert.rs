@@ -24,6 +24,8 @@ pub struct LocalSettings {
     pub max_header_bytes: usize,
     /// `SO_MARK` for the proxy's own connections (transparent capture skips it).
     pub socket_mark: Option<u32>,
+    /// The DNS server that resolves endpoints given by name; `None`: the host's.
+    pub resolver: Option<SocketAddr>,
 }
 
 /// Converts and validates a snapshot's configuration.
@@ -64,6 +66,7 @@ pub fn to_proxy_config(
         services,
         external_hosts,
         socket_mark: local.socket_mark,
+        resolver: local.resolver,
         tracing: wire.tracing.as_ref().map(|t| config::TracingConfig {
             endpoint: t.endpoint.clone(),
             protocol: if t.protocol == "http" {
@@ -401,6 +404,7 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             max_header_bytes: 65536,
             socket_mark: None,
+            resolver: None,
         }
     }
 

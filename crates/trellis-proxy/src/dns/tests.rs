@@ -20,6 +20,8 @@ listeners:
     routes: []
 services:
   - {name: books, namespace: shop, virtualIp: 240.240.0.9}
+externalHosts:
+  - {host: api.payments.example, virtualIp: 240.240.1.1}
 "#;
 
 /// An upstream resolver that answers every A query with 192.0.2.53.
@@ -105,6 +107,9 @@ async fn mesh_names_are_answered_and_others_forwarded() {
     assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
     let other = ask_udp(dns.address, "example.com", RecordType::A).await;
     assert_eq!(addresses(&other), [Ipv4Addr::new(192, 0, 2, 53)]);
+    // A declared external host: its virtual IP, so the call comes to the sidecar.
+    let external = ask_udp(dns.address, "api.payments.example", RecordType::A).await;
+    assert_eq!(addresses(&external), [Ipv4Addr::new(240, 240, 1, 1)]);
 
     // The same over TCP, length-prefixed.
     let mut tcp = TcpStream::connect(dns.address).await.expect("connect");
@@ -116,4 +121,15 @@ async fn mesh_names_are_answered_and_others_forwarded() {
     tcp.read_exact(&mut reply).await.expect("reply");
     let reply = Message::from_vec(&reply).expect("a DNS message");
     assert_eq!(addresses(&reply), [vip]);
+}
+
+#[tokio::test]
+async fn endpoints_by_name_are_resolved_by_the_upstream_not_the_mesh_dns() {
+    let upstream = upstream().await;
+    let found = super::lookup_ipv4(upstream, "api.payments.example")
+        .await
+        .expect("an answer");
+    assert_eq!(found, [Ipv4Addr::new(192, 0, 2, 53)]);
+    let invalid = super::lookup_ipv4(upstream, "bad name..example").await;
+    assert!(invalid.is_err());
 }

@@ -21,7 +21,13 @@ fn backend(name: &str) -> Arc<Backend> {
         resilience: config::ResilienceConfig::default(),
         originate_tls: None,
     };
-    Arc::new(Backend::build(&config, &Default::default(), None, None))
+    Arc::new(Backend::build(
+        &config,
+        &Default::default(),
+        None,
+        None,
+        None,
+    ))
 }
 
 fn route(matches: RouteMatch) -> Route {

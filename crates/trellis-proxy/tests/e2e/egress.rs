@@ -196,3 +196,46 @@ async fn tls_to_a_declared_host_passes_through_and_other_server_names_are_refuse
     assert_eq!(refused(&proxy, "payments-tls"), 1);
     assert_eq!(server.server_names(), vec![Some(HOST_NAME.to_string())]);
 }
+
+/// A DNS server on loopback that answers every A query with 127.0.0.1, standing for
+/// the resolver a transparent sidecar forwards to.
+async fn loopback_resolver() -> std::net::SocketAddr {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::{rdata::A, RData, Record};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let Ok(request) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
+            for q in &request.queries {
+                reply.add_query(q.clone());
+                let localhost = RData::A(A(std::net::Ipv4Addr::LOCALHOST));
+                reply.add_answer(Record::from_rdata(q.name().clone(), 5, localhost));
+            }
+            let _ = socket.send_to(&reply.to_vec().expect("encode"), from).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_host_name_itself_is_resolved_through_the_configured_resolver() {
+    let ca = TestCa::new("payments CA");
+    let server = HttpsServer::start(&ca, &[HOST_NAME]).await.expect("server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).expect("CA file");
+    let yaml = config(&server, &ca_file).replace("localhost:", &format!("{HOST_NAME}:"))
+        + &format!("resolver: {}\n", loopback_resolver().await);
+    let proxy = start(&yaml).await;
+
+    let resp = plain_get(&proxy, HOST_NAME).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.text(), format!("sni={HOST_NAME} host={HOST_NAME}"));
+}
