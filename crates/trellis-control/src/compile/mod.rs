@@ -63,6 +63,7 @@
 //! Service on two ports), the later one's name ends in `-<localPort>`.
 
 mod authz;
+mod egress;
 mod fault;
 mod filters;
 mod index;
@@ -88,6 +89,7 @@ use trellis_api::{Kind, ObjectRef, Resource, Spec};
 
 use crate::vip::VipTable;
 
+pub use self::egress::EXTERNAL_VIP_NAMESPACE;
 pub use self::index::workload_identity;
 use self::index::{ServiceEntry, Tables};
 pub use self::names::{
@@ -280,10 +282,23 @@ impl MeshIndex {
             .ok()
             .filter(|p| *p != 0 && !ports.contains(p));
         let mut services = Vec::new();
+        let mut external_hosts = Vec::new();
         if let Some(port) = outbound_port {
-            let transparent = self.transparent(&caller, port, &mut names, &mut reach);
+            let mut transparent = self.transparent(&caller, port, &mut names, &mut reach);
+            let egress = self.egress(&mut names);
+            let table = transparent
+                .listeners
+                .iter_mut()
+                .find(|l| l.name == TRANSPARENT_LISTENER)
+                .and_then(|l| l.original_destination.as_mut());
+            if let Some(table) = table {
+                table.targets.extend(egress.targets);
+            }
             listeners.extend(transparent.listeners);
+            listeners.extend(egress.listeners);
+            backends.extend(egress.backends);
             services = transparent.services;
+            external_hosts = egress.hosts;
         }
 
         backends.extend(
@@ -317,7 +332,7 @@ impl MeshIndex {
                 })
             }),
             max_request_series: self.tables.mesh.max_request_series,
-            external_hosts: Vec::new(),
+            external_hosts,
         }
     }
 
