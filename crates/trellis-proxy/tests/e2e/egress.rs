@@ -13,6 +13,7 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use trellis_proxy::Proxy;
+use trellis_testkit::dns::StaticDns;
 use trellis_testkit::http::{HttpClient, TestResponse};
 use trellis_testkit::tls::client_hello;
 use trellis_testkit::tls::https::{https_get, HttpsServer, TestCa};
@@ -25,9 +26,9 @@ const HOST_NAME: &str = "api.payments.example";
 const NO_HANG: Duration = Duration::from_secs(10);
 
 /// An `https` port (plain HTTP in, TLS out) and a `tls` port (passed through) for
-/// `api.payments.example`, served at `localhost:<server port>`, which the proxy
+/// `api.payments.example`, served at `<endpoint_host>:<server port>`, which the proxy
 /// resolves itself. `ca_file` holds the CA certificates origination trusts.
-fn config(server: &HttpsServer, ca_file: &std::path::Path) -> String {
+fn config(server: &HttpsServer, endpoint_host: &str, ca_file: &std::path::Path) -> String {
     let port = server.addr().port();
     format!(
         r#"
@@ -48,21 +49,33 @@ listeners:
         backend: payments-tls
 backends:
   - name: payments-https
-    endpoints: ["localhost:{port}"]
+    endpoints: ["{endpoint_host}:{port}"]
     originateTls: {{serverName: {HOST_NAME}, caFile: {}}}
   - name: payments-tls
-    endpoints: ["localhost:{port}"]
+    endpoints: ["{endpoint_host}:{port}"]
 "#,
         ca_file.display()
     )
 }
 
-/// A proxy in front of `server`, trusting `trusted` for origination.
+/// A proxy in front of `server`, which it finds by resolving `localhost`, trusting
+/// `trusted` for origination.
 async fn proxy_for(server: &HttpsServer, trusted: &TestCa) -> (Proxy, tempfile::TempDir) {
+    proxy_with(server, trusted, "localhost", "").await
+}
+
+/// A proxy in front of `server`, found by resolving `endpoint_host`, with `extra` YAML.
+async fn proxy_with(
+    server: &HttpsServer,
+    trusted: &TestCa,
+    endpoint_host: &str,
+    extra: &str,
+) -> (Proxy, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &trusted.cert_pem).expect("CA file");
-    (start(&config(server, &ca_file)).await, dir)
+    let yaml = config(server, endpoint_host, &ca_file) + extra;
+    (start(&yaml).await, dir)
 }
 
 /// A plain HTTP GET with `Host: host` to the listener `payments-https`.
@@ -197,43 +210,16 @@ async fn tls_to_a_declared_host_passes_through_and_other_server_names_are_refuse
     assert_eq!(server.server_names(), vec![Some(HOST_NAME.to_string())]);
 }
 
-/// A DNS server on loopback that answers every A query with 127.0.0.1, standing for
-/// the resolver a transparent sidecar forwards to.
-async fn loopback_resolver() -> std::net::SocketAddr {
-    use hickory_proto::op::Message;
-    use hickory_proto::rr::{rdata::A, RData, Record};
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = socket.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let Ok(request) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
-            for q in &request.queries {
-                reply.add_query(q.clone());
-                let localhost = RData::A(A(std::net::Ipv4Addr::LOCALHOST));
-                reply.add_answer(Record::from_rdata(q.name().clone(), 5, localhost));
-            }
-            let _ = socket.send_to(&reply.to_vec().expect("encode"), from).await;
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn the_host_name_itself_is_resolved_through_the_configured_resolver() {
     let ca = TestCa::new("payments CA");
     let server = HttpsServer::start(&ca, &[HOST_NAME]).await.expect("server");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.cert_pem).expect("CA file");
-    let yaml = config(&server, &ca_file).replace("localhost:", &format!("{HOST_NAME}:"))
-        + &format!("resolver: {}\n", loopback_resolver().await);
-    let proxy = start(&yaml).await;
+    // Stands for the pod's upstream resolver, which knows the host's real address.
+    let resolver = StaticDns::start(std::net::Ipv4Addr::LOCALHOST)
+        .await
+        .expect("DNS");
+    let extra = format!("resolver: {}\n", resolver.addr());
+    let (proxy, _dir) = proxy_with(&server, &ca, HOST_NAME, &extra).await;
 
     let resp = plain_get(&proxy, HOST_NAME).await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());

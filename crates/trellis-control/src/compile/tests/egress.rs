@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use trellis_api::proto::v1::ListenerProtocol;
 
+use super::transparent::transparent_proxy;
 use super::*;
 use crate::compile::egress::host_key;
 use crate::compile::ServiceKey;
@@ -37,12 +38,6 @@ spec:
   selector: {app: books}
   ports: [{port: 8080}]
 "#;
-
-fn transparent_proxy() -> Workload {
-    let mut proxy = proxy("shop", "web", 8080, &[]);
-    proxy.outbound_port = 7140;
-    proxy
-}
 
 fn compile_with_vips(resources: &[Resource], proxy: &Workload) -> ProxyConfig {
     let mut index = MeshIndex::new(&MeshState::new(resources.to_vec()));
