@@ -11,17 +11,22 @@ use tokio::net::UdpSocket;
 
 use crate::shutdown::{self, Trigger};
 
-/// Answers every query over UDP on `127.0.0.1:0` with an A record of its address,
-/// whatever the name. Stops when dropped.
+/// Answers every query over UDP with an A record of one address, whatever the name.
+/// Stops when dropped.
 pub struct StaticDns {
     addr: SocketAddr,
     _trigger: Trigger,
 }
 
 impl StaticDns {
-    /// Starts a server that answers `answer`.
+    /// Starts a server on `127.0.0.1:0` that answers `answer`.
     pub async fn start(answer: Ipv4Addr) -> io::Result<Self> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), answer).await
+    }
+
+    /// Starts a server on `addr` (port 0: a free one) that answers `answer`.
+    pub async fn start_on(addr: SocketAddr, answer: Ipv4Addr) -> io::Result<Self> {
+        let socket = UdpSocket::bind(addr).await?;
         let addr = socket.local_addr()?;
         let (trigger, shutdown) = shutdown::channel();
         shutdown.spawn(async move {

@@ -78,7 +78,7 @@ impl TestCa {
     }
 }
 
-/// An HTTPS server on `127.0.0.1:0` with a certificate for some DNS names. Every
+/// An HTTPS server with a certificate for some DNS names. Every
 /// request is answered 200 with `sni=<server name> host=<Host header>`. It records
 /// the server name of every ClientHello, handshakes that fail included.
 pub struct HttpsServer {
@@ -88,8 +88,13 @@ pub struct HttpsServer {
 }
 
 impl HttpsServer {
-    /// Starts a server presenting a certificate from `ca` for `names`.
+    /// Starts a server on `127.0.0.1:0` presenting a certificate from `ca` for `names`.
     pub async fn start(ca: &TestCa, names: &[&str]) -> io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), ca, names).await
+    }
+
+    /// The same on `addr` (port 0: a free one).
+    pub async fn start_on(addr: SocketAddr, ca: &TestCa, names: &[&str]) -> io::Result<Self> {
         let (cert, key) = ca.issue(names);
         let config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -98,7 +103,7 @@ impl HttpsServer {
             .with_single_cert(vec![cert], key)
             .map_err(other)?;
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let server_names = Arc::new(Mutex::new(Vec::new()));
         let (trigger, shutdown) = shutdown::channel();
