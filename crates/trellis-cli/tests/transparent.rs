@@ -508,6 +508,23 @@ async fn external_service(cp: &ControlPlane, web: &Pod, server: &HttpsServer, ca
         "{metrics}"
     );
     let _ = std::fs::remove_file(&ca_file);
+
+    // `trellis describe` shows what web's sidecar was given for it.
+    let holders = format!(
+        "http://{}/api/v1/resources/externalservices/default/payments/proxies",
+        cp.http_addr
+    );
+    let request = http::Request::get(holders)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(http_body_util::Full::default())
+        .expect("request");
+    let holders = HttpClient::http1().send(request).await.expect("holders");
+    let text = holders.text();
+    assert!(
+        text.contains("\"listener\":\"egress-default-payments-api.payments.example-80\"")
+            && text.contains("\"originateTls\":{\"serverName\":\"api.payments.example\"}"),
+        "{text}"
+    );
     assert_eq!(
         server.server_names(),
         vec![Some(PAYMENTS.to_string()), Some(PAYMENTS.to_string())]

@@ -48,6 +48,14 @@ pub(super) struct Egress {
     pub hosts: Vec<ExternalHost>,
 }
 
+/// The name of the listener and the backend of one host and port of an ExternalService.
+pub fn egress_name(service: &ServiceKey, host: &str, port: u16) -> String {
+    config_name(&format!(
+        "egress-{}-{}-{host}-{port}",
+        service.namespace, service.name
+    ))
+}
+
 /// The virtual-IP key of an external host.
 pub(super) fn host_key(host: &str) -> ServiceKey {
     ServiceKey::new(EXTERNAL_VIP_NAMESPACE, host.to_ascii_lowercase())
@@ -75,11 +83,7 @@ impl MeshIndex {
             for host in &spec.hosts {
                 let vip = self.vip(&host_key(host));
                 for port in &spec.ports {
-                    let raw = format!(
-                        "egress-{}-{}-{host}-{}",
-                        service.namespace, service.name, port.port
-                    );
-                    let name = config_name(&raw);
+                    let name = egress_name(service, host, port.port);
                     if !names.insert(name.clone()) {
                         continue;
                     }

@@ -164,3 +164,22 @@ fn only_transparent_proxies_get_external_services() {
     assert!(config.listeners.iter().all(|l| !l.egress));
     assert!(config.backends.iter().all(|b| b.originate_tls.is_none()));
 }
+
+#[test]
+fn listener_and_backend_names_come_from_one_place() {
+    let config = compile_with_vips(&yaml(PAYMENTS), &transparent_proxy());
+    let name = crate::compile::egress_name(
+        &ServiceKey::new("shop", "payments"),
+        "api.payments.example",
+        80,
+    );
+    assert_eq!(name, "egress-shop-payments-api.payments.example-80");
+    assert!(listener(&config, &name).egress);
+    assert!(backend(&config, &name).originate_tls.is_some());
+    // A long host still makes a name the proxy accepts, and a stable one.
+    let long = "a".repeat(60) + ".example";
+    let key = ServiceKey::new("shop", "payments");
+    let first = crate::compile::egress_name(&key, &long, 443);
+    assert!(is_valid_name(&first), "{first}");
+    assert_eq!(first, crate::compile::egress_name(&key, &long, 443));
+}
