@@ -262,8 +262,8 @@ fn external_services_are_applied_and_listed() {
     let table = ok(cp.run(&["get", "es"]));
     let lines = rows(&table);
     assert_eq!(
-        lines[0],
-        ["NAME", "NAMESPACE", "HOSTS", "PORTS", "RESOLUTION", "AGE"],
+        lines[0].join(" "),
+        "NAME NAMESPACE HOSTS PORTS RESOLUTION VIRTUAL-IPS AGE",
         "{table}"
     );
     assert_eq!(

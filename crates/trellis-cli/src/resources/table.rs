@@ -106,7 +106,15 @@ fn headers(kind: Kind) -> &'static [&'static str] {
             "AGE",
         ],
         Kind::RateLimitPolicy => &["NAME", "NAMESPACE", "TARGET", "LIMITS", "RESOLVED", "AGE"],
-        Kind::ExternalService => &["NAME", "NAMESPACE", "HOSTS", "PORTS", "RESOLUTION", "AGE"],
+        Kind::ExternalService => &[
+            "NAME",
+            "NAMESPACE",
+            "HOSTS",
+            "PORTS",
+            "RESOLUTION",
+            "VIRTUAL-IPS",
+            "AGE",
+        ],
         Kind::MeshConfig => &["NAME", "TRUST DOMAIN", "MTLS", "DEFAULT AUTHZ", "AGE"],
     }
 }
@@ -198,7 +206,9 @@ fn kind_columns(kind: Kind, r: &Value) -> Vec<String> {
                 })
                 .collect();
             let resolution = spec["resolution"].as_str().unwrap_or("dns").to_string();
-            vec![hosts.join(","), ports.join(","), resolution]
+            let vips = &r["status"]["virtualIPs"];
+            let vips: Vec<String> = hosts.iter().map(|h| text(&vips[*h])).collect();
+            vec![hosts.join(","), ports.join(","), resolution, vips.join(",")]
         }
         Kind::MeshConfig => vec![
             text(&spec["trustDomain"]),

@@ -56,8 +56,8 @@ pub fn egress_name(service: &ServiceKey, host: &str, port: u16) -> String {
     ))
 }
 
-/// The virtual-IP key of an external host.
-pub(super) fn host_key(host: &str) -> ServiceKey {
+/// The key an external host's virtual IP is recorded under.
+pub fn external_host_key(host: &str) -> ServiceKey {
     ServiceKey::new(EXTERNAL_VIP_NAMESPACE, host.to_ascii_lowercase())
 }
 
@@ -81,7 +81,7 @@ impl MeshIndex {
         }
         for (service, spec) in &self.tables.external {
             for host in &spec.hosts {
-                let vip = self.vip(&host_key(host));
+                let vip = self.vip(&external_host_key(host));
                 for port in &spec.ports {
                     let name = egress_name(service, host, port.port);
                     if !names.insert(name.clone()) {

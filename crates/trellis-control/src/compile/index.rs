@@ -218,7 +218,7 @@ impl Tables {
         external.sort_by(|a, b| a.0.cmp(&b.0));
         let mut external_hosts: Vec<ServiceKey> = external
             .iter()
-            .flat_map(|(_, e)| e.hosts.iter().map(|h| super::egress::host_key(h)))
+            .flat_map(|(_, e)| e.hosts.iter().map(|h| super::external_host_key(h)))
             .collect();
         external_hosts.sort();
         external_hosts.dedup();

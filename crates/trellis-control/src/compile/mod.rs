@@ -89,7 +89,7 @@ use trellis_api::{Kind, ObjectRef, Resource, Spec};
 
 use crate::vip::VipTable;
 
-pub use self::egress::{egress_name, EXTERNAL_VIP_NAMESPACE};
+pub use self::egress::{egress_name, external_host_key, EXTERNAL_VIP_NAMESPACE};
 pub use self::index::workload_identity;
 use self::index::{ServiceEntry, Tables};
 pub use self::names::{

@@ -7,7 +7,7 @@ use trellis_api::proto::v1::ListenerProtocol;
 
 use super::transparent::transparent_proxy;
 use super::*;
-use crate::compile::egress::host_key;
+use crate::compile::external_host_key as host_key;
 use crate::compile::ServiceKey;
 use crate::vip::VipTable;
 
