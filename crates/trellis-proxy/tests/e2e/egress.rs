@@ -91,6 +91,17 @@ async fn plain_get(proxy: &Proxy, host: &str) -> TestResponse {
         .expect("a response")
 }
 
+/// The sum of the series of `metric` whose labels contain every one of `labels`.
+fn sum(proxy: &Proxy, metric: &str, labels: &[&str]) -> u64 {
+    let prefix = format!("{metric}{{");
+    proxy
+        .metrics_text()
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn refused(proxy: &Proxy, listener: &str) -> u64 {
     counter(
         proxy,
@@ -114,13 +125,11 @@ async fn plain_http_to_a_declared_host_leaves_as_tls_with_its_server_name() {
     // The second request reused the pooled TLS connection.
     assert_eq!(server.server_names(), vec![Some(HOST_NAME.to_string())]);
     // Counted per external service: its backend is the series' `backend`.
-    let requests: u64 = proxy
-        .metrics_text()
-        .lines()
-        .filter(|l| l.starts_with("trellis_requests_total{"))
-        .filter(|l| l.contains(r#"backend="payments-https""#) && l.contains(r#"status="200""#))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let requests = sum(
+        &proxy,
+        "trellis_requests_total",
+        &[r#"backend="payments-https""#, r#"status="200""#],
+    );
     assert_eq!(requests, 2);
     assert_eq!(refused(&proxy, "payments-https"), 0);
 }
@@ -197,6 +206,8 @@ async fn tls_to_a_declared_host_passes_through_and_other_server_names_are_refuse
     .expect("a response through the proxy");
     assert_eq!(status, 200);
     assert_eq!(body, format!("sni={HOST_NAME} host={HOST_NAME}"));
+    let backend = r#"backend="payments-tls""#;
+    assert_eq!(sum(&proxy, "trellis_tcp_connections_total", &[backend]), 1);
 
     // Another server name: closed without a byte back, and counted.
     let mut conn = TcpStream::connect(addr).await.expect("connect");
