@@ -144,9 +144,14 @@ struct Mtls<'a> {
     peer: &'a SpiffeId,
 }
 
+/// What makes two originations the same: the configuration and the CA certificates
+/// read for it (or why none could be), so new certificates in a CA file replace the
+/// endpoints, and their pooled connections, at the next configuration.
+pub type OriginationKey = (OriginateTlsConfig, Result<String, String>);
+
 /// TLS the proxy opens to an endpoint outside the mesh, built once per configuration.
 pub struct Origination {
-    pub config: OriginateTlsConfig,
+    pub key: OriginationKey,
     /// The client config, or why there is none (unreadable or unusable CA
     /// certificates): connections then fail with that reason instead of going out
     /// unchecked.
@@ -156,7 +161,8 @@ pub struct Origination {
 
 impl Origination {
     pub fn new(config: &OriginateTlsConfig) -> Self {
-        let client = config.roots_pem().and_then(|pem| {
+        let roots = config.roots_pem();
+        let client = roots.clone().and_then(|pem| {
             trellis_identity::origination_client_config(&pem, &[b"http/1.1"])
                 .map_err(|e| e.to_string())
         });
@@ -166,7 +172,7 @@ impl Origination {
             tracing::warn!(server_name = %config.server_name, %reason, "TLS origination has no usable CA certificates");
         }
         Self {
-            config: config.clone(),
+            key: (config.clone(), roots),
             client,
             server_name,
         }
@@ -243,8 +249,8 @@ impl Endpoint {
     }
 
     /// The TLS the proxy opens to this endpoint, if any.
-    pub fn origination(&self) -> Option<&OriginateTlsConfig> {
-        self.origination.as_deref().map(|o| &o.config)
+    pub fn origination(&self) -> Option<&OriginationKey> {
+        self.origination.as_deref().map(|o| &o.key)
     }
 
     pub fn settings(&self) -> ConnectSettings {
@@ -345,7 +351,7 @@ impl Endpoint {
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, EndpointError> {
         let addr = tcp.peer_addr().unwrap_or(self.addr);
         let failed = |reason: String| EndpointError::Origination {
-            server_name: origination.config.server_name.as_str().into(),
+            server_name: origination.key.0.server_name.as_str().into(),
             addr,
             reason,
         };

@@ -15,9 +15,9 @@ use crate::balance::{Balancer, Weighted};
 use crate::config::{
     BackendConfig, BackendProtocol, ListenerConfig, ListenerProtocol, MtlsMode, ProxyConfig,
 };
-use crate::config::{OriginateTlsConfig, RateLimitConfig, RateLimitKey};
+use crate::config::{RateLimitConfig, RateLimitKey};
 use crate::dns::names::ServiceNames;
-use crate::endpoint::{ConnectSettings, Endpoint, Origination};
+use crate::endpoint::{ConnectSettings, Endpoint, Origination, OriginationKey};
 use crate::http::errors::ProxyError;
 use crate::resilience::protection::Protection;
 use crate::resilience::ratelimit::{Rate, RateLimiter};
@@ -164,7 +164,7 @@ pub(crate) type EndpointKey = (
     ConnectSettings,
     Option<SpiffeId>,
     Option<Arc<str>>,
-    Option<OriginateTlsConfig>,
+    Option<OriginationKey>,
 );
 
 /// The key of an endpoint already built.
@@ -214,7 +214,7 @@ impl Backend {
                     settings,
                     identity,
                     hostname,
-                    config.originate_tls.clone(),
+                    origination.as_ref().map(|o| o.key.clone()),
                 );
                 let endpoint = match reuse.get(&key) {
                     Some(endpoint) => endpoint.clone(),
@@ -497,6 +497,45 @@ backends:
         let mut unchecked = with(cart);
         unchecked.backends[0].endpoints[0].identity = Some("cart".into());
         assert_eq!(Snapshot::build(unchecked, None).endpoints().count(), 0);
+    }
+
+    #[test]
+    fn an_external_endpoint_is_kept_until_its_name_or_ca_certificates_change() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_file = dir.path().join("ca.pem");
+        let write_ca = |name: &str| {
+            let ca = trellis_identity::CertificateAuthority::generate_root(
+                name,
+                std::time::Duration::from_secs(3600),
+            )
+            .expect("a CA");
+            std::fs::write(&ca_file, ca.trust_bundle().to_pem()).expect("CA file");
+        };
+        let with = |host: &str| {
+            let yaml = CONFIG.replace(
+                "[127.0.0.1:1, 127.0.0.1:2]",
+                &format!(
+                    "[\"{host}:443\"]\n    originateTls: {{serverName: {host}, caFile: {}}}",
+                    ca_file.display()
+                ),
+            );
+            ProxyConfig::from_yaml(&yaml).expect("valid")
+        };
+        let endpoint = |s: &Snapshot| s.endpoints().next().expect("one endpoint").clone();
+        write_ca("one.example");
+        let first = Snapshot::build(with("api.example"), None);
+        assert_eq!(
+            endpoint(&first).hostname().map(|h| &**h),
+            Some("api.example")
+        );
+        let same = Snapshot::build(with("api.example"), Some(&first));
+        assert!(Arc::ptr_eq(&endpoint(&first), &endpoint(&same)));
+        let renamed = Snapshot::build(with("eu.example"), Some(&same));
+        assert!(!Arc::ptr_eq(&endpoint(&same), &endpoint(&renamed)));
+        // New certificates in the CA file: new endpoint, new pooled connections.
+        write_ca("two.example");
+        let rotated = Snapshot::build(with("eu.example"), Some(&renamed));
+        assert!(!Arc::ptr_eq(&endpoint(&renamed), &endpoint(&rotated)));
     }
 
     #[test]
