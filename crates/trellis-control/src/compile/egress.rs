@@ -111,6 +111,34 @@ impl MeshIndex {
     }
 }
 
+impl MeshIndex {
+    /// For the HTTP proxy listener (explicit mode): a route per host and `http` or
+    /// `https` port of every ExternalService, taking requests for `host:port` (and for
+    /// `host` alone on port 80, as a URL without a port means), and their backends.
+    pub(super) fn http_proxy_egress(&self) -> (Vec<Route>, Vec<Backend>) {
+        let mut routes = Vec::new();
+        let mut backends = Vec::new();
+        for (service, spec) in &self.tables.external {
+            let http_ports = spec
+                .ports
+                .iter()
+                .filter(|p| matches!(p.protocol, ExternalProtocol::Http | ExternalProtocol::Https));
+            for port in http_ports {
+                for host in &spec.hosts {
+                    let name = egress_name(service, host, port.port);
+                    let mut hosts = vec![format!("{host}:{}", port.port)];
+                    if port.port == 80 {
+                        hosts.insert(0, host.clone());
+                    }
+                    routes.push(route(&name, &name, hosts));
+                    backends.push(backend(&name, host, port, spec));
+                }
+            }
+        }
+        (routes, backends)
+    }
+}
+
 fn listener(name: &str, host: &str, protocol: ExternalProtocol) -> Listener {
     let (protocol, hosts) = match protocol {
         ExternalProtocol::Tls => (ListenerProtocol::Tls, vec![host.to_string()]),
@@ -124,22 +152,28 @@ fn listener(name: &str, host: &str, protocol: ExternalProtocol) -> Listener {
         name: name.to_string(),
         address: UNBOUND.to_string(),
         protocol: protocol as i32,
-        routes: vec![Route {
-            name: host.to_string(),
-            r#match: (!hosts.is_empty()).then(|| RouteMatch {
-                hosts,
-                ..Default::default()
-            }),
-            backends: vec![WeightedBackend {
-                name: name.to_string(),
-                weight: 1,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
+        routes: vec![route(host, name, hosts)],
         mtls: MtlsMode::Disabled as i32,
         unbound: true,
         egress: true,
+        ..Default::default()
+    }
+}
+
+/// A route named `name` for requests or connections naming one of `hosts` (any, when
+/// empty), to the backend `backend`.
+fn route(name: &str, backend: &str, hosts: Vec<String>) -> Route {
+    Route {
+        name: name.to_string(),
+        r#match: (!hosts.is_empty()).then(|| RouteMatch {
+            hosts,
+            ..Default::default()
+        }),
+        backends: vec![WeightedBackend {
+            name: backend.to_string(),
+            weight: 1,
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }

@@ -46,7 +46,9 @@
 //!   app's `HTTP_PROXY`): protocol auto, holding the routes of every `http`, `http2`
 //!   and `grpc` upstream as above, each also matching the request's host against the
 //!   names of its Service ([`service_hosts`]). An upstream with local port 0 is
-//!   reached this way only. A host no upstream has gets 404 `no route`.
+//!   reached this way only. Then the `http` and `https` ports of every ExternalService
+//!   (`egress.rs`). Under `egress.mode: registryOnly` the listener is an egress
+//!   listener and a host nothing declares gets 403 (counted); otherwise 404 `no route`.
 //!
 //! - **`outbound`** on `127.0.0.1:<outboundPort>` when the workload has one (transparent
 //!   mode: the application's outgoing TCP is redirected there): no routes of its own, but an
@@ -81,8 +83,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use trellis_api::meta::DEFAULT_NAMESPACE;
 use trellis_api::policy::{AccessLogFormat, BackendProtocol as PolicyProtocol, OtlpProtocol};
 use trellis_api::proto::v1::{
-    AccessLog, Backend, BackendProtocol, Endpoint, Listener, ListenerProtocol, LoadBalancer,
-    MtlsMode, ProxyConfig, Route, Tracing, WeightedBackend, Workload,
+    AccessLog, Backend, BackendProtocol, EgressMode, Endpoint, Listener, ListenerProtocol,
+    LoadBalancer, MtlsMode, ProxyConfig, Route, Tracing, WeightedBackend, Workload,
 };
 use trellis_api::service::AppProtocol;
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
@@ -275,7 +277,12 @@ impl MeshIndex {
         if let Some(port) = http_proxy_port {
             let mut targets: Vec<&ServiceKey> = upstreams.iter().map(|(t, _)| t).collect();
             targets.dedup();
-            listeners.push(self.http_proxy(&targets, &caller, port, &mut reach));
+            let mut listener = self.http_proxy(&targets, &caller, port, &mut reach);
+            let (routes, external) = self.http_proxy_egress();
+            listener.routes.extend(routes);
+            listener.egress = self.tables.mesh.egress == EgressMode::RegistryOnly;
+            listeners.push(listener);
+            backends.extend(external);
             ports.insert(port);
         }
         let outbound_port = u16::try_from(proxy.outbound_port)
@@ -308,6 +315,8 @@ impl MeshIndex {
         );
         listeners.sort_by(|a, b| a.name.cmp(&b.name));
         backends.sort_by(|a, b| a.name.cmp(&b.name));
+        // The HTTP proxy and transparent mode may both hold an ExternalService port.
+        backends.dedup_by(|a, b| a.name == b.name);
         ProxyConfig {
             listeners,
             backends,

@@ -236,3 +236,27 @@ async fn the_host_name_itself_is_resolved_through_the_configured_resolver() {
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     assert_eq!(resp.text(), format!("sni={HOST_NAME} host={HOST_NAME}"));
 }
+
+#[tokio::test]
+async fn a_proxy_request_in_absolute_form_is_originated_too() {
+    // What an application with HTTP_PROXY sends to its sidecar's HTTP proxy port.
+    let ca = TestCa::new("payments CA");
+    let server = HttpsServer::start(&ca, &[HOST_NAME]).await.expect("server");
+    let (proxy, _dir) = proxy_for(&server, &ca).await;
+    let addr = proxy.listener_addr("payments-https").expect("listener");
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET http://{HOST_NAME}/charge HTTP/1.1\r\nhost: {HOST_NAME}\r\nconnection: close\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = String::new();
+    tokio::time::timeout(NO_HANG, conn.read_to_string(&mut answer))
+        .await
+        .expect("in time")
+        .expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        answer.ends_with(&format!("sni={HOST_NAME} host={HOST_NAME}")),
+        "{answer}"
+    );
+}

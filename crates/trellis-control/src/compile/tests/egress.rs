@@ -158,7 +158,7 @@ fn each_port_says_how_its_calls_leave() {
 }
 
 #[test]
-fn only_transparent_proxies_get_external_services() {
+fn proxies_without_capture_or_http_proxy_get_no_external_services() {
     let config = compile_with_vips(&yaml(PAYMENTS), &proxy("shop", "web", 8080, &[]));
     assert!(config.external_hosts.is_empty());
     assert!(config.listeners.iter().all(|l| !l.egress));
@@ -182,4 +182,32 @@ fn listener_and_backend_names_come_from_one_place() {
     let first = crate::compile::egress_name(&key, &long, 443);
     assert!(is_valid_name(&first), "{first}");
     assert_eq!(first, crate::compile::egress_name(&key, &long, 443));
+}
+
+#[test]
+fn the_http_proxy_reaches_http_and_https_ports_by_host() {
+    let mut explicit = proxy("shop", "web", 8080, &[]);
+    explicit.http_proxy_port = 7150;
+    let config = compile_with_vips(&yaml(PAYMENTS), &explicit);
+    let l = listener(&config, "http-proxy");
+    // allowAny: an unknown host is a 404, not a refusal.
+    assert!(!l.egress);
+    assert_eq!(
+        routes(l),
+        [
+            "egress-finance-ledger-ledger.example-8080 | host:ledger.example:8080 | egress-finance-ledger-ledger.example-8080=1",
+            "egress-shop-payments-api.payments.example-80 | host:api.payments.example,api.payments.example:80 | egress-shop-payments-api.payments.example-80=1",
+        ]
+    );
+    let b = backend(&config, "egress-shop-payments-api.payments.example-80");
+    assert!(b.originate_tls.is_some());
+    // No tls or tcp port: an HTTP proxy carries neither.
+    assert!(config.backends.iter().all(|b| !b.name.ends_with("-443")));
+    assert!(config.external_hosts.is_empty());
+
+    let registry_only = format!(
+        "{PAYMENTS}---\napiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: default}}\nspec: {{egress: {{mode: registryOnly}}}}\n"
+    );
+    let config = compile_with_vips(&yaml(&registry_only), &explicit);
+    assert!(listener(&config, "http-proxy").egress);
 }
