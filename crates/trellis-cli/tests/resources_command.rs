@@ -288,6 +288,18 @@ fn external_services_are_applied_and_listed() {
         cp.run(&["apply", "-f", path(&broken)]),
         "spec.addresses: resolution: static needs at least one address",
     );
+    // CA certificates that are PEM in form but no certificate in substance.
+    let garbled = cp.file(
+        "garbled.yaml",
+        &include_str!("../../trellis-api/examples/externalservice.yaml").replace(
+            "caFile: /etc/trellis/payments-ca.pem",
+            "caCertificates: \"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n\"",
+        ),
+    );
+    fails(
+        cp.run(&["apply", "-f", path(&garbled)]),
+        "spec.tls.caCertificates: ",
+    );
 }
 
 #[test]
