@@ -40,11 +40,13 @@ pub enum Kind {
     FaultInjection,
     /// Request rates a Service accepts.
     RateLimitPolicy,
+    /// A host outside the mesh that applications may call (egress).
+    ExternalService,
 }
 
 impl Kind {
     /// Every kind, in the order `trellis get` lists them.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Service,
         Kind::Workload,
         Kind::HTTPRoute,
@@ -55,6 +57,7 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::FaultInjection,
         Kind::RateLimitPolicy,
+        Kind::ExternalService,
         Kind::MeshConfig,
     ];
 
@@ -72,6 +75,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::FaultInjection => "FaultInjection",
             Kind::RateLimitPolicy => "RateLimitPolicy",
+            Kind::ExternalService => "ExternalService",
         }
     }
 
@@ -89,6 +93,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "authorizationpolicies",
             Kind::FaultInjection => "faultinjections",
             Kind::RateLimitPolicy => "ratelimitpolicies",
+            Kind::ExternalService => "externalservices",
         }
     }
 
@@ -152,6 +157,7 @@ impl Kind {
             "ratelimitpolicy" | "ratelimitpolicies" | "ratelimit" | "ratelimits" | "rl" => {
                 Kind::RateLimitPolicy
             }
+            "externalservice" | "externalservices" | "external" | "es" => Kind::ExternalService,
             _ => return None,
         };
         Some(kind)
@@ -196,6 +202,9 @@ mod tests {
             ("FaultInjection", Some(Kind::FaultInjection)),
             ("ratelimits", Some(Kind::RateLimitPolicy)),
             ("RateLimitPolicy", Some(Kind::RateLimitPolicy)),
+            ("externalservices", Some(Kind::ExternalService)),
+            ("ExternalService", Some(Kind::ExternalService)),
+            ("es", Some(Kind::ExternalService)),
             ("route", None),
             ("", None),
             ("pods", None),

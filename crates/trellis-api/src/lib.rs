@@ -1,7 +1,7 @@
 //! The Trellis resource model: the documents operators apply (`HTTPRoute`,
 //! `GRPCRoute`, `TCPRoute`, `TLSRoute` from the Kubernetes Gateway API; `Service`,
-//! `Workload`, `MeshConfig`, `BackendPolicy`, `AuthorizationPolicy`, `FaultInjection` and
-//! `RateLimitPolicy` under
+//! `Workload`, `MeshConfig`, `BackendPolicy`, `AuthorizationPolicy`, `FaultInjection`,
+//! `RateLimitPolicy` and `ExternalService` under
 //! `trellis.dev/v1alpha1`), their typed specs, and their validation, with errors that
 //! give the path of the field at fault.
 //!
@@ -19,6 +19,7 @@
 pub mod authz;
 pub mod duration;
 mod error;
+pub mod external;
 pub mod fault;
 pub mod grpc_status;
 pub mod kind;

@@ -74,6 +74,14 @@ pub struct Status {
     /// transparent sidecars route by. Unset for other kinds, and until assigned.
     #[serde(default, rename = "virtualIP", skip_serializing_if = "Option::is_none")]
     pub virtual_ip: Option<std::net::IpAddr>,
+    /// An ExternalService's hosts and their virtual IPs, which mesh DNS answers for
+    /// them. Empty for other kinds, and until assigned.
+    #[serde(
+        default,
+        rename = "virtualIPs",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub virtual_ips: BTreeMap<String, std::net::IpAddr>,
 }
 
 impl Status {

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::authz::AuthorizationPolicySpec;
 use crate::error::{from_value, Checked, ValidationError};
+use crate::external::ExternalServiceSpec;
 use crate::fault::FaultInjectionSpec;
 use crate::kind::Kind;
 use crate::meta::{is_rfc3339, Condition, ObjectMeta, Status};
@@ -66,6 +67,7 @@ pub enum Spec {
     AuthorizationPolicy(AuthorizationPolicySpec),
     FaultInjection(FaultInjectionSpec),
     RateLimitPolicy(RateLimitPolicySpec),
+    ExternalService(ExternalServiceSpec),
 }
 
 /// A reference from one resource to another, with the namespace resolved (empty for
@@ -106,6 +108,7 @@ impl Spec {
             Spec::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Spec::FaultInjection(_) => Kind::FaultInjection,
             Spec::RateLimitPolicy(_) => Kind::RateLimitPolicy,
+            Spec::ExternalService(_) => Kind::ExternalService,
         }
     }
 
@@ -130,6 +133,7 @@ impl Spec {
             Kind::AuthorizationPolicy => Spec::AuthorizationPolicy(from_value(AT, value)?),
             Kind::FaultInjection => Spec::FaultInjection(from_value(AT, value)?),
             Kind::RateLimitPolicy => Spec::RateLimitPolicy(from_value(AT, value)?),
+            Kind::ExternalService => Spec::ExternalService(from_value(AT, value)?),
         })
     }
 
@@ -147,6 +151,7 @@ impl Spec {
             Spec::AuthorizationPolicy(s) => s.validate(),
             Spec::FaultInjection(s) => s.validate(),
             Spec::RateLimitPolicy(s) => s.validate(),
+            Spec::ExternalService(s) => s.validate(),
         }
     }
 }
@@ -291,7 +296,10 @@ impl Resource {
             Spec::AuthorizationPolicy(s) => s.target_ref.object_ref(ns).into_iter().collect(),
             Spec::FaultInjection(s) => s.target(ns).into_iter().collect(),
             Spec::RateLimitPolicy(s) => s.target(ns).into_iter().collect(),
-            Spec::Service(_) | Spec::Workload(_) | Spec::MeshConfig(_) => Vec::new(),
+            Spec::Service(_)
+            | Spec::Workload(_)
+            | Spec::MeshConfig(_)
+            | Spec::ExternalService(_) => Vec::new(),
         };
         let mut seen = std::collections::HashSet::new();
         all.into_iter().filter(|r| seen.insert(r.clone())).collect()

@@ -243,6 +243,7 @@ fn enter_pod(args: &mut RunArgs) -> anyhow::Result<Capture> {
     Ok(Capture {
         outbound_port: args.pod.outbound_port,
         mark: pod::PROXY_MARK,
+        dns_upstream: args.pod.dns_upstream,
     })
 }
 

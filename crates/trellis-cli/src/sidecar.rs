@@ -91,6 +91,9 @@ fn parse_upstream(s: &str) -> Result<(String, u16), String> {
 pub struct Capture {
     pub outbound_port: u16,
     pub mark: u32,
+    /// The resolver the pod's DNS forwards to, which also resolves the hosts of
+    /// ExternalServices for the sidecar.
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 /// A running sidecar and the workload it registered.
@@ -149,6 +152,7 @@ pub async fn start(
             drain_timeout: defaults::drain_timeout(),
             max_header_bytes: defaults::max_header_bytes(),
             socket_mark: capture.map(|c| c.mark),
+            resolver: capture.and_then(|c| c.dns_upstream),
         },
     };
     let running = control::Sidecar::start(settings).await?;

@@ -119,6 +119,14 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A table's lines, split into words.
+fn rows(table: &str) -> Vec<Vec<&str>> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect()
+}
+
 /// Asserts success and returns standard output.
 fn ok(out: Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -172,10 +180,7 @@ fn apply_get_describe_delete() {
     );
 
     let table = ok(cp.run(&["get", "svc"]));
-    let lines: Vec<Vec<&str>> = table
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let lines = rows(&table);
     assert_eq!(
         lines[0],
         [
@@ -239,6 +244,62 @@ fn apply_get_describe_delete() {
     let empty: Value =
         serde_json::from_str(&ok(cp.run(&["get", "svc", "-o", "json"]))).expect("JSON");
     assert_eq!(empty, serde_json::json!({"items": []}));
+}
+
+#[test]
+fn external_services_are_applied_and_listed() {
+    let cp = ControlPlane::start();
+    let file = cp.file(
+        "payments.yaml",
+        include_str!("../../trellis-api/examples/externalservice.yaml"),
+    );
+    let applied = ok(cp.run(&["apply", "-f", path(&file)]));
+    assert_eq!(
+        applied,
+        "externalservice.trellis.dev/payments-api created\n"
+    );
+
+    let table = ok(cp.run(&["get", "es"]));
+    let lines = rows(&table);
+    assert_eq!(
+        lines[0].join(" "),
+        "NAME NAMESPACE HOSTS PORTS RESOLUTION VIRTUAL-IPS AGE",
+        "{table}"
+    );
+    assert_eq!(
+        lines[1][..5],
+        [
+            "payments-api",
+            "shop",
+            "api.payments.example",
+            "443/tls,80/https→443",
+            "dns"
+        ],
+        "{table}"
+    );
+
+    // A mistake is refused on apply with the field's path.
+    let broken = cp.file(
+        "broken.yaml",
+        &include_str!("../../trellis-api/examples/externalservice.yaml")
+            .replace("resolution: dns", "resolution: static"),
+    );
+    fails(
+        cp.run(&["apply", "-f", path(&broken)]),
+        "spec.addresses: resolution: static needs at least one address",
+    );
+    // CA certificates that are PEM in form but no certificate in substance.
+    let garbled = cp.file(
+        "garbled.yaml",
+        &include_str!("../../trellis-api/examples/externalservice.yaml").replace(
+            "caFile: /etc/trellis/payments-ca.pem",
+            "caCertificates: \"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n\"",
+        ),
+    );
+    fails(
+        cp.run(&["apply", "-f", path(&garbled)]),
+        "spec.tls.caCertificates: ",
+    );
 }
 
 #[test]
@@ -336,10 +397,7 @@ fn get_proxies() {
         admin_address: String::new(),
     });
     let table = ok(cp.run(&["get", "proxies"]));
-    let lines: Vec<Vec<&str>> = table
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let lines = rows(&table);
     assert_eq!(
         lines[0],
         [

@@ -7,8 +7,9 @@
 //!
 //! One test walks through the stages in order, as each needs the mesh the previous one
 //! built: the bookshop across three pods, TLS between them, a server-speaks-first
-//! protocol, allow-any and registry-only egress, losing one instance of books, losing
-//! the control plane.
+//! protocol, allow-any and registry-only egress, an ExternalService reached by name
+//! (TLS passed through and TLS originated), losing one instance of books, losing the
+//! control plane.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +21,10 @@ use tokio::process::{Child, Command};
 use trellis_control::server::{ControlPlane, ControlSettings};
 use trellis_control::store::MemoryStore;
 use trellis_testkit::assert_eventually;
+use trellis_testkit::dns::StaticDns;
 use trellis_testkit::http::HttpClient;
 use trellis_testkit::netns::Topology;
+use trellis_testkit::tls::https::{HttpsServer, TestCa};
 
 const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 const TOKEN: &str = "transparent-test-token";
@@ -65,6 +68,7 @@ impl Pod {
     fn start(
         topology: &Topology,
         control: &str,
+        dns_upstream: std::net::SocketAddr,
         n: u8,
         service: &str,
         port: u16,
@@ -101,8 +105,8 @@ impl Pod {
         let child = Command::new(TRELLIS)
             .args(&args)
             .env("TRELLIS_LOG", "info")
-            // No upstream resolver: the test's names are all the mesh's.
-            .env("TRELLIS_DNS_UPSTREAM", "127.0.0.1:9")
+            // Names outside the mesh: the test's resolver in the root namespace.
+            .env("TRELLIS_DNS_UPSTREAM", dns_upstream.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -142,6 +146,15 @@ impl Pod {
         let text = self.sh(&script).await?;
         let (head, body) = text.split_once("\r\n\r\n")?;
         Some((head.lines().next()?.to_string(), body.to_string()))
+    }
+
+    /// The sidecar's admin `/metrics`.
+    async fn metrics(&self) -> String {
+        let (_, text) = self
+            .get("127.0.0.1", 7191, "/metrics")
+            .await
+            .unwrap_or_else(|| panic!("{}: no metrics", self.name));
+        text
     }
 
     /// Whether a product page from web, built from books and ratings, has a rating.
@@ -238,8 +251,18 @@ async fn an_unmodified_bookshop_runs_across_pods_with_transparent_capture() {
         )
         .expect("outside server");
 
+    // Outside the mesh, on the bridge's gateway: a resolver that answers every name
+    // with the gateway's address, and an HTTPS server for api.payments.example.
+    let upstream = StaticDns::start_on((topology.gateway, 0).into(), topology.gateway)
+        .await
+        .expect("upstream resolver");
+    let payments_ca = TestCa::new("payments CA");
+    let payments = HttpsServer::start_on((topology.gateway, 0).into(), &payments_ca, &[PAYMENTS])
+        .await
+        .expect("payments server");
+    let dns = upstream.addr();
     let pod = |n: u8, service: &str, port: u16, command: &[&str]| {
-        Pod::start(&topology, &control, n, service, port, command)
+        Pod::start(&topology, &control, dns, n, service, port, command)
     };
     let ratings = pod(0, "ratings", APP_PORT, &[TRELLIS, "demo-app", "ratings"]);
     let books_a = pod(
@@ -310,10 +333,7 @@ async fn an_unmodified_bookshop_runs_across_pods_with_transparent_capture() {
             .is_none(),
         "books served plaintext from outside the mesh"
     );
-    let (_, books_metrics) = books_a
-        .get("127.0.0.1", 7191, "/metrics")
-        .await
-        .expect("books' metrics");
+    let books_metrics = books_a.metrics().await;
     assert!(
         books_metrics.contains(
             "trellis_tls_plaintext_connections_total{listener=\"inbound\",action=\"refused\"} 1"
@@ -375,6 +395,7 @@ async fn an_unmodified_bookshop_runs_across_pods_with_transparent_capture() {
         web.shop_works().await,
         "mesh traffic stopped under registry-only"
     );
+    external_service(&cp, &web, &payments, &payments_ca).await;
 
     // 5. One instance of books goes away (its `trellis run` killed) while web keeps
     // calling: its endpoint is dropped from web's configuration, and from then on no
@@ -437,6 +458,77 @@ async fn an_unmodified_bookshop_runs_across_pods_with_transparent_capture() {
 
     drop((ratings, books_a, books_b, web, mysql));
     drop(topology);
+}
+
+const PAYMENTS: &str = "api.payments.example";
+
+/// 4b. Under registry-only, an ExternalService makes api.payments.example reachable by
+/// name from web's pod: the application's own TLS passes through on 443, and plain
+/// HTTP on 80 leaves as TLS the sidecar opens, checked against the payments CA. The
+/// sidecar resolves the host through the pod's upstream resolver. A ClientHello for
+/// another name at the same address is refused and counted.
+async fn external_service(cp: &ControlPlane, web: &Pod, server: &HttpsServer, ca: &TestCa) {
+    let port = server.addr().port();
+    let pem: String = ca
+        .cert_pem
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect();
+    apply(
+        cp,
+        &format!(
+            "apiVersion: trellis.dev/v1alpha1\nkind: ExternalService\nmetadata: {{name: payments}}\nspec:\n  hosts: [{PAYMENTS}]\n  ports:\n    - {{port: 443, protocol: tls, targetPort: {port}}}\n    - {{port: 80, protocol: https, targetPort: {port}}}\n  tls:\n    caCertificates: |\n{pem}"
+        ),
+    )
+    .await;
+    let ca_file = std::env::temp_dir().join(format!("payments-ca-{}.pem", web.name));
+    std::fs::write(&ca_file, &ca.cert_pem).expect("CA file");
+    let ca_file = ca_file.display().to_string();
+    let want = format!("sni={PAYMENTS} host={PAYMENTS}");
+    let passthrough = format!("curl -sS --cacert {ca_file} https://{PAYMENTS}/charge");
+    assert_eventually!(
+        web.sh(&passthrough).await.as_deref() == Some(want.as_str()),
+        "TLS to the declared host did not pass through"
+    );
+    let (status, body) = web.get(PAYMENTS, 80, "/charge").await.expect("plain HTTP");
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(body, want);
+
+    let fronted = format!(
+        "curl -sS --cacert {ca_file} --connect-to evil.example:443:{PAYMENTS}:443 https://evil.example/"
+    );
+    assert_eq!(
+        web.sh(&fronted).await,
+        None,
+        "another server name got through"
+    );
+    let metrics = web.metrics().await;
+    assert!(
+        metrics.contains("reason=\"undeclared_host\"} 1"),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_file(&ca_file);
+
+    // `trellis describe` shows what web's sidecar was given for it.
+    let holders = format!(
+        "http://{}/api/v1/resources/externalservices/default/payments/proxies",
+        cp.http_addr
+    );
+    let request = http::Request::get(holders)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(http_body_util::Full::default())
+        .expect("request");
+    let holders = HttpClient::http1().send(request).await.expect("holders");
+    let text = holders.text();
+    assert!(
+        text.contains("\"listener\":\"egress-default-payments-api.payments.example-80\"")
+            && text.contains("\"originateTls\":{\"serverName\":\"api.payments.example\"}"),
+        "{text}"
+    );
+    assert_eq!(
+        server.server_names(),
+        vec![Some(PAYMENTS.to_string()), Some(PAYMENTS.to_string())]
+    );
 }
 
 /// The server-speaks-first exchange from `client`, retried until the capture and the

@@ -16,6 +16,9 @@
 //!    rebuilding them.
 //! 4. After a handshake, [`peer_identity`] tells who the peer is.
 //!
+//! For calls leaving the mesh, [`origination_client_config`] is the client side of TLS
+//! to an outside server, checked against the operator's CA certificates.
+//!
 //! This is the only crate in the tree that uses rustls, rustls-webpki, rcgen and
 //! x509-parser directly, and the whole tree uses the ring crypto provider. It must not
 //! depend on `trellis-api`, `trellis-proxy` or `trellis-control`: both of the latter
@@ -26,6 +29,7 @@ mod ca;
 mod csr;
 mod error;
 pub mod hex;
+mod origin;
 mod renew;
 pub mod seal;
 mod spiffe;
@@ -42,6 +46,7 @@ pub use crate::error::{
     CaError, CredentialsError, CsrError, KeyError, PeerIdentityError, PemError, SpiffeIdError,
     TlsError, TokenError,
 };
+pub use crate::origin::{origination_client_config, OriginationError};
 pub use crate::renew::renew_at;
 pub use crate::seal::{SealError, SealingKey};
 pub use crate::spiffe::{validate_trust_domain, SpiffeId, DEFAULT_TRUST_DOMAIN};

@@ -10,7 +10,7 @@ use trellis_identity::SpiffeId;
 
 use crate::balance::{Balancer, Weighted};
 use crate::config::{BackendConfig, BackendProtocol, LoadBalancer, LocalityConfig};
-use crate::endpoint::{ConnectSettings, Endpoint};
+use crate::endpoint::{ConnectSettings, Endpoint, Origination, OriginationKey};
 use crate::resilience::protection::Protection;
 use crate::tls::{IdentitySlot, PEER_IDENTITY_HEADER};
 
@@ -59,8 +59,26 @@ impl HashKey {
     }
 }
 
-/// What makes two endpoints the same one, so a reload can keep it.
-pub(crate) type EndpointKey = (SocketAddr, ConnectSettings, Option<SpiffeId>);
+/// What makes two endpoints the same one, so a reload can keep it: address, settings,
+/// identity, and for an endpoint outside the mesh its name and the TLS opened to it.
+pub(crate) type EndpointKey = (
+    SocketAddr,
+    ConnectSettings,
+    Option<SpiffeId>,
+    Option<Arc<str>>,
+    Option<OriginationKey>,
+);
+
+/// The key of an endpoint already built.
+pub(crate) fn endpoint_key(endpoint: &Endpoint) -> EndpointKey {
+    (
+        endpoint.addr(),
+        endpoint.settings(),
+        endpoint.identity().cloned(),
+        endpoint.hostname().cloned(),
+        endpoint.origination().cloned(),
+    )
+}
 
 /// Endpoints a balancer picks among, each with its index in the backend.
 #[derive(Debug)]
@@ -204,6 +222,7 @@ impl Backend {
         config: &BackendConfig,
         reuse: &HashMap<EndpointKey, Arc<Endpoint>>,
         mark: Option<u32>,
+        resolver: Option<SocketAddr>,
         previous: Option<&Backend>,
         identity: &IdentitySlot,
     ) -> Self {
@@ -212,7 +231,13 @@ impl Backend {
             connect_timeout: config.connect_timeout.get(),
             idle_timeout: config.idle_timeout.get(),
             mark,
+            resolver,
         };
+        // One per backend, shared by its endpoints: building it reads the CA file.
+        let origination = config
+            .originate_tls
+            .as_ref()
+            .map(|tls| Arc::new(Origination::new(tls)));
         let zone = config.locality.as_ref().map(|l| l.zone.as_str());
         let endpoints: Vec<(Weighted, bool)> = config
             .endpoints
@@ -224,10 +249,19 @@ impl Backend {
                     Some(id) => Some(id.parse::<SpiffeId>().ok()?),
                     None => None,
                 };
-                let key = (e.address, settings, identity);
+                let hostname: Option<Arc<str>> = e.hostname.as_deref().map(Into::into);
+                let key = (
+                    e.address,
+                    settings,
+                    identity,
+                    hostname,
+                    origination.as_ref().map(|o| o.key.clone()),
+                );
                 let endpoint = match reuse.get(&key) {
                     Some(endpoint) => endpoint.clone(),
-                    None => Arc::new(Endpoint::new(key.0, settings, key.2)),
+                    None => Arc::new(
+                        Endpoint::new(key.0, settings, key.2).outside(key.3, origination.clone()),
+                    ),
                 };
                 let in_zone = zone.is_some() && e.zone.as_deref() == zone;
                 let weighted = Weighted {

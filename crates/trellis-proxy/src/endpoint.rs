@@ -7,6 +7,11 @@
 //! at the other end speaks that protocol to its application), upgrades on an HTTP/1.1
 //! connection of their own, and opaque TCP on one connection each.
 //!
+//! An endpoint outside the mesh (an ExternalService's host) may be a DNS name, resolved
+//! at each new connection, and may have TLS opened to it by the proxy (origination):
+//! its HTTP/1.1 connections then run inside a TLS client session checked against the
+//! operator's CA certificates.
+//!
 //! An `Endpoint` outlives configuration reloads that keep its address, settings and
 //! identity, so its pooled connections and load statistics carry over.
 
@@ -21,11 +26,13 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use trellis_identity::rustls::pki_types::ServerName;
+use trellis_identity::rustls::ClientConfig;
 use trellis_identity::SpiffeId;
 
 use crate::balance::Load;
-use crate::config::BackendProtocol;
+use crate::config::{BackendProtocol, OriginateTlsConfig};
 use crate::resilience::breaker::{Breaker, Overflow, Permit};
 use crate::sockopt;
 use crate::tls::connect::{self, MtlsStream};
@@ -47,6 +54,9 @@ pub struct ConnectSettings {
     pub idle_timeout: Duration,
     /// `SO_MARK` on every connection made ([`crate::sockopt::connect`]).
     pub mark: Option<u32>,
+    /// The DNS server that resolves endpoints given by name; `None`: the host's
+    /// resolver.
+    pub resolver: Option<SocketAddr>,
 }
 
 /// Why a request or connection to an endpoint failed.
@@ -66,6 +76,20 @@ pub enum EndpointError {
         reason: HandshakeReason,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: Arc<str>,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS to an endpoint outside the mesh could not be opened: a certificate that does
+    /// not verify, a server that does not speak TLS, unusable CA certificates.
+    #[error("TLS to {server_name} ({addr}) failed: {reason}")]
+    Origination {
+        server_name: Arc<str>,
+        addr: SocketAddr,
+        reason: String,
     },
     #[error("handshake with {addr} failed: {source}")]
     Handshake {
@@ -120,9 +144,48 @@ struct Mtls<'a> {
     peer: &'a SpiffeId,
 }
 
+/// What makes two originations the same: the configuration and the CA certificates
+/// read for it (or why none could be), so new certificates in a CA file replace the
+/// endpoints, and their pooled connections, at the next configuration.
+pub type OriginationKey = (OriginateTlsConfig, Result<String, String>);
+
+/// TLS the proxy opens to an endpoint outside the mesh, built once per configuration.
+pub struct Origination {
+    pub key: OriginationKey,
+    /// The client config, or why there is none (unreadable or unusable CA
+    /// certificates): connections then fail with that reason instead of going out
+    /// unchecked.
+    client: Result<Arc<ClientConfig>, String>,
+    server_name: Result<ServerName<'static>, String>,
+}
+
+impl Origination {
+    pub fn new(config: &OriginateTlsConfig) -> Self {
+        let roots = config.roots_pem();
+        let client = roots.clone().and_then(|pem| {
+            trellis_identity::origination_client_config(&pem, &[b"http/1.1"])
+                .map_err(|e| e.to_string())
+        });
+        let server_name = ServerName::try_from(config.server_name.clone())
+            .map_err(|e| format!("server name {:?}: {e}", config.server_name));
+        if let Err(reason) = &client {
+            tracing::warn!(server_name = %config.server_name, %reason, "TLS origination has no usable CA certificates");
+        }
+        Self {
+            key: (config.clone(), roots),
+            client,
+            server_name,
+        }
+    }
+}
+
 /// An endpoint: where it is, how to reach it, its pooled connections and its load.
 pub struct Endpoint {
     addr: SocketAddr,
+    /// A DNS name resolved at each new connection (an endpoint outside the mesh); the
+    /// port is `addr`'s.
+    hostname: Option<Arc<str>>,
+    origination: Option<Arc<Origination>>,
     settings: ConnectSettings,
     /// The SPIFFE ID the endpoint must prove; `None` for endpoints outside the mesh.
     identity: Option<SpiffeId>,
@@ -142,6 +205,7 @@ impl std::fmt::Debug for Endpoint {
             .field("addr", &self.addr)
             .field("settings", &self.settings)
             .field("identity", &self.identity)
+            .field("hostname", &self.hostname)
             .field("in_flight", &self.load.in_flight())
             .finish()
     }
@@ -151,6 +215,8 @@ impl Endpoint {
     pub fn new(addr: SocketAddr, settings: ConnectSettings, identity: Option<SpiffeId>) -> Self {
         Self {
             addr,
+            hostname: None,
+            origination: None,
             settings,
             identity,
             server_name: ServerName::from(addr.ip()),
@@ -161,8 +227,30 @@ impl Endpoint {
         }
     }
 
+    /// An endpoint outside the mesh: reached by resolving `hostname` (if set), with
+    /// TLS opened by the proxy (if `origination` is set).
+    pub fn outside(
+        mut self,
+        hostname: Option<Arc<str>>,
+        origination: Option<Arc<Origination>>,
+    ) -> Self {
+        self.hostname = hostname;
+        self.origination = origination;
+        self
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The DNS name resolved for each connection, if any.
+    pub fn hostname(&self) -> Option<&Arc<str>> {
+        self.hostname.as_ref()
+    }
+
+    /// The TLS the proxy opens to this endpoint, if any.
+    pub fn origination(&self) -> Option<&OriginationKey> {
+        self.origination.as_deref().map(|o| &o.key)
     }
 
     pub fn settings(&self) -> ConnectSettings {
@@ -197,22 +285,87 @@ impl Endpoint {
         })
     }
 
-    /// Opens a TCP connection, within the connect timeout.
+    /// Opens a TCP connection, within the connect timeout (which includes resolving the
+    /// endpoint's name, if it has one).
     pub async fn connect_tcp(&self) -> Result<TcpStream, EndpointError> {
         let timeout = self.settings.connect_timeout;
-        let stream = tokio::time::timeout(timeout, sockopt::connect(self.addr, self.settings.mark))
-            .await
-            .map_err(|_| EndpointError::ConnectTimeout {
+        let connect = async {
+            let addr = self.resolve().await?;
+            sockopt::connect(addr, self.settings.mark)
+                .await
+                .map_err(|source| EndpointError::Connect { addr, source })
+        };
+        let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| {
+            EndpointError::ConnectTimeout {
                 addr: self.addr,
                 timeout,
-            })?
-            .map_err(|source| EndpointError::Connect {
-                addr: self.addr,
-                source,
-            })?;
+            }
+        })??;
         // Proxied requests are small writes that must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         Ok(stream)
+    }
+
+    /// The address to connect to: the endpoint's own, or the first its name resolves
+    /// to, IPv4 first (the mesh's pods are IPv4).
+    async fn resolve(&self) -> Result<SocketAddr, EndpointError> {
+        let Some(host) = &self.hostname else {
+            return Ok(self.addr);
+        };
+        let resolve_error = |source| EndpointError::Resolve {
+            host: host.clone(),
+            source,
+        };
+        let port = self.addr.port();
+        let found: Vec<SocketAddr> = match self.settings.resolver {
+            Some(upstream) => crate::dns::lookup_ipv4(upstream, host)
+                .await
+                .map_err(resolve_error)?
+                .into_iter()
+                .map(|ip| SocketAddr::from((ip, port)))
+                .collect(),
+            None => tokio::net::lookup_host((&**host, port))
+                .await
+                .map_err(resolve_error)?
+                .collect(),
+        };
+        found
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(found.first())
+            .copied()
+            .ok_or_else(|| {
+                resolve_error(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no addresses",
+                ))
+            })
+    }
+
+    /// Opens TLS to an endpoint outside the mesh over `tcp`, within the connect
+    /// timeout, checking its certificate as the origination's configuration says.
+    async fn originate(
+        &self,
+        origination: &Origination,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, EndpointError> {
+        let addr = tcp.peer_addr().unwrap_or(self.addr);
+        let failed = |reason: String| EndpointError::Origination {
+            server_name: origination.key.0.server_name.as_str().into(),
+            addr,
+            reason,
+        };
+        let client = origination.client.clone().map_err(failed)?;
+        let server_name = origination.server_name.clone().map_err(failed)?;
+        let handshake = TlsConnector::from(client).connect(server_name, tcp);
+        match tokio::time::timeout(self.settings.connect_timeout, handshake).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Err(_) => Err(failed(format!(
+                "no TLS handshake within {:?}",
+                self.settings.connect_timeout
+            ))),
+        }
     }
 
     /// Opens an mTLS connection carrying `alpn`; TCP connect and handshake each get the
@@ -269,6 +422,10 @@ impl Endpoint {
     ) -> Result<Response<Incoming>, EndpointError> {
         if let Some(mtls) = self.mtls(identity) {
             return self.send_h2(req, Some(mtls), breaker).await;
+        }
+        // Validation keeps origination to HTTP/1.1 backends.
+        if self.origination.is_some() {
+            return self.send_h1(req, breaker).await;
         }
         match self.settings.protocol {
             BackendProtocol::Http1 => self.send_h1(req, breaker).await,
@@ -349,7 +506,13 @@ impl Endpoint {
         permit: Option<Permit>,
     ) -> Result<http1::SendRequest<BoxBody>, EndpointError> {
         let stream = self.connect_tcp().await?;
-        self.handshake_h1(stream, with_upgrades, permit).await
+        match &self.origination {
+            Some(origination) => {
+                let tls = self.originate(origination, stream).await?;
+                self.handshake_h1(tls, with_upgrades, permit).await
+            }
+            None => self.handshake_h1(stream, with_upgrades, permit).await,
+        }
     }
 
     /// `permit`, the connection's place under the breaker, lives as long as the

@@ -23,7 +23,7 @@ use crate::drain::Watch;
 use crate::io::PrefixedIo;
 use crate::sni::{self, Hello};
 use crate::state::Listener;
-use crate::telemetry::{ConnectionLabels, OutboundLabels};
+use crate::telemetry::ConnectionLabels;
 use crate::tls::accept;
 use crate::{http, sockopt, tcp, transparent, Shared};
 use prometheus_client::metrics::gauge::Gauge;
@@ -170,7 +170,14 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
         .await
         .is_none()
         {
-            refuse(&listener, &shared, "no_route");
+            // An egress listener's routes are the declared external hosts.
+            let reason = if listener.egress {
+                tracing::info!(listener = %listener.name, server_name = ?server_name, "TLS connection to an undeclared external host refused");
+                "undeclared_host"
+            } else {
+                "no_route"
+            };
+            refuse(&listener, &shared, reason);
         }
         open.dec();
         return;
@@ -329,9 +336,5 @@ fn count_connection(listener: &Listener, shared: &Shared, protocol: &'static str
 /// Counts a connection closed without being forwarded.
 fn refuse(listener: &Listener, shared: &Shared, reason: &'static str) {
     tracing::debug!(listener = %listener.name, reason, "closing connection");
-    let labels = OutboundLabels {
-        listener: listener.name.clone(),
-        reason,
-    };
-    shared.metrics.outbound_refused.get_or_create(&labels).inc();
+    transparent::count_refused(shared, &listener.name, reason);
 }

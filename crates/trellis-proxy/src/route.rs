@@ -197,7 +197,7 @@ impl HostMatcher {
 
 /// The authority a request is for: its URI's (HTTP/2, or an HTTP/1 proxy request in
 /// absolute form), else its `Host` header.
-fn request_authority<B>(req: &Request<B>) -> Option<http::uri::Authority> {
+pub(crate) fn request_authority<B>(req: &Request<B>) -> Option<http::uri::Authority> {
     if let Some(authority) = req.uri().authority() {
         return Some(authority.clone());
     }

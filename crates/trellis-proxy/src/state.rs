@@ -11,6 +11,7 @@ use std::time::Duration;
 use trellis_identity::SpiffeId;
 
 use crate::authz::ListenerAuthz;
+use crate::backend::endpoint_key;
 pub use crate::backend::{Backend, Picked};
 use crate::config::{ListenerConfig, ListenerProtocol, MtlsMode, ProxyConfig};
 use crate::config::{RateLimitConfig, RateLimitKey};
@@ -50,6 +51,8 @@ pub struct Listener {
     pub original_destination: Option<DestinationTable>,
     /// Token buckets every request must find a token in (RateLimitPolicy).
     pub rate_limits: Arc<Vec<ListenerRateLimit>>,
+    /// Serves external hosts: what no route names is refused as undeclared.
+    pub egress: bool,
 }
 
 /// Most keys one rate limit keeps a bucket for (callers, routes); past it the bucket
@@ -134,12 +137,7 @@ impl Snapshot {
         let mut reuse = HashMap::new();
         for backend in previous.iter().flat_map(|p| p.backends.values()) {
             for endpoint in backend.endpoints() {
-                let key = (
-                    endpoint.addr(),
-                    endpoint.settings(),
-                    endpoint.identity().cloned(),
-                );
-                reuse.insert(key, endpoint.clone());
+                reuse.insert(endpoint_key(endpoint), endpoint.clone());
             }
         }
         let backends: HashMap<String, Arc<Backend>> = config
@@ -148,7 +146,14 @@ impl Snapshot {
             .map(|b| {
                 let old = previous.and_then(|p| p.backends.get(&b.name));
                 let old = old.map(|o| &**o);
-                let backend = Backend::build(b, &reuse, config.socket_mark, old, identity);
+                let backend = Backend::build(
+                    b,
+                    &reuse,
+                    config.socket_mark,
+                    config.resolver,
+                    old,
+                    identity,
+                );
                 (b.name.clone(), Arc::new(backend))
             })
             .collect();
@@ -162,7 +167,7 @@ impl Snapshot {
             })
             .collect();
         Self {
-            service_names: ServiceNames::new(&config.services),
+            service_names: ServiceNames::new(&config.services, &config.external_hosts),
             config: Arc::new(config),
             listeners,
             backends,
@@ -223,6 +228,7 @@ fn build_listener(
             .as_ref()
             .map(DestinationTable::build),
         rate_limits,
+        egress: config.egress,
         name,
     })
 }
@@ -321,5 +327,44 @@ backends:
         let off = build(ProxyConfig::from_yaml(&off).expect("valid"), Some(&other));
         assert!(protection(&off).breaker().is_none());
         assert_eq!(protection(&off).concurrency_limit(), Some(100));
+    }
+
+    #[test]
+    fn an_external_endpoint_is_kept_until_its_name_or_ca_certificates_change() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_file = dir.path().join("ca.pem");
+        let write_ca = |name: &str| {
+            let ca = trellis_identity::CertificateAuthority::generate_root(
+                name,
+                std::time::Duration::from_secs(3600),
+            )
+            .expect("a CA");
+            std::fs::write(&ca_file, ca.trust_bundle().to_pem()).expect("CA file");
+        };
+        let with = |host: &str| {
+            let yaml = CONFIG.replace(
+                "[127.0.0.1:1, 127.0.0.1:2]",
+                &format!(
+                    "[\"{host}:443\"]\n    originateTls: {{serverName: {host}, caFile: {}}}",
+                    ca_file.display()
+                ),
+            );
+            ProxyConfig::from_yaml(&yaml).expect("valid")
+        };
+        let endpoint = |s: &Snapshot| s.endpoints().next().expect("one endpoint").clone();
+        write_ca("one.example");
+        let first = build(with("api.example"), None);
+        assert_eq!(
+            endpoint(&first).hostname().map(|h| &**h),
+            Some("api.example")
+        );
+        let same = build(with("api.example"), Some(&first));
+        assert!(Arc::ptr_eq(&endpoint(&first), &endpoint(&same)));
+        let renamed = build(with("eu.example"), Some(&same));
+        assert!(!Arc::ptr_eq(&endpoint(&same), &endpoint(&renamed)));
+        // New certificates in the CA file: new endpoint, new pooled connections.
+        write_ca("two.example");
+        let rotated = build(with("eu.example"), Some(&renamed));
+        assert!(!Arc::ptr_eq(&endpoint(&renamed), &endpoint(&rotated)));
     }
 }

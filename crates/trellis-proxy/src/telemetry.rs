@@ -110,8 +110,10 @@ pub struct AuthzLabels {
 
 /// Labels of a captured outbound connection that left the mesh or was refused:
 /// `reason` is `registry_only` (a destination outside the mesh under `registryOnly`),
-/// `loop` (the proxy's own listener) or `unknown_destination` (no original destination
-/// could be read); passed-through connections carry `allow_any`.
+/// `loop` (the proxy's own listener), `unknown_destination` (no original destination
+/// could be read), `undeclared_host` (an egress listener's request or TLS server name
+/// naming no declared external host), `not_tls` or `no_route`; passed-through
+/// connections carry `allow_any`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct OutboundLabels {
     pub listener: Arc<str>,

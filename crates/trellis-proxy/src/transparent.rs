@@ -131,14 +131,20 @@ pub async fn dispatch(
                 reason,
                 "captured outbound connection refused"
             );
-            shared
-                .metrics
-                .outbound_refused
-                .get_or_create(&labels(reason))
-                .inc();
+            count_refused(shared, &listener.name, reason);
             None
         }
     }
+}
+
+/// Counts a connection or request refused on its way out of the mesh, in
+/// `trellis_outbound_refused_total{listener, reason}`.
+pub(crate) fn count_refused(shared: &Shared, listener: &Arc<str>, reason: &'static str) {
+    let labels = OutboundLabels {
+        listener: listener.clone(),
+        reason,
+    };
+    shared.metrics.outbound_refused.get_or_create(&labels).inc();
 }
 
 /// Copies bytes between the client and the address it dialled, with half-close.

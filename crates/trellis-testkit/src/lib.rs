@@ -2,7 +2,8 @@
 //!
 //! This crate owns the sample backends that integration tests put behind a
 //! proxy — an HTTP service ([`http`]), raw TCP servers ([`tcp`]) and a gRPC
-//! echo service ([`grpc`]) — the clients that talk to them, a bounded load
+//! echo service ([`grpc`]), an HTTPS server with a CA of its own ([`tls::https`]), a
+//! DNS server with one answer ([`dns`]) — the clients that talk to them, a bounded load
 //! generator ([`load`]), hosts as network namespaces on a bridge ([`netns`]), real
 //! etcd clusters for the control plane's etcd store ([`etcd`]) and the
 //! [`assert_eventually!`] macro that replaces sleeps in tests. Every server binds
@@ -11,6 +12,7 @@
 //!
 //! It must not depend on `trellis-proxy`: the proxy's tests depend on it.
 
+pub mod dns;
 pub mod etcd;
 pub mod grpc;
 pub mod http;

@@ -281,6 +281,21 @@ pub struct ProxyConfig {
     /// from MeshConfig `spec.metrics.maxRequestSeries`; 0: the proxy's default.
     #[prost(uint32, tag = "6")]
     pub max_request_series: u32,
+    /// Hosts of ExternalServices with their virtual IPs, which the sidecar's DNS answers
+    /// for; sorted by host. Sent only to proxies with an `outbound_port`.
+    #[prost(message, repeated, tag = "7")]
+    pub external_hosts: ::prost::alloc::vec::Vec<ExternalHost>,
+}
+/// A host outside the mesh (ExternalService) and its stable virtual IP.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExternalHost {
+    /// An exact DNS name, lowercase.
+    #[prost(string, tag = "1")]
+    pub host: ::prost::alloc::string::String,
+    /// IPv4, from 240.240.0.0/16.
+    #[prost(string, tag = "2")]
+    pub virtual_ip: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -352,6 +367,10 @@ pub struct Listener {
     /// the address the application dialled (`SO_ORIGINAL_DST`) and has no routes itself.
     #[prost(message, optional, tag = "10")]
     pub original_destination: ::core::option::Option<OriginalDestination>,
+    /// The listener of an ExternalService's port: a request or connection whose host
+    /// (HTTP `Host`, TLS server name) no route names is refused and counted.
+    #[prost(bool, tag = "11")]
+    pub egress: bool,
     /// Rate limits on every request the listener takes (its Service's RateLimitPolicies).
     #[prost(message, repeated, tag = "30")]
     pub rate_limits: ::prost::alloc::vec::Vec<RateLimit>,
@@ -762,12 +781,31 @@ pub struct Backend {
     pub hash_on: ::core::option::Option<HashOn>,
     /// Set: prefer the endpoints of this zone (the caller's) while enough of them are
     /// healthy in the proxy's view.
-    #[prost(message, optional, tag = "7")]
+    #[prost(message, optional, tag = "8")]
     pub locality: ::core::option::Option<Locality>,
     /// Protection of the backend (BackendPolicy); what is unset keeps the proxy's default,
     /// and the defaults are on.
     #[prost(message, optional, tag = "30")]
     pub resilience: ::core::option::Option<Resilience>,
+    /// Set: connections to the endpoints are TLS opened by the proxy (an ExternalService
+    /// `https` port); the backend's protocol is HTTP/1.1.
+    #[prost(message, optional, tag = "7")]
+    pub originate_tls: ::core::option::Option<OriginateTls>,
+}
+/// TLS the proxy opens to an endpoint outside the mesh.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct OriginateTls {
+    /// Server name sent (SNI) and checked against the certificate.
+    #[prost(string, tag = "1")]
+    pub server_name: ::prost::alloc::string::String,
+    /// PEM certificates the server's certificate must chain to; with `ca_file` empty too:
+    /// the proxy host's CA store.
+    #[prost(string, tag = "2")]
+    pub ca_pem: ::prost::alloc::string::String,
+    /// Path of a PEM file on the proxy's host holding those certificates.
+    #[prost(string, tag = "3")]
+    pub ca_file: ::prost::alloc::string::String,
 }
 /// Zone preference (BackendPolicy `locality: prefer-zone`).
 #[allow(clippy::all)]
@@ -920,6 +958,10 @@ pub struct Endpoint {
     /// endpoints of the caller's zone.
     #[prost(string, tag = "4")]
     pub zone: ::prost::alloc::string::String,
+    /// A DNS name the proxy resolves when it connects; `address` then holds only the port
+    /// (`0.0.0.0:port`).
+    #[prost(string, tag = "5")]
+    pub hostname: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

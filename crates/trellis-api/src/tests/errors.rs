@@ -23,6 +23,7 @@ fn broken_documents_name_the_field() {
     const AUTHZ: &str = "authorizationpolicy.yaml";
     const FAULT: &str = "faultinjection.yaml";
     const LIMITS: &str = "ratelimitpolicy.yaml";
+    const EXTERNAL: &str = "externalservice.yaml";
     #[rustfmt::skip]
     let cases: &[(&str, &str, &str, &str, &str)] = &[
         // Envelope and metadata.
@@ -190,6 +191,24 @@ fn broken_documents_name_the_field() {
         (LIMITS, "- requestsPerSecond: 250", "- requestsPerSecond: 0", "spec.global[0].requestsPerSecond", "must be at least 1"),
         (LIMITS, "  local:\n    - requestsPerSecond: 100\n    - requestsPerSecond: 20\n      burst: 40\n      per: source\n  global:\n    - requestsPerSecond: 250\n", "",
          "spec.local", "at least one limit is required in local or global"),
+        // ExternalService.
+        (EXTERNAL, "hosts: [api.payments.example]", "hosts: []", "spec.hosts", "at least one host is required"),
+        (EXTERNAL, "hosts: [api.payments.example]", "hosts: [api.payments.example, API.example]", "spec.hosts[1]", "not a valid hostname"),
+        (EXTERNAL, "hosts: [api.payments.example]", "hosts: [\"*.payments.example\"]", "spec.hosts[0]", "wildcard hosts are not supported"),
+        (EXTERNAL, "hosts: [api.payments.example]", "hosts: [api.payments.example, api.payments.example]", "spec.hosts[1]", "is listed twice"),
+        (EXTERNAL, "hosts: [api.payments.example]", "hosts: [10.0.0.1]", "spec.hosts[0]", "IP addresses are not allowed"),
+        (EXTERNAL, "    - port: 80\n", "    - port: 443\n", "spec.ports[1].port", "port 443 is listed twice"),
+        (EXTERNAL, "protocol: https", "protocol: ftp", "spec.ports[1].protocol", "unknown variant `ftp`"),
+        (EXTERNAL, "targetPort: 443", "targetPort: 70000", "spec.ports[1].targetPort", "between 1 and 65535"),
+        (EXTERNAL, "      protocol: tls", "      proto: tls", "spec.ports[0].proto", "unknown field `proto`"),
+        (EXTERNAL, "resolution: dns", "resolution: static", "spec.addresses", "needs at least one address"),
+        (EXTERNAL, "resolution: dns", "resolution: dns\n  addresses: [192.0.2.1]", "spec.addresses", "only with resolution: static"),
+        (EXTERNAL, "resolution: dns", "resolution: static\n  addresses: [nowhere]", "spec.addresses[0]", "\"nowhere\" is not an IP address"),
+        (EXTERNAL, "protocol: https", "protocol: http", "spec.tls", "no port has protocol: https"),
+        (EXTERNAL, "caFile: /etc/trellis/payments-ca.pem", "caFile: payments-ca.pem", "spec.tls.caFile", "must be an absolute path"),
+        (EXTERNAL, "caFile: /etc/trellis/payments-ca.pem", "caFile: /a.pem\n    caCertificates: x", "spec.tls.caFile", "not both"),
+        (EXTERNAL, "caFile: /etc/trellis/payments-ca.pem", "caCertificates: x", "spec.tls.caCertificates", "expected PEM certificates"),
+        (EXTERNAL, "caFile: /etc/trellis/payments-ca.pem", "serverName: \"*.payments.example\"", "spec.tls.serverName", "one exact DNS name"),
         // AuthorizationPolicy.
         (AUTHZ, "action: Allow", "action: allow", "spec.action", "unknown variant `allow`, expected `Allow` or `Deny`"),
         (AUTHZ, "kind: Service", "kind: Workload", "spec.targetRef.kind", "must be Service, got \"Workload\""),

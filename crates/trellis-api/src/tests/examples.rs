@@ -20,6 +20,7 @@ fn every_example_parses_as_its_kinds() {
         ("backendpolicy.yaml", &[Kind::BackendPolicy]),
         ("faultinjection.yaml", &[Kind::FaultInjection]),
         ("ratelimitpolicy.yaml", &[Kind::RateLimitPolicy]),
+        ("externalservice.yaml", &[Kind::ExternalService]),
         (
             "authorizationpolicy.yaml",
             &[Kind::AuthorizationPolicy, Kind::AuthorizationPolicy],

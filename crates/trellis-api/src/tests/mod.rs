@@ -8,6 +8,10 @@ mod multi;
 /// Every example file, by name.
 const EXAMPLES: &[(&str, &str)] = &[
     (
+        "externalservice.yaml",
+        include_str!("../../examples/externalservice.yaml"),
+    ),
+    (
         "faultinjection.yaml",
         include_str!("../../examples/faultinjection.yaml"),
     ),

@@ -106,6 +106,15 @@ fn headers(kind: Kind) -> &'static [&'static str] {
             "AGE",
         ],
         Kind::RateLimitPolicy => &["NAME", "NAMESPACE", "TARGET", "LIMITS", "RESOLVED", "AGE"],
+        Kind::ExternalService => &[
+            "NAME",
+            "NAMESPACE",
+            "HOSTS",
+            "PORTS",
+            "RESOLUTION",
+            "VIRTUAL-IPS",
+            "AGE",
+        ],
         Kind::MeshConfig => &["NAME", "TRUST DOMAIN", "MTLS", "DEFAULT AUTHZ", "AGE"],
     }
 }
@@ -177,6 +186,30 @@ fn kind_columns(kind: Kind, r: &Value) -> Vec<String> {
                 limits.join(", "),
                 condition(r, "ResolvedRefs"),
             ]
+        }
+        Kind::ExternalService => {
+            let hosts: Vec<&str> = spec["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let ports: Vec<String> = spec["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let protocol = p["protocol"].as_str().unwrap_or("tls");
+                    match p["targetPort"].as_u64() {
+                        Some(target) => format!("{}/{protocol}→{target}", p["port"]),
+                        None => format!("{}/{protocol}", p["port"]),
+                    }
+                })
+                .collect();
+            let resolution = spec["resolution"].as_str().unwrap_or("dns").to_string();
+            let vips = &r["status"]["virtualIPs"];
+            let vips: Vec<String> = hosts.iter().map(|h| text(&vips[*h])).collect();
+            vec![hosts.join(","), ports.join(","), resolution, vips.join(",")]
         }
         Kind::MeshConfig => vec![
             text(&spec["trustDomain"]),

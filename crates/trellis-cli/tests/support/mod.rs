@@ -99,6 +99,7 @@ impl SidecarSpec<'_> {
                 drain_timeout: ConfigDuration::from_secs(5),
                 max_header_bytes: 64 * 1024,
                 socket_mark: None,
+                resolver: None,
             },
         }
     }

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Method, Uri};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use trellis_api::{parse_documents, Kind, Resource};
+use trellis_api::{parse_documents, Kind, Resource, Spec};
 
 use super::status::Existing;
 use super::storage::{self, CLUSTER_NAMESPACE};
@@ -128,6 +128,7 @@ pub(super) async fn apply(
             "the request body holds no resources: send YAML or JSON documents".into(),
         ));
     }
+    check_certificates(&resources).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut results = Vec::with_capacity(resources.len());
     for resource in &resources {
         match write::apply(api.store.as_ref(), resource).await {
@@ -136,6 +137,29 @@ pub(super) async fn apply(
         }
     }
     Ok(Json(ApplyResults { results }))
+}
+
+/// Refuses an ExternalService whose `tls.caCertificates` would not give the proxies a
+/// usable trust anchor: they would refuse every configuration holding it, not only
+/// its calls. (The API crate checks only the PEM armour; certificates are parsed here,
+/// where the tree's TLS stack is.)
+fn check_certificates(resources: &[Resource]) -> Result<(), trellis_api::ValidationError> {
+    for (i, resource) in resources.iter().enumerate() {
+        let Spec::ExternalService(spec) = &resource.spec else {
+            continue;
+        };
+        let Some(pem) = spec.tls.as_ref().and_then(|t| t.ca_certificates.as_deref()) else {
+            continue;
+        };
+        if let Err(e) = trellis_identity::origination_client_config(pem, &[]) {
+            let error = trellis_api::ValidationError::new("spec.tls.caCertificates", e.to_string());
+            return Err(match resources.len() {
+                1 => error,
+                _ => error.in_document(i + 1),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `DELETE /api/v1/resources/{kind}/{namespace}/{name}`

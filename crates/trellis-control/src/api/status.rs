@@ -21,7 +21,7 @@ use trellis_api::route::ParentReference;
 use trellis_api::service::ServicePort;
 use trellis_api::{Condition, Kind, ObjectRef, Resource, Spec, Status};
 
-use crate::compile::ServiceKey;
+use crate::compile::{external_host_key, ServiceKey};
 use crate::vip::VipTable;
 
 /// The label by which a Workload implies a Service of that name.
@@ -31,7 +31,7 @@ pub const APP_LABEL: &str = "app";
 #[derive(Debug, Default)]
 pub struct Existing {
     objects: HashSet<ObjectRef>,
-    /// Services' virtual IPs, shown in their status.
+    /// Services' and external hosts' virtual IPs, shown in their status.
     vips: VipTable,
     /// The routed port (the first) of each declared Service.
     routed_ports: HashMap<ObjectRef, ServicePort>,
@@ -173,9 +173,21 @@ impl Existing {
                 .map(|ip| (*ip).into()),
             _ => None,
         };
+        let virtual_ips = match &resource.spec {
+            Spec::ExternalService(spec) => spec
+                .hosts
+                .iter()
+                .filter_map(|h| {
+                    let ip = self.vips.get(&external_host_key(h))?;
+                    Some((h.clone(), (*ip).into()))
+                })
+                .collect(),
+            _ => Default::default(),
+        };
         Status {
             conditions,
             virtual_ip,
+            virtual_ips,
         }
     }
 
@@ -204,6 +216,27 @@ fn has_references(kind: Kind) -> bool {
 mod tests {
     use super::*;
     use trellis_api::{parse_documents, ConditionStatus};
+
+    #[test]
+    fn external_services_show_their_hosts_virtual_ips() {
+        let all = parse_documents(
+            "apiVersion: trellis.dev/v1alpha1\nkind: ExternalService\nmetadata: {name: pay, namespace: shop}\nspec: {hosts: [a.example, b.example], ports: [{port: 443}]}\n",
+        )
+        .expect("valid");
+        let vips: VipTable = [(external_host_key("a.example"), [240, 240, 1, 1].into())].into();
+        let status = Existing::new(&all).with_vips(vips).status_of(&all[0]);
+        let shown: Vec<(String, String)> = status
+            .virtual_ips
+            .iter()
+            .map(|(h, ip)| (h.clone(), ip.to_string()))
+            .collect();
+        // b.example has none yet.
+        assert_eq!(
+            shown,
+            [("a.example".to_string(), "240.240.1.1".to_string())]
+        );
+        assert_eq!(status.virtual_ip, None);
+    }
 
     const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute

@@ -13,6 +13,7 @@
 //! | Workload | the backends that list it as an endpoint; its own proxy's inbound listener |
 //! | AuthorizationPolicy | the inbound listeners whose authorization holds it (`<namespace>/<name>`) |
 //! | FaultInjection | the routes whose fault it is (`<namespace>/<name>`), on the proxies of its sources |
+//! | ExternalService | per host and port, its egress listener and backend (endpoints, TLS origination) and the host's virtual IP, on transparent proxies |
 //!
 //! `serving` says whether the proxy has acknowledged a version at least as new as the
 //! resource (its `resourceVersion`): a proxy that holds an older form of it is still
@@ -24,6 +25,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
+use trellis_api::external::ExternalServiceSpec;
 use trellis_api::proto::v1::{
     AuthorizationAction, Backend, BackendProtocol, Listener, LoadBalancer, ProxyConfig, Route,
 };
@@ -32,7 +34,8 @@ use trellis_api::{Kind, Resource, Spec};
 use super::handlers::{find_one, Items};
 use super::{ApiError, ApiState};
 use crate::compile::{
-    backend_name, describe_match, ServiceKey, DEFAULT_INBOUND_PORT, DEFAULT_ROUTE, INBOUND_LISTENER,
+    backend_name, describe_match, egress_name, ServiceKey, DEFAULT_INBOUND_PORT, DEFAULT_ROUTE,
+    INBOUND_LISTENER,
 };
 use crate::registry::{ProxyStatus, SyncState};
 
@@ -157,8 +160,50 @@ fn pieces(resource: &Resource, proxy: &ProxyStatus, config: &ProxyConfig) -> Vec
             }
             found
         }
+        (Kind::ExternalService, Spec::ExternalService(spec)) => {
+            external(config, &ServiceKey::new(&meta.namespace, &meta.name), spec)
+        }
         _ => Vec::new(),
     }
+}
+
+/// An ExternalService's egress listeners and backends, one per host and port.
+fn external(config: &ProxyConfig, key: &ServiceKey, spec: &ExternalServiceSpec) -> Vec<Value> {
+    let mut found = Vec::new();
+    for host in &spec.hosts {
+        let virtual_ip = config
+            .external_hosts
+            .iter()
+            .find(|h| h.host.eq_ignore_ascii_case(host))
+            .map(|h| h.virtual_ip.as_str());
+        for port in &spec.ports {
+            let name = egress_name(key, host, port.port);
+            let Some(b) = config.backends.iter().find(|b| b.name == name) else {
+                continue;
+            };
+            let endpoints: Vec<String> = b
+                .endpoints
+                .iter()
+                .map(|e| match e.hostname.as_str() {
+                    "" => e.address.clone(),
+                    hostname => format!("{hostname} (resolved), port {}", port.host_port()),
+                })
+                .collect();
+            let mut piece = json!({
+                "listener": name,
+                "host": host,
+                "port": port.port,
+                "protocol": port.protocol.as_str(),
+                "virtualIp": virtual_ip,
+                "endpoints": endpoints,
+            });
+            if let Some(tls) = &b.originate_tls {
+                piece["originateTls"] = json!({"serverName": tls.server_name});
+            }
+            found.push(piece);
+        }
+    }
+    found
 }
 
 /// A Service's backend and the listeners that call it through a local port.

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use trellis_api::authz::AuthorizationPolicySpec;
+use trellis_api::external::ExternalServiceSpec;
 use trellis_api::meta::READY;
 use trellis_api::policy::{
     BackendPolicySpec, BackendProtocol, EgressMode, LoadBalancerType, Locality, MeshConfigSpec,
@@ -108,6 +109,10 @@ pub(super) struct Tables {
     pub rate_limits: HashMap<ServiceKey, Vec<ratelimit::ServiceLimit>>,
     pub attached: HashMap<ServiceKey, Attached>,
     pub mesh: MeshSettings,
+    /// ExternalServices, sorted by namespace and name.
+    pub external: Vec<(ServiceKey, ExternalServiceSpec)>,
+    /// The virtual-IP keys of their hosts, sorted, each once.
+    pub external_hosts: Vec<ServiceKey>,
 }
 
 /// What the MeshConfig decides for every proxy.
@@ -182,6 +187,7 @@ impl Tables {
         let mut mesh_configs: Vec<&Resource> = Vec::new();
         let mut faults = Vec::new();
         let mut rate_limits = Vec::new();
+        let mut external = Vec::new();
         for r in resources {
             match &r.spec {
                 Spec::Service(s) => declared.push((ServiceKey::of(r), s)),
@@ -194,6 +200,7 @@ impl Tables {
                 Spec::MeshConfig(_) => mesh_configs.push(r),
                 Spec::FaultInjection(f) => faults.push((r, f)),
                 Spec::RateLimitPolicy(p) => rate_limits.push((r, p)),
+                Spec::ExternalService(e) => external.push((ServiceKey::of(r), e.clone())),
             }
         }
         // One MeshConfig is expected; with several, the oldest (then first by name)
@@ -212,7 +219,16 @@ impl Tables {
             })
             .unwrap_or_default();
 
+        external.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut external_hosts: Vec<ServiceKey> = external
+            .iter()
+            .flat_map(|(_, e)| e.hosts.iter().map(|h| super::external_host_key(h)))
+            .collect();
+        external_hosts.sort();
+        external_hosts.dedup();
         let mut tables = Tables {
+            external,
+            external_hosts,
             services: services(&declared, &workloads, &mesh.trust_domain),
             policies: HashMap::new(),
             authorization: authz::by_service(&authorization),
@@ -429,6 +445,7 @@ fn endpoints(
             weight: 1,
             identity: identity.to_string(),
             zone: zone.to_string(),
+            hostname: String::new(),
         })
         .collect();
     Selected {

@@ -46,7 +46,9 @@
 //!   app's `HTTP_PROXY`): protocol auto, holding the routes of every `http`, `http2`
 //!   and `grpc` upstream as above, each also matching the request's host against the
 //!   names of its Service ([`service_hosts`]). An upstream with local port 0 is
-//!   reached this way only. A host no upstream has gets 404 `no route`.
+//!   reached this way only. Then the `http` and `https` ports of every ExternalService
+//!   (`egress.rs`). Under `egress.mode: registryOnly` the listener is an egress
+//!   listener and a host nothing declares gets 403 (counted); otherwise 404 `no route`.
 //!
 //! - **`outbound`** on `127.0.0.1:<outboundPort>` when the workload has one (transparent
 //!   mode: the application's outgoing TCP is redirected there): no routes of its own, but an
@@ -63,6 +65,7 @@
 //! Service on two ports), the later one's name ends in `-<localPort>`.
 
 mod authz;
+mod egress;
 mod fault;
 mod filters;
 mod index;
@@ -80,14 +83,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use trellis_api::meta::DEFAULT_NAMESPACE;
 use trellis_api::policy::{AccessLogFormat, BackendProtocol as PolicyProtocol, OtlpProtocol};
 use trellis_api::proto::v1::{
-    AccessLog, Backend, BackendProtocol, Endpoint, Listener, ListenerProtocol, LoadBalancer,
-    Locality, MtlsMode, ProxyConfig, RateLimit, Route, Tracing, WeightedBackend, Workload,
+    AccessLog, Backend, BackendProtocol, EgressMode, Endpoint, Listener, ListenerProtocol,
+    LoadBalancer, Locality, MtlsMode, ProxyConfig, RateLimit, Route, Tracing, WeightedBackend,
+    Workload,
 };
 use trellis_api::service::AppProtocol;
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
 
 use crate::vip::VipTable;
 
+pub use self::egress::{egress_name, external_host_key, EXTERNAL_VIP_NAMESPACE};
 pub use self::index::workload_identity;
 use self::index::{ServiceEntry, Tables};
 pub use self::names::{
@@ -273,17 +278,35 @@ impl MeshIndex {
         if let Some(port) = http_proxy_port {
             let mut targets: Vec<&ServiceKey> = upstreams.iter().map(|(t, _)| t).collect();
             targets.dedup();
-            listeners.push(self.http_proxy(&targets, &caller, port, &mut reach));
+            let mut listener = self.http_proxy(&targets, &caller, port, &mut reach);
+            let (routes, external) = self.http_proxy_egress();
+            listener.routes.extend(routes);
+            listener.egress = self.tables.mesh.egress == EgressMode::RegistryOnly;
+            listeners.push(listener);
+            backends.extend(external);
             ports.insert(port);
         }
         let outbound_port = u16::try_from(proxy.outbound_port)
             .ok()
             .filter(|p| *p != 0 && !ports.contains(p));
         let mut services = Vec::new();
+        let mut external_hosts = Vec::new();
         if let Some(port) = outbound_port {
-            let transparent = self.transparent(&caller, port, &mut names, &mut reach);
+            let mut transparent = self.transparent(&caller, port, &mut names, &mut reach);
+            let egress = self.egress(&mut names);
+            let table = transparent
+                .listeners
+                .iter_mut()
+                .find(|l| l.name == TRANSPARENT_LISTENER)
+                .and_then(|l| l.original_destination.as_mut());
+            if let Some(table) = table {
+                table.targets.extend(egress.targets);
+            }
             listeners.extend(transparent.listeners);
+            listeners.extend(egress.listeners);
+            backends.extend(egress.backends);
             services = transparent.services;
+            external_hosts = egress.hosts;
         }
 
         backends.extend(
@@ -293,6 +316,8 @@ impl MeshIndex {
         );
         listeners.sort_by(|a, b| a.name.cmp(&b.name));
         backends.sort_by(|a, b| a.name.cmp(&b.name));
+        // The HTTP proxy and transparent mode may both hold an ExternalService port.
+        backends.dedup_by(|a, b| a.name == b.name);
         ProxyConfig {
             listeners,
             backends,
@@ -317,6 +342,7 @@ impl MeshIndex {
                 })
             }),
             max_request_series: self.tables.mesh.max_request_series,
+            external_hosts,
         }
     }
 
@@ -394,6 +420,7 @@ impl MeshIndex {
                 // The app is on loopback, in plaintext.
                 identity: String::new(),
                 zone: String::new(),
+                hostname: String::new(),
             })
             .into_iter()
             .collect();
@@ -407,6 +434,7 @@ impl MeshIndex {
             connect_timeout_ms: None,
             // The proxy's default protection.
             resilience: None,
+            originate_tls: None,
         }
     }
 
@@ -596,6 +624,7 @@ impl MeshIndex {
             hash_on: policy.and_then(|p| p.hash_on.clone()),
             locality,
             resilience: policy.and_then(|p| p.resilience.as_ref()).map(Into::into),
+            originate_tls: None,
         }
     }
 }

@@ -22,7 +22,8 @@ pub(super) struct Transparent {
 
 /// Where an unbound listener is said to be: it is never bound, and port 0 keeps it out
 /// of the proxy's check for listeners sharing an address.
-const UNBOUND: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+pub(super) const UNBOUND: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 impl MeshIndex {
     /// The listeners for the proxy of `caller` whose captured connections arrive on

@@ -58,7 +58,8 @@ impl MeshWatcher {
 /// table to the index. Returns the revision of the last write, if any.
 async fn with_vips(store: &dyn Store, index: &mut MeshIndex) -> Result<Option<u64>, VipError> {
     let (mut table, _) = vip::read(store).await?;
-    let written = vip::assign(store, &mut table, index.service_keys()).await?;
+    let keys = index.service_keys().chain(index.external_host_keys());
+    let written = vip::assign(store, &mut table, keys).await?;
     index.set_vips(table);
     Ok(written)
 }

@@ -12,6 +12,7 @@ fn endpoints(weights: &[u32]) -> Vec<Weighted> {
         connect_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
         mark: None,
+        resolver: None,
     };
     weights
         .iter()

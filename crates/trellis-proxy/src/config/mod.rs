@@ -6,6 +6,7 @@
 
 mod access_log;
 mod duration;
+mod egress;
 mod filter;
 mod original_dst;
 mod resilience;
@@ -27,6 +28,7 @@ use trellis_identity::SpiffeId;
 
 pub use self::access_log::{AccessLogConfig, AccessLogFormat, AccessLogOutput};
 pub use self::duration::{Duration, ParseDurationError};
+pub use self::egress::{ExternalHost, OriginateTlsConfig};
 pub use self::filter::{
     FaultAbortConfig, FaultConfig, FaultDelayConfig, Header, HeaderModifier, Mirror, PathModifier,
     Redirect, Rewrite, RouteFilters,
@@ -71,11 +73,21 @@ pub struct ProxyConfig {
     /// answers for. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<MeshService>,
+    /// Hosts outside the mesh (ExternalServices) and their virtual IPs, which a
+    /// transparent sidecar's DNS answers for. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_hosts: Vec<ExternalHost>,
     /// `SO_MARK` set on every connection the proxy opens, so capture rules that skip
     /// this mark let the proxy's own traffic through (a transparent sidecar running as
     /// the same user as its application). Unset: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_mark: Option<u32>,
+    /// The DNS server (`IP:PORT`) asked for the addresses of endpoints given by name
+    /// (hosts of ExternalServices). A transparent sidecar sets its DNS upstream here:
+    /// its own resolver is its own DNS server, which answers those hosts with virtual
+    /// IPs. Unset: the host's resolver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<SocketAddr>,
     /// Spans for every request, exported over OTLP; see `tracing.rs`. Unset: none
     /// (trace headers still pass through unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +148,12 @@ pub struct ListenerConfig {
     /// listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_destination: Option<OriginalDestination>,
+    /// Serves hosts outside the mesh: a request whose `Host`, or a TLS connection whose
+    /// server name, no route names is refused (HTTP 403) and counted in
+    /// `trellis_outbound_refused_total{reason="undeclared_host"}`, instead of being
+    /// answered 404 or closed as `no_route`. Default `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub egress: bool,
     /// Token buckets every HTTP request must find a token in; see `RateLimitConfig`.
     /// Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -144,6 +162,10 @@ pub struct ListenerConfig {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Mutual TLS on a listener. With `permissive` or `strict`, a connection that opens
@@ -223,6 +245,10 @@ pub struct BackendConfig {
     /// active health checks. Default: all but health checks on, with their defaults.
     #[serde(default, skip_serializing_if = "ResilienceConfig::is_default")]
     pub resilience: ResilienceConfig,
+    /// TLS opened by the proxy to the endpoints (egress TLS origination); needs
+    /// `protocol: http1` and endpoints without identity. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub originate_tls: Option<OriginateTlsConfig>,
 }
 
 /// A backend's zone preference: requests go to the endpoints whose `zone` is `zone`
@@ -271,13 +297,14 @@ pub enum LoadBalancer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct EndpointFields {
-    address: SocketAddr,
+    address: String,
     #[serde(default = "defaults::weight")]
     weight: u32,
     #[serde(default)]
     identity: Option<String>,
     #[serde(default)]
     zone: Option<String>,
+    hostname: Option<String>,
 }
 
 /// One endpoint of a backend: an address, a relative weight (default 1) and, for a
@@ -296,6 +323,29 @@ pub struct EndpointConfig {
     /// The zone the endpoint runs in, for a backend's `locality`. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// A DNS name resolved each time a connection is opened (an endpoint outside the
+    /// mesh); `address` then gives only the port. Written `api.example:443` in place of
+    /// an address. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// Reads `IP:PORT`, or `NAME:PORT` for an endpoint the proxy resolves (the address is
+/// then `0.0.0.0:PORT`).
+fn endpoint_address(v: &str) -> Result<(SocketAddr, Option<String>), String> {
+    if let Ok(address) = v.parse() {
+        return Ok((address, None));
+    }
+    let named = v.rsplit_once(':').and_then(|(host, port)| {
+        let port: u16 = port.parse().ok()?;
+        egress::rustls_name(host).then(|| (SocketAddr::from(([0, 0, 0, 0], port)), host))
+    });
+    match named {
+        Some((address, host)) => Ok((address, Some(host.to_ascii_lowercase()))),
+        None => Err(format!(
+            "invalid endpoint address {v:?}: expected IP:PORT or a DNS name and port (api.example:443)"
+        )),
+    }
 }
 
 impl<'de> Deserialize<'de> for EndpointConfig {
@@ -309,24 +359,26 @@ impl<'de> Deserialize<'de> for EndpointConfig {
                 )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EndpointConfig, E> {
-                let address = v.parse().map_err(|_| {
-                    E::custom(format!("invalid endpoint address {v:?}: expected IP:PORT"))
-                })?;
+                let (address, hostname) = endpoint_address(v).map_err(E::custom)?;
                 Ok(EndpointConfig {
                     address,
                     weight: defaults::weight(),
                     identity: None,
                     zone: None,
+                    hostname,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EndpointConfig, A::Error> {
                 let fields =
                     EndpointFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let (address, named) =
+                    endpoint_address(&fields.address).map_err(de::Error::custom)?;
                 Ok(EndpointConfig {
-                    address: fields.address,
+                    address,
                     weight: fields.weight,
                     identity: fields.identity,
                     zone: fields.zone,
+                    hostname: fields.hostname.or(named),
                 })
             }
         }
@@ -491,6 +543,17 @@ impl ProxyConfig {
                         format!("must be between 1 and {MAX_WEIGHT}, got {}", e.weight),
                     ));
                 }
+                if let Some(hostname) = &e.hostname {
+                    if !egress::rustls_name(hostname) || e.identity.is_some() {
+                        return Err(ConfigError::invalid(
+                            format!("{at}.endpoints[{j}].hostname"),
+                            format!(
+                                "{hostname:?}: a hostname is one DNS name, of an endpoint \
+                                 outside the mesh (no identity)"
+                            ),
+                        ));
+                    }
+                }
                 if let Some(identity) = &e.identity {
                     if let Err(error) = identity.parse::<SpiffeId>() {
                         return Err(ConfigError::invalid(
@@ -501,6 +564,18 @@ impl ProxyConfig {
                 }
             }
             b.resilience.validate(&format!("{at}.resilience"))?;
+            if let Some(tls) = &b.originate_tls {
+                tls.validate(&format!("{at}.originateTls"))?;
+                if b.protocol != BackendProtocol::Http1
+                    || b.endpoints.iter().any(|e| e.identity.is_some())
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.originateTls"),
+                        "TLS origination needs protocol http1 and endpoints outside the mesh \
+                         (no identity)",
+                    ));
+                }
+            }
             if b.connect_timeout.get().is_zero() {
                 return Err(ConfigError::invalid(
                     format!("{at}.connectTimeout"),

@@ -31,6 +31,7 @@ fn parses_the_documented_example_with_defaults() {
             weight: 1,
             identity: None,
             zone: None,
+            hostname: None,
         }]
     );
     assert_eq!(config.drain_timeout, Duration::from_secs(30));
@@ -397,4 +398,65 @@ fn a_shared_rate_limit_enforces_its_share() {
     assert_eq!(limit(Some(600), third).rate(), (100.0, 200));
     // A bucket smaller than one token would admit nothing: it keeps one.
     assert_eq!(limit(Some(2), third).rate(), (100.0, 1));
+}
+
+/// The example of docs/proxy.md's "Egress".
+const EGRESS: &str = r#"
+listeners:
+  - name: payments
+    address: 127.0.0.1:7150
+    protocol: http1
+    egress: true
+    routes:
+      - match: {hosts: [api.payments.example]}
+        backend: payments
+backends:
+  - name: payments
+    endpoints: ["api.payments.example:443"]
+    originateTls:
+      serverName: api.payments.example
+      caFile: /etc/trellis/payments-ca.pem
+resolver: 10.0.0.2:53
+externalHosts: [{host: api.payments.example, virtualIp: 240.240.1.1}]
+"#;
+
+#[test]
+fn egress_is_read_and_checked() {
+    let config = ProxyConfig::from_yaml(EGRESS).expect("parses");
+    assert!(config.listeners[0].egress);
+    let endpoint = &config.backends[0].endpoints[0];
+    assert_eq!(endpoint.hostname.as_deref(), Some("api.payments.example"));
+    assert_eq!(endpoint.address.port(), 443);
+    let tls = config.backends[0].originate_tls.as_ref().expect("tls");
+    assert_eq!(tls.server_name, "api.payments.example");
+    assert_eq!(config.resolver, Some("10.0.0.2:53".parse().expect("addr")));
+    assert_eq!(config.external_hosts[0].host, "api.payments.example");
+    // What /config shows reads back the same.
+    let shown = serde_json::to_string(&config).expect("serializes");
+    let back: ProxyConfig = serde_json::from_str(&shown).expect("reads back");
+    assert_eq!(back, config);
+
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, &str)] = &[
+        ("\"api.payments.example:443\"", "\"api.payments.example\"",
+         "backends[0].endpoints[0]: invalid endpoint address \"api.payments.example\""),
+        ("\"api.payments.example:443\"", "\"*.payments.example:443\"",
+         "backends[0].endpoints[0]: invalid endpoint address"),
+        ("\"api.payments.example:443\"", "{address: \"api.payments.example:443\", identity: \"spiffe://trellis.local/ns/a/sa/b\"}",
+         "backends[0].endpoints[0].hostname: \"api.payments.example\": a hostname is one DNS name, of an endpoint outside the mesh"),
+        ("serverName: api.payments.example", "serverName: 10.0.0.9",
+         "backends[0].originateTls.serverName: \"10.0.0.9\" is not a DNS name"),
+        ("caFile: /etc/trellis/payments-ca.pem", "caPem: not a certificate",
+         "backends[0].originateTls.caPem: no usable CA certificate"),
+        ("caFile: /etc/trellis/payments-ca.pem", "caFile: /a.pem\n      caPem: x",
+         "backends[0].originateTls.caFile: give caPem or caFile, not both"),
+        ("  - name: payments\n    endpoints", "  - name: payments\n    protocol: http2\n    endpoints",
+         "backends[0].originateTls: TLS origination needs protocol http1"),
+    ];
+    for (from, to, want) in cases {
+        assert!(EGRESS.contains(from), "{from:?}");
+        let yaml = EGRESS.replacen(from, to, 1);
+        let err = ProxyConfig::from_yaml(&yaml).expect_err(want).to_string();
+        assert!(err.starts_with(want), "{want}: got {err}");
+    }
 }

@@ -10,10 +10,11 @@ use trellis_api::proto::v1 as wire;
 
 use crate::config::{
     self, defaults, BackendConfig, BackendProtocol, DestinationAddress, DestinationTarget,
-    Duration, EgressMode, EndpointConfig, FaultAbortConfig, FaultConfig, FaultDelayConfig, HashOn,
-    Header, HeaderModifier, ListenerConfig, ListenerProtocol, LoadBalancer, LocalityConfig,
-    MeshService, Mirror, OriginalDestination, PathMatch, PathModifier, ProxyConfig, Redirect,
-    RetryConfig, Rewrite, RouteConfig, RouteFilters, RouteMatch, ValueMatch, WeightedBackend,
+    Duration, EgressMode, EndpointConfig, ExternalHost, FaultAbortConfig, FaultConfig,
+    FaultDelayConfig, HashOn, Header, HeaderModifier, ListenerConfig, ListenerProtocol,
+    LoadBalancer, LocalityConfig, MeshService, Mirror, OriginalDestination, OriginateTlsConfig,
+    PathMatch, PathModifier, ProxyConfig, Redirect, RetryConfig, Rewrite, RouteConfig,
+    RouteFilters, RouteMatch, ValueMatch, WeightedBackend,
 };
 
 /// What the control plane does not decide: the proxy's own admin address and limits.
@@ -24,6 +25,8 @@ pub struct LocalSettings {
     pub max_header_bytes: usize,
     /// `SO_MARK` for the proxy's own connections (transparent capture skips it).
     pub socket_mark: Option<u32>,
+    /// The DNS server that resolves endpoints given by name; `None`: the host's.
+    pub resolver: Option<SocketAddr>,
 }
 
 /// Converts and validates a snapshot's configuration.
@@ -49,6 +52,12 @@ pub fn to_proxy_config(
         .enumerate()
         .map(|(i, s)| mesh_service(s, &format!("services[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
+    let external_hosts = wire
+        .external_hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| external_host(h, &format!("externalHosts[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
     let config = ProxyConfig {
         listeners,
         backends,
@@ -56,7 +65,9 @@ pub fn to_proxy_config(
         drain_timeout: local.drain_timeout,
         max_header_bytes: local.max_header_bytes,
         services,
+        external_hosts,
         socket_mark: local.socket_mark,
+        resolver: local.resolver,
         tracing: wire.tracing.as_ref().map(|t| config::TracingConfig {
             endpoint: t.endpoint.clone(),
             protocol: if t.protocol == "http" {
@@ -88,20 +99,25 @@ fn address(value: &str, field: &str) -> Result<SocketAddr, config::ConfigError> 
     })
 }
 
+fn virtual_ip(value: &str, at: &str) -> Result<std::net::Ipv4Addr, config::ConfigError> {
+    value.parse().map_err(|_| config::ConfigError::Invalid {
+        field: format!("{at}.virtualIp"),
+        message: format!("invalid address {value:?}: expected an IPv4 address"),
+    })
+}
+
 fn mesh_service(s: &wire::MeshService, at: &str) -> Result<MeshService, config::ConfigError> {
     Ok(MeshService {
         name: s.name.clone(),
         namespace: s.namespace.clone(),
-        virtual_ip: s
-            .virtual_ip
-            .parse()
-            .map_err(|_| config::ConfigError::Invalid {
-                field: format!("{at}.virtualIp"),
-                message: format!(
-                    "invalid address {:?}: expected an IPv4 address",
-                    s.virtual_ip
-                ),
-            })?,
+        virtual_ip: virtual_ip(&s.virtual_ip, at)?,
+    })
+}
+
+fn external_host(h: &wire::ExternalHost, at: &str) -> Result<ExternalHost, config::ConfigError> {
+    Ok(ExternalHost {
+        host: h.host.clone(),
+        virtual_ip: virtual_ip(&h.virtual_ip, at)?,
     })
 }
 
@@ -181,6 +197,7 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
             .as_ref()
             .map(|t| original_destination(t, &format!("{at}.originalDestination")))
             .transpose()?,
+        egress: l.egress,
         rate_limits: l
             .rate_limits
             .iter()
@@ -347,6 +364,7 @@ fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigE
                 weight: e.weight.max(1),
                 identity: (!e.identity.is_empty()).then(|| e.identity.clone()),
                 zone: (!e.zone.is_empty()).then(|| e.zone.clone()),
+                hostname: (!e.hostname.is_empty()).then(|| e.hostname.clone()),
             })
         })
         .collect::<Result<Vec<_>, config::ConfigError>>()?;
@@ -390,6 +408,11 @@ fn backend(b: &wire::Backend, at: &str) -> Result<BackendConfig, config::ConfigE
             .as_ref()
             .map(|r| config::ResilienceConfig::from_spec(&r.into()))
             .unwrap_or_default(),
+        originate_tls: b.originate_tls.as_ref().map(|t| OriginateTlsConfig {
+            server_name: t.server_name.clone(),
+            ca_pem: (!t.ca_pem.is_empty()).then(|| t.ca_pem.clone()),
+            ca_file: (!t.ca_file.is_empty()).then(|| t.ca_file.clone().into()),
+        }),
     })
 }
 
@@ -403,6 +426,7 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             max_header_bytes: 65536,
             socket_mark: None,
+            resolver: None,
         }
     }
 
@@ -515,6 +539,7 @@ mod tests {
                         weight: 1,
                         identity: "spiffe://trellis.local/ns/default/sa/ratings".into(),
                         zone: "eu-1a".into(),
+                        hostname: String::new(),
                     }],
                     load_balancer: wire::LoadBalancer::ConsistentHash as i32,
                     hash_on: Some(wire::HashOn {
@@ -533,9 +558,11 @@ mod tests {
                         }),
                         ..Default::default()
                     }),
+                    originate_tls: None,
                 })
                 .collect(),
             services: vec![],
+            external_hosts: vec![],
             tracing: Some(wire::Tracing {
                 endpoint: "http://127.0.0.1:4318".into(),
                 protocol: "http".into(),
@@ -548,6 +575,49 @@ mod tests {
             }),
             max_request_series: 500,
         }
+    }
+
+    #[test]
+    fn converts_external_hosts_and_tls_origination() {
+        let mut wire = sample();
+        wire.external_hosts.push(wire::ExternalHost {
+            host: "api.payments.example".into(),
+            virtual_ip: "240.240.9.9".into(),
+        });
+        wire.listeners[0].egress = true;
+        wire.backends.push(wire::Backend {
+            name: "payments".into(),
+            endpoints: vec![wire::Endpoint {
+                address: "0.0.0.0:443".into(),
+                weight: 1,
+                hostname: "api.payments.example".into(),
+                ..Default::default()
+            }],
+            originate_tls: Some(wire::OriginateTls {
+                server_name: "api.payments.example".into(),
+                ca_file: "/etc/trellis/payments-ca.pem".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let config = to_proxy_config(&wire, &local()).expect("valid");
+        assert_eq!(
+            config.external_hosts[0].virtual_ip.to_string(),
+            "240.240.9.9"
+        );
+        assert!(config.listeners[0].egress);
+        let payments = &config.backends[2];
+        assert_eq!(
+            payments.endpoints[0].hostname.as_deref(),
+            Some("api.payments.example")
+        );
+        let tls = payments.originate_tls.as_ref().expect("origination");
+        assert_eq!(tls.server_name, "api.payments.example");
+        assert_eq!(tls.ca_pem, None);
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/trellis/payments-ca.pem"))
+        );
     }
 
     #[test]

@@ -11,13 +11,13 @@
 pub mod names;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
@@ -184,6 +184,52 @@ fn answer_locally(query: &[u8], settings: &DnsSettings, shared: &Shared) -> Opti
         }
     }
     reply.to_vec().ok()
+}
+
+/// The IPv4 addresses `upstream` gives for `host`: how a transparent sidecar resolves
+/// the endpoints it reaches by name (ExternalServices). Its own resolver is its own DNS
+/// server, which answers such a host with its virtual IP, the address that brought the
+/// application's connection to the sidecar in the first place.
+pub(crate) async fn lookup_ipv4(upstream: SocketAddr, host: &str) -> io::Result<Vec<Ipv4Addr>> {
+    let invalid = |e: hickory_proto::ProtoError| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let garbled = |e| io::Error::new(io::ErrorKind::InvalidData, format!("{e}"));
+    let mut name = Name::from_ascii(host).map_err(invalid)?;
+    name.set_fqdn(true);
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(name, RecordType::A));
+    let bytes = query.to_vec().map_err(invalid)?;
+    let no_answer = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from {upstream}"),
+        )
+    };
+    let reply = forward(&bytes, upstream).await.ok_or_else(no_answer)?;
+    let reply = Message::from_vec(&reply).map_err(garbled)?;
+    if reply.metadata.id != query.metadata.id {
+        return Err(io::Error::other(format!(
+            "{upstream} answered another query"
+        )));
+    }
+    let found: Vec<Ipv4Addr> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect();
+    if found.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{upstream} has no address for it ({})",
+                reply.metadata.response_code
+            ),
+        ));
+    }
+    Ok(found)
 }
 
 /// Sends the query as it came to the upstream resolver and returns its reply.

@@ -5,12 +5,15 @@
 //! A resolver that walks the search list `shop.svc.trellis.local svc.trellis.local
 //! trellis.local` (what transparent mode writes into the pod's `resolv.conf`) tries
 //! these suffixed forms first; everything under `trellis.local` that is not a Service
-//! is NXDOMAIN, so such walks end quickly. Other names belong to the host's resolver.
+//! is NXDOMAIN, so such walks end quickly. Other names belong to the host's resolver,
+//! except the exact hosts of ExternalServices: those answer their virtual IP, so a call
+//! to one reaches the sidecar, which knows it as a declared destination. A Service's
+//! name wins over an external host spelt the same.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use crate::config::MeshService;
+use crate::config::{ExternalHost, MeshService};
 
 /// The mesh's own DNS zone.
 pub const MESH_DOMAIN: &str = "trellis.local";
@@ -18,7 +21,7 @@ pub const MESH_DOMAIN: &str = "trellis.local";
 /// What a query name is, as far as the mesh goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    /// A Service: its virtual IP.
+    /// A Service or an external host: its virtual IP.
     Service(Ipv4Addr),
     /// A name in the mesh's zone that is no Service.
     NoSuchName,
@@ -26,14 +29,19 @@ pub enum Lookup {
     Elsewhere,
 }
 
-/// Services by namespace and name.
+/// Services by namespace and name, external hosts by name.
 #[derive(Debug, Default)]
 pub struct ServiceNames {
     by_name: HashMap<(String, String), Ipv4Addr>,
+    external: HashMap<String, Ipv4Addr>,
 }
 
 impl ServiceNames {
-    pub fn new(services: &[MeshService]) -> Self {
+    pub fn new(services: &[MeshService], external: &[ExternalHost]) -> Self {
+        let external = external
+            .iter()
+            .map(|h| (h.host.to_ascii_lowercase(), h.virtual_ip))
+            .collect();
         let by_name = services
             .iter()
             .map(|s| {
@@ -44,7 +52,7 @@ impl ServiceNames {
                 (key, s.virtual_ip)
             })
             .collect();
-        Self { by_name }
+        Self { by_name, external }
     }
 
     fn get(&self, namespace: &str, name: &str) -> Option<Ipv4Addr> {
@@ -72,7 +80,9 @@ impl ServiceNames {
             [name, ns] => self.get(ns, name),
             _ => None,
         };
-        service.map_or(Lookup::Elsewhere, Lookup::Service)
+        service
+            .or_else(|| self.external.get(&qname).copied())
+            .map_or(Lookup::Elsewhere, Lookup::Service)
     }
 }
 
@@ -87,10 +97,20 @@ mod tests {
             namespace: namespace.into(),
             virtual_ip: ip.into(),
         };
-        let names = ServiceNames::new(&[
-            service("shop", "books", [240, 240, 0, 1]),
-            service("default", "ratings", [240, 240, 0, 2]),
-        ]);
+        let external = |host: &str, ip: [u8; 4]| ExternalHost {
+            host: host.into(),
+            virtual_ip: ip.into(),
+        };
+        let names = ServiceNames::new(
+            &[
+                service("shop", "books", [240, 240, 0, 1]),
+                service("default", "ratings", [240, 240, 0, 2]),
+            ],
+            &[
+                external("api.payments.example", [240, 240, 0, 3]),
+                external("books.shop", [240, 240, 0, 4]),
+            ],
+        );
         let books = Lookup::Service([240, 240, 0, 1].into());
         let ratings = Lookup::Service([240, 240, 0, 2].into());
         #[rustfmt::skip]
@@ -113,6 +133,11 @@ mod tests {
             ("example.com", Lookup::Elsewhere),
             ("nothing", Lookup::Elsewhere),
             ("books.shop.example.com", Lookup::Elsewhere),
+            // External hosts, exactly; a Service spelt the same wins.
+            ("api.payments.example", Lookup::Service([240, 240, 0, 3].into())),
+            ("API.Payments.Example.", Lookup::Service([240, 240, 0, 3].into())),
+            ("eu.payments.example", Lookup::Elsewhere),
+            ("api.payments.example.shop.svc.trellis.local", Lookup::NoSuchName),
         ];
         for (qname, want) in cases {
             assert_eq!(names.lookup(qname, "shop"), *want, "{qname}");

@@ -8,6 +8,8 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+use trellis_testkit::dns::StaticDns;
+
 use super::DnsSettings;
 use crate::{Proxy, ProxyConfig};
 
@@ -20,31 +22,15 @@ listeners:
     routes: []
 services:
   - {name: books, namespace: shop, virtualIp: 240.240.0.9}
+externalHosts:
+  - {host: api.payments.example, virtualIp: 240.240.1.1}
 "#;
 
 /// An upstream resolver that answers every A query with 192.0.2.53.
-async fn upstream() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let addr = socket.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let Ok(request) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut reply = Message::response(request.metadata.id, request.metadata.op_code);
-            for q in &request.queries {
-                reply.add_query(q.clone());
-                reply.add_answer(hickory_proto::rr::Record::from_rdata(
-                    q.name().clone(),
-                    60,
-                    RData::A(hickory_proto::rr::rdata::A(Ipv4Addr::new(192, 0, 2, 53))),
-                ));
-            }
-            let _ = socket.send_to(&reply.to_vec().expect("encode"), from).await;
-        }
-    });
-    addr
+async fn upstream() -> StaticDns {
+    StaticDns::start(Ipv4Addr::new(192, 0, 2, 53))
+        .await
+        .expect("upstream DNS")
 }
 
 fn query(name: &str, qtype: RecordType) -> Vec<u8> {
@@ -76,6 +62,7 @@ fn addresses(reply: &Message) -> Vec<Ipv4Addr> {
 
 #[tokio::test]
 async fn mesh_names_are_answered_and_others_forwarded() {
+    let upstream = upstream().await;
     let proxy = Proxy::start(ProxyConfig::from_yaml(CONFIG).expect("valid"))
         .await
         .expect("proxy");
@@ -83,7 +70,7 @@ async fn mesh_names_are_answered_and_others_forwarded() {
         .serve_dns(DnsSettings {
             address: "127.0.0.1:0".parse().expect("addr"),
             namespace: "shop".into(),
-            upstream: Some(upstream().await),
+            upstream: Some(upstream.addr()),
         })
         .await
         .expect("dns");
@@ -105,6 +92,9 @@ async fn mesh_names_are_answered_and_others_forwarded() {
     assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
     let other = ask_udp(dns.address, "example.com", RecordType::A).await;
     assert_eq!(addresses(&other), [Ipv4Addr::new(192, 0, 2, 53)]);
+    // A declared external host: its virtual IP, so the call comes to the sidecar.
+    let external = ask_udp(dns.address, "api.payments.example", RecordType::A).await;
+    assert_eq!(addresses(&external), [Ipv4Addr::new(240, 240, 1, 1)]);
 
     // The same over TCP, length-prefixed.
     let mut tcp = TcpStream::connect(dns.address).await.expect("connect");
@@ -116,4 +106,16 @@ async fn mesh_names_are_answered_and_others_forwarded() {
     tcp.read_exact(&mut reply).await.expect("reply");
     let reply = Message::from_vec(&reply).expect("a DNS message");
     assert_eq!(addresses(&reply), [vip]);
+}
+
+#[tokio::test]
+async fn endpoints_by_name_are_resolved_by_the_upstream_not_the_mesh_dns() {
+    let server = upstream().await;
+    let upstream = server.addr();
+    let found = super::lookup_ipv4(upstream, "api.payments.example")
+        .await
+        .expect("an answer");
+    assert_eq!(found, [Ipv4Addr::new(192, 0, 2, 53)]);
+    let invalid = super::lookup_ipv4(upstream, "bad name..example").await;
+    assert!(invalid.is_err());
 }

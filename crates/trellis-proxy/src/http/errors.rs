@@ -25,6 +25,9 @@ pub const OVERFLOW_HEADER: &str = "x-trellis-overflow";
 pub enum ProxyError {
     #[error("no route on listener {listener} matches the request")]
     NoRoute { listener: Arc<str> },
+    /// On an egress listener: the request's host is no declared ExternalService's.
+    #[error("{host:?} is not a declared external host (ExternalService)")]
+    UndeclaredHost { host: String },
     #[error("route {route} has no backend with a weight above 0")]
     NoBackend { route: Arc<str> },
     #[error("backend {backend} has no endpoints")]
@@ -82,6 +85,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::UndeclaredHost { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoBackend { .. }
             | ProxyError::NoEndpoints { .. }
             | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -96,6 +100,8 @@ impl ProxyError {
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 EndpointError::Connect { .. }
+                | EndpointError::Resolve { .. }
+                | EndpointError::Origination { .. }
                 | EndpointError::Tls { .. }
                 | EndpointError::Handshake { .. }
                 | EndpointError::Request { .. } => StatusCode::BAD_GATEWAY,
@@ -111,6 +117,7 @@ impl ProxyError {
             ProxyError::Denied(_) => "denied",
             ProxyError::FaultAbort { .. } => "fault injected",
             ProxyError::NoRoute { .. } => "no route",
+            ProxyError::UndeclaredHost { .. } => "undeclared external host",
             ProxyError::RateLimited { .. } => "rate limited",
             ProxyError::Overflow { rejection, .. } => rejection.reason(),
             ProxyError::NoBackend { .. } => "no backend",
@@ -122,6 +129,8 @@ impl ProxyError {
             ProxyError::Endpoint(e) => match e {
                 EndpointError::ConnectTimeout { .. } => "connect timeout",
                 EndpointError::Connect { .. } => "connect failed",
+                EndpointError::Resolve { .. } => "resolve failed",
+                EndpointError::Origination { .. } => "tls origination failed",
                 EndpointError::Tls { .. } => "tls handshake failed",
                 EndpointError::Handshake { .. } => "handshake failed",
                 EndpointError::Request { .. } => "upstream failed",

@@ -105,9 +105,7 @@ pub async fn handle(
         Err(denied) => (Err(ProxyError::from(denied)), unrouted(&listener, "")),
         Ok(()) => match listener.route_for(&req) {
             None => (
-                Err(ProxyError::NoRoute {
-                    listener: listener.name.clone(),
-                }),
+                Err(no_route(&req, &listener, &ctx.shared)),
                 unrouted(&listener, ""),
             ),
             Some(route) => match listener.rate_limit(route, ctx.identity.as_ref()) {
@@ -238,6 +236,22 @@ async fn route_request(
             target.labels.clone(),
         ),
     }
+}
+
+/// The error for a request no route takes. On an egress listener the routes are the
+/// declared external hosts, so the request is refused by name and counted.
+fn no_route<B>(req: &Request<B>, listener: &Listener, shared: &Shared) -> ProxyError {
+    if !listener.egress {
+        return ProxyError::NoRoute {
+            listener: listener.name.clone(),
+        };
+    }
+    let host = crate::route::request_authority(req)
+        .map(|a| a.host().to_string())
+        .unwrap_or_default();
+    tracing::info!(listener = %listener.name, %host, "request to an undeclared external host refused");
+    crate::transparent::count_refused(shared, &listener.name, "undeclared_host");
+    ProxyError::UndeclaredHost { host }
 }
 
 /// Labels for a request no backend was chosen for.

@@ -262,6 +262,7 @@ mod tests {
             connect_timeout: std::time::Duration::from_secs(5),
             idle_timeout: std::time::Duration::from_secs(5),
             mark: None,
+            resolver: None,
         };
         let endpoint = |addr| Endpoint::new(addr, settings, None);
         let (open, closed) = (endpoint(open), endpoint(closed));

@@ -20,10 +20,12 @@ fn backend(name: &str) -> Arc<Backend> {
         connect_timeout: config::Duration::from_secs(1),
         idle_timeout: config::Duration::from_secs(1),
         resilience: config::ResilienceConfig::default(),
+        originate_tls: None,
     };
     Arc::new(Backend::build(
         &config,
         &Default::default(),
+        None,
         None,
         None,
         &Default::default(),

@@ -3,6 +3,7 @@
 
 mod authz;
 mod balancers;
+mod egress;
 mod faults;
 mod filters;
 mod grpc;

@@ -3,6 +3,7 @@
 //! configuration (the control plane cannot depend on the proxy to call them itself).
 
 mod authorization;
+mod egress;
 mod faults;
 mod filters;
 mod http_proxy;

@@ -65,7 +65,7 @@ fn compile_with_vips(resources: &[Resource], proxy: &Workload) -> ProxyConfig {
     config
 }
 
-fn transparent_proxy() -> Workload {
+pub(super) fn transparent_proxy() -> Workload {
     let mut proxy = proxy("shop", "web", 8080, &[]);
     proxy.outbound_port = 7140;
     proxy

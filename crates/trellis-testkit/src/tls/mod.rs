@@ -1,4 +1,7 @@
-//! TLS as a client's first bytes: what SNI routing reads.
+//! TLS in tests: a client's first bytes (what SNI routing reads), and in [`https`] a
+//! server outside the mesh with a certificate authority of its own.
+
+pub mod https;
 
 use std::sync::Arc;
 
