@@ -15,6 +15,10 @@ use tokio::sync::mpsc;
 /// them in `/proc`.
 pub const MARKER: &str = "TRELLIS_DEMO_SMOKE_TEST";
 
+/// Held by a demo from its start until its banner: two demos of one test binary pick
+/// their free ports one after the other, not in the same moment.
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A running `trellis demo`; on a failed test, shows its standard error and kills
 /// whatever it started.
 pub struct Demo {
@@ -22,6 +26,7 @@ pub struct Demo {
     lines: mpsc::UnboundedReceiver<String>,
     pub marker: String,
     stderr: PathBuf,
+    starting: Option<std::sync::MutexGuard<'static, ()>>,
     _home: tempfile::TempDir,
 }
 
@@ -36,6 +41,8 @@ pub struct Banner {
 
 impl Demo {
     pub fn start() -> Demo {
+        // A test that failed while holding it leaves nothing to protect.
+        let starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         let home = tempfile::tempdir().expect("temp dir");
         let stderr = home.path().join("stderr.log");
         let marker = format!("{}-{:x}", std::process::id(), unique());
@@ -74,6 +81,7 @@ impl Demo {
             lines,
             marker,
             stderr,
+            starting: Some(starting),
             _home: home,
         }
     }
@@ -105,9 +113,9 @@ impl Demo {
         };
         // The demo itself gives the bookshop 30 s to answer; on a loaded machine its
         // start before that takes a while too.
-        tokio::time::timeout(Duration::from_secs(60), read)
-            .await
-            .expect("the banner within 60 s");
+        let read = tokio::time::timeout(Duration::from_secs(60), read).await;
+        drop(self.starting.take());
+        read.expect("the banner within 60 s");
         Banner {
             control: control.expect("control plane URL"),
             grpc: grpc.expect("gRPC address"),

@@ -248,10 +248,30 @@ impl Ports {
     /// How many workloads the demo runs.
     const WORKLOADS: usize = 5;
 
+    /// Where the demo looks for free ports: below Linux's ephemeral range (32768 and up
+    /// by default), so that between the pick and the workload's bind the kernel does not
+    /// hand the port to another socket, a client connection's or a `:0` listener's.
+    const PICK_FROM: u16 = 20_000;
+    const PICK_SPAN: u16 = 12_000;
+
     fn pick() -> anyhow::Result<Self> {
+        // Each demo starts at its own place, so two started at once rarely meet.
+        let seed = std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+        let mut offset = u16::try_from(seed % u32::from(Self::PICK_SPAN)).unwrap_or(0);
         // Held open until all are picked, so that no two are the same.
         let mut held = Vec::new();
         let mut next = || -> anyhow::Result<u16> {
+            for _ in 0..Self::PICK_SPAN {
+                let port = Self::PICK_FROM + offset;
+                offset = (offset + 1) % Self::PICK_SPAN;
+                if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+                    held.push(listener);
+                    return Ok(port);
+                }
+            }
             let listener = TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| Ok((l.local_addr()?.port(), l)))
                 .context("cannot find a free port on 127.0.0.1")?;
