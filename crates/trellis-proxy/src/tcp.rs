@@ -59,8 +59,7 @@ where
         Some(Ok(permit)) => Some(permit),
         None => None,
     };
-    let own = || shared.tls.identity().map(|id| id.id().to_string());
-    let Some(endpoint) = backend.pick_connection(own) else {
+    let Some(endpoint) = backend.pick_connection(|| shared.tls.spiffe_id()) else {
         tracing::warn!(listener = %listener.name, backend = %target.backend.name, "no endpoints; closing TCP connection");
         metrics.tcp_connect_errors.get_or_create(labels).inc();
         return Some(());

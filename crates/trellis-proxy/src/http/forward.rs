@@ -389,8 +389,7 @@ async fn attempt(
     tried: &AtomicU64,
 ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
     let backend = &target.backend;
-    let own = || shared.tls.identity().map(|id| id.id().to_string());
-    let key = backend.hash_key(req.headers(), own);
+    let key = backend.hash_key(req.headers(), || shared.tls.spiffe_id());
     let picked = backend
         .pick_for(key.as_deref(), tried.load(Ordering::Relaxed))
         .ok_or_else(|| ProxyError::NoEndpoints {

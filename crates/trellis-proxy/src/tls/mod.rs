@@ -174,6 +174,12 @@ impl TlsState {
         self.identity.get()
     }
 
+    /// The proxy's SPIFFE ID as text, if it has an identity yet: the key of a backend
+    /// that hashes on the source identity, for this proxy's own application.
+    pub fn spiffe_id(&self) -> Option<String> {
+        self.identity().map(|id| id.id().to_string())
+    }
+
     pub(crate) fn install(&self, identity: Identity) {
         self.identity.0.store(Some(Arc::new(identity)));
     }

@@ -36,14 +36,18 @@ backends:
     )
 }
 
-async fn served_by(client: &HttpClient, url: &str, n: usize) -> HashMap<String, usize> {
+/// Who served each of `n` requests (`x-served-by`; `failed` for any answer but 200).
+pub async fn served_by(client: &HttpClient, url: &str, n: usize) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for _ in 0..n {
         let resp = client.get(url).await.expect("response");
-        let name = resp.headers["x-served-by"]
-            .to_str()
-            .expect("ascii")
-            .to_string();
+        let name = match resp.status {
+            StatusCode::OK => resp.headers["x-served-by"]
+                .to_str()
+                .expect("ascii")
+                .to_string(),
+            _ => "failed".to_string(),
+        };
         *counts.entry(name).or_default() += 1;
     }
     counts

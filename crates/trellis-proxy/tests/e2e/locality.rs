@@ -2,13 +2,12 @@
 //! caller's zone while enough of it passes its health checks, spill over in proportion
 //! as it stops passing them, and all leave when none of it is left.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use http::StatusCode;
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 
+use super::balancers::served_by;
 use super::recorder::{Answer, Recorder};
 use super::{start, url};
 
@@ -42,23 +41,6 @@ async fn server(name: &str) -> HttpServer {
     HttpServer::start(name, ServerProtocol::Http1)
         .await
         .expect("server")
-}
-
-/// Who served each of `n` requests (`x-served-by`; `failed` for any other answer).
-async fn served_by(client: &HttpClient, url: &str, n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        let resp = client.get(url).await.expect("response");
-        let name = match resp.status {
-            StatusCode::OK => resp.headers["x-served-by"]
-                .to_str()
-                .expect("ascii")
-                .to_string(),
-            _ => "failed".to_string(),
-        };
-        *counts.entry(name).or_default() += 1;
-    }
-    counts
 }
 
 #[tokio::test]
