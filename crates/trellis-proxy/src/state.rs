@@ -326,7 +326,7 @@ backends:
         );
         let off = build(ProxyConfig::from_yaml(&off).expect("valid"), Some(&other));
         assert!(protection(&off).breaker().is_none());
-        assert_eq!(protection(&off).concurrency_limit(), Some(100));
+        assert_eq!(protection(&off).concurrency_limit(), Some(20));
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub struct AdaptiveConcurrencySpec {
     /// Default `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Default 100.
+    /// Default 20, or `minLimit` when that is higher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_limit: Option<u32>,
     /// Default 10.
@@ -102,7 +102,7 @@ pub struct AdaptiveConcurrencySpec {
     /// Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_limit: Option<u32>,
-    /// At least 1. Default 2.
+    /// At least 1. Default 1.25.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<Factor>,
 }

@@ -117,13 +117,14 @@ impl Default for OutlierDetectionConfig {
 pub struct AdaptiveConcurrencyConfig {
     /// Default `true`.
     pub enabled: bool,
-    /// Where the limit starts. Default 100.
+    /// Where the limit starts, and the least it drifts back to while the backend is
+    /// far from it. Default 20.
     pub initial_limit: u32,
     /// The limit stays within these. Default 10 and 1000.
     pub min_limit: u32,
     pub max_limit: u32,
     /// How many times slower than its usual latency the backend may get before the
-    /// limit shrinks, at least 1. Default 2.
+    /// limit shrinks, at least 1. Default 1.25.
     pub tolerance: f64,
 }
 
@@ -131,10 +132,10 @@ impl Default for AdaptiveConcurrencyConfig {
     fn default() -> Self {
         Self {
             enabled: enabled(),
-            initial_limit: 100,
+            initial_limit: 20,
             min_limit: 10,
             max_limit: 1000,
-            tolerance: 2.0,
+            tolerance: 1.25,
         }
     }
 }

@@ -2,18 +2,30 @@
 //! gradient, as Netflix's concurrency-limits (`Gradient2`) and Envoy's adaptive
 //! concurrency filter do: a long-term baseline of the round-trip time says what the
 //! backend does when healthy, the first quartile of the last few round trips what it
-//! does now.
-//! The baseline follows a faster backend within seconds but a slower one only over a
-//! minute, so a backend that slows down is held to a low limit while it stays slow, not
-//! just for the first few hundred requests. A low quantile, not the mean: queueing slows
-//! every request, while a backend whose calls are of several kinds, some of which wait
-//! on a slow dependency of their own, slows only some; only the first is this caller's
-//! to relieve. While they agree the limit grows (by a queue allowance, smoothed); when
-//! the quartile rises (the backend is queueing) the limit shrinks at once in
-//! proportion, down to half per adjustment, so a backend that slows down sheds within a
-//! few windows rather than after its callers' queues have filled. Requests past the
-//! limit are shed at once, with 503 and `retry-after`, instead of queueing in front of a
-//! backend that is already slow; when latency recovers, so does the limit.
+//! does now. The baseline follows a faster backend within seconds but a slower one only
+//! over a minute, so a backend that slows down is held to a low limit while it stays
+//! slow, not just for the first few hundred requests. A low quantile, not the mean:
+//! queueing slows every request, while a backend whose calls are of several kinds, some
+//! of which wait on a slow dependency of their own, slows only some; only the first is
+//! this caller's to relieve.
+//!
+//! While the quartile stays within the tolerance of the baseline and the backend is busy
+//! (at least half the limit in flight), the limit grows towards `tolerance × baseline /
+//! quartile` times itself plus a queue allowance, smoothed: up to a fifth more per
+//! window, so a burst on a healthy backend is admitted within some twenty windows while
+//! a backend at its capacity is not pushed far past it before its latency says so. A
+//! millisecond more than the tolerance allows still counts as within it: a backend that
+//! answers in a millisecond is not queueing when it takes two, the machine's scheduling
+//! is. When the quartile rises (the backend is queueing) the limit shrinks at once in
+//! proportion, down to half per window, so a backend that slows down sheds within a few
+//! windows rather than after its callers' queues have filled. A backend far from its
+//! limit says nothing about what it could take, so the limit then drifts back towards
+//! twice what was in flight, never below where it started: a limit grown in a busy hour
+//! does not stay open to the next slowdown. It starts low (20): what matters in a
+//! cascade is how many of a caller's workers the first slow round trips can tie up
+//! before any of them completes, and only the starting limit bounds that. Requests past
+//! the limit are shed at once, with 503 and `retry-after`, instead of queueing in front
+//! of a backend that is already slow; when latency recovers, so does the limit.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,13 +36,16 @@ use tokio::time::Instant;
 /// The limit's bounds and how it moves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdaptiveConfig {
-    /// Where the limit starts. Default 100.
+    /// Where the limit starts, and the least it drifts back to while the backend is
+    /// far from it. Default 20.
     pub initial_limit: f64,
     /// The limit never goes below or above these. Default 10 and 1000.
     pub min_limit: f64,
     pub max_limit: f64,
     /// How much slower than usual the backend may get before the limit shrinks.
-    /// Default 2.0: conservative, so ordinary jitter never sheds.
+    /// Default 1.25, as Envoy's adaptive concurrency buffer: compared on the first
+    /// quartile of a window and with a millisecond of slack, ordinary jitter stays
+    /// within it, and a backend at capacity is held to a short queue.
     pub tolerance: f64,
     /// Round trips in each short window, whose first quartile is compared with the
     /// baseline. Default 20.
@@ -41,24 +56,34 @@ pub struct AdaptiveConfig {
     /// Time constant of the baseline when the backend is faster. Default 5 s.
     pub baseline_fall: Duration,
     /// How far one adjustment raises the limit towards its new value (it falls to a
-    /// lower one at once). Default 0.5.
+    /// lower one at once). Default 0.2, as Netflix's `Gradient2`: growing faster
+    /// pushes a backend at its capacity past it, and the limit (and the latency with
+    /// it) swings.
     pub smoothing: f64,
 }
 
 impl Default for AdaptiveConfig {
     fn default() -> Self {
         Self {
-            initial_limit: 100.0,
+            initial_limit: 20.0,
             min_limit: 10.0,
             max_limit: 1000.0,
-            tolerance: 2.0,
+            tolerance: 1.25,
             short_window: 20,
             baseline_rise: Duration::from_secs(60),
             baseline_fall: Duration::from_secs(5),
-            smoothing: 0.5,
+            smoothing: 0.2,
         }
     }
 }
+
+/// Latency beyond the tolerance that is still within it, in seconds: scheduling
+/// jitter, not queueing, for a backend that answers within a millisecond or two.
+const JITTER: f64 = 0.001;
+
+/// How far a limit far above its backend's demand drifts back per window: about a
+/// twentieth, so some twenty windows (four hundred round trips) undo a burst's growth.
+const IDLE_DRIFT: f64 = 0.05;
 
 /// One backend's limit, shared by every request to it.
 #[derive(Debug)]
@@ -160,12 +185,22 @@ impl AdaptiveLimit {
             _ => short,
         };
         (e.long_rtt, e.updated) = (Some(long), Some(now));
-        // A backend far from its limit says nothing about whether it could take more.
-        if (peak as f64) < e.limit / 2.0 && short <= long * c.tolerance {
+        let allowed = long * c.tolerance + JITTER;
+        let healthy = short <= allowed;
+        if (peak as f64) < e.limit / 2.0 && healthy {
+            // Far from the limit: it says nothing about what the backend could take.
+            // Drift back towards twice the demand, never below the starting limit.
+            let floor = (2.0 * peak as f64).max(c.initial_limit);
+            if e.limit > floor {
+                e.limit -= (e.limit - floor) * IDLE_DRIFT;
+            }
             return;
         }
-        let gradient = (c.tolerance * long / short.max(f64::MIN_POSITIVE)).clamp(0.5, 1.0);
-        let queue = e.limit.sqrt();
+        let gradient = (allowed / short.max(f64::MIN_POSITIVE)).clamp(0.5, 2.0);
+        // The queue allowance lets a healthy backend's limit grow past what it has
+        // shown it can take; added to a falling limit, it would hold the latency above
+        // the tolerance for good.
+        let queue = if healthy { e.limit.sqrt() } else { 0.0 };
         let target = e.limit * gradient + queue;
         // Down at once, up smoothed: shedding late fills the callers' queues, growing
         // late only sheds a little longer.
@@ -250,6 +285,45 @@ mod tests {
         backend.drive(1000, 150, healthy);
         let recovered = backend.limit.limit();
         assert!(recovered >= 150, "recovered to {recovered}");
+    }
+
+    #[test]
+    fn a_burst_on_a_healthy_backend_is_admitted_within_a_few_windows() {
+        let mut backend = Backend::new(AdaptiveConfig::default());
+        let healthy = Duration::from_millis(10);
+        backend.drive(50, 4, healthy);
+        assert_eq!(backend.limit.limit(), 20, "a quiet backend keeps its start");
+        // 100 at once: some are shed at first, but within thirty round trips (some
+        // twenty windows) none are.
+        assert!(
+            backend.drive(1, 100, healthy) > 0,
+            "the start holds at first"
+        );
+        backend.drive(29, 100, healthy);
+        assert_eq!(
+            backend.drive(1, 100, healthy),
+            0,
+            "limit {}",
+            backend.limit.limit()
+        );
+    }
+
+    #[test]
+    fn a_limit_far_above_the_demand_drifts_back_to_where_it_started() {
+        let mut backend = Backend::new(AdaptiveConfig::default());
+        let healthy = Duration::from_millis(10);
+        backend.drive(200, 300, healthy);
+        let grown = backend.limit.limit();
+        assert!(grown >= 300, "grew to {grown}");
+        // A quiet hour: five in flight. The limit comes back down, but not below 20.
+        backend.drive(2000, 5, healthy);
+        let drifted = backend.limit.limit();
+        assert!((20..=25).contains(&drifted), "drifted to {drifted}");
+        // Twenty in flight: twice that is kept open.
+        backend.drive(200, 300, healthy);
+        backend.drive(2000, 20, healthy);
+        let drifted = backend.limit.limit();
+        assert!((40..=50).contains(&drifted), "drifted to {drifted}");
     }
 
     #[test]

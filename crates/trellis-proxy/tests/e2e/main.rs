@@ -63,6 +63,10 @@ backends:
     )
 }
 
+/// Appended to a config whose last backend takes a burst of requests at once, before
+/// the proxy has measured it: the adaptive concurrency limit starts high enough.
+pub const BURSTY: &str = "    resilience: {adaptiveConcurrency: {initialLimit: 100}}\n";
+
 /// `http://ADDR{path}` for the listener `web`.
 pub fn url(proxy: &Proxy, path: &str) -> String {
     format!("http://{}{path}", addr(proxy))
