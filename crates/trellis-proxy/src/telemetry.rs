@@ -43,6 +43,55 @@ pub struct CallLabels {
     pub direction: &'static str,
     pub peer_identity: Arc<str>,
     pub tls: &'static str,
+    recent: RecentSeries,
+}
+
+impl CallLabels {
+    pub fn new(direction: &'static str, peer_identity: Arc<str>, tls: &'static str) -> Self {
+        Self {
+            direction,
+            peer_identity,
+            tls,
+            recent: RecentSeries::default(),
+        }
+    }
+}
+
+/// The series a connection's last request was counted in. A connection's requests
+/// mostly take one route to one kind of answer, and finding their series again by
+/// hashing every label is most of what counting a request costs.
+#[derive(Debug, Default)]
+struct RecentSeries(std::sync::Mutex<Option<Recent>>);
+
+/// A copy of a connection's labels starts with nothing remembered.
+impl Clone for RecentSeries {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+#[derive(Debug)]
+struct Recent {
+    /// Which [`Metrics`] the series belong to.
+    metrics: u64,
+    /// The route's own label values, compared by address: the route keeps them for as
+    /// long as it lives, and a reload that makes new ones makes a miss, not a mistake.
+    route: RouteLabels,
+    status: u16,
+    grpc_status: &'static str,
+    error: &'static str,
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl Recent {
+    fn matches(&self, metrics: u64, route: &RouteLabels, answer: (u16, &str, &str)) -> bool {
+        self.metrics == metrics
+            && Arc::ptr_eq(&self.route.listener, &route.listener)
+            && Arc::ptr_eq(&self.route.route, &route.route)
+            && Arc::ptr_eq(&self.route.backend, &route.backend)
+            && (self.status, self.grpc_status, self.error) == answer
+    }
 }
 
 /// The series a family may hold before new label sets go to one overflow series
@@ -129,6 +178,8 @@ pub struct ReloadLabels {
 /// Every metric the proxy keeps.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Tells this set of metrics from any other in the process.
+    id: u64,
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<RouteLabels, Histogram>,
@@ -297,7 +348,9 @@ impl Metrics {
             "Access log lines lost because the writer fell behind or a write failed",
             access_log_dropped.clone(),
         );
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             tls,
             request_series: std::sync::atomic::AtomicUsize::new(0),
@@ -363,6 +416,17 @@ impl Metrics {
         {
             return;
         }
+        let grpc_status = grpc_status.map_or("", grpc_status_label);
+        let seconds = elapsed.as_secs_f64();
+        // The usual case: the series of the connection's last request.
+        let mut recent = call.recent.0.try_lock().ok();
+        if let Some(hit) = recent.as_deref().and_then(Option::as_ref) {
+            if hit.matches(self.id, route, (status, grpc_status, error)) {
+                hit.requests.inc();
+                hit.duration.observe(seconds);
+                return;
+            }
+        }
         let mut labels = RequestLabels {
             direction: call.direction,
             listener: route.listener.clone(),
@@ -372,21 +436,32 @@ impl Metrics {
             tls: call.tls,
             status,
             class: status_class(status),
-            grpc_status: grpc_status.map_or("", grpc_status_label),
+            grpc_status,
             error,
         };
-        let seconds = elapsed.as_secs_f64();
-        // The usual case, a series that exists: one lookup.
-        if let Some(counter) = self.requests.get(&labels) {
-            counter.inc();
-            self.request_duration.get_or_create(route).observe(seconds);
-            return;
+        let mut counted = |requests: Counter| {
+            requests.inc();
+            let duration = self.request_duration.get_or_create(route).clone();
+            duration.observe(seconds);
+            if let Some(recent) = recent.as_deref_mut() {
+                *recent = Some(Recent {
+                    metrics: self.id,
+                    route: route.clone(),
+                    status,
+                    grpc_status,
+                    error,
+                    requests,
+                    duration,
+                });
+            }
+        };
+        // A series that exists: one lookup.
+        if let Some(requests) = self.requests.get(&labels).map(|c| c.clone()) {
+            return counted(requests);
         }
         use std::sync::atomic::Ordering::Relaxed;
         if self.request_series.fetch_add(1, Relaxed) < self.max_series.load(Relaxed) {
-            self.requests.get_or_create(&labels).inc();
-            self.request_duration.get_or_create(route).observe(seconds);
-            return;
+            return counted(self.requests.get_or_create(&labels).clone());
         }
         self.request_series.fetch_sub(1, Relaxed);
         self.overflowed.inc();
@@ -552,11 +627,11 @@ mod tests {
             route: "0".into(),
             backend: "app".into(),
         };
-        let call = CallLabels {
-            direction: "inbound",
-            peer_identity: "spiffe://trellis.local/ns/default/sa/web".into(),
-            tls: "true",
-        };
+        let call = CallLabels::new(
+            "inbound",
+            "spiffe://trellis.local/ns/default/sa/web".into(),
+            "true",
+        );
         metrics.record_request(
             &route,
             &call,
@@ -582,13 +657,51 @@ mod tests {
     }
 
     #[test]
+    fn a_connections_requests_are_counted_in_their_own_series_whatever_it_last_saw() {
+        let (first, second) = (Metrics::new(), Metrics::new());
+        let route = || RouteLabels {
+            listener: "web".into(),
+            route: "0".into(),
+            backend: "app".into(),
+        };
+        let (web, reloaded) = (route(), route());
+        let call = CallLabels::new("outbound", "".into(), "false");
+        let ms = Duration::from_millis(1);
+        for (metrics, labels, status) in [
+            (&first, &web, 200),
+            (&first, &web, 200),
+            (&first, &web, 503),
+            (&first, &web, 200),
+            // The same route after a reload: new values, the same series.
+            (&first, &reloaded, 200),
+            // The same connection counted in another set of metrics.
+            (&second, &web, 200),
+            (&first, &web, 200),
+        ] {
+            metrics.record_request(labels, &call, status, None, "", ms);
+        }
+        let count = |metrics: &Metrics, status: &str| {
+            let text = metrics.encode();
+            let series = format!(r#"status="{status}""#);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("trellis_requests_total{") && l.contains(&series))
+                .unwrap_or_else(|| panic!("no {status} series in\n{text}"))
+                .to_owned();
+            line.rsplit(' ').next().expect("a value").to_owned()
+        };
+        assert_eq!(count(&first, "200"), "5");
+        assert_eq!(count(&first, "503"), "1");
+        assert_eq!(count(&second, "200"), "1");
+        assert!(first.encode().contains(
+            r#"trellis_request_duration_seconds_count{listener="web",route="0",backend="app"} 6"#
+        ));
+    }
+
+    #[test]
     fn series_past_the_limit_go_to_one_overflow_series() {
         let metrics = Metrics::with_max_series(3);
-        let call = CallLabels {
-            direction: "outbound",
-            peer_identity: "".into(),
-            tls: "false",
-        };
+        let call = CallLabels::new("outbound", "".into(), "false");
         // A path explosion: every request its own route.
         for i in 0..1000 {
             let route = RouteLabels {

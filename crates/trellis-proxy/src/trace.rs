@@ -57,7 +57,18 @@ pub struct Span {
 
 /// The context in `headers`, if any is well-formed (W3C first, then B3).
 pub fn extract(headers: &HeaderMap) -> Option<Incoming> {
-    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    // One pass over the headers finds every trace header: most requests carry none,
+    // and a lookup per name would hash each of them.
+    let mut found: [Option<&HeaderValue>; 7] = [None; 7];
+    for (name, value) in headers {
+        if let Some(i) = context_header(name) {
+            found[i].get_or_insert(value);
+        }
+    }
+    let text = |name: &HeaderName| {
+        let i = context_header(name)?;
+        found[i].and_then(|v| v.to_str().ok())
+    };
     if let Some(parent) = text(&TRACEPARENT).and_then(parse_traceparent) {
         let (trace_id, span_id, sampled) = parent;
         return Some(Incoming {
@@ -86,6 +97,44 @@ pub fn extract(headers: &HeaderMap) -> Option<Incoming> {
         sampled,
         tracestate: None,
     })
+}
+
+/// Every byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [DIGITS[b >> 4], DIGITS[b & 15]];
+        b += 1;
+    }
+    pairs
+};
+
+/// The headers that carry a caller's context, which this hop replaces with its own.
+const CONTEXT: [HeaderName; 7] = [
+    TRACEPARENT,
+    B3,
+    B3_TRACE_ID,
+    B3_SPAN_ID,
+    B3_PARENT,
+    B3_SAMPLED,
+    B3_FLAGS,
+];
+
+/// Which of [`CONTEXT`] `name` is. None of them is a standard header, so a standard
+/// one is ruled out without looking at its text.
+fn context_header(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "traceparent" => Some(0),
+        "b3" => Some(1),
+        "x-b3-traceid" => Some(2),
+        "x-b3-spanid" => Some(3),
+        "x-b3-parentspanid" => Some(4),
+        "x-b3-sampled" => Some(5),
+        "x-b3-flags" => Some(6),
+        _ => None,
+    }
 }
 
 /// This hop's span: a child of `incoming`, or the root of a new trace sampled with
@@ -129,16 +178,12 @@ impl Span {
     /// Writes this span into `headers` as the parent of the next hop, in the format
     /// the request came with, replacing the incoming context.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        for name in [
-            &TRACEPARENT,
-            &B3,
-            &B3_TRACE_ID,
-            &B3_SPAN_ID,
-            &B3_PARENT,
-            &B3_SAMPLED,
-            &B3_FLAGS,
-        ] {
-            headers.remove(name);
+        // Removing a name costs a hash even when it is absent, as it is on most
+        // requests: look first, in one pass.
+        if headers.keys().any(|name| context_header(name).is_some()) {
+            for name in &CONTEXT {
+                headers.remove(name);
+            }
         }
         let sampled = if self.sampled { "1" } else { "0" };
         if self.format == Format::W3c {
@@ -171,17 +216,22 @@ impl Span {
         }
     }
 
-    /// `00-{trace id}-{span id}-{flags}`.
+    /// `00-{trace id}-{span id}-{flags}`, written on every traced request, so spelled
+    /// into a buffer on the stack rather than pushed character by character.
     fn traceparent(&self) -> HeaderValue {
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        trellis_identity::hex::encode_into(&self.trace_id, &mut out);
-        out.push('-');
-        trellis_identity::hex::encode_into(&self.span_id, &mut out);
-        out.push_str(if self.sampled { "-01" } else { "-00" });
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        // Trace id digits at 3..35, span id digits at 36..52.
+        for (pair, b) in out[3..35].chunks_exact_mut(2).zip(&self.trace_id) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
+        }
+        for (pair, b) in out[36..52].chunks_exact_mut(2).zip(&self.span_id) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
+        }
+        if self.sampled {
+            out[54] = b'1';
+        }
         // Hex digits and dashes are always a valid header value.
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
-            .unwrap_or_else(|_| HeaderValue::from_static("00-0-0-00"))
+        HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("00-0-0-00"))
     }
 
     /// The trace id as 32 hex digits, for logs.

@@ -80,17 +80,16 @@ pub async fn serve<I>(
     let active = Arc::new(AtomicUsize::new(0));
     let idle_timeout = listener.idle_timeout;
     let max_header_bytes = shared.state.load().config.max_header_bytes;
-    let call = crate::telemetry::CallLabels {
-        direction: if &*listener.name == crate::config::INBOUND_LISTENER {
+    let call = crate::telemetry::CallLabels::new(
+        if &*listener.name == crate::config::INBOUND_LISTENER {
             "inbound"
         } else {
             "outbound"
         },
-        peer_identity: peer
-            .as_ref()
+        peer.as_ref()
             .map_or_else(|| "".into(), |id| id.as_uri().into()),
-        tls: if peer.is_some() { "true" } else { "false" },
-    };
+        if peer.is_some() { "true" } else { "false" },
+    );
     let ctx = Arc::new(ConnContext {
         shared,
         listener,

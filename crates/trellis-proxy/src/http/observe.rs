@@ -67,10 +67,16 @@ impl Traced {
             fastrand::u64(..)
         });
         span.inject(req.headers_mut());
+        // Only a recorded span needs its start time.
+        let start = if span.sampled {
+            SystemTime::now()
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
         Some(Self {
             tracer,
             span,
-            start: SystemTime::now(),
+            start,
         })
     }
 

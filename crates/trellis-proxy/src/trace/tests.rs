@@ -121,6 +121,17 @@ fn b3_stays_b3_and_tracestate_passes_through() {
     let expected = format!("00-{TRACE}-{}-00", hex_string(&span.span_id));
     assert_eq!(out["traceparent"], expected.as_str());
     assert_eq!(out["tracestate"], "congo=t61rcWkgMzE");
+
+    // A new trace, sampled: every digit of both ids, and the flag.
+    let span = start(None, 1.0, &mut random);
+    let mut out = HeaderMap::new();
+    span.inject(&mut out);
+    let expected = format!(
+        "00-{}-{}-01",
+        hex_string(&span.trace_id),
+        hex_string(&span.span_id)
+    );
+    assert_eq!(out["traceparent"], expected.as_str());
 }
 
 #[test]
