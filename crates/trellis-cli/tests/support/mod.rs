@@ -13,12 +13,28 @@ use trellis_api::proto::v1::{Upstream, Workload};
 use trellis_proxy::config::Duration as ConfigDuration;
 use trellis_proxy::control::{ControlSettings, LocalSettings, Sidecar};
 
-/// A loopback port nothing listens on now.
+/// A loopback port nothing listens on now, for a listener started later. Picked below
+/// Linux's ephemeral range (32768 and up): a port the kernel chose for `:0` and gave
+/// back is soon handed to a client connection's local end, and a sidecar starting in a
+/// parallel test makes many of those before this test's listener binds. Never the same
+/// port twice in one test binary.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FROM: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Each test binary starts at its own place, so binaries run one after the other
+    // do not retry the same ports while the last one's are still closing.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = std::process::id().wrapping_mul(7919) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let port = FROM + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(port).expect("below 32768");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FROM} and {}", FROM + SPAN);
 }
 
 /// Applies YAML documents through the control plane at `http_addr` with the admin
