@@ -9,13 +9,14 @@ use http::StatusCode;
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 
+mod support;
+
 const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 
-/// A port that was free a moment ago (the binary needs a concrete address to report).
+/// A loopback address that was free a moment ago (the binary needs a concrete address
+/// to report).
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    SocketAddr::from(([127, 0, 0, 1], support::free_port()))
 }
 
 struct TempDir(PathBuf);

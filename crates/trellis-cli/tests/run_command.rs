@@ -12,15 +12,11 @@ use trellis_control::store::MemoryStore;
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::HttpClient;
 
+mod support;
+use support::free_port;
+
 const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 const TOKEN: &str = "run-test-token";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 async fn control_plane() -> ControlPlane {
     let settings = ControlSettings {
