@@ -59,7 +59,7 @@ pub struct Span {
 pub fn extract(headers: &HeaderMap) -> Option<Incoming> {
     // One pass over the headers finds every trace header: most requests carry none,
     // and a lookup per name would hash each of them.
-    let mut found: [Option<&HeaderValue>; 7] = [None; 7];
+    let mut found: [Option<&HeaderValue>; CONTEXT_HEADERS] = [None; CONTEXT_HEADERS];
     for (name, value) in headers {
         if let Some(i) = context_header(name) {
             found[i].get_or_insert(value);
@@ -99,20 +99,8 @@ pub fn extract(headers: &HeaderMap) -> Option<Incoming> {
     })
 }
 
-/// Every byte's two lowercase hex digits.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut pairs = [[0u8; 2]; 256];
-    let mut b = 0;
-    while b < 256 {
-        pairs[b] = [DIGITS[b >> 4], DIGITS[b & 15]];
-        b += 1;
-    }
-    pairs
-};
-
 /// The headers that carry a caller's context, which this hop replaces with its own.
-const CONTEXT: [HeaderName; 7] = [
+const CONTEXT: [HeaderName; CONTEXT_HEADERS] = [
     TRACEPARENT,
     B3,
     B3_TRACE_ID,
@@ -121,20 +109,12 @@ const CONTEXT: [HeaderName; 7] = [
     B3_SAMPLED,
     B3_FLAGS,
 ];
+const CONTEXT_HEADERS: usize = 7;
 
-/// Which of [`CONTEXT`] `name` is. None of them is a standard header, so a standard
-/// one is ruled out without looking at its text.
+/// Where `name` stands in [`CONTEXT`]. None of them is a standard header, so a standard
+/// one is ruled out without comparing its text.
 fn context_header(name: &HeaderName) -> Option<usize> {
-    match name.as_str() {
-        "traceparent" => Some(0),
-        "b3" => Some(1),
-        "x-b3-traceid" => Some(2),
-        "x-b3-spanid" => Some(3),
-        "x-b3-parentspanid" => Some(4),
-        "x-b3-sampled" => Some(5),
-        "x-b3-flags" => Some(6),
-        _ => None,
-    }
+    CONTEXT.iter().position(|context| context == name)
 }
 
 /// This hop's span: a child of `incoming`, or the root of a new trace sampled with
@@ -220,13 +200,8 @@ impl Span {
     /// into a buffer on the stack rather than pushed character by character.
     fn traceparent(&self) -> HeaderValue {
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        // Trace id digits at 3..35, span id digits at 36..52.
-        for (pair, b) in out[3..35].chunks_exact_mut(2).zip(&self.trace_id) {
-            pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
-        }
-        for (pair, b) in out[36..52].chunks_exact_mut(2).zip(&self.span_id) {
-            pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
-        }
+        trellis_identity::hex::encode_to_slice(&self.trace_id, &mut out[3..35]);
+        trellis_identity::hex::encode_to_slice(&self.span_id, &mut out[36..52]);
         if self.sampled {
             out[54] = b'1';
         }
