@@ -21,6 +21,12 @@ fn config(policy: &str, endpoints: &[(SocketAddr, u32)]) -> String {
         .iter()
         .map(|(a, w)| format!("{{address: \"{a}\", weight: {w}}}"))
         .collect();
+    one_backend(policy, &endpoints, "")
+}
+
+/// One listener sending everything to backend `app`, balanced by `policy` over
+/// `endpoints` (each a YAML flow mapping), with `more` lines under the backend.
+pub fn one_backend(policy: &str, endpoints: &[String], more: &str) -> String {
     format!(
         r#"
 listeners:
@@ -31,7 +37,7 @@ backends:
   - name: app
     loadBalancer: {policy}
     endpoints: [{}]
-"#,
+{more}"#,
         endpoints.join(", ")
     )
 }

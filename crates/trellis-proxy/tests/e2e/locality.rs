@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 
-use super::balancers::served_by;
+use super::balancers::{one_backend, served_by};
 use super::recorder::{Answer, Recorder};
 use super::{start, url};
 
@@ -18,23 +18,14 @@ fn config(endpoints: &[(SocketAddr, &str)], min_healthy: u32) -> String {
         .iter()
         .map(|(a, zone)| format!("{{address: \"{a}\", zone: {zone}}}"))
         .collect();
-    format!(
-        r#"
-listeners:
-  - name: web
-    address: 127.0.0.1:0
-    routes: [{{backend: app}}]
-backends:
-  - name: app
-    loadBalancer: round-robin
-    endpoints: [{}]
-    locality: {{zone: a, minHealthyPercent: {min_healthy}}}
+    let more = format!(
+        "    locality: {{zone: a, minHealthyPercent: {min_healthy}}}
     resilience:
       healthCheck: {{path: /, interval: 20ms, unhealthyThreshold: 2}}
       outlierDetection: {{enabled: false}}
-"#,
-        endpoints.join(", ")
-    )
+"
+    );
+    one_backend("round-robin", &endpoints, &more)
 }
 
 async fn server(name: &str) -> HttpServer {
