@@ -275,6 +275,14 @@ impl Endpoint {
         }
     }
 
+    /// Whether an HTTP/1.1 upgrade (WebSocket and the like) can reach this endpoint. A
+    /// mesh endpoint is a proxy's inbound listener, which takes HTTP/1.1 on a connection
+    /// of its own (ALPN `http/1.1` over mTLS) whatever the backend's protocol says
+    /// requests share; an application that speaks only HTTP/2 cannot switch protocols.
+    pub fn carries_upgrades(&self) -> bool {
+        self.identity.is_some() || self.settings.protocol == BackendProtocol::Http1
+    }
+
     /// mTLS applies when the endpoint has an identity and this proxy has one too. An
     /// endpoint with an identity is reached in plaintext until this proxy has its
     /// certificate; its listener, if permissive, accepts that.
@@ -685,7 +693,8 @@ impl Endpoint {
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .adaptive_window(true)
+            .initial_stream_window_size(crate::flow::STREAM_WINDOW)
+            .initial_connection_window_size(crate::flow::CONNECTION_WINDOW)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| EndpointError::Handshake {

@@ -20,6 +20,7 @@ pub mod detect;
 pub mod dns;
 pub mod drain;
 pub mod endpoint;
+pub mod flow;
 pub mod http;
 pub mod io;
 mod listener;

@@ -110,6 +110,12 @@ impl Route {
             || server_name.is_some_and(|name| hosts.iter().any(|h| h.matches_name(name)))
     }
 
+    /// Whether one of this route's hosts names `authority` (a `CONNECT` target). A
+    /// route without hosts names nothing: a tunnel must be for a host the mesh knows.
+    pub fn names_authority(&self, authority: &http::uri::Authority) -> bool {
+        self.matcher.hosts.iter().any(|h| h.matches(authority))
+    }
+
     pub fn matches<B>(&self, req: &Request<B>) -> bool {
         self.matcher.matches(req)
     }

@@ -53,6 +53,8 @@ pub struct Listener {
     pub rate_limits: Arc<Vec<ListenerRateLimit>>,
     /// Serves external hosts: what no route names is refused as undeclared.
     pub egress: bool,
+    /// An HTTP forward proxy's port: `CONNECT` opens tunnels (`http::connect`).
+    pub connect: bool,
 }
 
 /// Most keys one rate limit keeps a bucket for (callers, routes); past it the bucket
@@ -229,6 +231,7 @@ fn build_listener(
             .map(DestinationTable::build),
         rate_limits,
         egress: config.egress,
+        connect: config.connect,
         name,
     })
 }

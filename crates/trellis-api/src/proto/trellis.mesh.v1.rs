@@ -371,6 +371,11 @@ pub struct Listener {
     /// (HTTP `Host`, TLS server name) no route names is refused and counted.
     #[prost(bool, tag = "11")]
     pub egress: bool,
+    /// The application's HTTP proxy port: a `CONNECT host:port` naming a host the routes
+    /// name opens a tunnel, served as a new connection of this listener (or passed through
+    /// to the host when it carries TLS); any other `CONNECT` is refused.
+    #[prost(bool, tag = "12")]
+    pub connect: bool,
     /// Rate limits on every request the listener takes (its Service's RateLimitPolicies).
     #[prost(message, repeated, tag = "30")]
     pub rate_limits: ::prost::alloc::vec::Vec<RateLimit>,

@@ -49,6 +49,7 @@
 //!   reached this way only. Then the `http` and `https` ports of every ExternalService
 //!   (`egress.rs`). Under `egress.mode: registryOnly` the listener is an egress
 //!   listener and a host nothing declares gets 403 (counted); otherwise 404 `no route`.
+//!   It serves `CONNECT` (`connect`) to the hosts its routes name.
 //!
 //! - **`outbound`** on `127.0.0.1:<outboundPort>` when the workload has one (transparent
 //!   mode: the application's outgoing TCP is redirected there): no routes of its own, but an
@@ -502,6 +503,8 @@ impl MeshIndex {
             idle_timeout_ms: None,
             mtls: MtlsMode::Disabled as i32,
             authorization: None,
+            // Clients that honour `HTTP_PROXY` (gRPC, HTTPS) send `CONNECT host:port`.
+            connect: true,
             ..Default::default()
         }
     }

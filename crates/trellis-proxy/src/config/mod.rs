@@ -154,6 +154,14 @@ pub struct ListenerConfig {
     /// answered 404 or closed as `no_route`. Default `false`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub egress: bool,
+    /// Makes this an HTTP forward proxy's port (the application's `HTTP_PROXY`): a
+    /// `CONNECT host:port` whose host a route names is answered `200` and the tunnel
+    /// served as a new connection of this listener (HTTP/1.1 or HTTP/2 inside, routed
+    /// like any request), or, when it opens with a TLS ClientHello, passed through to
+    /// the route's backend; a `CONNECT` to any other host gets `403`. Default `false`:
+    /// `CONNECT` is forwarded to the backend like any request.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub connect: bool,
     /// Token buckets every HTTP request must find a token in; see `RateLimitConfig`.
     /// Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

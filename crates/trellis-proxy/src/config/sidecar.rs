@@ -41,6 +41,7 @@ impl ProxyConfig {
                 bind: true,
                 original_destination: None,
                 egress: false,
+                connect: false,
                 rate_limits: Vec::new(),
             }],
             backends: vec![BackendConfig {

@@ -198,6 +198,7 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
             .map(|t| original_destination(t, &format!("{at}.originalDestination")))
             .transpose()?,
         egress: l.egress,
+        connect: l.connect,
         rate_limits: l
             .rate_limits
             .iter()

@@ -28,6 +28,9 @@ pub enum ProxyError {
     /// On an egress listener: the request's host is no declared ExternalService's.
     #[error("{host:?} is not a declared external host (ExternalService)")]
     UndeclaredHost { host: String },
+    /// `CONNECT` to a target no route of the HTTP proxy port names, or without one.
+    #[error("CONNECT to {target:?}: no Service or ExternalService of the mesh has that name")]
+    ConnectRefused { target: String },
     #[error("route {route} has no backend with a weight above 0")]
     NoBackend { route: Arc<str> },
     #[error("backend {backend} has no endpoints")]
@@ -85,7 +88,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::UndeclaredHost { .. } => StatusCode::FORBIDDEN,
+            ProxyError::UndeclaredHost { .. } | ProxyError::ConnectRefused { .. } => {
+                StatusCode::FORBIDDEN
+            }
             ProxyError::NoBackend { .. }
             | ProxyError::NoEndpoints { .. }
             | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -118,6 +123,7 @@ impl ProxyError {
             ProxyError::FaultAbort { .. } => "fault injected",
             ProxyError::NoRoute { .. } => "no route",
             ProxyError::UndeclaredHost { .. } => "undeclared external host",
+            ProxyError::ConnectRefused { .. } => "connect refused",
             ProxyError::RateLimited { .. } => "rate limited",
             ProxyError::Overflow { rejection, .. } => rejection.reason(),
             ProxyError::NoBackend { .. } => "no backend",

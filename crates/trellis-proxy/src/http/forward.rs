@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -24,6 +24,7 @@ use super::observe::{self, Completion, Observed, Seen, Traced};
 use crate::balance::InFlight;
 use crate::config::{BackendProtocol, ListenerProtocol};
 use crate::endpoint::{BoxBody, BoxError, Endpoint, EndpointError};
+use crate::flow::Coalesce;
 use crate::resilience::outlier::Outcome;
 use crate::resilience::protection::Rejection;
 use crate::resilience::ratelimit::{Quota, RATELIMIT_LIMIT};
@@ -103,6 +104,10 @@ pub async fn handle(
     let mut quota = None;
     let (result, labels) = match authorized {
         Err(denied) => (Err(ProxyError::from(denied)), unrouted(&listener, "")),
+        Ok(()) if listener.connect && req.method() == Method::CONNECT => {
+            let (result, route) = super::connect::open(req, &listener, &ctx);
+            (result, unrouted(&listener, &route))
+        }
         Ok(()) => match listener.route_for(&req) {
             None => (
                 Err(no_route(&req, &listener, &ctx.shared)),
@@ -284,13 +289,8 @@ async fn proxy(
 ) -> Result<Response<BoxBody>, ProxyError> {
     let backend = &target.backend;
     let upgrade = is_upgrade(&req);
-    if upgrade && backend.protocol == BackendProtocol::Http2 {
-        return Err(ProxyError::UpgradeUnsupported {
-            backend: backend.name.clone(),
-        });
-    }
     let (mut parts, body) = req.into_parts();
-    let mut body = body.map_err(BoxError::from).boxed();
+    let mut body = Coalesce::new(body).map_err(BoxError::from).boxed();
     let filters = &route.filters;
     edit_headers(filters.request_headers.as_ref(), &mut parts.headers);
     if let Some(rewrite) = &filters.rewrite {
@@ -367,8 +367,10 @@ async fn proxy(
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
+/// A backend's response as the client gets it: small chunks that came in together
+/// leave together (`flow::Coalesce`).
 fn boxed(resp: Response<Incoming>) -> Response<BoxBody> {
-    resp.map(|b| b.map_err(BoxError::from).boxed())
+    resp.map(|b| Coalesce::new(b).map_err(BoxError::from).boxed())
 }
 
 /// An attempt's response, its place in flight on its endpoint, and the gRPC status
@@ -410,6 +412,11 @@ async fn attempt(
     let started = Instant::now();
     let send = async {
         if upgrade {
+            if !endpoint.carries_upgrades() {
+                return Err(ProxyError::UpgradeUnsupported {
+                    backend: backend.name.clone(),
+                });
+            }
             forward_upgrade(req, &endpoint, identity.as_deref(), shared).await
         } else {
             let protocol = endpoint.protocol(identity.as_deref());
@@ -463,7 +470,7 @@ async fn forward_upgrade(
     shared: &Arc<Shared>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let protocol = req.headers().get(header::UPGRADE).cloned();
+    let protocol = upgrade_protocols(req.headers());
     let mut req = to_backend(req, BackendProtocol::Http1, endpoint.addr());
     if let Some(protocol) = protocol {
         req.headers_mut().insert(header::UPGRADE, protocol);
@@ -490,11 +497,32 @@ async fn forward_upgrade(
     Ok(resp)
 }
 
-/// True for an HTTP/1 request asking to switch protocols.
+/// True for an HTTP/1 request asking to switch to a protocol the proxy passes on.
+/// An offer of `h2c` alone is no such request: the proxy serves it as HTTP/1.1 and the
+/// offer, being hop-by-hop, goes no further (RFC 9113 section 3.1 lets a server ignore
+/// it). Passing it on would switch the backend's connection to HTTP/2 behind the
+/// proxy's back, and a mesh connection already speaks HTTP/2 between proxies.
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
         && connection_has(req.headers(), "upgrade")
+        && upgrade_protocols(req.headers()).is_some()
+}
+
+/// The `upgrade` header's protocols other than `h2c`, as one value; `None` when no
+/// other is offered.
+fn upgrade_protocols(headers: &HeaderMap) -> Option<HeaderValue> {
+    let offered: Vec<&str> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("h2c"))
+        .collect();
+    if offered.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&offered.join(", ")).ok()
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -692,5 +720,29 @@ mod tests {
             .body(())
             .expect("request");
         assert!(!is_upgrade(&req));
+    }
+
+    #[test]
+    fn an_h2c_offer_is_served_as_http1_and_other_offers_lose_only_h2c() {
+        let offer = |upgrade: &str| {
+            Request::builder()
+                .header(header::CONNECTION, "Upgrade, HTTP2-Settings")
+                .header(header::UPGRADE, upgrade)
+                .header("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA")
+                .body(())
+                .expect("request")
+        };
+        assert!(!is_upgrade(&offer("h2c")));
+        assert!(!is_upgrade(&offer(" H2C ")));
+        let both = offer("h2c, websocket");
+        assert!(is_upgrade(&both));
+        assert_eq!(
+            upgrade_protocols(both.headers()),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        // What reaches the backend of a request served as HTTP/1.1: no trace of the offer.
+        let mut headers = offer("h2c").into_parts().0.headers;
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.is_empty(), "{headers:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP side of a client connection: a hyper HTTP/1.1 or HTTP/2 server whose every
 //! request goes through `forward::handle`, closed gracefully on drain or when idle.
 
+mod connect;
 pub mod errors;
 pub mod forward;
 pub mod mirror;
@@ -125,7 +126,10 @@ pub async fn serve<I>(
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
-                .adaptive_window(true)
+                // Fixed windows, not adaptive ones: see `flow` for why a stream's
+                // window stays small next to the connection's.
+                .initial_stream_window_size(crate::flow::STREAM_WINDOW)
+                .initial_connection_window_size(crate::flow::CONNECTION_WINDOW)
                 .serve_connection(io, service);
             drive!(conn, drain, idle);
         }

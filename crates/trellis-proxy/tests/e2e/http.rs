@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 
-use super::{addr, simple, start, url, BURSTY};
+use super::{addr, read_head, simple, start, url, BURSTY};
 
 /// Client version × backend protocol: every pair reaches the backend, which sees the
 /// protocol it speaks and the client's host.
@@ -155,13 +155,7 @@ async fn websocket_upgrade_is_passed_through_both_ways() {
     )
     .await
     .expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        conn.read_exact(&mut byte).await.expect("read head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let head = read_head(&mut conn).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     for message in [&b"ping"[..], b"second frame", &[0u8, 1, 2, 255]] {
@@ -176,6 +170,54 @@ async fn websocket_upgrade_is_passed_through_both_ways() {
         .await
         .expect("backend closes after our close");
     assert!(rest.is_empty());
+}
+
+/// A client offering to upgrade to HTTP/2 (`curl --http2`, Java's `HttpClient`) is
+/// served in HTTP/1.1, whatever the backend speaks, and the offer reaches no backend.
+#[tokio::test]
+async fn an_h2c_offer_is_answered_in_http1() {
+    for backend in [ServerProtocol::Http1, ServerProtocol::Http2] {
+        let server = HttpServer::start("app", backend).await.expect("server");
+        let protocol = match backend {
+            ServerProtocol::Http1 => "http1",
+            _ => "http2",
+        };
+        let proxy = start(&simple("auto", protocol, &[server.addr()], "")).await;
+        let mut conn = TcpStream::connect(addr(&proxy)).await.expect("connect");
+        conn.write_all(
+            b"GET /headers HTTP/1.1\r\nhost: t\r\nconnection: Upgrade, HTTP2-Settings\r\n\
+              upgrade: h2c\r\nhttp2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let head = read_head(&mut conn).await;
+        assert!(head.starts_with("http/1.1 200"), "{protocol}: {head}");
+        assert!(!head.contains("upgrade"), "{protocol}: {head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{protocol}: no content-length in {head}"));
+        let mut body = vec![0u8; length];
+        conn.read_exact(&mut body).await.expect("body");
+        let body = String::from_utf8_lossy(&body).to_lowercase();
+        assert!(
+            body.contains(":authority: t\n") || body.contains("host: t\n"),
+            "{body}"
+        );
+        for offer in ["upgrade", "http2-settings", "h2c"] {
+            assert!(
+                !body.contains(offer),
+                "{protocol}: {offer} reached the backend: {body}"
+            );
+        }
+        // The connection stays HTTP/1.1 and serves the next request.
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .expect("write");
+        let head = read_head(&mut conn).await;
+        assert!(head.starts_with("http/1.1 200"), "{protocol}: {head}");
+    }
 }
 
 #[tokio::test]

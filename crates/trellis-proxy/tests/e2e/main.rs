@@ -3,6 +3,7 @@
 
 mod authz;
 mod balancers;
+mod connect;
 mod egress;
 mod faults;
 mod filters;
@@ -18,6 +19,7 @@ mod recorder;
 mod resilience;
 mod retries;
 mod routing;
+mod streams;
 mod tcp;
 mod timeouts;
 mod tls_passthrough;
@@ -66,6 +68,19 @@ backends:
 /// Appended to a config whose last backend takes a burst of requests at once, before
 /// the proxy has measured it: the adaptive concurrency limit starts high enough.
 pub const BURSTY: &str = "    resilience: {adaptiveConcurrency: {initialLimit: 100}}\n";
+
+/// Reads an HTTP/1 response head byte by byte, so nothing after it is consumed;
+/// returned lower case.
+pub async fn read_head(conn: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        conn.read_exact(&mut byte).await.expect("read head");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
+}
 
 /// `http://ADDR{path}` for the listener `web`.
 pub fn url(proxy: &Proxy, path: &str) -> String {

@@ -174,8 +174,22 @@ pub async fn https_get(
     path: &str,
 ) -> Result<(u16, String), BoxError> {
     let tcp = TcpStream::connect(addr).await?;
+    https_get_on(tcp, server_name, config, path).await
+}
+
+/// [`https_get`] on a connection already open to the server (through a proxy's
+/// `CONNECT` tunnel, say).
+pub async fn https_get_on<I>(
+    io: I,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+    path: &str,
+) -> Result<(u16, String), BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let name = ServerName::try_from(server_name.to_string())?;
-    let tls = TlsConnector::from(config).connect(name, tcp).await?;
+    let tls = TlsConnector::from(config).connect(name, io).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(conn);
     let req = hyper::Request::get(path)
