@@ -89,7 +89,8 @@ pub struct WorkloadSpec {
     /// Address the workload's sidecar is reached at.
     #[serde(deserialize_with = "validate::ip_serde::deserialize")]
     pub address: IpAddr,
-    /// Ports the application listens on.
+    /// Ports the application listens on. None: the application only makes calls
+    /// (a batch job, a CLI), and the workload is never an endpoint of its Services.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<WorkloadPort>,
     /// Port of the sidecar's inbound listener, where mesh traffic for the workload

@@ -1,6 +1,9 @@
-//! `trellis run --service NAME --port PORT -- CMD`: universal mode. Starts the
+//! `trellis run --service NAME [--port PORT] -- CMD`: universal mode. Starts the
 //! application with its sidecar, registers it with the control plane, and stops both
 //! together. With `--transparent`, the two run in a pod of their own ([`crate::pod`]).
+//! Without `--port` the application is a client only (a batch job, a CLI): its sidecar
+//! starts first, so its first call already goes through the mesh, and it is never an
+//! endpoint of its Service.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,8 +23,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub service: String,
     /// The port the application listens on (on loopback); passed to it as `PORT`.
+    /// Leave it out for an application that only makes calls.
     #[arg(long)]
-    pub port: u16,
+    pub port: Option<u16>,
     #[command(flatten)]
     pub sidecar: SidecarArgs,
     #[command(flatten)]
@@ -35,7 +39,8 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// How long the application gets to start listening before `trellis run` gives up.
+/// How long the application gets to start listening, or a client's sidecar to get its
+/// configuration, before `trellis run` gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Waits until the application accepts connections on its port, so the workload is
@@ -90,10 +95,10 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     };
     let (program, rest) = args.command.split_first().context("no command to run")?;
     let mut app = Command::new(program);
-    app.args(rest)
-        .env("PORT", args.port.to_string())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    app.args(rest).stdin(Stdio::null()).kill_on_drop(true);
+    if let Some(port) = args.port {
+        app.env("PORT", port.to_string());
+    }
     // In a pod the app dials Services by name and the capture takes it from there.
     let http_proxy = match capture {
         Some(_) => None,
@@ -113,26 +118,52 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             Some(http_proxy)
         }
     };
-    let mut child = app
-        .spawn()
-        .with_context(|| format!("cannot start {program:?}"))?;
+    let spawn = |app: &mut Command| {
+        app.spawn()
+            .with_context(|| format!("cannot start {program:?}"))
+    };
+    let mut child: Option<Child> = None;
     let starting = async {
-        wait_until_listening(&mut child, args.port).await?;
-        let sidecar = sidecar::start(&args.service, args.port, &args.sidecar, capture).await?;
+        // A server registers (and becomes an endpoint) only once it listens; a client
+        // gets its sidecar first, so its first call is not refused.
+        if let Some(port) = args.port {
+            wait_until_listening(child.insert(spawn(&mut app)?), port).await?;
+        }
+        let app_port = args.port.unwrap_or(0);
+        let sidecar = sidecar::start(&args.service, app_port, &args.sidecar, capture).await?;
         let dns = match capture {
             Some(_) => Some(serve_dns(&sidecar, &args).await?),
             None => None,
         };
+        if child.is_none() {
+            // A client's first call must find its routes.
+            tokio::time::timeout(READY_TIMEOUT, sidecar.configured())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "the sidecar got no configuration from the control plane within {READY_TIMEOUT:?}"
+                    )
+                })?;
+            child = Some(spawn(&mut app)?);
+        }
         anyhow::Ok((sidecar, dns))
     };
     let started = tokio::select! {
-        started = starting => Some(started?),
+        started = starting => Some(started),
         _ = terminate.recv() => None,
         _ = tokio::signal::ctrl_c() => None,
     };
-    let Some((sidecar, _dns)) = started else {
-        stop_app(&mut child).await;
-        return Ok(());
+    let (sidecar, _dns, mut child) = match (started, child) {
+        (Some(Ok((sidecar, dns))), Some(child)) => (sidecar, dns, child),
+        (started, child) => {
+            if let Some(mut child) = child {
+                stop_app(&mut child).await;
+            }
+            return match started {
+                Some(Err(e)) => Err(e),
+                _ => Ok(()),
+            };
+        }
     };
     let how = match &http_proxy {
         Some(http_proxy) => format!("HTTP proxy {http_proxy}"),
@@ -141,10 +172,16 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             sidecar.workload.address, sidecar.workload.outbound_port
         ),
     };
-    println!(
-        "{} running as workload {} (sidecar inbound port {}, {how})",
-        args.service, sidecar.workload.name, sidecar.workload.inbound_port
-    );
+    match args.port {
+        Some(_) => println!(
+            "{} running as workload {} (sidecar inbound port {}, {how})",
+            args.service, sidecar.workload.name, sidecar.workload.inbound_port
+        ),
+        None => println!(
+            "{} running as workload {} (client only, {how})",
+            args.service, sidecar.workload.name
+        ),
+    }
     let status = tokio::select! {
         status = child.wait() => Some(status.context("waiting for the application")?),
         _ = terminate.recv() => None,

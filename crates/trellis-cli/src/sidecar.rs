@@ -100,7 +100,7 @@ pub struct Capture {
 pub struct Sidecar {
     pub proxy: Arc<Proxy>,
     pub workload: Workload,
-    _running: control::Sidecar,
+    running: control::Sidecar,
 }
 
 /// Starts a sidecar for `service` in front of the app on loopback port `app_port`;
@@ -161,8 +161,15 @@ pub async fn start(
     Ok(Sidecar {
         proxy,
         workload,
-        _running: running,
+        running,
     })
+}
+
+impl Sidecar {
+    /// Waits until the sidecar serves its configuration from the control plane.
+    pub async fn configured(&self) {
+        self.running.configured().await;
+    }
 }
 
 /// How long a bootstrap token fetched for the sidecar stays usable: enough to start

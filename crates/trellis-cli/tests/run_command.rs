@@ -57,19 +57,7 @@ async fn runs_the_app_with_a_registered_sidecar_and_stops_both() {
     let cp = control_plane().await;
     let (app_port, inbound) = (free_port(), free_port());
     let listen = format!("127.0.0.1:{app_port}");
-    let mut child = trellis_run(
-        &cp,
-        app_port,
-        inbound,
-        &[
-            TRELLIS,
-            "sample-server",
-            "--listen",
-            &listen,
-            "--name",
-            "books",
-        ],
-    );
+    let mut child = run_books_on(&cp, app_port, inbound);
     assert_eventually!(cp
         .registry
         .list()
@@ -235,23 +223,40 @@ async fn through_http_proxy(proxy: &str, url: &str) -> std::io::Result<(u16, Str
     Ok((status, body))
 }
 
+/// `books`, the sample server, under `trellis run`.
+fn run_books(cp: &ControlPlane) -> std::process::Child {
+    run_books_on(cp, free_port(), free_port())
+}
+
+/// [`run_books`] with the app on `app_port` and the sidecar's inbound on `inbound`.
+fn run_books_on(cp: &ControlPlane, app_port: u16, inbound: u16) -> std::process::Child {
+    let listen = format!("127.0.0.1:{app_port}");
+    let app = [
+        TRELLIS,
+        "sample-server",
+        "--listen",
+        &listen,
+        "--name",
+        "books",
+    ];
+    trellis_run(cp, app_port, inbound, &app)
+}
+
+/// `trellis run` of a `batch` job with no port, calling `books`, running `script`.
+fn client_job(cp: &ControlPlane, script: &str) -> Command {
+    let mut job = Command::new(TRELLIS);
+    job.args(["run", "--service", "batch", "--upstream", "books"])
+        .args(["--token", TOKEN])
+        .args(["--control", &format!("http://{}", cp.http_addr)])
+        .args(["--", "sh", "-c", script])
+        .env("TRELLIS_LOG", "warn");
+    job
+}
+
 #[tokio::test]
 async fn the_app_reaches_upstreams_by_name_through_http_proxy() {
     let cp = control_plane().await;
-    let books_port = free_port();
-    let books = trellis_run(
-        &cp,
-        books_port,
-        free_port(),
-        &[
-            TRELLIS,
-            "sample-server",
-            "--listen",
-            &format!("127.0.0.1:{books_port}"),
-            "--name",
-            "books",
-        ],
-    );
+    let books = run_books(&cp);
     // The web app writes down the HTTP_PROXY and NO_PROXY it was given, then serves.
     let dir = tempfile::tempdir().expect("tempdir");
     let env_file = dir.path().join("env");
@@ -301,6 +306,69 @@ async fn the_app_reaches_upstreams_by_name_through_http_proxy() {
         .expect("answered");
     assert_eq!(status, 404);
     stop(web, "-TERM");
+    stop(books, "-TERM");
+}
+
+#[tokio::test]
+async fn a_client_only_job_runs_without_a_port_through_its_sidecar() {
+    let cp = control_plane().await;
+    let books = run_books(&cp);
+    assert_eventually!(cp
+        .registry
+        .list()
+        .iter()
+        .any(|p| p.service == "books" && p.state == SyncState::Synced));
+    // A job that never listens: its first call goes out through the sidecar at once
+    // (curl honours http_proxy), then it waits to be told to finish.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (body, done) = (dir.path().join("body"), dir.path().join("done"));
+    let script = format!(
+        "curl -sS --max-time 10 -o {body} http://books/ || exit 9; \
+         while [ ! -e {done} ]; do sleep 0.1; done; exit 0",
+        body = body.display(),
+        done = done.display()
+    );
+    let job = client_job(&cp, &script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn trellis run");
+    assert_eventually!(std::fs::read_to_string(&body).is_ok_and(|b| !b.is_empty()));
+    assert_eq!(
+        std::fs::read_to_string(&body).expect("body"),
+        "hello from books\n"
+    );
+    assert!(cp
+        .registry
+        .list()
+        .iter()
+        .any(|p| p.service == "batch" && p.state == SyncState::Synced));
+    std::fs::write(&done, "").expect("done");
+    let output = tokio::task::spawn_blocking(move || job.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("(client only, HTTP proxy http://127.0.0.1:"),
+        "{stdout}"
+    );
+    // The job's exit code is trellis run's.
+    let mut failing = client_job(&cp, "exit 4");
+    // Off the runtime's thread: the control plane answers on it.
+    let failing = tokio::task::spawn_blocking(move || failing.output())
+        .await
+        .expect("join")
+        .expect("trellis run");
+    assert_eq!(failing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failing.stderr);
+    assert!(stderr.contains("exited with exit status: 4"), "{stderr}");
     stop(books, "-TERM");
 }
 

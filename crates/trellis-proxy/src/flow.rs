@@ -76,26 +76,31 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
-        let first = match this.held.take() {
-            Some(held) => held,
-            None if *this.done => return Poll::Ready(None),
-            None => match this.inner.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(frame)) => frame,
-                Poll::Ready(None) => {
-                    *this.done = true;
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => return Poll::Pending,
-            },
-        };
-        let first = match first {
-            Ok(frame) => frame,
-            Err(e) => return Poll::Ready(Some(Err(e))),
-        };
-        let first = match first.into_data() {
-            Ok(data) if data.len() < COALESCE_BYTES => data,
-            Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+        let first = loop {
+            let frame = match this.held.take() {
+                Some(held) => held,
+                None if *this.done => return Poll::Ready(None),
+                None => match this.inner.as_mut().poll_frame(cx) {
+                    Poll::Ready(Some(frame)) => frame,
+                    Poll::Ready(None) => {
+                        *this.done = true;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            };
+            match frame.into_data() {
+                // An empty chunk carries nothing, and HTTP/2 peers count empty DATA
+                // frames against a small allowance per connection.
+                Ok(data) if data.is_empty() => {}
+                Ok(data) if data.len() < COALESCE_BYTES => break data,
+                Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+            }
         };
         let mut joined: Option<BytesMut> = None;
         loop {
@@ -105,6 +110,7 @@ where
             }
             match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
                     Ok(data) if size + data.len() <= COALESCE_BYTES => {
                         let buf = joined.get_or_insert_with(|| {
                             let mut buf = BytesMut::with_capacity(COALESCE_BYTES);
@@ -190,6 +196,22 @@ mod tests {
         assert_eq!(joined, expected.as_bytes());
         assert_eq!(out.len(), 2, "4,000 bytes are one chunk, then the trailers");
         assert_eq!(out[1].trailers_ref(), Some(&trailers));
+    }
+
+    #[tokio::test]
+    async fn empty_chunks_are_dropped() {
+        let input = vec![
+            Frame::data(Bytes::new()),
+            Frame::data(Bytes::from_static(b"a")),
+            Frame::data(Bytes::new()),
+            Frame::data(Bytes::from_static(b"b")),
+            Frame::data(Bytes::new()),
+        ];
+        let out = collect(Coalesce::new(frames(input))).await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(data(&out[0]), Some(&b"ab"[..]));
+        let only_empty = vec![Frame::data(Bytes::new()), Frame::data(Bytes::new())];
+        assert!(collect(Coalesce::new(frames(only_empty))).await.is_empty());
     }
 
     #[tokio::test]

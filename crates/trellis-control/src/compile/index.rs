@@ -335,7 +335,8 @@ fn services(
         .iter()
         .map(|(r, w)| WorkloadRef {
             labels: &r.metadata.labels,
-            endpoint: is_ready(r).then(|| {
+            // A workload whose application listens on no port only makes calls.
+            endpoint: (is_ready(r) && !w.ports.is_empty()).then(|| {
                 SocketAddr::new(w.address, w.inbound_port.unwrap_or(DEFAULT_INBOUND_PORT))
             }),
             identity: workload_identity(trust_domain, &r.metadata.namespace, &w.service_account),

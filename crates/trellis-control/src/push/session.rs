@@ -162,7 +162,11 @@ fn workload_resource(w: &Workload) -> Result<Resource, String> {
             .filter(|p| *p != 0)
             .ok_or_else(|| format!("workload.{field}: must be between 1 and 65535, got {value}"))
     };
-    let app_port = port(w.app_port, "appPort")?;
+    // No application port: a client only, which serves nothing.
+    let app_port = match w.app_port {
+        0 => None,
+        p => Some(port(p, "appPort")?),
+    };
     let inbound_port = port(w.inbound_port, "inboundPort")?;
     let mut labels: BTreeMap<String, String> = w.labels.clone().into_iter().collect();
     labels.insert(APP_LABEL.to_string(), w.service.clone());
@@ -170,11 +174,14 @@ fn workload_resource(w: &Workload) -> Result<Resource, String> {
     metadata.labels = labels;
     let spec = WorkloadSpec {
         address,
-        ports: vec![WorkloadPort {
-            name: None,
-            port: app_port,
-            app_protocol: None,
-        }],
+        ports: app_port
+            .map(|port| WorkloadPort {
+                name: None,
+                port,
+                app_protocol: None,
+            })
+            .into_iter()
+            .collect(),
         inbound_port: Some(inbound_port),
         service_account: w.service_account.clone(),
         zone: (!w.zone.is_empty()).then(|| w.zone.clone()),

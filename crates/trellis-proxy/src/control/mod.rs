@@ -14,7 +14,7 @@ mod sidecar;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use trellis_api::proto::v1::{
     self as wire, control_message, proxy_api_client::ProxyApiClient, proxy_message,
@@ -63,9 +63,9 @@ pub enum SessionError {
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Keeps a session with the control plane for as long as the proxy runs.
-pub async fn run(proxy: Arc<Proxy>, settings: ControlSettings) {
-    let mut serving_version = 0u64;
+/// Keeps a session with the control plane for as long as the proxy runs; publishes
+/// the version of the configuration it serves (0 until the first arrives).
+pub async fn run(proxy: Arc<Proxy>, settings: ControlSettings, serving: watch::Sender<u64>) {
     let mut identity = IdentityState::default();
     let mut backoff = BACKOFF_MIN;
     // Proxies start at a random address so a fleet spreads over the control planes,
@@ -79,15 +79,8 @@ pub async fn run(proxy: Arc<Proxy>, settings: ControlSettings) {
             tracing::error!("no control-plane address configured");
             return;
         };
-        let before = serving_version;
-        let ended = session(
-            address,
-            &proxy,
-            &settings,
-            &mut serving_version,
-            &mut identity,
-        )
-        .await;
+        let before = *serving.borrow();
+        let ended = session(address, &proxy, &settings, &serving, &mut identity).await;
         match ended {
             Ok(()) => {}
             Err(e) => {
@@ -102,7 +95,7 @@ pub async fn run(proxy: Arc<Proxy>, settings: ControlSettings) {
             }
         }
         // A session that delivered configuration was healthy: start backing off anew.
-        if serving_version != before {
+        if *serving.borrow() != before {
             backoff = BACKOFF_MIN;
         }
         tokio::time::sleep(jitter(backoff)).await;
@@ -141,7 +134,7 @@ async fn session(
     address: &str,
     proxy: &Proxy,
     settings: &ControlSettings,
-    serving_version: &mut u64,
+    serving: &watch::Sender<u64>,
     identity: &mut IdentityState,
 ) -> Result<(), SessionError> {
     let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
@@ -168,7 +161,7 @@ async fn session(
         token: identity.token(&settings.token).to_string(),
         workload: Some(settings.workload.clone()),
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),
-        serving_version: *serving_version,
+        serving_version: *serving.borrow(),
         admin_address: admin_address(proxy.admin_addr(), &settings.workload.address),
     };
     let _ = tx.try_send(message(proxy_message::Message::Hello(hello)));
@@ -204,7 +197,7 @@ async fn session(
                 };
                 match msg.message {
                     Some(control_message::Message::Snapshot(snapshot)) => {
-                        Some(apply(proxy, &settings.local, &snapshot, serving_version).await)
+                        Some(apply(proxy, &settings.local, &snapshot, serving).await)
                     }
                     Some(control_message::Message::TapStart(start)) => {
                         tracing::info!(tap = %start.id, "tap started");
@@ -238,10 +231,11 @@ async fn apply(
     proxy: &Proxy,
     local: &LocalSettings,
     snapshot: &wire::Snapshot,
-    serving_version: &mut u64,
+    serving: &watch::Sender<u64>,
 ) -> proxy_message::Message {
     let version = snapshot.version;
-    if version == *serving_version {
+    let serving_version = *serving.borrow();
+    if version == serving_version {
         return proxy_message::Message::Ack(wire::Ack { version });
     }
     let result = match &snapshot.config {
@@ -254,7 +248,7 @@ async fn apply(
     match result {
         Ok(()) => {
             tracing::info!(version, "applied configuration from the control plane");
-            *serving_version = version;
+            serving.send_replace(version);
             proxy_message::Message::Ack(wire::Ack { version })
         }
         Err(error) => {

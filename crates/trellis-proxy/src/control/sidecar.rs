@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::ControlSettings;
@@ -15,6 +16,7 @@ use crate::{Proxy, ProxyConfig};
 pub struct Sidecar {
     pub proxy: Arc<Proxy>,
     session: JoinHandle<()>,
+    serving: watch::Receiver<u64>,
 }
 
 impl Sidecar {
@@ -28,8 +30,21 @@ impl Sidecar {
         let app = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));
         let config = ProxyConfig::sidecar(inbound_port, app, settings.local.admin);
         let proxy = Arc::new(Proxy::start(config).await?);
-        let session = tokio::spawn(super::run(proxy.clone(), settings));
-        Ok(Self { proxy, session })
+        let (serving_tx, serving) = watch::channel(0);
+        let session = tokio::spawn(super::run(proxy.clone(), settings, serving_tx));
+        Ok(Self {
+            proxy,
+            session,
+            serving,
+        })
+    }
+
+    /// Waits until the proxy serves a configuration from the control plane, so that
+    /// calls made from then on find their routes.
+    pub async fn configured(&self) {
+        let mut serving = self.serving.clone();
+        // The sender lives as long as the session task, which runs until dropped.
+        let _ = serving.wait_for(|version| *version != 0).await;
     }
 }
 

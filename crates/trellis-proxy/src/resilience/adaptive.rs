@@ -21,11 +21,20 @@
 //! windows rather than after its callers' queues have filled. A backend far from its
 //! limit says nothing about what it could take, so the limit then drifts back towards
 //! twice what was in flight, never below where it started: a limit grown in a busy hour
-//! does not stay open to the next slowdown. It starts low (20): what matters in a
+//! does not stay open to the next slowdown. It starts low (20).
+//!
+//! The limit binds only while latency says the backend is degraded: after a window
+//! whose quartile passed the tolerance (until one comes back within half of it, or
+//! the backend has nothing in flight from this caller: its queue is then gone), or
+//! while requests are in flight and none has completed for twice the tolerated round
+//! trip (a second before there is a baseline). Until then, requests past the limit are
+//! admitted, and the limit grows towards what they ask: a burst on a healthy backend,
+//! however large, is never shed for what its latency has not shown. What matters in a
 //! cascade is how many of a caller's workers the first slow round trips can tie up
-//! before any of them completes, and only the starting limit bounds that. Requests past
-//! the limit are shed at once, with 503 and `retry-after`, instead of queueing in front
-//! of a backend that is already slow; when latency recovers, so does the limit.
+//! before any of them completes: once none completes, a stall is declared within two
+//! round trips, and from then on only the limit's worth of them. Requests past a
+//! binding limit are shed at once, with 503 and `retry-after`, instead of queueing in
+//! front of a backend that is already slow; when latency recovers, so does the limit.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,6 +90,14 @@ impl Default for AdaptiveConfig {
 /// jitter, not queueing, for a backend that answers within a millisecond or two.
 const JITTER: f64 = 0.001;
 
+/// How many tolerated round trips may pass with requests in flight and none completed
+/// before the backend counts as stalled.
+const STALL_ROUND_TRIPS: f64 = 2.0;
+
+/// How long requests may wait with none completed before the backend counts as stalled
+/// while there is no baseline yet.
+const COLD_STALL: Duration = Duration::from_secs(1);
+
 /// How far a limit far above its backend's demand drifts back per window: about a
 /// twentieth, so some twenty windows (four hundred round trips) undo a burst's growth.
 const IDLE_DRIFT: f64 = 0.05;
@@ -103,6 +120,27 @@ struct Estimate {
     short: Vec<f64>,
     /// Most requests in flight seen over the short window.
     peak_in_flight: usize,
+    /// Set by a window whose quartile passed the tolerance, cleared by one back within
+    /// half of it or when nothing is in flight: while set, the limit binds.
+    degraded: bool,
+    /// When a request last completed, or the backend last went from idle to busy.
+    progress: Option<Instant>,
+}
+
+impl Estimate {
+    /// Whether requests have been in flight for too long with none completing.
+    fn stalled(&self, config: &AdaptiveConfig, in_flight: usize, now: Instant) -> bool {
+        let patience = match self.long_rtt {
+            Some(long) => {
+                Duration::from_secs_f64(STALL_ROUND_TRIPS * (long * config.tolerance + JITTER))
+            }
+            None => COLD_STALL,
+        };
+        in_flight > 0
+            && self
+                .progress
+                .is_some_and(|p| now.saturating_duration_since(p) > patience)
+    }
 }
 
 /// A request admitted under the limit; give it back with [`AdaptiveLimit::complete`]
@@ -129,20 +167,38 @@ impl AdaptiveLimit {
                 updated: None,
                 short: Vec::with_capacity(config.short_window as usize),
                 peak_in_flight: 0,
+                degraded: false,
+                progress: None,
             }),
             config,
             in_flight: Arc::default(),
         }
     }
 
-    /// Admits a request if fewer than the limit are in flight; `None` sheds it.
+    /// Admits a request if fewer than the limit are in flight, or if the backend's
+    /// latency has not degraded; `None` sheds it.
     pub fn try_admit(&self) -> Option<Admitted> {
-        let limit = self.limit();
-        self.in_flight
+        self.try_admit_at(Instant::now())
+    }
+
+    /// [`Self::try_admit`] at `now`.
+    pub fn try_admit_at(&self, now: Instant) -> Option<Admitted> {
+        let mut e = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = e.limit as usize;
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        let binding = e.degraded || e.stalled(&self.config, in_flight, now);
+        let before = self
+            .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
+                (n < limit || !binding).then_some(n + 1)
             })
             .ok()?;
+        if before == 0 {
+            // Idle until now: whatever queue the backend had is gone. (A burst's last
+            // windows are its slowest calls, late only behind the burst itself.)
+            e.progress = Some(now);
+            e.degraded = false;
+        }
         Some(Admitted {
             in_flight: self.in_flight.clone(),
         })
@@ -162,6 +218,7 @@ impl AdaptiveLimit {
         let in_flight = self.in_flight.load(Ordering::Acquire);
         let c = &self.config;
         let mut e = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        e.progress = Some(now);
         e.short.push(rtt.as_secs_f64());
         e.peak_in_flight = e.peak_in_flight.max(in_flight);
         if e.short.len() < c.short_window as usize {
@@ -187,6 +244,11 @@ impl AdaptiveLimit {
         (e.long_rtt, e.updated) = (Some(long), Some(now));
         let allowed = long * c.tolerance + JITTER;
         let healthy = short <= allowed;
+        if !healthy {
+            e.degraded = true;
+        } else if short <= long * (1.0 + (c.tolerance - 1.0) / 2.0) + JITTER {
+            e.degraded = false;
+        }
         if (peak as f64) < e.limit / 2.0 && healthy {
             // Far from the limit: it says nothing about what the backend could take.
             // Drift back towards twice the demand, never below the starting limit.
@@ -255,7 +317,7 @@ mod tests {
             let mut shed = 0;
             for _ in 0..rounds {
                 let admitted: Vec<_> = (0..concurrency)
-                    .filter_map(|_| self.limit.try_admit())
+                    .filter_map(|_| self.limit.try_admit_at(self.now))
                     .collect();
                 shed += concurrency - admitted.len();
                 self.now += rtt;
@@ -275,6 +337,8 @@ mod tests {
         backend.drive(200, 150, healthy);
         let grown = backend.limit.limit();
         assert!(grown >= 150, "grew to {grown}");
+        // A long call keeps the backend from ever being idle between rounds.
+        let _steady = backend.limit.try_admit_at(backend.now).expect("admitted");
         // Ten times slower, for 20 s: the limit comes down and stays down, and
         // requests past it are shed.
         backend.drive(200, 150, healthy * 10);
@@ -288,24 +352,75 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_on_a_healthy_backend_is_admitted_within_a_few_windows() {
+    fn a_burst_on_a_healthy_backend_is_never_shed() {
+        let healthy = Duration::from_millis(50);
+        // A fresh limit knows nothing of the backend: nothing to shed for.
+        let mut cold = Backend::new(AdaptiveConfig::default());
+        assert_eq!(cold.drive(1, 1000, healthy), 0);
+        // A quiet backend with a baseline: a thousand at once, again and again, all
+        // admitted, and the limit grows towards them.
         let mut backend = Backend::new(AdaptiveConfig::default());
-        let healthy = Duration::from_millis(10);
         backend.drive(50, 4, healthy);
         assert_eq!(backend.limit.limit(), 20, "a quiet backend keeps its start");
-        // 100 at once: some are shed at first, but within thirty round trips (some
-        // twenty windows) none are.
+        assert_eq!(backend.drive(10, 1000, healthy), 0);
         assert!(
-            backend.drive(1, 100, healthy) > 0,
-            "the start holds at first"
-        );
-        backend.drive(29, 100, healthy);
-        assert_eq!(
-            backend.drive(1, 100, healthy),
-            0,
-            "limit {}",
+            backend.limit.limit() > 100,
+            "grew to {}",
             backend.limit.limit()
         );
+    }
+
+    #[test]
+    fn a_backend_that_stops_answering_is_held_to_the_limit_within_two_round_trips() {
+        let mut backend = Backend::new(AdaptiveConfig::default());
+        let usual = Duration::from_millis(20);
+        backend.drive(100, 4, usual);
+        // It stops answering; a request arrives every millisecond. Those of the first
+        // two tolerated round trips (2 × 26 ms) are admitted, then none past the limit.
+        let mut held = Vec::new();
+        for _ in 0..500 {
+            backend.now += Duration::from_millis(1);
+            held.extend(backend.limit.try_admit_at(backend.now));
+        }
+        assert!((50..=55).contains(&held.len()), "admitted {}", held.len());
+        // A completion is progress, but the limit binds again once the wait resumes.
+        let first = held.remove(0);
+        backend
+            .limit
+            .complete(first, Duration::from_millis(500), backend.now);
+        backend.now += Duration::from_millis(100);
+        assert!(backend.limit.try_admit_at(backend.now).is_none());
+    }
+
+    #[test]
+    fn a_window_past_the_tolerance_makes_the_limit_bind_until_latency_is_back() {
+        let mut backend = Backend::new(AdaptiveConfig::default());
+        let usual = Duration::from_millis(100);
+        backend.drive(100, 4, usual);
+        let _steady = backend.limit.try_admit_at(backend.now).expect("admitted");
+        // Twice slower for a window: the limit binds, and keeps binding while the
+        // backend stays past half the tolerance (1.125 times its usual round trip).
+        backend.drive(5, 4, usual * 2);
+        assert!(backend.drive(1, 100, usual * 2) > 0);
+        assert!(backend.drive(1, 100, usual * 120 / 100) > 0);
+        assert!(backend.drive(1, 100, usual * 120 / 100) > 0);
+        // Back at its usual latency for a window: bursts are admitted again.
+        backend.drive(10, 4, usual);
+        assert_eq!(backend.drive(1, 100, usual), 0);
+    }
+
+    #[test]
+    fn a_backend_with_nothing_in_flight_is_no_longer_held_to_its_limit() {
+        let mut backend = Backend::new(AdaptiveConfig::default());
+        let usual = Duration::from_millis(50);
+        backend.drive(50, 4, usual);
+        // A burst whose calls all come back late: the limit binds while it lasts ...
+        let steady = backend.limit.try_admit_at(backend.now).expect("admitted");
+        backend.drive(2, 20, usual * 3);
+        assert!(backend.drive(1, 1000, usual * 3) > 0);
+        // ... and not once the backend has drained.
+        drop(steady);
+        assert_eq!(backend.drive(1, 1000, usual), 0);
     }
 
     #[test]
@@ -335,15 +450,24 @@ mod tests {
             ..AdaptiveConfig::default()
         };
         let mut backend = Backend::new(config);
-        let held: Vec<_> = (0..10).filter_map(|_| backend.limit.try_admit()).collect();
-        assert_eq!(held.len(), 5);
-        assert_eq!(backend.limit.in_flight(), 5);
+        let now = backend.now;
+        let held: Vec<_> = (0..10)
+            .filter_map(|_| backend.limit.try_admit_at(now))
+            .collect();
+        assert_eq!(held.len(), 10, "nothing says the backend is slow yet");
+        assert_eq!(backend.limit.in_flight(), 10);
         drop(held);
         assert_eq!(backend.limit.in_flight(), 0);
         backend.drive(500, 10, Duration::from_millis(1));
         assert!(backend.limit.limit() <= 8);
-        backend.drive(500, 10, Duration::from_secs(5));
-        assert!(backend.limit.limit() >= 2);
+        let _steady = backend.limit.try_admit_at(backend.now).expect("admitted");
+        backend.drive(40, 10, Duration::from_millis(50));
+        assert_eq!(backend.limit.limit(), 2);
+        let now = backend.now;
+        let held: Vec<_> = (0..10)
+            .filter_map(|_| backend.limit.try_admit_at(now))
+            .collect();
+        assert_eq!(held.len(), 1, "a slow backend is held to its limit (2)");
         assert!(retry_after(&backend.limit) >= Duration::from_secs(1));
     }
 }

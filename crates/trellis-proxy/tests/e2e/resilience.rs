@@ -202,6 +202,9 @@ async fn adaptive_concurrency_sheds_past_its_limit_with_retry_after() {
         2
     );
     let holders = hold(&proxy, &hanging, 2).await;
+    // The limit binds once the backend has answered nothing for a second (it has no
+    // usual round trip yet to judge by).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let resp = HttpClient::http1()
         .get(&url(&proxy, "/"))
         .await
@@ -212,6 +215,64 @@ async fn adaptive_concurrency_sheds_past_its_limit_with_retry_after() {
     let shed = r#"trellis_circuit_rejections_total{backend="app",reason="concurrency-limit"}"#;
     assert_eq!(counter(&proxy, shed), 1);
     holders.iter().for_each(|h| h.abort());
+}
+
+/// Sends `n` calls at once, spread over connections of a hundred streams each, and
+/// returns the statuses that are not 200 with their overflow reasons.
+async fn burst(proxy: &trellis_proxy::Proxy, n: usize, path: &str) -> Vec<String> {
+    let clients: Vec<HttpClient> = (0..n.div_ceil(100)).map(|_| HttpClient::http2()).collect();
+    let calls = (0..n).map(|i| {
+        let (client, url) = (clients[i / 100].clone(), url(proxy, path));
+        tokio::spawn(async move {
+            match client.get(&url).await {
+                Ok(resp) if resp.status == StatusCode::OK => None,
+                Ok(resp) => Some(format!(
+                    "{} {:?}",
+                    resp.status,
+                    resp.headers.get("x-trellis-overflow")
+                )),
+                Err(e) => Some(e.to_string()),
+            }
+        })
+    });
+    let mut failed = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        failed.extend(call.await.expect("call"));
+    }
+    failed
+}
+
+#[tokio::test]
+async fn a_burst_of_a_thousand_calls_to_a_healthy_backend_is_never_shed() {
+    // One HTTP/2 connection to the backend carries the whole burst.
+    let backend = HttpServer::start("good", ServerProtocol::Http2)
+        .await
+        .expect("server");
+    // The default protection, adaptive concurrency starting at 20.
+    let yaml = format!(
+        "listeners: [{{name: web, address: 127.0.0.1:0, routes: [{{backend: app}}]}}]\n\
+         backends: [{{name: app, protocol: http2, endpoints: [\"{}\"]}}]\n",
+        backend.addr()
+    );
+    let proxy = start(&yaml).await;
+    // Fresh; then quiet for a while, so the limit has a baseline and sits at its
+    // start; then the same burst again.
+    for round in ["cold", "warm", "again"] {
+        if round == "warm" {
+            for _ in 0..25 {
+                assert!(burst(&proxy, 4, "/delay/50").await.is_empty());
+            }
+        }
+        let failed = burst(&proxy, 1000, "/delay/50").await;
+        assert!(
+            failed.is_empty(),
+            "{round}: {} failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+    }
+    let shed = r#"trellis_circuit_rejections_total{backend="app",reason="concurrency-limit"}"#;
+    assert_eq!(counter(&proxy, shed), 0);
 }
 
 #[tokio::test]

@@ -126,7 +126,10 @@ impl HttpServer {
 
 impl ServerProtocol {
     fn builder(self) -> auto::Builder<TokioExecutor> {
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // No cap on concurrent streams, as gRPC servers have none by default: a burst
+        // reaches the handlers rather than queueing in front of hyper's 200.
+        builder.http2().max_concurrent_streams(None);
         match self {
             ServerProtocol::Http1 => builder.http1_only(),
             ServerProtocol::Http2 => builder.http2_only(),

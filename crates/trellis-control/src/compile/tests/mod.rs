@@ -23,7 +23,7 @@ use trellis_api::proto::v1::{
     path_match, value_match, Backend, BackendProtocol, Listener, ListenerProtocol, ProxyConfig,
     RouteMatch, Upstream, Workload,
 };
-use trellis_api::service::WorkloadSpec;
+use trellis_api::service::{WorkloadPort, WorkloadSpec};
 use trellis_api::{parse_documents, Condition, ObjectMeta, Resource, Spec};
 
 use super::{describe_match, is_valid_name, MeshIndex, MeshState};
@@ -47,7 +47,13 @@ fn workload(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let ip: IpAddr = address.parse().expect("test address");
-    let mut resource = Resource::new(meta, Spec::Workload(WorkloadSpec::new(ip)));
+    let mut spec = WorkloadSpec::new(ip);
+    spec.ports = vec![WorkloadPort {
+        name: None,
+        port: 8080,
+        app_protocol: None,
+    }];
+    let mut resource = Resource::new(meta, Spec::Workload(spec));
     if let Some(ready) = ready {
         resource.set_condition(Condition::ready(ready, "Test", ""));
     }

@@ -123,6 +123,27 @@ fn selectors_pick_endpoints_by_labels_and_readiness() {
 }
 
 #[test]
+fn a_workload_that_listens_on_no_port_is_no_endpoint() {
+    let mut resources = bookinfo("");
+    let mut client = workload(
+        "bookinfo",
+        "ratings-job",
+        &[("app", "ratings"), ("version", "v1")],
+        "10.0.1.9",
+        Some(true),
+    );
+    if let Spec::Workload(w) = &mut client.spec {
+        w.ports.clear();
+    }
+    resources.push(client);
+    let config = compile(&resources, &productpage());
+    assert_eq!(
+        endpoints(backend(&config, "ratings.bookinfo")),
+        ["10.0.1.1:7143", "10.0.1.2:7143", "10.0.2.1:7200"]
+    );
+}
+
+#[test]
 fn implicit_service_selects_the_app_label() {
     let resources = vec![
         workload("shop", "cart-1", &[("app", "cart")], "10.1.0.2", None),

@@ -96,7 +96,7 @@ fn destinations_map_to_their_services_listeners() {
             ),
             (
                 "transparent-shop-db".to_string(),
-                vec!["240.240.0.8".to_string()]
+                vec!["240.240.0.8".to_string(), "10.0.0.8:8080".to_string()]
             ),
         ]
     );
