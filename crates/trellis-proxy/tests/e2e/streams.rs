@@ -77,6 +77,40 @@ async fn a_response_of_20000_small_chunks_arrives_whole_beside_a_large_upload() 
     assert!(echo.body == upload, "the upload came back altered");
 }
 
+/// Streams that fail (clients that hang up halfway through an upload, which the
+/// outbound proxy turns into resets on the shared proxy-to-proxy connection) end alone:
+/// a large upload beside them comes back whole, and the connection serves on.
+#[tokio::test]
+async fn a_failing_stream_never_ends_the_streams_beside_it() {
+    use tokio::io::AsyncWriteExt;
+    let app = HttpServer::start("app", ServerProtocol::Http1)
+        .await
+        .expect("server");
+    let (outbound, _inbound) = chain("auto", "http1", app.addr()).await;
+    let base = format!("http://{}", web(&outbound));
+    let client = HttpClient::http1();
+    let upload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let aborts = async {
+        for _ in 0..20 {
+            let mut tcp = TcpStream::connect(web(&outbound)).await.expect("connect");
+            let head = "POST /echo HTTP/1.1\r\nhost: app\r\ncontent-length: 1048576\r\n\r\n";
+            tcp.write_all(head.as_bytes()).await.expect("head");
+            tcp.write_all(&[7u8; 65536])
+                .await
+                .expect("part of the body");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(tcp);
+        }
+    };
+    let (echo, ()) = join(client.post(&format!("{base}/echo"), upload.clone()), aborts).await;
+    let echo = echo.expect("echo");
+    assert_eq!(echo.status, StatusCode::OK);
+    assert!(echo.body == upload, "the upload came back altered");
+    let after = client.get(&format!("{base}/")).await.expect("after");
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.text(), "hello from app\n");
+}
+
 /// gRPC streams of 10,000 messages each way cross both proxies whole.
 #[tokio::test]
 async fn grpc_streams_of_10000_messages_cross_two_proxies() {
