@@ -12,6 +12,11 @@ packages=(
   etcd-server                         # /usr/bin/etcd, for the etcd store's tests
   prometheus                          # a real Prometheus scraping the demo mesh in the tests
   chromium chromium-driver            # headless browser for the dashboard's end-to-end test
+  # Third-party peers of the interoperability suite (docs/interop.md):
+  curl                                # HTTP/1.1, h2c offers, HTTP/2, http_proxy and CONNECT
+  openjdk-17-jdk-headless             # Java's HttpClient, run as a single source file
+  redis-server redis-tools            # opaque TCP: redis-cli and redis-benchmark
+  mariadb-server mariadb-client       # a server-speaks-first protocol: a throwaway MariaDB
 )
 
 # rotel, an OpenTelemetry receiver that logs the spans it gets, for the span-export
@@ -20,6 +25,16 @@ if ! python3 -c 'import rotel' 2>/dev/null; then
   echo "installing: rotel (PyPI)" >&2
   python3 -m pip install --quiet --disable-pip-version-check rotel==0.0.1a15 >&2
 fi
+
+# The interoperability suite's Python peers: WebSocket and gRPC clients and servers.
+for requirement in websockets==17.4 grpcio==1.85.4; do
+  module=${requirement%%==*}
+  [ "$module" = grpcio ] && module=grpc
+  if ! python3 -c "import $module" 2>/dev/null; then
+    echo "installing: $requirement (PyPI)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "$requirement" >&2
+  fi
+done
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -36,9 +51,9 @@ echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts nginx, etcd and Prometheus on install; the tests and benchmark start
-# their own instances.
-for service in nginx etcd prometheus; do
+# Debian starts nginx, etcd, Prometheus, redis and MariaDB on install; the tests and
+# benchmark start their own instances.
+for service in nginx etcd prometheus redis-server mariadb; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
     $sudo systemctl stop "$service" || true
   fi

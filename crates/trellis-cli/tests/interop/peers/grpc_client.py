@@ -1,0 +1,62 @@
+"""A gRPC client on `grpcio`, for the interoperability suite.
+
+    python3 grpc_client.py TARGET [COUNT]
+
+Calls grpc_server.py's interop.Echo at TARGET (host:port; grpcio goes through
+`http_proxy` when it is set) and checks every answer: a unary call, then a
+server-stream, a client-stream and a bidi stream of COUNT (default 10000) small
+messages each, then a failing call whose status, details and trailers must arrive.
+Prints one line per case that passed ("ok CASE ...") and exits 1 at the first that did
+not.
+"""
+
+import hashlib
+import sys
+
+import grpc
+
+
+def check(case, condition, detail):
+    if not condition:
+        print(f"FAILED {case}: {detail}", flush=True)
+        sys.exit(1)
+
+
+def main(target, count):
+    with grpc.insecure_channel(target) as channel:
+        method = lambda kind, name: getattr(channel, kind)(f"/interop.Echo/{name}")
+
+        answer = method("unary_unary", "Unary")(b"hello", timeout=30)
+        check("unary", answer == b"hello", f"got {answer!r}")
+        print("ok unary", flush=True)
+
+        received = list(method("unary_stream", "ServerStream")(b"%d" % count, timeout=60))
+        expected = [b"message %d" % i for i in range(count)]
+        check("server-stream", received == expected, f"{len(received)} messages")
+        print(f"ok server-stream {len(received)}", flush=True)
+
+        sent = [b"m%d" % i for i in range(count)]
+        answer = method("stream_unary", "ClientStream")(iter(sent), timeout=60)
+        digest = hashlib.sha256(b"".join(sent)).hexdigest()
+        check("client-stream", answer == b"%d %s" % (count, digest.encode()), answer)
+        print(f"ok client-stream {count}", flush=True)
+
+        sent = [b"b%d" % i for i in range(count)]
+        received = list(method("stream_stream", "Bidi")(iter(sent), timeout=60))
+        check("bidi", received == sent, f"{len(received)} messages back")
+        print(f"ok bidi {len(received)}", flush=True)
+
+        try:
+            method("unary_unary", "Fail")(b"tenant-7", timeout=30)
+            check("status", False, "the call succeeded")
+        except grpc.RpcError as e:
+            trailers = dict(e.trailing_metadata() or ())
+            check("status", e.code() == grpc.StatusCode.FAILED_PRECONDITION, e.code())
+            check("status", e.details() == "quota exhausted: tenant-7", e.details())
+            check("status", trailers.get("x-reason") == "quota", trailers)
+            check("status", trailers.get("x-detail-bin") == b"tenant-7", trailers)
+        print("ok status FAILED_PRECONDITION", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 10_000)
