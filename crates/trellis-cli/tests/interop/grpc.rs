@@ -13,7 +13,14 @@ use super::mesh::{
 };
 
 /// Every case the client script runs; each must pass.
-const CASES: [&str; 5] = ["unary", "server-stream", "client-stream", "bidi", "status"];
+const CASES: [&str; 6] = [
+    "unary",
+    "server-stream",
+    "client-stream",
+    "bidi",
+    "large-messages",
+    "status",
+];
 
 async fn echo_mesh() -> (Mesh, Server, Caller) {
     require_programs(&["python3"], "python3");

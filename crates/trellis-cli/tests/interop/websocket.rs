@@ -1,6 +1,7 @@
 //! WebSocket through the mesh between the Python `websockets` client and server
 //! (peers/ws_client.py, peers/ws_server.py): text, binary, pings from both sides, a
-//! 1 MiB message and close codes seen by the other end.
+//! 1 MiB message and close codes seen by the other end; through an upstream port and
+//! through `http_proxy`.
 
 use std::ffi::OsStr;
 
@@ -32,34 +33,60 @@ async fn websockets_client_and_server_talk_through_the_mesh() {
         .await;
     let caller = mesh.caller(&["chat"]).await;
 
-    let mut client = Command::new("python3");
-    client
-        .arg(peer("ws_client.py"))
-        .arg(format!("ws://{}/chat", caller.upstream("chat")));
-    let printed = run_client(client).await;
-    assert_passed(
-        &printed,
-        &[
-            "text",
-            "binary",
-            "client-ping",
-            "server-ping",
-            "1MiB",
-            "server-close",
-            "client-close",
-        ],
-    );
-    assert!(printed.contains("ok text 100\n"), "{printed}");
-    // The 1 MiB message is 32 768 copies of SHA-256("seed"), echoed whole.
-    assert!(
-        printed
-            .contains("ok 1MiB 864fc0d7bc76787dc87a8a53da8a596ab3f13ca455168b8ff2d889e3e8699c11\n"),
-        "{printed}"
-    );
-    // The server saw each close as the client sent it.
-    assert_eventually!(std::fs::read_to_string(&report).is_ok_and(|r| r.lines().count() == 3));
+    // Through the caller's upstream port, then by name through its HTTP proxy port, as
+    // the client under `trellis run` would (websockets tunnels with CONNECT when
+    // `http_proxy` is set).
+    let direct = format!("ws://{}/chat", caller.upstream("chat"));
+    let proxy = format!("http://{}", caller.http_proxy);
+    for (url, http_proxy) in [
+        (direct.as_str(), None),
+        ("ws://chat:8080/chat", Some(&proxy)),
+    ] {
+        let mut client = Command::new("python3");
+        client
+            .arg(peer("ws_client.py"))
+            .arg(url)
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY");
+        if let Some(proxy) = http_proxy {
+            client.env("http_proxy", proxy);
+        }
+        let printed = run_client(client).await;
+        assert_passed(
+            &printed,
+            &[
+                "text",
+                "binary",
+                "client-ping",
+                "server-ping",
+                "1MiB",
+                "server-close",
+                "client-close",
+            ],
+        );
+        assert!(printed.contains("ok text 100\n"), "{url}: {printed}");
+        // The 1 MiB message is 32 768 copies of SHA-256("seed"), echoed whole.
+        assert!(
+            printed.contains(
+                "ok 1MiB 864fc0d7bc76787dc87a8a53da8a596ab3f13ca455168b8ff2d889e3e8699c11\n"
+            ),
+            "{url}: {printed}"
+        );
+    }
+    // The server saw each close as the clients sent it: three connections each.
+    assert_eventually!(std::fs::read_to_string(&report).is_ok_and(|r| r.lines().count() == 6));
     let seen = std::fs::read_to_string(&report).expect("report");
-    assert!(seen.contains("closed 4002 server done\n"), "{seen}");
-    assert!(seen.contains("closed 4001 client done\n"), "{seen}");
+    assert_eq!(
+        seen.matches("closed 4002 server done\n").count(),
+        2,
+        "{seen}"
+    );
+    assert_eq!(
+        seen.matches("closed 4001 client done\n").count(),
+        2,
+        "{seen}"
+    );
     assert!(inbound_mtls_handshakes(server.admin).await > 0);
 }

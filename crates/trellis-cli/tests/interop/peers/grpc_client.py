@@ -5,7 +5,7 @@
 Calls grpc_server.py's interop.Echo at TARGET (host:port; grpcio goes through
 `http_proxy` when it is set) and checks every answer: a unary call, then a
 server-stream, a client-stream and a bidi stream of COUNT (default 10000) small
-messages each, then a failing call whose status, details and trailers must arrive.
+messages each, streams of 1 MiB messages both ways, then a failing call whose status, details and trailers must arrive.
 Prints one line per case that passed ("ok CASE ...") and exits 1 at the first that did
 not.
 """
@@ -45,6 +45,15 @@ def main(target, count):
         received = list(method("stream_stream", "Bidi")(iter(sent), timeout=60))
         check("bidi", received == sent, f"{len(received)} messages back")
         print(f"ok bidi {len(received)}", flush=True)
+
+        received = list(method("unary_stream", "LargeStream")(b"64 1048576", timeout=60))
+        check("large-messages", len(received) == 64, f"{len(received)} of 64 messages")
+        for i, message in enumerate(received):
+            check("large-messages", message == bytes([i]) * 1048576, f"message {i} altered")
+        sent = [hashlib.sha256(b"%d" % i).digest() * 32768 for i in range(32)]
+        received = list(method("stream_stream", "Bidi")(iter(sent), timeout=60))
+        check("large-messages", received == sent, f"{len(received)} of 32 echoed intact")
+        print("ok large-messages 64+32 MiB", flush=True)
 
         try:
             method("unary_unary", "Fail")(b"tenant-7", timeout=30)

@@ -8,6 +8,7 @@ Service interop.Echo:
   ServerStream(b"N") -> N messages b"message I" (I from 0)
   ClientStream(messages) -> b"COUNT SHA256" of their concatenation
   Bidi(messages) -> each message echoed as it comes
+  LargeStream(b"N SIZE") -> N messages of SIZE bytes, message I all bytes I % 256
   Fail(bytes) -> status FAILED_PRECONDITION, details "quota exhausted: <bytes>", and
                  trailing metadata x-reason: quota, x-detail-bin: the request bytes
 """
@@ -26,6 +27,12 @@ def unary(request, context):
 def server_stream(request, context):
     for i in range(int(request)):
         yield b"message %d" % i
+
+
+def large_stream(request, context):
+    count, size = map(int, request.split())
+    for i in range(count):
+        yield bytes([i % 256]) * size
 
 
 def client_stream(requests, context):
@@ -56,6 +63,7 @@ def main():
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+        "LargeStream": grpc.unary_stream_rpc_method_handler(large_stream),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
