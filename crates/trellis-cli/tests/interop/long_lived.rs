@@ -16,15 +16,30 @@ use super::redis::start_cache;
 
 const CHANGES: usize = 20;
 
-/// Change number `i`: a route, a policy or the access-log format, in turn.
+/// Change number `i`: a route, a policy or the access-log format, in turn; routes and
+/// policies go to each of the three Services in turn.
 fn change(i: usize, caller_identity: &str, log: &std::path::Path) -> String {
+    let service = ["chat", "echo", "cache"][i / 3 % 3];
     match i % 3 {
-        0 => format!(
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: chat}}\nspec:\n  parentRefs: [{{kind: Service, name: chat}}]\n  rules:\n    - filters:\n        - type: RequestHeaderModifier\n          requestHeaderModifier:\n            set: [{{name: x-change, value: \"{i}\"}}]\n      backendRefs: [{{name: chat}}]\n"
-        ),
+        0 => {
+            let (kind, api) = match service {
+                "chat" => ("HTTPRoute", "v1"),
+                "echo" => ("GRPCRoute", "v1"),
+                _ => ("TCPRoute", "v1alpha2"),
+            };
+            // HTTP and gRPC routes set a header; the TCP route changes its weight.
+            let rule = match service {
+                "cache" => format!("    - backendRefs: [{{name: cache, weight: {}}}]\n", i + 1),
+                _ => format!(
+                    "    - filters:\n        - type: RequestHeaderModifier\n          requestHeaderModifier:\n            set: [{{name: x-change, value: \"{i}\"}}]\n      backendRefs: [{{name: {service}}}]\n"
+                ),
+            };
+            format!(
+                "apiVersion: gateway.networking.k8s.io/{api}\nkind: {kind}\nmetadata: {{name: {service}}}\nspec:\n  parentRefs: [{{kind: Service, name: {service}}}]\n  rules:\n{rule}"
+            )
+        }
         1 => {
             // The caller stays allowed; the policy's other identity changes.
-            let service = ["chat", "echo", "cache"][i / 3 % 3];
             format!(
                 "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: allow-{service}}}\nspec:\n  targetRef: {{kind: Service, name: {service}}}\n  rules:\n    - from: [{{identities: [\"{caller_identity}\", \"spiffe://trellis.local/ns/default/sa/other-{i}\"]}}]\n"
             )
