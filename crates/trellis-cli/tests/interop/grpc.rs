@@ -13,12 +13,13 @@ use super::mesh::{
 };
 
 /// Every case the client script runs; each must pass.
-const CASES: [&str; 6] = [
+const CASES: [&str; 7] = [
     "unary",
     "server-stream",
     "client-stream",
     "bidi",
     "large-messages",
+    "cancel",
     "status",
 ];
 

@@ -5,12 +5,14 @@
 Calls grpc_server.py's interop.Echo at TARGET (host:port; grpcio goes through
 `http_proxy` when it is set) and checks every answer: a unary call, then a
 server-stream, a client-stream and a bidi stream of COUNT (default 10000) small
-messages each, streams of 1 MiB messages both ways, then a failing call whose status, details and trailers must arrive.
+messages each, streams of 1 MiB messages both ways, a stream cancelled halfway
+beside a bidi stream that must go on, then a failing call whose status, details and trailers must arrive.
 Prints one line per case that passed ("ok CASE ...") and exits 1 at the first that did
 not.
 """
 
 import hashlib
+import queue
 import sys
 
 import grpc
@@ -54,6 +56,22 @@ def main(target, count):
         received = list(method("stream_stream", "Bidi")(iter(sent), timeout=60))
         check("large-messages", received == sent, f"{len(received)} of 32 echoed intact")
         print("ok large-messages 64+32 MiB", flush=True)
+
+        # A stream cancelled halfway ends alone: the bidi stream beside it on the same
+        # connection goes on.
+        outgoing = queue.Queue()
+        bidi = method("stream_stream", "Bidi")(iter(outgoing.get, None), timeout=60)
+        echo = lambda m: outgoing.put(m) or next(bidi) == m
+        check("cancel", echo(b"before"), "the bidi stream did not start")
+        stream = method("unary_stream", "ServerStream")(b"1000000", timeout=60)
+        first = [next(stream) for _ in range(100)]
+        check("cancel", first == [b"message %d" % i for i in range(100)], "first messages")
+        stream.cancel()
+        check("cancel", stream.code() == grpc.StatusCode.CANCELLED, stream.code())
+        check("cancel", all(echo(b"after %d" % i) for i in range(100)), "bidi after cancel")
+        outgoing.put(None)
+        check("cancel", next(bidi, None) is None and bidi.code() == grpc.StatusCode.OK, bidi.code())
+        print("ok cancel", flush=True)
 
         try:
             method("unary_unary", "Fail")(b"tenant-7", timeout=30)
