@@ -241,7 +241,7 @@ async fn curl_reaches_a_mesh_service_through_http_proxy_and_connect() {
     // A host the mesh does not know gets no tunnel: curl says so and exits 56.
     let mut refused = through_proxy(&["--proxytunnel", "-o", "/dev/null"]);
     refused.args(["-w", "%{http_connect}", "http://elsewhere.example:8080/"]);
-    let (status, printed, _) = run_to_end(refused).await;
+    let (status, printed, _) = run_to_end(refused, None).await;
     assert_eq!((status.code(), printed.as_str()), (Some(56), "403"));
     files.assert_mtls().await;
 }

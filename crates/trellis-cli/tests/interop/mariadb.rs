@@ -5,12 +5,11 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Stdio;
 
 use tokio::process::Command;
 
 use super::http::random_bytes;
-use super::mesh::{inbound_mtls_handshakes, require_programs, run_client, Mesh};
+use super::mesh::{inbound_mtls_handshakes, require_programs, run_client, run_client_fed, Mesh};
 
 const ROWS: usize = 2_000;
 
@@ -31,9 +30,8 @@ async fn mariadb_script(address: &str, script: &Path) -> String {
     let mut command = Command::new("mariadb");
     command
         .args(["--no-defaults", "-h", host, "-P", port, "-u", "root"])
-        .args(["--batch", "--max-allowed-packet=64M"])
-        .stdin(Stdio::from(std::fs::File::open(script).expect("script")));
-    run_client(command).await
+        .args(["--batch", "--max-allowed-packet=64M"]);
+    run_client_fed(command, Some(script)).await
 }
 
 #[tokio::test]
@@ -52,8 +50,7 @@ async fn mariadb_rows_written_and_read_through_the_mesh_match() {
             "--user=root",
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
-        ])
-        .stdout(Stdio::null());
+        ]);
     run_client(install).await;
     let serve = format!(
         "exec mariadbd --no-defaults --datadir={0} --socket={0}/socket --pid-file={0}/pid \

@@ -5,10 +5,10 @@
 //! killed, with whatever it started, when the test that started it ends.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{ExitStatus, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -30,6 +30,13 @@ pub fn peer(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/interop/peers")
         .join(name)
+}
+
+/// `python3 SCRIPT ARGS…` for a script of tests/interop/peers.
+pub fn python_peer(script: &str, args: &[&str]) -> Vec<OsString> {
+    let mut command = vec![OsString::from("python3"), peer(script).into_os_string()];
+    command.extend(args.iter().map(OsString::from));
+    command
 }
 
 /// Whether `program` is an executable on `PATH`.
@@ -61,10 +68,11 @@ pub fn require_python(module: &str, package: &str) {
     );
 }
 
-/// A long-running process of a test, in a process group of its own: dropping it kills
-/// the group, so `trellis run` goes with the application it started.
+/// A process of a test, in a process group of its own: dropping it kills the group,
+/// so `trellis run` goes with the application it started, even when the test fails.
 pub struct Process {
     child: Child,
+    group: Option<rustix::process::Pid>,
 }
 
 impl Process {
@@ -72,20 +80,18 @@ impl Process {
         let child = command
             .process_group(0)
             .kill_on_drop(true)
-            .stdin(Stdio::null())
             .spawn()
-            .expect("start a process");
-        Process { child }
+            .unwrap_or_else(|e| panic!("{}: {e}", shown(&command)));
+        let group = child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id.try_into().ok()?));
+        Process { child, group }
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let group = self
-            .child
-            .id()
-            .and_then(|id| rustix::process::Pid::from_raw(id as i32));
-        if let Some(group) = group {
+        if let Some(group) = self.group {
             let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
     }
@@ -101,29 +107,53 @@ fn shown(command: &Command) -> String {
     shown
 }
 
-/// Runs a third-party client to its end (at most [`PEER_TIMEOUT`]; killed if the test
-/// ends first): its exit status, stdout and stderr. Its stdin is empty unless the
-/// command says otherwise.
-pub async fn run_to_end(mut command: Command) -> (ExitStatus, String, String) {
-    command.kill_on_drop(true);
+/// Runs a third-party client to its end (at most [`PEER_TIMEOUT`]; killed, with what
+/// it started, if the test ends first), its stdin read from the file `input` or empty:
+/// its exit status, stdout and stderr.
+pub async fn run_to_end(
+    mut command: Command,
+    input: Option<&Path>,
+) -> (ExitStatus, String, String) {
+    use tokio::io::AsyncReadExt;
     let shown = shown(&command);
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = tokio::time::timeout(PEER_TIMEOUT, command.output())
+    let stdin = match input {
+        Some(path) => Stdio::from(std::fs::File::open(path).expect("the client's input")),
+        None => Stdio::null(),
+    };
+    command
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut process = Process::spawn(command);
+    let mut stdout = process.child.stdout.take().expect("stdout");
+    let mut stderr = process.child.stderr.take().expect("stderr");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let run = async {
+        let (status, _, _) = tokio::join!(
+            process.child.wait(),
+            stdout.read_to_end(&mut out),
+            stderr.read_to_end(&mut err),
+        );
+        status
+    };
+    let status = tokio::time::timeout(PEER_TIMEOUT, run)
         .await
         .unwrap_or_else(|_| panic!("{shown} still running after {PEER_TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("{shown}: {e}"));
-    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
-    (status, text(stdout), text(stderr))
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (status, text(&out), text(&err))
 }
 
 /// Runs a third-party client to its end and returns what it printed, failing the test
 /// when it failed.
 pub async fn run_client(command: Command) -> String {
+    run_client_fed(command, None).await
+}
+
+/// [`run_client`] with its stdin read from the file `input`, when given.
+pub async fn run_client_fed(command: Command, input: Option<&Path>) -> String {
     let shown = shown(&command);
-    let (status, stdout, stderr) = run_to_end(command).await;
+    let (status, stdout, stderr) = run_to_end(command, input).await;
     assert!(
         status.success(),
         "{shown} failed ({status}):\n{stdout}\n{stderr}"
@@ -243,6 +273,7 @@ impl Mesh {
             .arg("--")
             .args(command)
             .current_dir(self.dir.path())
+            .stdin(Stdio::null())
             .env("TRELLIS_LOG", "warn")
             .stdout(self.log(service))
             .stderr(self.log(service));
@@ -275,6 +306,7 @@ impl Mesh {
             proxy.args(["--upstream", &format!("{service}:{port}")]);
         }
         proxy
+            .stdin(Stdio::null())
             .env("TRELLIS_LOG", "warn")
             .stdout(self.log("web"))
             .stderr(self.log("web"));
@@ -300,6 +332,33 @@ impl Mesh {
             upstreams,
             http_proxy: SocketAddr::from(([127, 0, 0, 1], http_proxy)),
         }
+    }
+
+    /// Runs `command` to its end as a client-only workload of Service `service`, the
+    /// way a batch job or a CLI runs in the mesh: `trellis run --service SERVICE
+    /// --upstream S… -- COMMAND` (no `--port`), which gives it `HTTP_PROXY`. Returns
+    /// what it printed, failing the test when it failed.
+    pub async fn run_workload(
+        &self,
+        service: &str,
+        upstreams: &[&str],
+        command: &[impl AsRef<OsStr>],
+    ) -> String {
+        let mut run = Command::new(trellis_binary());
+        run.args(["run", "--service", service]).args([
+            "--control",
+            &self.control.url,
+            "--token",
+            &self.token,
+        ]);
+        for upstream in upstreams {
+            run.args(["--upstream", upstream]);
+        }
+        run.arg("--")
+            .args(command)
+            .current_dir(self.dir.path())
+            .env("TRELLIS_LOG", "warn");
+        run_client(run).await
     }
 
     /// Waits until every sidecar started here has a certificate and holds the

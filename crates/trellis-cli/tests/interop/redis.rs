@@ -2,12 +2,13 @@
 //! redis-benchmark in front of the other.
 
 use std::ffi::OsStr;
-use std::process::Stdio;
 
 use tokio::process::Command;
 
 use super::http::random_bytes;
-use super::mesh::{inbound_mtls_handshakes, require_programs, run_client, Mesh, Server};
+use super::mesh::{
+    inbound_mtls_handshakes, require_programs, run_client, run_client_fed, Mesh, Server,
+};
 
 const KEYS: usize = 10_000;
 
@@ -31,10 +32,7 @@ async fn redis_cli(address: &str, args: &[&str], input: Option<&std::path::Path>
     let (host, port) = address.split_once(':').expect("host:port");
     let mut command = Command::new("redis-cli");
     command.args(["-h", host, "-p", port]).args(args);
-    if let Some(input) = input {
-        command.stdin(Stdio::from(std::fs::File::open(input).expect("input")));
-    }
-    run_client(command).await
+    run_client_fed(command, input).await
 }
 
 /// One RESP array of bulk strings: a command as `redis-cli --pipe` takes it.
