@@ -34,6 +34,14 @@ pub const STREAM_WINDOW: u32 = 128 * 1024;
 /// and what all streams together may hold; each stream is bounded by its own window.
 pub const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 
+/// Streams one HTTP/2 client may have open at once on a connection to the proxy.
+/// hyper's default is 200, and a client past it queues its calls: a burst of 1,000
+/// gRPC calls on one channel then reaches the backend in waves, the later ones after
+/// the first have made the backend look slow. A proxy-to-proxy connection carries
+/// every call from one sidecar to another, so it needs room for all of a burst.
+/// What the streams may hold together is still bounded by [`CONNECTION_WINDOW`].
+pub const MAX_CONCURRENT_STREAMS: u32 = 4096;
+
 /// Chunks smaller than this are joined with those ready after them, up to this size:
 /// HTTP/2's default largest frame, so a joined chunk is still one frame.
 pub const COALESCE_BYTES: usize = 16 * 1024;

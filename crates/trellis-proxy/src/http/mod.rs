@@ -130,6 +130,7 @@ pub async fn serve<I>(
                 // window stays small next to the connection's.
                 .initial_stream_window_size(crate::flow::STREAM_WINDOW)
                 .initial_connection_window_size(crate::flow::CONNECTION_WINDOW)
+                .max_concurrent_streams(crate::flow::MAX_CONCURRENT_STREAMS)
                 .serve_connection(io, service);
             drive!(conn, drain, idle);
         }
