@@ -18,15 +18,11 @@ the trellis binary first.
 """
 
 import datetime
-import http.client
 import json
 import os
 import platform
-import resource
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +32,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MIB = 1024 * 1024
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # --------------------------------------------------------------------------
 # settings
@@ -58,16 +53,28 @@ PORTS = {
 }
 
 from procs import (  # noqa: E402
+    CLK_TCK,
     RUNNING,
     HOST,
     NCPU,
     SERVER_CPU,
     STARTUP_TIMEOUT,
+    OtherCpu,
+    cmd_version,
+    env_int,
     http_get,
+    log,
+    port_free,
+    proc_cpu_ticks,
+    run_main,
+    run_pinned,
+    save_report,
     start,
+    start_control_plane,
     stop_all,
     wait_port,
     wait_ready,
+    write,
 )
 from tables import (  # noqa: E402
     DESCRIPTION,
@@ -95,11 +102,6 @@ def env_float(name, default):
     return float(v) if v else default
 
 
-def env_int(name, default):
-    v = os.environ.get(name, "").strip()
-    return int(v) if v else default
-
-
 def env_list(name, default, allowed):
     v = os.environ.get(name, "").strip()
     if not v:
@@ -114,10 +116,6 @@ def env_list(name, default, allowed):
 def die(msg):
     print(f"bench: error: {msg}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
@@ -152,69 +150,8 @@ def proc_status_kib(pid, field):
     return 0
 
 
-def cpus_busy_ticks(cpus):
-    """Non-idle ticks (incl. steal) of the given CPUs, from /proc/stat."""
-    want = {f"cpu{c}" for c in cpus}
-    total = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            parts = line.split()
-            if parts and parts[0] in want:
-                v = [int(x) for x in parts[1:9]]
-                # user nice system idle iowait irq softirq steal
-                total += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-    return total
-
-
-def children_cpu_seconds():
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
-class OtherCpu:
-    """Noise gauge: share of the benchmark CPUs used by anything other than
-    the load generator (a reaped child), the origin and the proxies: other
-    tasks, interrupts, steal. Percent, over the time since construction."""
-
-    def __init__(self, server_pids):
-        self.pids = server_pids
-        self.busy = cpus_busy_ticks(BENCH_CPUS)
-        self.srv = sum(proc_cpu_ticks(pid) for pid in server_pids)
-        self.gen = children_cpu_seconds()
-        self.t = time.monotonic()
-
-    def read(self):
-        busy = cpus_busy_ticks(BENCH_CPUS) - self.busy
-        srv = sum(proc_cpu_ticks(pid) for pid in self.pids) - self.srv
-        gen = (children_cpu_seconds() - self.gen) * CLK_TCK
-        span = (time.monotonic() - self.t) * CLK_TCK * len(BENCH_CPUS)
-        return max(0.0, (busy - srv - gen) / span * 100.0) if span > 0 else None
-
-
-def proc_cpu_ticks(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-        fields = data[data.rindex(")") + 2:].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 # --------------------------------------------------------------------------
 # readiness and probes
-
-
-def port_free(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((HOST, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def check_ports():
@@ -262,12 +199,6 @@ from templates import (  # noqa: E402
     TRELLIS_TRACING,
     TRELLIS_OUTBOUND,
 )
-
-
-def write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 def nginx_start(name, body, workdir):
@@ -350,22 +281,8 @@ def start_mtls_mesh(workdir):
     """A control plane, then B (origin's sidecar) and A (the client's, with origin as an
     upstream on trellis_a), as `trellis proxy --service` sidecars; waits until a request
     crosses A → B over mTLS."""
-    data = os.path.join(workdir, "control-data")
-    control = f"http://{HOST}:{PORTS['control_http']}"
-    cp = start("trellis-control", [TRELLIS_BIN, "control", "--data-dir", data,
-                                   "--http-addr", f"{HOST}:{PORTS['control_http']}",
-                                   "--grpc-addr", f"{HOST}:{PORTS['control_grpc']}"], workdir)
-    wait_port(cp, PORTS["control_http"])
-    with open(os.path.join(data, "admin-token")) as f:
-        token = f.read().strip()
-    c = http.client.HTTPConnection(HOST, PORTS["control_http"], timeout=5)
-    try:
-        c.request("POST", "/api/v1/apply", body=STRICT_MESH, headers={"authorization": f"Bearer {token}"})
-        r = c.getresponse()
-        if r.status != 200:
-            raise RuntimeError(f"applying the strict MeshConfig: {r.status} {r.read()!r}")
-    finally:
-        c.close()
+    control, token = start_control_plane(TRELLIS_BIN, workdir, PORTS["control_http"], PORTS["control_grpc"],
+                                         STRICT_MESH)
     common = ["--control", control, "--token", token]
     b = start("trellis-b", [TRELLIS_BIN, "proxy", "--service", "origin", "--app", f"{HOST}:{PORTS['origin_h1']}",
                             "--inbound-port", str(PORTS["trellis_b"]), "--admin", f"{HOST}:{PORTS['admin_b']}"]
@@ -395,10 +312,7 @@ def start_mtls_mesh(workdir):
 
 
 def client(argv, timeout):
-    r = subprocess.run(["taskset", "-c", CLIENT_CPU] + argv, capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed (code {r.returncode}): {(r.stderr or r.stdout).strip()[-400:]}")
-    return r.stdout
+    return run_pinned(CLIENT_CPU, argv, timeout)
 
 
 def saturate(port, proto, seconds):
@@ -499,11 +413,11 @@ def measure(scenario, proto, base_dir, tag):
             res["idle_rss_max_proc"] = max(per_proc) / 1024.0
         if WARMUP > 0:
             saturate(port, proto, WARMUP)
-        gauge = OtherCpu(server_pids)
+        gauge = OtherCpu(BENCH_CPUS, server_pids)
         res.update(fixed_rate(port, proto, LAT_DURATION))
         res["other_cpu_lat_pct"] = gauge.read()
         before = sum(proc_cpu_ticks(pid) for pid in pids)
-        gauge = OtherCpu(server_pids)
+        gauge = OtherCpu(BENCH_CPUS, server_pids)
         done, rps, errors = saturate(port, proto, DURATION)
         res["other_cpu_pct"] = gauge.read()
         after = sum(proc_cpu_ticks(pid) for pid in pids)
@@ -527,20 +441,6 @@ def measure(scenario, proto, base_dir, tag):
 
 # --------------------------------------------------------------------------
 # report
-
-
-def cmd_version(argv, pattern=None):
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        text = (r.stdout + r.stderr).strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "not found"
-    line = text.splitlines()[0] if text else "?"
-    if pattern:
-        m = re.search(pattern, text)
-        if m:
-            line = m.group(0)
-    return line.strip()
 
 
 def lscpu_model():
@@ -697,13 +597,7 @@ def preflight():
     check_ports()
 
 
-def on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
 def main():
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
     preflight()
     started = datetime.datetime.now().strftime("%H:%M:%S")
     load_start = os.getloadavg()[0]
@@ -732,19 +626,10 @@ def main():
     load_end = os.getloadavg()[0]
     summary = summarize(results)
     text = report(summary, results, started, elapsed, load_start, load_end) + "\n" + raw_section(results)
-    with open(OUT, "w") as f:
-        f.write(text)
-    with open(os.path.join(base_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    print(text)
-    log(f"done in {elapsed / 60:.1f} min; written to {OUT}")
+    save_report(OUT, text, results, base_dir, elapsed)
     failed = any(s["failed"] for p in summary.values() for s in p.values())
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        stop_all()
-        sys.exit(130)
+    run_main(main)

@@ -108,3 +108,56 @@ tracing:
   sampling: 0.01
   serviceName: bench
 """
+
+# Plain TCP relays for bench/streams.py: one instance per hop, one relay per stream
+# (redis, gRPC) in each.
+NGINX_STREAM = """\
+{load_module}worker_processes 1;
+daemon off;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}.err warn;
+events {{ worker_connections 4096; multi_accept on; }}
+stream {{
+{body}}}
+"""
+
+NGINX_STREAM_RELAY = """\
+  server {{ listen {host}:{port}; proxy_pass {host}:{next}; }}
+"""
+
+HAPROXY_TCP = """\
+global
+    maxconn 4096
+    nbthread 1
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+{body}"""
+
+HAPROXY_TCP_RELAY = """
+listen {name}
+    bind {host}:{port}
+    server next {host}:{next}
+"""
+
+# The mesh of bench/streams.py: strict mTLS, redis as an opaque TCP Service, the echo
+# server as a gRPC Service.
+STREAMS_MESH = """\
+apiVersion: trellis.dev/v1alpha1
+kind: MeshConfig
+metadata: {{name: default}}
+spec: {{mtls: {{mode: strict}}}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: redis}}
+spec: {{selector: {{app: redis}}, ports: [{{port: {redis}, appProtocol: tcp}}]}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: echo}}
+spec: {{selector: {{app: echo}}, ports: [{{port: {echo}, appProtocol: grpc}}]}}
+"""

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   protobuf-compiler libprotobuf-dev   # protoc, for regenerating the control-plane API
   nginx haproxy                       # reference proxies for the benchmark
+  libnginx-mod-stream                 # nginx as a plain TCP relay (bench/streams.sh)
   wrk nghttp2-client                  # load generators (wrk, h2load)
   iptables iproute2                   # transparent interception and network-namespace tests
   procps util-linux                   # ps, taskset
@@ -15,7 +16,7 @@ packages=(
   # Third-party peers of the interoperability suite (docs/interop.md):
   curl                                # HTTP/1.1, h2c offers, HTTP/2, http_proxy and CONNECT
   openjdk-17-jdk-headless             # Java's HttpClient, run as a single source file
-  redis-server redis-tools            # opaque TCP: redis-cli and redis-benchmark
+  redis-server redis-tools            # opaque TCP: redis-cli and redis-benchmark (also bench/streams.sh)
   mariadb-server mariadb-client       # a server-speaks-first protocol: a throwaway MariaDB
 )
 
@@ -26,7 +27,8 @@ if ! python3 -c 'import rotel' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check rotel==0.0.1a15 >&2
 fi
 
-# The interoperability suite's Python peers: WebSocket and gRPC clients and servers.
+# The interoperability suite's Python peers: WebSocket and gRPC clients and servers
+# (grpcio also drives bench/streams.sh's gRPC stream).
 for requirement in websockets==17.4 grpcio==1.85.4; do
   module=${requirement%%==*}
   [ "$module" = grpcio ] && module=grpc
