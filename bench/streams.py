@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -102,15 +103,15 @@ GOAL_RATIO = 0.5
 
 
 ROUNDS = env_int("STREAMS_ROUNDS", 3)
-REDIS_REQUESTS = env_int("STREAMS_REDIS_REQUESTS", 100_000)
+REDIS_REQUESTS = env_int("STREAMS_REDIS_REQUESTS", 40_000)
 REDIS_CLIENTS = 16
-GRPC_MESSAGES = env_int("STREAMS_GRPC_MESSAGES", 20_000)
+GRPC_MESSAGES = env_int("STREAMS_GRPC_MESSAGES", 8_000)
 GRPC_SIZE = env_int("STREAMS_GRPC_SIZE", 32)
 TRELLIS_BIN = os.environ.get("TRELLIS_BIN") or os.path.join(
     os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target"), "release", "trellis")
 OUT = os.environ.get("STREAMS_OUT") or os.path.join(HERE, "RESULTS-streams.md")
 CLIENT_CPU = os.environ.get("BENCH_CLIENT_CPU", "0")
-BENCH_CPUS = sorted({int(c) for c in (CLIENT_CPU, SERVER_CPU)})
+BENCH_CPUS = sorted({int(c) for cpus in (CLIENT_CPU, SERVER_CPU) for c in cpus.split(",")})
 GRPC_HELPER = os.path.join(HERE, "grpc_stream.py")
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 
@@ -263,11 +264,49 @@ def grpc_stream(sc, messages):
     return json.loads(out)
 
 
-def measure(workload, sc):
+class SyscallCount:
+    """System calls and context switches of `pids` (all their threads) from start() to
+    stop(), counted by `perf stat` on the kernel's tracepoints; None without perf or
+    where the kernel does not let it count."""
+
+    def __init__(self, pids, workdir):
+        self.path = os.path.join(workdir, "perf-stat.csv")
+        self.proc = None
+        if pids and shutil.which("perf"):
+            self.proc = subprocess.Popen(
+                ["perf", "stat", "-x,", "-o", self.path, "-e", "raw_syscalls:sys_enter,context-switches",
+                 "-p", ",".join(map(str, pids))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)  # attached before the load starts
+
+    def stop(self):
+        """(system calls, context switches), or None."""
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        counts = {}
+        try:
+            with open(self.path) as f:
+                for row in csv.reader(f):
+                    if len(row) > 2 and row[0].isdigit():
+                        counts[row[2]] = int(row[0])
+        except OSError:
+            return None
+        if "raw_syscalls:sys_enter" not in counts or "context-switches" not in counts:
+            return None
+        return counts["raw_syscalls:sys_enter"], counts["context-switches"]
+
+
+def measure(workload, sc, workdir):
     relay_pids = [pid for p in RUNNING if p.name in RELAYS[sc] for pid in p.tree()]
     server_pids = [pid for p in RUNNING for pid in p.tree()]
     res = {}
     try:
+        syscalls = SyscallCount(relay_pids, workdir)
         gauge = OtherCpu(BENCH_CPUS, server_pids)
         before = sum(proc_cpu_ticks(pid) for pid in relay_pids)
         if workload == "redis":
@@ -279,8 +318,12 @@ def measure(workload, sc):
             ops = GRPC_MESSAGES
         after = sum(proc_cpu_ticks(pid) for pid in relay_pids)
         res["other_cpu_pct"] = gauge.read()
+        counted = syscalls.stop()
         if relay_pids:
             res["relay_us_per_op"] = (after - before) / CLK_TCK * 1e6 / ops
+        if counted:
+            res["syscalls_per_op"] = counted[0] / ops
+            res["switches_per_op"] = counted[1] / ops
         for p in RUNNING:
             if not p.alive():
                 raise RuntimeError(f"{p.name} exited during the run:\n{p.log_tail()}")
@@ -335,21 +378,25 @@ def tables(results):
     d = {w: {k: med(results[w]["direct"], k) for k in ("set_rps", "get_rps", "msg_per_s")} for w in results}
     lines = [f"### redis-benchmark -c {REDIS_CLIENTS} -n {REDIS_REQUESTS:,} -t set,get", "",
              "| path | hops | SET req/s | × direct | GET req/s | × direct | SET p50 ms | GET p50 ms "
-             "| relay CPU µs/req |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| relay CPU µs/req | relay syscalls/req |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for sc in SCENARIOS:
         rows = results["redis"][sc]
-        s = {k: med(rows, k) for k in ("set_rps", "get_rps", "set_p50", "get_p50", "relay_us_per_op")}
+        s = {k: med(rows, k) for k in ("set_rps", "get_rps", "set_p50", "get_p50", "relay_us_per_op",
+                                       "syscalls_per_op")}
         lines.append(f"| {name(sc, rows)} | {HOPS[sc]} | {fmt(s['set_rps'])} | {fmt(ratio(s['set_rps'], d['redis']['set_rps']), 2)} "
                      f"| {fmt(s['get_rps'])} | {fmt(ratio(s['get_rps'], d['redis']['get_rps']), 2)} "
-                     f"| {fmt(s['set_p50'], 3)} | {fmt(s['get_p50'], 3)} | {fmt(s['relay_us_per_op'], 1)} |")
+                     f"| {fmt(s['set_p50'], 3)} | {fmt(s['get_p50'], 3)} | {fmt(s['relay_us_per_op'], 1)} "
+                     f"| {fmt(s['syscalls_per_op'], 1)} |")
     lines += ["", f"### gRPC bidi stream, {GRPC_MESSAGES:,} messages of {GRPC_SIZE} bytes echoed", "",
-              "| path | hops | messages/s | × direct | relay CPU µs/message |", "|---|--:|--:|--:|--:|"]
+              "| path | hops | messages/s | × direct | relay CPU µs/message | relay syscalls/message |",
+              "|---|--:|--:|--:|--:|--:|"]
     for sc in SCENARIOS:
         rows = results["grpc"][sc]
-        s = {k: med(rows, k) for k in ("msg_per_s", "relay_us_per_op")}
+        s = {k: med(rows, k) for k in ("msg_per_s", "relay_us_per_op", "syscalls_per_op")}
         lines.append(f"| {name(sc, rows)} | {HOPS[sc]} | {fmt(s['msg_per_s'])} "
-                     f"| {fmt(ratio(s['msg_per_s'], d['grpc']['msg_per_s']), 2)} | {fmt(s['relay_us_per_op'], 1)} |")
+                     f"| {fmt(ratio(s['msg_per_s'], d['grpc']['msg_per_s']), 2)} | {fmt(s['relay_us_per_op'], 1)} "
+                     f"| {fmt(s['syscalls_per_op'], 1)} |")
     mesh = {w: {k: med(results[w]["trellis-mtls"], k) for k in ("set_rps", "get_rps", "msg_per_s")} for w in results}
     goals = [("redis SET through two sidecars with mTLS", ratio(mesh["redis"]["set_rps"], d["redis"]["set_rps"])),
              ("redis GET through two sidecars with mTLS", ratio(mesh["redis"]["get_rps"], d["redis"]["get_rps"])),
@@ -371,16 +418,18 @@ def name(sc, rows):
 
 def per_round(results):
     lines = ["<details><summary>Per-round values</summary>", "",
-             "| round | workload | path | SET req/s | GET req/s | messages/s | relay CPU µs/op | other CPU % |",
-             "|--:|---|---|--:|--:|--:|--:|--:|"]
+             "| round | workload | path | SET req/s | GET req/s | messages/s | relay CPU µs/op "
+             "| relay syscalls/op | relay context switches/op | other CPU % |",
+             "|--:|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for w in results:
         for sc in SCENARIOS:
             for i, r in enumerate(results[w][sc]):
                 if "failed" in r:
-                    lines.append(f"| {i + 1} | {w} | {sc} | failed | | | | |")
+                    lines.append(f"| {i + 1} | {w} | {sc} | failed | | | | | | |")
                     continue
                 lines.append(f"| {i + 1} | {w} | {sc} | {fmt(r.get('set_rps'))} | {fmt(r.get('get_rps'))} "
                              f"| {fmt(r.get('msg_per_s'))} | {fmt(r.get('relay_us_per_op'), 1)} "
+                             f"| {fmt(r.get('syscalls_per_op'), 2)} | {fmt(r.get('switches_per_op'), 2)} "
                              f"| {fmt(r.get('other_cpu_pct'), 1)} |")
     return lines + ["", "</details>", ""]
 
@@ -410,7 +459,13 @@ def method():
   allows while the echoes are read and checked; messages/s = messages ÷ time from the
   stream's start to the last echo.
 - relay CPU µs/op: utime + stime of the path's relay processes (for the mesh: A and
-  both B sidecars) over the run, ÷ requests (redis: SET + GET) or messages.
+  both B sidecars) over the run, ÷ requests (redis: SET + GET) or messages. It grows
+  when the machine is busy (cache and scheduler pressure).
+- relay syscalls/op and context switches/op: `perf stat -e
+  raw_syscalls:sys_enter,context-switches -p RELAY_PIDS` over the run, ÷ requests or
+  messages (both hops together): what the relays ask of the kernel per request, which
+  does not depend on how busy the machine is. `—` where perf is not installed
+  (Debian's `linux-perf`).
 - other CPU %: busy time of CPUs {','.join(map(str, BENCH_CPUS))} not spent by the benchmark's own
   processes (other work on a shared machine); high values make the run noisy.
 """
@@ -476,7 +531,7 @@ def main():
             order = SCENARIOS if rnd % 2 == 0 else list(reversed(SCENARIOS))
             for workload in ("redis", "grpc"):
                 for sc in order:
-                    r = measure(workload, sc)
+                    r = measure(workload, sc, workdir)
                     results[workload][sc].append(r)
                     if "failed" not in r:
                         shown = (f"SET {fmt(r['set_rps'])} GET {fmt(r['get_rps'])} req/s" if workload == "redis"

@@ -2,8 +2,8 @@
 # Streams through two sidecars with mTLS: redis-benchmark (SET, GET) and a gRPC bidi
 # stream of small messages, direct, through the mesh, and through HAProxy and nginx as
 # plain TCP relays (two hops each). Writes bench/RESULTS-streams.md; see bench/README.md.
-# Knobs: STREAMS_ROUNDS (3), STREAMS_REDIS_REQUESTS (100000), STREAMS_GRPC_MESSAGES
-# (20000), STREAMS_GRPC_SIZE (32), STREAMS_OUT, TRELLIS_BIN (implies no build).
+# Knobs: STREAMS_ROUNDS (3), STREAMS_REDIS_REQUESTS (40000), STREAMS_GRPC_MESSAGES
+# (8000), STREAMS_GRPC_SIZE (32), STREAMS_OUT, TRELLIS_BIN (implies no build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
