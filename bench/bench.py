@@ -72,6 +72,7 @@ from procs import (  # noqa: E402
     start,
     start_control_plane,
     stop_all,
+    trellis_version,
     wait_port,
     wait_ready,
     write,
@@ -452,24 +453,13 @@ def lscpu_model():
         return "?"
 
 
-def trellis_version():
-    rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    v = f"git {rev or '?'}{' (uncommitted changes)' if dirty else ''}"
-    if os.path.exists(TRELLIS_BIN):
-        mtime = datetime.datetime.fromtimestamp(os.path.getmtime(TRELLIS_BIN)).strftime("%Y-%m-%d %H:%M")
-        v += f", binary built {mtime}"
-    return v
-
-
 def environment():
     return [
         ("date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
         ("nproc", str(NCPU)),
         ("CPU", lscpu_model()),
         ("kernel", f"{platform.system()} {platform.release()}"),
-        ("trellis", trellis_version()),
+        ("trellis", trellis_version(TRELLIS_BIN, REPO)),
         ("nginx", cmd_version(["nginx", "-v"], r"nginx/\S+")),
         ("HAProxy", cmd_version(["haproxy", "-v"], r"HAProxy version \S+")),
         ("wrk", cmd_version(["wrk", "--version"], r"wrk \S+")),

@@ -2,6 +2,7 @@
 the server CPU, stopped with their children; the waits for them to listen; their CPU
 accounting; and the small helpers every runner shares."""
 
+import datetime
 import http.client
 import json
 import os
@@ -298,3 +299,15 @@ def save_report(path, text, results, workdir, elapsed):
         json.dump(results, f, indent=1)
     print(text)
     log(f"done in {elapsed / 60:.1f} min; written to {path}")
+
+
+def trellis_version(trellis_bin, repo):
+    """The commit the benchmark runs at, and when the binary it measures was built."""
+    rev = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    v = f"git {rev or '?'}{' (uncommitted changes)' if dirty else ''}"
+    if os.path.exists(trellis_bin):
+        mtime = datetime.datetime.fromtimestamp(os.path.getmtime(trellis_bin)).strftime("%Y-%m-%d %H:%M")
+        v += f", binary built {mtime}"
+    return v

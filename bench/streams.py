@@ -43,9 +43,8 @@ REPO = os.path.dirname(HERE)
 
 from procs import (  # noqa: E402
     CLK_TCK, HOST, NCPU, RUNNING, SERVER_CPU, STARTUP_TIMEOUT, OtherCpu, cmd_version,
-    env_int, http_get, log, port_free, proc_cpu_ticks, run_main, run_pinned,
-    save_report,
-    start, start_control_plane, stop_all, wait_port, wait_ready, write,
+    env_int, http_get, log, port_free, proc_cpu_ticks, run_main, run_pinned, save_report,
+    start, start_control_plane, stop_all, trellis_version, wait_port, wait_ready, write,
 )
 from templates import (  # noqa: E402
     HAPROXY_TCP,
@@ -355,9 +354,6 @@ def verdict(v):
 
 
 def environment(load_start, load_end):
-    rev = cmd_version(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
     grpc_version = cmd_version([sys.executable, "-c", "import grpc; print(grpc.__version__)"])
     return [
         ("date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
@@ -365,7 +361,7 @@ def environment(load_start, load_end):
         ("CPU", cmd_version(["lscpu"], r"(?<=Model name:).*")),
         ("kernel", f"{platform.system()} {platform.release()}"),
         ("load average (1, 5, 15 min)", f"{load_start} at start; {load_end} at end"),
-        ("trellis", f"git {rev}{' (uncommitted changes)' if dirty else ''}, `cargo build --release`"),
+        ("trellis", trellis_version(TRELLIS_BIN, REPO)),
         ("rustc", cmd_version(["rustc", "--version"])),
         ("redis", cmd_version(["redis-server", "--version"], r"v=\S+")),
         ("HAProxy", cmd_version(["haproxy", "-v"], r"HAProxy version \S+")),
