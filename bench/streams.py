@@ -461,9 +461,15 @@ def method():
   raw_syscalls:sys_enter,context-switches -p RELAY_PIDS` over the run, ÷ requests or
   messages (both hops together): what the relays ask of the kernel per request, which
   does not depend on how busy the machine is. `—` where perf is not installed
-  (Debian's `linux-perf`).
+  (Debian's `linux-perf`). A hop that relays a request and its answer needs a read
+  and a write each way, four calls, plus its share of `epoll_wait`: about 8–9 per
+  request for two hops is the floor of any relay that copies through user space.
 - other CPU %: busy time of CPUs {','.join(map(str, BENCH_CPUS))} not spent by the benchmark's own
   processes (other work on a shared machine); high values make the run noisy.
+- With one request in flight per connection, every request waits for each relay to
+  be woken and scheduled, twice, on a core it shares with the client or the server;
+  on a busy machine that, more than the relays' CPU time, is what the rate loses.
+  The HAProxy and nginx rows show that floor on the machine at hand.
 """
 
 
