@@ -24,10 +24,11 @@
 //! does not stay open to the next slowdown. It starts low (20).
 //!
 //! The limit binds only while latency says the backend is degraded: after a window
-//! whose quartile passed the tolerance (until one comes back within half of it, or
-//! the backend has nothing in flight from this caller: its queue is then gone), or
-//! while requests are in flight and none has completed for twice the tolerated round
-//! trip (a second before there is a baseline). Until then, requests past the limit are
+//! whose quartile passed the tolerance, or a single round trip past it while more
+//! than the limit are in flight (until a window comes back within half of it without
+//! the backend being held at the limit, or fewer than half the limit are in flight:
+//! its queue is then gone), or while requests are in flight and none has completed
+//! for twice the tolerated round trip (a second before there is a baseline). Until then, requests past the limit are
 //! admitted, and the limit grows towards what they ask: a burst on a healthy backend,
 //! however large, is never shed for what its latency has not shown. What matters in a
 //! cascade is how many of a caller's workers the first slow round trips can tie up
@@ -120,8 +121,9 @@ struct Estimate {
     short: Vec<f64>,
     /// Most requests in flight seen over the short window.
     peak_in_flight: usize,
-    /// Set by a window whose quartile passed the tolerance, cleared by one back within
-    /// half of it or when nothing is in flight: while set, the limit binds.
+    /// Set by a window whose quartile passed the tolerance, or a round trip past it
+    /// while over the limit; cleared by a window back within half of it while not held
+    /// at the limit, or by fewer than half the limit in flight: while set, it binds.
     degraded: bool,
     /// When a request last completed, or the backend last went from idle to busy.
     progress: Option<Instant>,
@@ -186,6 +188,12 @@ impl AdaptiveLimit {
         let mut e = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let limit = e.limit as usize;
         let in_flight = self.in_flight.load(Ordering::Acquire);
+        if in_flight < limit / 2 {
+            // Mostly drained: whatever queue the backend had is gone. (A burst's last
+            // windows are its slowest calls, late only behind the burst itself.) A
+            // backend held at its limit, as in an overload, never gets here.
+            e.degraded = false;
+        }
         let binding = e.degraded || e.stalled(&self.config, in_flight, now);
         let before = self
             .in_flight
@@ -194,10 +202,7 @@ impl AdaptiveLimit {
             })
             .ok()?;
         if before == 0 {
-            // Idle until now: whatever queue the backend had is gone. (A burst's last
-            // windows are its slowest calls, late only behind the burst itself.)
             e.progress = Some(now);
-            e.degraded = false;
         }
         Some(Admitted {
             in_flight: self.in_flight.clone(),
@@ -219,6 +224,15 @@ impl AdaptiveLimit {
         let c = &self.config;
         let mut e = self.state.lock().unwrap_or_else(|e| e.into_inner());
         e.progress = Some(now);
+        // Past the limit, each round trip is judged on its own: an overload that
+        // starts from a quiet backend is caught at its first queued call, not a
+        // window later.
+        if in_flight as f64 > e.limit {
+            let late = e
+                .long_rtt
+                .is_some_and(|long| rtt.as_secs_f64() > long * c.tolerance + JITTER);
+            e.degraded |= late;
+        }
         e.short.push(rtt.as_secs_f64());
         e.peak_in_flight = e.peak_in_flight.max(in_flight);
         if e.short.len() < c.short_window as usize {
@@ -244,9 +258,12 @@ impl AdaptiveLimit {
         (e.long_rtt, e.updated) = (Some(long), Some(now));
         let allowed = long * c.tolerance + JITTER;
         let healthy = short <= allowed;
+        let recovered = short <= long * (1.0 + (c.tolerance - 1.0) / 2.0) + JITTER;
         if !healthy {
             e.degraded = true;
-        } else if short <= long * (1.0 + (c.tolerance - 1.0) / 2.0) + JITTER {
+        } else if recovered && peak < e.limit as usize {
+            // Back near its usual latency without being held at the limit: a backend
+            // held there looks fast only because the limit keeps its queue short.
             e.degraded = false;
         }
         if (peak as f64) < e.limit / 2.0 && healthy {
@@ -344,7 +361,15 @@ mod tests {
         backend.drive(200, 150, healthy * 10);
         let fallen = backend.limit.limit();
         assert!(fallen < grown / 4, "fell from {grown} to {fallen}");
+        // Held busy at that limit by calls that come back late, it sheds the excess.
+        let now = backend.now;
+        let mut busy: Vec<_> = (0..fallen)
+            .filter_map(|_| backend.limit.try_admit_at(now))
+            .collect();
+        let late = busy.pop().expect("admitted");
+        backend.limit.complete(late, healthy * 10, now);
         assert!(backend.drive(1, 150, healthy * 10) > 0, "excess is shed");
+        drop(busy);
         // Healthy again: it climbs back.
         backend.drive(1000, 150, healthy);
         let recovered = backend.limit.limit();
@@ -393,33 +418,44 @@ mod tests {
     }
 
     #[test]
-    fn a_window_past_the_tolerance_makes_the_limit_bind_until_latency_is_back() {
+    fn a_slow_window_makes_the_limit_bind_while_busy_until_latency_is_back() {
         let mut backend = Backend::new(AdaptiveConfig::default());
         let usual = Duration::from_millis(100);
         backend.drive(100, 4, usual);
-        let _steady = backend.limit.try_admit_at(backend.now).expect("admitted");
-        // Twice slower for a window: the limit binds, and keeps binding while the
-        // backend stays past half the tolerance (1.125 times its usual round trip).
+        // Seven long calls keep the backend busy throughout.
+        let now = backend.now;
+        let _busy: Vec<_> = (0..7)
+            .filter_map(|_| backend.limit.try_admit_at(now))
+            .collect();
+        // Twice slower for a window: the limit falls and binds.
         backend.drive(5, 4, usual * 2);
+        assert!(backend.limit.limit() < 20);
         assert!(backend.drive(1, 100, usual * 2) > 0);
-        assert!(backend.drive(1, 100, usual * 120 / 100) > 0);
-        assert!(backend.drive(1, 100, usual * 120 / 100) > 0);
-        // Back at its usual latency for a window: bursts are admitted again.
+        // Back at its usual latency, below the limit, for a window: bursts are
+        // admitted again.
         backend.drive(10, 4, usual);
         assert_eq!(backend.drive(1, 100, usual), 0);
     }
 
     #[test]
-    fn a_backend_with_nothing_in_flight_is_no_longer_held_to_its_limit() {
+    fn a_backend_that_drains_is_no_longer_held_to_its_limit() {
         let mut backend = Backend::new(AdaptiveConfig::default());
         let usual = Duration::from_millis(50);
         backend.drive(50, 4, usual);
-        // A burst whose calls all come back late: the limit binds while it lasts ...
-        let steady = backend.limit.try_admit_at(backend.now).expect("admitted");
-        backend.drive(2, 20, usual * 3);
+        // Past the limit (20) with ten long calls, calls come back three times
+        // slower: the first of them makes the limit bind ...
+        let now = backend.now;
+        let busy: Vec<_> = (0..10)
+            .filter_map(|_| backend.limit.try_admit_at(now))
+            .collect();
+        assert_eq!(
+            backend.drive(1, 20, usual * 3),
+            0,
+            "not yet known to be slow"
+        );
         assert!(backend.drive(1, 1000, usual * 3) > 0);
-        // ... and not once the backend has drained.
-        drop(steady);
+        // ... until the backend has drained.
+        drop(busy);
         assert_eq!(backend.drive(1, 1000, usual), 0);
     }
 
