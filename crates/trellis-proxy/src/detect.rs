@@ -5,6 +5,9 @@
 //! Detection only peeks: the bytes it reads are handed back so the chosen protocol
 //! handler sees the stream from its first byte. A client that sends nothing within the
 //! detect timeout is treated as TCP, so server-speaks-first protocols (SMTP, MySQL) work.
+//! A client whose bytes may still begin an HTTP request is given until its header-read
+//! deadline to finish the request line, and is then cut off: trickling a request line
+//! must not turn a slow HTTP client into an opaque connection that nothing times.
 
 use std::time::Duration;
 
@@ -54,27 +57,58 @@ const TLS_CLIENT_HELLO: u8 = 0x01;
 /// Largest TLS plaintext record (RFC 8446 section 5.1).
 const TLS_MAX_RECORD: u16 = 1 << 14;
 
-/// Reads from `io` until the protocol is known, the stream ends, or `timeout` passes.
+/// When detection gives up.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// Silence until then means opaque TCP.
+    pub silence: Instant,
+    /// Bytes that may still begin an HTTP request until then mean a client too slow to
+    /// serve: the connection is cut.
+    pub head: Instant,
+}
+
+impl Deadlines {
+    /// `silence` from now, `head` from `since`.
+    pub fn new(silence: Duration, since: Instant, head: Duration) -> Self {
+        Self {
+            silence: Instant::now() + silence,
+            head: since + head,
+        }
+    }
+}
+
+/// Reads from `io` until the protocol is known, the stream ends, or a deadline passes.
 /// Returns the protocol and every byte read so far.
 pub async fn detect<T: AsyncRead + Unpin>(
     io: &mut T,
-    timeout: Duration,
+    deadlines: Deadlines,
 ) -> std::io::Result<(Protocol, BytesMut)> {
     let mut buf = BytesMut::with_capacity(1024);
-    let found = detect_at(io, &mut buf, Instant::now() + timeout).await?;
+    let found = detect_at(io, &mut buf, deadlines).await?;
     Ok((found, buf))
 }
 
-/// [`detect`] continuing from the bytes already in `buf`, until `deadline`.
+/// [`detect`] continuing from the bytes already in `buf`. Fails with `TimedOut` when
+/// the bytes could still begin an HTTP request at the head deadline.
 pub async fn detect_at<T: AsyncRead + Unpin>(
     io: &mut T,
     buf: &mut BytesMut,
-    deadline: Instant,
+    deadlines: Deadlines,
 ) -> std::io::Result<Protocol> {
-    Ok(match read_until(io, buf, deadline, classify).await? {
-        Read::Decided(found) => found,
-        Read::Deadline | Read::Ended => Protocol::Tcp,
-    })
+    match read_until(io, buf, deadlines.silence, classify).await? {
+        Read::Decided(found) => return Ok(found),
+        Read::Ended => return Ok(Protocol::Tcp),
+        Read::Deadline if buf.is_empty() => return Ok(Protocol::Tcp),
+        Read::Deadline => {}
+    }
+    match read_until(io, buf, deadlines.head, classify).await? {
+        Read::Decided(found) => Ok(found),
+        Read::Ended => Ok(Protocol::Tcp),
+        Read::Deadline => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no complete request line within the header-read timeout",
+        )),
+    }
 }
 
 /// Reads from `io` into `buf` until it is known whether the connection opens with a
@@ -316,7 +350,7 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(found, Opening::Plaintext);
-        let then = detect_at(&mut server, &mut buf, deadline())
+        let then = detect_at(&mut server, &mut buf, deadlines())
             .await
             .expect("detect");
         assert_eq!(
@@ -338,25 +372,55 @@ mod tests {
         assert_eq!(found, Opening::Closed);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn silence_means_tcp_after_the_timeout() {
-        let (_client, mut server) = tokio::io::duplex(64);
-        let (found, buf) = detect(&mut server, Duration::from_millis(500))
-            .await
-            .expect("detect");
-        assert_eq!(found, Protocol::Tcp);
-        assert!(buf.is_empty());
+    fn deadlines() -> Deadlines {
+        Deadlines::new(
+            Duration::from_millis(500),
+            Instant::now(),
+            Duration::from_secs(3),
+        )
     }
 
     #[tokio::test(start_paused = true)]
-    async fn partial_request_line_then_silence_keeps_the_bytes() {
+    async fn silence_means_tcp_after_the_timeout() {
+        let (_client, mut server) = tokio::io::duplex(64);
+        let started = Instant::now();
+        let (found, buf) = detect(&mut server, deadlines()).await.expect("detect");
+        assert_eq!(found, Protocol::Tcp);
+        assert!(buf.is_empty());
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_line_may_take_until_the_head_deadline() {
         let (mut client, mut server) = tokio::io::duplex(64);
         client.write_all(b"GET /slow").await.expect("write");
-        let (found, buf) = detect(&mut server, Duration::from_millis(500))
-            .await
-            .expect("detect");
-        assert_eq!(found, Protocol::Tcp);
-        assert_eq!(&buf[..], b"GET /slow");
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            client.write_all(b" HTTP/1.1\r\n").await.expect("write");
+            client
+        });
+        let (found, buf) = detect(&mut server, deadlines()).await.expect("detect");
+        assert_eq!(found, Protocol::Http1);
+        assert_eq!(&buf[..], b"GET /slow HTTP/1.1\r\n");
+        drop(task.await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_line_trickled_past_the_head_deadline_is_cut() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let task = tokio::spawn(async move {
+            for byte in b"GET /slow-loris-sends-one-byte-at-a-time".iter() {
+                if client.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let started = Instant::now();
+        let err = detect(&mut server, deadlines()).await.expect_err("cut");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        task.abort();
     }
 
     #[tokio::test]
@@ -372,9 +436,7 @@ mod tests {
                 .expect("write");
             client
         });
-        let (found, buf) = detect(&mut server, Duration::from_secs(5))
-            .await
-            .expect("detect");
+        let (found, buf) = detect(&mut server, deadlines()).await.expect("detect");
         assert_eq!(found, Protocol::Http1);
         assert!(buf.starts_with(b"GET / HT"));
         drop(task.await);

@@ -21,6 +21,7 @@ pub mod dns;
 pub mod drain;
 pub mod endpoint;
 pub mod flow;
+pub mod head;
 pub mod http;
 pub mod io;
 mod listener;

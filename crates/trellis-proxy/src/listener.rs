@@ -117,6 +117,7 @@ async fn accept_loop(
 }
 
 async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
+    let accepted = Instant::now();
     let _guard = shared.drain.track();
     let drain = shared.drain.watch();
     let snapshot = shared.state.load_full();
@@ -139,7 +140,11 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
     let local_port = sockopt::original_dst(&stream)
         .or_else(|_| stream.local_addr())
         .map_or(listener.address.port(), |a| a.port());
-    let deadline = Instant::now() + listener.detect_timeout;
+    let deadlines = detect::Deadlines::new(
+        listener.detect_timeout,
+        accepted,
+        listener.header_read_timeout,
+    );
     // Room for a ClientHello or a request line in one read.
     let mut prefix = BytesMut::with_capacity(1024);
 
@@ -183,10 +188,14 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
         return;
     }
     if listener.mtls.enabled() {
-        match detect::opening(&mut stream, &mut prefix, deadline).await {
+        match detect::opening(&mut stream, &mut prefix, deadlines.silence).await {
             Ok(Opening::Tls) => {
                 let io = PrefixedIo::new(prefix.freeze(), stream);
-                return mtls_connection(io, local_port, listener, shared, drain).await;
+                let conn = Conn {
+                    local_port,
+                    accepted,
+                };
+                return mtls_connection(io, conn, listener, shared, drain).await;
             }
             Ok(Opening::Plaintext) if accept::admit_plaintext(&listener, &shared) => {}
             Ok(_) => return,
@@ -196,7 +205,7 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
             }
         }
     }
-    let protocol = match choose_protocol(&mut stream, &mut prefix, &listener, deadline).await {
+    let protocol = match choose_protocol(&mut stream, &mut prefix, &listener, deadlines).await {
         Ok(protocol) => protocol,
         Err(e) => {
             tracing::debug!(error = %e, "connection failed during protocol detection");
@@ -204,7 +213,20 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
         }
     };
     let io = PrefixedIo::new(prefix.freeze(), stream);
-    serve(io, protocol, None, local_port, listener, shared, drain).await;
+    let conn = Conn {
+        local_port,
+        accepted,
+    };
+    serve(io, protocol, None, conn, listener, shared, drain).await;
+}
+
+/// What the HTTP server needs to know of an accepted connection besides its stream.
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    /// The port the client dialled.
+    local_port: u16,
+    /// When it was accepted: the clock of its first request head starts there.
+    accepted: Instant,
 }
 
 /// Serves a connection that opened with a ClientHello on an mTLS listener: the
@@ -212,14 +234,15 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
 /// listener's protocol says).
 async fn mtls_connection<I>(
     io: I,
-    local_port: u16,
+    conn: Conn,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
     drain: Watch,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(accepted) = accept::terminate(io, &listener, &shared).await else {
+    let head_deadline = conn.accepted + listener.header_read_timeout;
+    let Some(accepted) = accept::terminate(io, &listener, &shared, head_deadline).await else {
         return;
     };
     let mut stream = accepted.stream;
@@ -227,9 +250,13 @@ async fn mtls_connection<I>(
     let protocol = match accepted.protocol {
         Some(protocol) => protocol,
         None => {
-            let deadline = Instant::now() + listener.detect_timeout;
+            let deadlines = detect::Deadlines::new(
+                listener.detect_timeout,
+                conn.accepted,
+                listener.header_read_timeout,
+            );
             prefix.reserve(1024);
-            match choose_protocol(&mut stream, &mut prefix, &listener, deadline).await {
+            match choose_protocol(&mut stream, &mut prefix, &listener, deadlines).await {
                 Ok(protocol) => protocol,
                 Err(e) => {
                     tracing::debug!(error = %e, "mTLS connection failed during protocol detection");
@@ -240,19 +267,19 @@ async fn mtls_connection<I>(
     };
     let io = PrefixedIo::new(prefix.freeze(), stream);
     let peer = Some(accepted.peer);
-    serve(io, protocol, peer, local_port, listener, shared, drain).await;
+    serve(io, protocol, peer, conn, listener, shared, drain).await;
 }
 
 /// The listener's declared protocol, or for `auto` the one detected from the bytes in
-/// `prefix` and those read until `deadline`.
+/// `prefix` and those read until the deadlines.
 async fn choose_protocol<I: AsyncRead + Unpin>(
     io: &mut I,
     prefix: &mut BytesMut,
     listener: &Listener,
-    deadline: Instant,
+    deadlines: detect::Deadlines,
 ) -> std::io::Result<Protocol> {
     Ok(match listener.protocol {
-        ListenerProtocol::Auto => detect::detect_at(io, prefix, deadline).await?,
+        ListenerProtocol::Auto => detect::detect_at(io, prefix, deadlines).await?,
         ListenerProtocol::Http1 => Protocol::Http1,
         ListenerProtocol::Http2 | ListenerProtocol::Grpc => Protocol::Http2,
         // A tls listener reads ClientHellos itself; on an mTLS connection its bytes are
@@ -263,12 +290,12 @@ async fn choose_protocol<I: AsyncRead + Unpin>(
 
 /// Hands a connection to the HTTP server or, if the listener's authorization admits
 /// it, to the TCP forwarder. `peer` is the client proxy's identity when the connection
-/// is mTLS; `local_port` the port it arrived on.
+/// is mTLS.
 async fn serve<I>(
     io: I,
     protocol: Protocol,
     peer: Option<SpiffeId>,
-    local_port: u16,
+    conn: Conn,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
     drain: Watch,
@@ -282,7 +309,8 @@ async fn serve<I>(
                 io,
                 http::Version::Http1,
                 peer,
-                local_port,
+                conn.local_port,
+                conn.accepted,
                 listener,
                 shared.clone(),
                 drain,
@@ -294,7 +322,8 @@ async fn serve<I>(
                 io,
                 http::Version::Http2,
                 peer,
-                local_port,
+                conn.local_port,
+                conn.accepted,
                 listener,
                 shared.clone(),
                 drain,
@@ -306,7 +335,7 @@ async fn serve<I>(
             // why.
             let admitted = listener.authorization.as_ref().is_none_or(|authz| {
                 authz
-                    .check_connection(peer.as_ref(), local_port, &shared)
+                    .check_connection(peer.as_ref(), conn.local_port, &shared)
                     .is_ok()
             });
             if admitted {

@@ -41,6 +41,9 @@ pub struct Listener {
     pub protocol: ListenerProtocol,
     pub detect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Time a client has for a request's head (`head`), and for the mTLS handshake and
+    /// protocol detection before its first.
+    pub header_read_timeout: Duration,
     pub mtls: MtlsMode,
     /// Who may use the listener; `None`: everyone.
     pub authorization: Option<ListenerAuthz>,
@@ -219,6 +222,7 @@ fn build_listener(
         protocol: config.protocol,
         detect_timeout: config.detect_timeout.get(),
         idle_timeout: config.idle_timeout.get(),
+        header_read_timeout: config.header_read_timeout.get(),
         mtls: config.mtls,
         authorization: config
             .authorization

@@ -353,6 +353,9 @@ pub struct Listener {
     pub detect_timeout_ms: ::core::option::Option<u64>,
     #[prost(uint64, optional, tag = "6")]
     pub idle_timeout_ms: ::core::option::Option<u64>,
+    /// Time a client has to send a request's head, from the accept for the first.
+    #[prost(uint64, optional, tag = "13")]
+    pub header_read_timeout_ms: ::core::option::Option<u64>,
     #[prost(enumeration = "MtlsMode", tag = "7")]
     pub mtls: i32,
     /// Who may use the listener. Unset: everyone (outbound listeners). Set on inbound

@@ -377,6 +377,7 @@ impl MeshIndex {
             }],
             detect_timeout_ms: None,
             idle_timeout_ms: None,
+            header_read_timeout_ms: None,
             mtls: self.tables.mesh.mtls as i32,
             authorization: Some(self.authorization(own, app_port(proxy))),
             rate_limits: self.rate_limits(proxy, own, port),
@@ -464,6 +465,7 @@ impl MeshIndex {
             routes,
             detect_timeout_ms: None,
             idle_timeout_ms: None,
+            header_read_timeout_ms: None,
             mtls: MtlsMode::Disabled as i32,
             authorization: None,
             ..Default::default()
@@ -501,6 +503,7 @@ impl MeshIndex {
             routes,
             detect_timeout_ms: None,
             idle_timeout_ms: None,
+            header_read_timeout_ms: None,
             mtls: MtlsMode::Disabled as i32,
             authorization: None,
             // Clients that honour `HTTP_PROXY` (gRPC, HTTPS) send `CONNECT host:port`.

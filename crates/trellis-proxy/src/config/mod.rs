@@ -120,6 +120,7 @@ pub struct ListenerConfig {
     pub protocol: ListenerProtocol,
     /// With `protocol: auto`, how long to wait for the client's first bytes before
     /// treating the connection as opaque TCP (so server-speaks-first protocols work).
+    /// Bytes that may still begin an HTTP request wait for `headerReadTimeout` instead.
     /// Default `1s`.
     #[serde(default = "defaults::detect_timeout")]
     pub detect_timeout: Duration,
@@ -127,6 +128,12 @@ pub struct ListenerConfig {
     /// is closed. Default `5m`.
     #[serde(default = "defaults::listener_idle_timeout")]
     pub idle_timeout: Duration,
+    /// Time an HTTP client has to send a request's head (HTTP/1 request line and
+    /// headers; HTTP/2 connection preface, frame headers and header blocks), counted
+    /// from the accept for the first, so an mTLS handshake and protocol detection fall
+    /// within it; a client still sending is disconnected. Default `10s`.
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: Duration,
     /// Where traffic goes: the first route whose `match` fits the request. A `tcp`
     /// listener has exactly one route, without `match`.
     pub routes: Vec<RouteConfig>,
@@ -417,6 +424,9 @@ pub mod defaults {
     pub fn detect_timeout() -> Duration {
         Duration::from_secs(1)
     }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
     pub fn listener_idle_timeout() -> Duration {
         Duration::from_secs(300)
     }
@@ -607,6 +617,12 @@ impl ProxyConfig {
                 return Err(ConfigError::invalid(
                     format!("{at}.address"),
                     format!("{} is used by another listener", l.address),
+                ));
+            }
+            if l.header_read_timeout.get().is_zero() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.headerReadTimeout"),
+                    "must be greater than 0",
                 ));
             }
             if let Some(authorization) = &l.authorization {

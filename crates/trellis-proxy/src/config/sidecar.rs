@@ -25,6 +25,7 @@ impl ProxyConfig {
                 protocol: ListenerProtocol::Auto,
                 detect_timeout: defaults::detect_timeout(),
                 idle_timeout: defaults::listener_idle_timeout(),
+                header_read_timeout: defaults::header_read_timeout(),
                 routes: vec![RouteConfig {
                     name: None,
                     matches: None,

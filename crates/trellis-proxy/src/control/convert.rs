@@ -176,6 +176,8 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
         },
         detect_timeout: millis(l.detect_timeout_ms).unwrap_or_else(defaults::detect_timeout),
         idle_timeout: millis(l.idle_timeout_ms).unwrap_or_else(defaults::listener_idle_timeout),
+        header_read_timeout: millis(l.header_read_timeout_ms)
+            .unwrap_or_else(defaults::header_read_timeout),
         routes: l.routes.iter().map(route).collect(),
         mtls: match l.mtls() {
             wire::MtlsMode::Disabled => config::MtlsMode::Disabled,
@@ -512,6 +514,7 @@ mod tests {
                 }],
                 detect_timeout_ms: None,
                 idle_timeout_ms: Some(60_000),
+                header_read_timeout_ms: Some(4_000),
                 mtls: wire::MtlsMode::Strict as i32,
                 authorization: Some(wire::Authorization {
                     default_action: wire::AuthorizationAction::Deny as i32,
@@ -651,6 +654,7 @@ mod tests {
         let l = &config.listeners[0];
         assert_eq!(l.protocol, ListenerProtocol::Http1);
         assert_eq!(l.idle_timeout, Duration::from_secs(60));
+        assert_eq!(l.header_read_timeout, Duration::from_secs(4));
         let r = &l.routes[0];
         assert_eq!(r.name.as_deref(), Some("canary"));
         assert_eq!(r.timeout, Some(Duration::from_millis(1500)));

@@ -90,9 +90,15 @@ impl Tunnel {
         } = self;
         let shared = ctx.shared.clone();
         let drain = shared.drain.watch();
-        let deadline = Instant::now() + listener.detect_timeout;
+        // The tunnel is a new connection: its first head is timed from its opening.
+        let opened = Instant::now();
+        let deadlines = detect::Deadlines::new(
+            listener.detect_timeout,
+            opened,
+            listener.header_read_timeout,
+        );
         let mut prefix = BytesMut::with_capacity(1024);
-        let opening = detect::opening(&mut io, &mut prefix, deadline).await;
+        let opening = detect::opening(&mut io, &mut prefix, deadlines.silence).await;
         match opening {
             Ok(Opening::Tls) => {
                 let io = PrefixedIo::new(prefix.freeze(), io);
@@ -112,7 +118,7 @@ impl Tunnel {
                 return;
             }
         }
-        let version = match detect::detect_at(&mut io, &mut prefix, deadline).await {
+        let version = match detect::detect_at(&mut io, &mut prefix, deadlines).await {
             Ok(Protocol::Http1) => super::Version::Http1,
             Ok(Protocol::Http2) => super::Version::Http2,
             Ok(Protocol::Tcp) => {
@@ -132,6 +138,7 @@ impl Tunnel {
                 version,
                 ctx.identity.clone(),
                 ctx.local_port,
+                opened,
                 listener,
                 shared,
                 drain,

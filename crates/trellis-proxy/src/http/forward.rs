@@ -69,10 +69,21 @@ impl ConnContext {
     }
 }
 
-/// Serves one request. Never fails: every error becomes a response.
-pub async fn handle(
+/// Serves one request. Never fails: every error becomes a response. The request counts
+/// as active from the call, not from the first poll: hyper reads the start of its body
+/// in between, and those bytes must not look like the next request's head.
+pub fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<ConnContext>,
+) -> impl std::future::Future<Output = Result<Response<BoxBody>, Infallible>> + Send {
+    let active = ActiveRequest::new(ctx.active.clone());
+    serve_request(req, ctx, active)
+}
+
+async fn serve_request(
     mut req: Request<Incoming>,
     ctx: Arc<ConnContext>,
+    active: ActiveRequest,
 ) -> Result<Response<BoxBody>, Infallible> {
     // Only the proxy that terminated mTLS may say who the client is; whatever a client
     // claims is dropped before routing, so no route matches on a forged identity.
@@ -81,7 +92,6 @@ pub async fn handle(
     if let Some(peer) = &ctx.peer {
         headers.insert(PEER_IDENTITY, peer.clone());
     }
-    let active = ActiveRequest::new(ctx.active.clone());
     let started = Instant::now();
     let listener = ctx.current_listener();
     let grpc = listener.protocol == ListenerProtocol::Grpc || is_grpc(&req);

@@ -14,10 +14,12 @@ use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use trellis_identity::SpiffeId;
 
 use self::forward::ConnContext;
 use crate::drain;
+use crate::head::{FrameScanner, HeadClock, HeadIo, Heads};
 use crate::io::{Activity, TrackedIo};
 use crate::state::Listener;
 use crate::Shared;
@@ -26,12 +28,14 @@ use crate::Shared;
 /// idle: HTTP/1 closes after the response in progress, HTTP/2 sends GOAWAY and lets open
 /// streams end. A macro because hyper's two connection types share no trait for it.
 macro_rules! drive {
-    ($conn:expr, $drain:expr, $idle:expr) => {{
+    ($conn:expr, $drain:expr, $idle:expr, $head:expr) => {{
         let conn = $conn;
         let mut drain = $drain;
         let idle = $idle;
+        let head = $head;
         tokio::pin!(conn);
         tokio::pin!(idle);
+        tokio::pin!(head);
         let mut closing = false;
         loop {
             tokio::select! {
@@ -44,6 +48,12 @@ macro_rules! drive {
                 _ = drain.signaled(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                }
+                // Dropping the connection closes it: a client that has not sent its
+                // head in time gets no answer, as it may never read one.
+                _ = &mut head => {
+                    tracing::debug!("closing a client connection whose request head is late");
+                    break;
                 }
                 _ = &mut idle, if !closing => {
                     tracing::debug!("closing idle client connection");
@@ -63,14 +73,17 @@ pub enum Version {
 }
 
 /// Serves HTTP on one accepted connection until the client leaves, the connection is
-/// idle past the listener's idle timeout, or the proxy drains. `peer` is the client
-/// proxy's identity when the connection is mTLS; `local_port` the port the connection
-/// arrived on.
+/// idle past the listener's idle timeout, a request head takes longer than the
+/// listener's header-read timeout, or the proxy drains. `peer` is the client proxy's
+/// identity when the connection is mTLS; `local_port` the port the connection arrived
+/// on; `accepted` when it was accepted, where the clock of its first head starts.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<I>(
     io: I,
     version: Version,
     peer: Option<SpiffeId>,
     local_port: u16,
+    accepted: Instant,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
     drain: drain::Watch,
@@ -80,6 +93,7 @@ pub async fn serve<I>(
     let activity = Activity::new();
     let active = Arc::new(AtomicUsize::new(0));
     let idle_timeout = listener.idle_timeout;
+    let clock = HeadClock::new(accepted, listener.header_read_timeout);
     let max_header_bytes = shared.state.load().config.max_header_bytes;
     let call = crate::telemetry::CallLabels::new(
         if &*listener.name == crate::config::INBOUND_LISTENER {
@@ -102,27 +116,47 @@ pub async fn serve<I>(
         identity: peer,
         local_port,
     });
+    let heads = match version {
+        Version::Http1 => Heads::Http1 {
+            active: active.clone(),
+        },
+        Version::Http2 => Heads::Http2(FrameScanner::default()),
+    };
+    let io = HeadIo::new(io, clock.clone(), heads);
     let io = TokioIo::new(TrackedIo::new(io, activity.clone()));
-    let service = service_fn(move |req| forward::handle(req, ctx.clone()));
     let idle = async move {
         activity
             .idle(idle_timeout, || active.load(Ordering::Relaxed) > 0)
             .await
     };
 
+    let head = {
+        let clock = clock.clone();
+        async move { clock.expired().await }
+    };
+
     match version {
         Version::Http1 => {
+            // A request's head is complete when hyper hands it over.
+            let service = service_fn(move |req| {
+                clock.finish();
+                forward::handle(req, ctx.clone())
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .keep_alive(true)
+                // The head clock above times heads, from the accept for the first;
+                // hyper's own would also close idle keep-alive connections.
+                .header_read_timeout(None)
                 // hyper's smallest allowed buffer; the head limit below is what counts.
                 .max_buf_size(max_header_bytes.max(8192))
                 .max_header_size(max_header_bytes)
                 .serve_connection(io, service)
                 .with_upgrades();
-            drive!(conn, drain, idle);
+            drive!(conn, drain, idle, head);
         }
         Version::Http2 => {
+            let service = service_fn(move |req| forward::handle(req, ctx.clone()));
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
@@ -132,7 +166,7 @@ pub async fn serve<I>(
                 .initial_connection_window_size(crate::flow::CONNECTION_WINDOW)
                 .max_concurrent_streams(crate::flow::MAX_CONCURRENT_STREAMS)
                 .serve_connection(io, service);
-            drive!(conn, drain, idle);
+            drive!(conn, drain, idle, head);
         }
     }
 }

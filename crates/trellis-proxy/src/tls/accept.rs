@@ -2,9 +2,8 @@
 //! connection that opened with a ClientHello, and deciding what happens to one that
 //! opened in plaintext.
 
-use std::time::Duration;
-
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use trellis_identity::{peer_identity, SpiffeId};
 
@@ -14,9 +13,6 @@ use crate::config::MtlsMode;
 use crate::detect::Protocol;
 use crate::state::Listener;
 use crate::Shared;
-
-/// Time a client gets to complete its handshake once its ClientHello has arrived.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection whose mTLS handshake succeeded.
 pub struct Accepted<I> {
@@ -49,8 +45,15 @@ pub(crate) fn admit_plaintext(listener: &Listener, shared: &Shared) -> bool {
 }
 
 /// Completes the server side of an mTLS handshake on `io`, whose first bytes were a
-/// ClientHello. `None` when it failed; the failure is counted and logged here.
-pub(crate) async fn terminate<I>(io: I, listener: &Listener, shared: &Shared) -> Option<Accepted<I>>
+/// ClientHello, by `deadline` (the connection's header-read deadline: a handshake is
+/// part of what comes before the first request). `None` when it failed; the failure is
+/// counted and logged here.
+pub(crate) async fn terminate<I>(
+    io: I,
+    listener: &Listener,
+    shared: &Shared,
+    deadline: Instant,
+) -> Option<Accepted<I>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -63,8 +66,7 @@ where
         );
         return None;
     };
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, identity.acceptor().accept(io)).await
-    {
+    let stream = match tokio::time::timeout_at(deadline, identity.acceptor().accept(io)).await {
         Err(_elapsed) => {
             refused(
                 listener,

@@ -10,6 +10,7 @@ mod filters;
 mod grpc;
 mod http;
 mod lifecycle;
+mod limits;
 mod locality;
 mod malformed;
 mod matching;

@@ -171,7 +171,7 @@ pub(super) fn metric(proxy: &Proxy, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn handshakes(direction: &str, reason: &str) -> String {
+pub(super) fn handshakes(direction: &str, reason: &str) -> String {
     let result = if reason.is_empty() { "ok" } else { "error" };
     format!(
         r#"trellis_tls_handshakes_total{{direction="{direction}",result="{result}",reason="{reason}"}}"#
