@@ -23,6 +23,12 @@ mod top;
 
 use std::process::ExitCode;
 
+/// jemalloc with its background thread, which returns freed pages to the system after a
+/// burst (a flood of connections, a large configuration) whatever the process is doing;
+/// see ARCHITECTURE.md, "Memory".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Trellis: a service mesh. Secure, reliable, observable calls between services.

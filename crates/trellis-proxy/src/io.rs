@@ -3,7 +3,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -65,6 +65,11 @@ impl<T> PrefixedIo<T> {
     pub fn new(prefix: Bytes, inner: T) -> Self {
         Self { prefix, inner }
     }
+
+    /// The bytes not yet replayed, and the inner stream.
+    pub fn into_parts(self) -> (Bytes, T) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<T: AsyncRead> AsyncRead for PrefixedIo<T> {
@@ -78,6 +83,10 @@ impl<T: AsyncRead> AsyncRead for PrefixedIo<T> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Release the detection buffer now, not when the connection ends.
+                *this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         this.inner.poll_read(cx, buf)
@@ -86,31 +95,53 @@ impl<T: AsyncRead> AsyncRead for PrefixedIo<T> {
 
 write_through!(PrefixedIo);
 
-/// When a connection last moved a byte, as milliseconds since a fixed origin, shared
-/// between the stream and whoever watches it for idleness.
+/// When a connection last moved a byte, as milliseconds since a fixed origin, and
+/// whether its last write found the socket full, shared between the stream and whoever
+/// watches it for idleness.
 #[derive(Debug, Clone)]
 pub struct Activity {
     origin: Instant,
-    last_ms: Arc<AtomicU64>,
+    state: Arc<ActivityState>,
+}
+
+#[derive(Debug, Default)]
+struct ActivityState {
+    last_ms: AtomicU64,
+    write_blocked: AtomicBool,
 }
 
 impl Activity {
     pub fn new() -> Self {
         Self {
             origin: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
+            state: Arc::default(),
         }
     }
 
     fn touch(&self) {
         let ms = self.origin.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.state.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn wrote<T>(&self, res: &Poll<io::Result<T>>) {
+        let blocked = res.is_pending();
+        self.state.write_blocked.store(blocked, Ordering::Relaxed);
+        if !blocked {
+            self.touch();
+        }
     }
 
     /// Time since the last byte moved.
     pub fn idle_for(&self) -> std::time::Duration {
         let now = self.origin.elapsed().as_millis() as u64;
-        std::time::Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+        let last = self.state.last_ms.load(Ordering::Relaxed);
+        std::time::Duration::from_millis(now.saturating_sub(last))
+    }
+
+    /// Whether the last write found the socket full: the writer still holds bytes the
+    /// peer has not taken.
+    pub fn write_blocked(&self) -> bool {
+        self.state.write_blocked.load(Ordering::Relaxed)
     }
 }
 
@@ -197,8 +228,8 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
         let res = this.inner.poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = res {
             *this.written += n as u64;
-            this.activity.touch();
         }
+        this.activity.wrote(&res);
         res
     }
     fn poll_write_vectored(
@@ -210,8 +241,8 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
         let res = this.inner.poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = res {
             *this.written += n as u64;
-            this.activity.touch();
         }
+        this.activity.wrote(&res);
         res
     }
     fn is_write_vectored(&self) -> bool {
@@ -239,6 +270,22 @@ mod tests {
         let mut out = String::new();
         io.read_to_string(&mut out).await.expect("read");
         assert_eq!(out, "hello world");
+    }
+
+    #[tokio::test]
+    async fn a_write_that_finds_the_peer_full_is_blocked_until_one_goes_through() {
+        let (a, mut b) = tokio::io::duplex(4);
+        let activity = Activity::new();
+        let mut io = TrackedIo::new(a, activity.clone());
+        io.write_all(b"abcd").await.expect("write");
+        assert!(!activity.write_blocked());
+        let full = tokio::time::timeout(std::time::Duration::from_millis(50), io.write_all(b"e"));
+        assert!(full.await.is_err(), "the peer has taken nothing");
+        assert!(activity.write_blocked());
+        let mut buf = [0u8; 4];
+        b.read_exact(&mut buf).await.expect("read");
+        io.write_all(b"e").await.expect("write");
+        assert!(!activity.write_blocked());
     }
 
     #[tokio::test]

@@ -128,7 +128,9 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
         // A captured connection: the listener serving its destination takes it from
         // here, unless it was passed through or refused.
         let dispatched = transparent::dispatch(stream, &listener, table, &snapshot, &shared);
-        let Some((captured, target)) = dispatched.await else {
+        // Boxed, as every rarely taken branch below: a connection's task is as large as
+        // the largest state of this function, held for the connection's whole life.
+        let Some((captured, target)) = Box::pin(dispatched).await else {
             return;
         };
         (stream, listener) = (captured, target);
@@ -165,16 +167,14 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
         };
         let io = PrefixedIo::new(prefix.freeze(), stream);
         let open = count_connection(&listener, &shared, "tls");
-        if tcp::forward(
+        let forwarded = Box::pin(tcp::forward(
             io,
             listener.clone(),
             server_name.as_deref(),
             shared.clone(),
             drain,
-        )
-        .await
-        .is_none()
-        {
+        ));
+        if forwarded.await.is_none() {
             // An egress listener's routes are the declared external hosts.
             let reason = if listener.egress {
                 tracing::info!(listener = %listener.name, server_name = ?server_name, "TLS connection to an undeclared external host refused");
@@ -195,7 +195,7 @@ async fn connection(name: String, mut stream: TcpStream, shared: Arc<Shared>) {
                     local_port,
                     accepted,
                 };
-                return mtls_connection(io, conn, listener, shared, drain).await;
+                return Box::pin(mtls_connection(io, conn, listener, shared, drain)).await;
             }
             Ok(Opening::Plaintext) if accept::admit_plaintext(&listener, &shared) => {}
             Ok(_) => return,
@@ -339,7 +339,7 @@ async fn serve<I>(
                     .is_ok()
             });
             if admitted {
-                tcp::forward(io, listener, None, shared.clone(), drain).await;
+                Box::pin(tcp::forward(io, listener, None, shared.clone(), drain)).await;
             }
         }
     }
