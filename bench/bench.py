@@ -202,10 +202,10 @@ from templates import (  # noqa: E402
 )
 
 
-def nginx_start(name, body, workdir):
+def nginx_start(name, body, workdir, common=NGINX_COMMON):
     os.makedirs(os.path.join(workdir, f"{name}-tmp"), exist_ok=True)
     conf = write(os.path.join(workdir, f"{name}.conf"),
-                 NGINX_COMMON.format(dir=workdir, name=name, body=body))
+                 common.format(dir=workdir, name=name, body=body))
     return start(name, ["nginx", "-p", workdir, "-e", os.path.join(workdir, f"{name}.err"), "-c", conf], workdir)
 
 
