@@ -5,8 +5,9 @@
 //! `trellis.dev/v1alpha1`), their typed specs, and their validation, with errors that
 //! give the path of the field at fault.
 //!
-//! The same documents are custom resources on Kubernetes, so shapes and field names
-//! follow the Gateway API. Read input with [`parse_documents`]; build resources in code
+//! Shapes and field names follow the Gateway API, so the same documents can become
+//! custom resources on Kubernetes; today they are read from files, the control plane's
+//! store or etcd, and no Kubernetes API server backs them. Read input with [`parse_documents`]; build resources in code
 //! with [`Resource::new`] and check them with [`Resource::validate`].
 //!
 //! [`proto`] is the control plane's gRPC API for proxies. [`authz`] holds the one
