@@ -47,17 +47,30 @@ fn web(proxy: &Proxy) -> std::net::SocketAddr {
     proxy.listener_addr("web").expect("web")
 }
 
+/// An HTTP/1.1 application behind [`chain`], its outbound proxy detecting what the
+/// client speaks. Returns (app, outbound, inbound).
+async fn http1_app_chain() -> (HttpServer, Proxy, Proxy) {
+    let app = HttpServer::start("app", ServerProtocol::Http1)
+        .await
+        .expect("server");
+    let (outbound, inbound) = chain("auto", "http1", app.addr()).await;
+    (app, outbound, inbound)
+}
+
+/// `len` bytes repeating every `period` bytes (a prime), so a body that comes back
+/// shifted, cut or spliced does not compare equal.
+fn pattern(len: u32, period: u32) -> Vec<u8> {
+    (0..len).map(|i| (i % period) as u8).collect()
+}
+
 /// 20,000 one-line chunks (server-sent events, a log tail) arrive whole and in order,
 /// while a 4 MB upload is echoed on the same proxy-to-proxy connection beside them.
 #[tokio::test]
 async fn a_response_of_20000_small_chunks_arrives_whole_beside_a_large_upload() {
-    let app = HttpServer::start("app", ServerProtocol::Http1)
-        .await
-        .expect("server");
-    let (outbound, _inbound) = chain("auto", "http1", app.addr()).await;
+    let (_app, outbound, _inbound) = http1_app_chain().await;
     let base = format!("http://{}", web(&outbound));
     let client = HttpClient::http1();
-    let upload: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let upload = pattern(4 * 1024 * 1024, 251);
     let (stream, echo) = join(
         client.get(&format!("{base}/stream/20000")),
         client.post(&format!("{base}/echo"), upload.clone()),
@@ -83,13 +96,10 @@ async fn a_response_of_20000_small_chunks_arrives_whole_beside_a_large_upload() 
 #[tokio::test]
 async fn a_failing_stream_never_ends_the_streams_beside_it() {
     use tokio::io::AsyncWriteExt;
-    let app = HttpServer::start("app", ServerProtocol::Http1)
-        .await
-        .expect("server");
-    let (outbound, _inbound) = chain("auto", "http1", app.addr()).await;
+    let (_app, outbound, _inbound) = http1_app_chain().await;
     let base = format!("http://{}", web(&outbound));
     let client = HttpClient::http1();
-    let upload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let upload = pattern(8 * 1024 * 1024, 253);
     let aborts = async {
         for _ in 0..20 {
             let mut tcp = TcpStream::connect(web(&outbound)).await.expect("connect");
