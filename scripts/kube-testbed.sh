@@ -2,7 +2,9 @@
 # Builds the Kubernetes test bed's binaries (kube-apiserver, kube-controller-manager,
 # kubectl) from the Go module k8s.io/kubernetes at one pinned release, and caches them
 # under ~/.cache/trellis/kubernetes/<version>/, so only a fresh machine builds (several
-# minutes on two cores). Prints the cache directory. Safe to run again.
+# minutes on two cores), with the Gateway API's CRDs (experimental channel) from the Go
+# module sigs.k8s.io/gateway-api beside them in gateway-api/. Prints the cache
+# directory. Safe to run again.
 #
 # k8s.io/kubernetes replaces its own k8s.io/* modules with ./staging, which a module
 # that requires it cannot see; the wrapper module below pins each of them to the
@@ -10,12 +12,14 @@
 set -euo pipefail
 
 version=${TRELLIS_KUBERNETES_VERSION:-v1.36.3}
+gateway_api=${TRELLIS_GATEWAY_API_VERSION:-v1.6.3}
 staging=v0${version#v1}
 cache=${TRELLIS_KUBERNETES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/trellis/kubernetes/$version}
 binaries=(kube-apiserver kube-controller-manager kubectl)
 
 have_all() {
   for b in "${binaries[@]}"; do [ -x "$cache/$b" ] || return 1; done
+  [ -f "$cache/gateway-api/$gateway_api" ]
 }
 if have_all; then
   echo "$cache"
@@ -24,9 +28,11 @@ fi
 
 command -v go >/dev/null || { echo "error: Go is needed to build the Kubernetes test bed" >&2; exit 1; }
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# The module and build caches of this build (a few GB) go when it ends: only the
+# binaries are kept, and CI machines have little disk to spare.
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOCACHE="$work/build-cache" GOMODCACHE="$work/modules"
+trap 'go clean -modcache >/dev/null 2>&1; rm -rf "$work"' EXIT
 cd "$work"
-export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 
 echo "building Kubernetes $version test bed into $cache (several minutes)" >&2
 go mod init trellis.dev/kubernetes-testbed >/dev/null 2>&1
@@ -50,10 +56,26 @@ import (
 )
 GO
 go mod tidy >&2
-mkdir -p "$cache.partial"
+# The release the binaries report (`/version`, `kubectl version`), as Kubernetes' own
+# build stamps it; without it they say v0.0.0-master.
+minor=${version#v1.}
+minor=${minor%%.*}
+stamp="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1"
+stamp="$stamp -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+stamp="$stamp -X k8s.io/client-go/pkg/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitMajor=1"
+stamp="$stamp -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+mkdir -p "$cache"
 for b in "${binaries[@]}"; do
-  go build -trimpath -ldflags=-s -o "$cache.partial/$b" "k8s.io/kubernetes/cmd/$b" >&2
+  [ -x "$cache/$b" ] && continue
+  go build -trimpath -ldflags="-s $stamp" -o "$cache/$b.partial" "k8s.io/kubernetes/cmd/$b" >&2
+  mv "$cache/$b.partial" "$cache/$b"
 done
-rm -rf "$cache"
-mv "$cache.partial" "$cache"
+# The cluster owner's CRDs, as a user installs them; not the validating admission
+# policy that guards upgrades between channels (the test bed installs one channel).
+crds=$(go mod download -json "sigs.k8s.io/gateway-api@$gateway_api" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+mkdir -p "$cache/gateway-api"
+cp "$crds"/config/crd/experimental/gateway.networking.*.yaml "$cache/gateway-api/"
+chmod u+w "$cache"/gateway-api/*
+rm -f "$cache"/gateway-api/*_vap_*.yaml
+touch "$cache/gateway-api/$gateway_api"
 echo "$cache"

@@ -38,6 +38,11 @@ for requirement in websockets==17.4 grpcio==1.85.4; do
   fi
 done
 
+# The Kubernetes test bed: kube-apiserver, kube-controller-manager and kubectl built
+# from the Go module k8s.io/kubernetes, and the Gateway API CRDs; cached under
+# ~/.cache/trellis/kubernetes, so only a fresh machine builds (several minutes).
+"$(dirname "$0")/kube-testbed.sh" >/dev/null
+
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

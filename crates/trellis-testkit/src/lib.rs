@@ -16,6 +16,7 @@ pub mod dns;
 pub mod etcd;
 pub mod grpc;
 pub mod http;
+pub mod kube;
 pub mod load;
 pub mod netns;
 pub mod tcp;
