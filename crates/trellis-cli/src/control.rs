@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use trellis_control::ca::CaSettings;
-use trellis_control::server::{ControlPlane, ControlSettings, StoreSettings};
+use trellis_control::server::{ControlPlane, ControlSettings, ExtraRoutes, StoreSettings};
 use trellis_control::store::etcd::{EtcdAuth, EtcdSettings, EtcdTls};
 use trellis_identity::{CaPem, SealingKey};
+use trellis_kubernetes::control::KubernetesControlPlane;
 
 /// Flags of `trellis control`.
 #[derive(Debug, clap::Args)]
@@ -52,6 +53,16 @@ pub struct ControlArgs {
     /// The intermediate CA's private key, PKCS#8 PEM.
     #[arg(long, requires = "ca_cert")]
     pub ca_key: Option<PathBuf>,
+    /// Run on Kubernetes: the cluster's Services, Pods, Gateway API routes and
+    /// `trellis.dev` resources are the mesh, and proxies prove their Pods with
+    /// ServiceAccount tokens. Reaches the API server as its Pod's ServiceAccount, or
+    /// with --kubeconfig.
+    #[arg(long, conflicts_with = "store")]
+    pub kubernetes: bool,
+    /// The kubeconfig to reach the API server with (with --kubernetes), instead of the
+    /// Pod's ServiceAccount.
+    #[arg(long, requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// How to reach an etcd cluster, beside its URL.
@@ -131,6 +142,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         ca.encryption_key = Some(std::sync::Arc::new(read_encryption_key(path)?));
     }
     let store_line = match &store {
+        _ if args.kubernetes => "the Kubernetes cluster (mirrored in memory)".to_string(),
         StoreSettings::Embedded => format!("embedded, {}", data_dir.join("store.redb").display()),
         StoreSettings::Etcd(etcd) => {
             format!("etcd {} under {}", etcd.endpoints.join(","), etcd.prefix)
@@ -145,8 +157,17 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         ca,
     };
     // The dashboard shares the HTTP API's listener and reads through the API.
-    let cp =
-        ControlPlane::start_serving(settings, Some(Box::new(trellis_dashboard::router))).await?;
+    let dashboard: ExtraRoutes = Box::new(trellis_dashboard::router);
+    let (cp, _source) = if args.kubernetes {
+        let client = trellis_kubernetes::client::connect(args.kubeconfig.as_deref()).await?;
+        let on_cluster = KubernetesControlPlane::start(client, settings, Some(dashboard)).await?;
+        (on_cluster.control, Some(on_cluster.source))
+    } else {
+        (
+            ControlPlane::start_serving(settings, Some(dashboard)).await?,
+            None,
+        )
+    };
     println!("control plane running");
     println!("  HTTP API   http://{}", cp.http_addr);
     println!(

@@ -10,6 +10,7 @@ mod explain;
 mod identity;
 mod iptables;
 mod pod;
+mod pod_sidecar;
 mod prometheus;
 mod proxy;
 mod resources;

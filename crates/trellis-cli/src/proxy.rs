@@ -24,11 +24,18 @@ pub struct ProxyArgs {
     /// As a sidecar: the application's address on loopback (`127.0.0.1:8080`).
     #[arg(long, requires = "service")]
     pub app: Option<SocketAddr>,
+    /// As the sidecar injected into a Kubernetes Pod: settings from the environment the
+    /// injector gives the container (see docs/kubernetes.md).
+    #[arg(long, conflicts_with_all = ["config", "service", "app"])]
+    pub kubernetes: bool,
     #[command(flatten)]
     pub sidecar: SidecarArgs,
 }
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    if args.kubernetes {
+        return crate::pod_sidecar::run().await;
+    }
     match (args.config, args.service, args.app) {
         (Some(path), _, _) => run_file(&path).await,
         (None, Some(service), Some(app)) => {
@@ -46,7 +53,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn wait_for_stop() -> anyhow::Result<()> {
+pub async fn wait_for_stop() -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     tokio::select! {

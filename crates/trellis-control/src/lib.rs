@@ -9,6 +9,7 @@ pub mod api;
 pub mod ca;
 pub mod compile;
 pub mod leader;
+pub mod platform;
 pub mod push;
 pub mod registry;
 pub mod secrets;

@@ -17,6 +17,7 @@ use trellis_api::proto::v1::proxy_api_server::ProxyApiServer;
 use crate::api::{self, ApiState};
 use crate::ca::{CaSettings, MeshCa};
 use crate::leader::{self, Membership, Replica};
+use crate::platform::Platform;
 use crate::push::{PushService, PushSettings};
 use crate::registry::Registry;
 use crate::secrets::Secrets;
@@ -122,7 +123,20 @@ impl ControlPlane {
         };
         let secrets = Secrets::new(store.clone(), settings.ca.encryption_key.clone());
         let token = api::token::share(&secrets, &settings.data_dir).await?;
-        Self::start_on(store, token, settings, extra).await
+        Self::start_on(store, token, settings, None, extra).await
+    }
+
+    /// Starts on a platform ([`Platform`]) that owns the workloads and the proxies'
+    /// credentials; `store` holds what its source mirrors (Kubernetes: the cluster, in
+    /// memory).
+    pub async fn start_on_platform(
+        store: Arc<dyn Store>,
+        token: String,
+        settings: ControlSettings,
+        platform: Arc<dyn Platform>,
+        extra: Option<ExtraRoutes>,
+    ) -> Result<Self, ControlError> {
+        Self::start_on(store, token, settings, Some(platform), extra).await
     }
 
     /// Starts on a given store and token (tests use the in-memory store).
@@ -131,13 +145,14 @@ impl ControlPlane {
         token: String,
         settings: ControlSettings,
     ) -> Result<Self, ControlError> {
-        Self::start_on(store, token, settings, None).await
+        Self::start_on(store, token, settings, None, None).await
     }
 
     async fn start_on(
         store: Arc<dyn Store>,
         token: String,
         settings: ControlSettings,
+        platform: Option<Arc<dyn Platform>>,
         extra: Option<ExtraRoutes>,
     ) -> Result<Self, ControlError> {
         let bind =
@@ -156,6 +171,7 @@ impl ControlPlane {
         let registry = Arc::new(Registry::new());
         let mut push_settings = PushSettings::new(token.clone());
         push_settings.grace = settings.grace;
+        push_settings.platform = platform;
         let weak_store = Arc::downgrade(&store);
         let push = PushService::new(store.clone(), registry.clone(), ca.clone(), push_settings);
         let membership = Arc::new(Membership::join(

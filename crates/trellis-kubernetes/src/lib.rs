@@ -5,4 +5,6 @@
 //! custom resources, become the same resources the compiler reads in universal mode,
 //! and the control plane serves the proxies from them unchanged.
 pub mod client;
+pub mod control;
+pub mod identity;
 pub mod source;

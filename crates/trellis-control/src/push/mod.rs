@@ -27,6 +27,7 @@ pub use self::mesh::{MeshVersion, MeshWatcher};
 pub use self::session::REGISTRATION;
 pub use self::tap::{TapHub, TapStream};
 use crate::ca::MeshCa;
+use crate::platform::Platform;
 use crate::registry::Registry;
 use crate::store::{Standing, Store};
 
@@ -40,6 +41,9 @@ pub struct PushSettings {
     pub grace: Duration,
     /// How long store changes are collected before proxies are recompiled. Default 50 ms.
     pub debounce: Duration,
+    /// The platform that owns the workloads and checks the proxies' credentials, if
+    /// any ([`crate::platform`]); `None`: universal mode.
+    pub platform: Option<Arc<dyn Platform>>,
 }
 
 impl PushSettings {
@@ -48,6 +52,7 @@ impl PushSettings {
             token,
             grace: Duration::from_secs(10),
             debounce: Duration::from_millis(50),
+            platform: None,
         }
     }
 }

@@ -59,10 +59,15 @@ pub async fn read_hello(inbound: &mut Streaming<ProxyMessage>) -> Result<Hello, 
     Ok(hello)
 }
 
+/// Whether `hello` carries the admin token.
+fn is_admin(inner: &Inner, hello: &Hello) -> bool {
+    tokens_match(hello.token.as_bytes(), inner.settings.token.as_bytes())
+}
+
 /// The identity `hello`'s token allows for `identity` (what the workload would be):
 /// refused unless the token is the admin token or a valid token bound to it.
 fn authorize(inner: &Inner, hello: &Hello, identity: &SpiffeId) -> Result<(), Status> {
-    if tokens_match(hello.token.as_bytes(), inner.settings.token.as_bytes()) {
+    if is_admin(inner, hello) {
         return Ok(());
     }
     let claims = inner.ca.verify_token(&hello.token).map_err(|e| {
@@ -101,7 +106,20 @@ pub async fn register(inner: &Inner, hello: &Hello) -> Result<Registered, Status
         .ca
         .identity(&workload.namespace, &workload.service_account)
         .map_err(|e| Status::invalid_argument(format!("workload identity: {e}")))?;
-    authorize(inner, hello, &identity)?;
+    match &inner.settings.platform {
+        Some(platform) if !is_admin(inner, hello) => {
+            if let Err(e) = platform.authenticate(&hello.token, &workload).await {
+                // A proxy reconnecting presents the session token that came with its
+                // certificate, which the CA checks; anything else gets the platform's
+                // reason.
+                if authorize(inner, hello, &identity).is_err() {
+                    tracing::warn!(identity = %identity, error = %e, "refused a proxy session");
+                    return Err(Status::unauthenticated(e));
+                }
+            }
+        }
+        _ => authorize(inner, hello, &identity)?,
+    }
     let session = {
         let mut sessions = inner
             .sessions
@@ -113,15 +131,18 @@ pub async fn register(inner: &Inner, hello: &Hello) -> Result<Registered, Status
     };
     let registration = format!("{}/{session}", inner.instance);
     let mut resource = workload_resource(&workload).map_err(Status::invalid_argument)?;
-    resource
-        .metadata
-        .annotations
-        .insert(REGISTRATION.to_string(), registration.clone());
-    write::apply(inner.store.as_ref(), &resource)
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot register the workload: {e}")))?;
-    if let Ok(mut live) = inner.live.lock() {
-        live.insert(storage::key_of(&resource), resource);
+    // On a platform, its source writes the workloads.
+    if inner.settings.platform.is_none() {
+        resource
+            .metadata
+            .annotations
+            .insert(REGISTRATION.to_string(), registration.clone());
+        write::apply(inner.store.as_ref(), &resource)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot register the workload: {e}")))?;
+        if let Ok(mut live) = inner.live.lock() {
+            live.insert(storage::key_of(&resource), resource);
+        }
     }
     inner.registry.upsert(ProxyStatus {
         workload: workload.name.clone(),
@@ -467,14 +488,20 @@ async fn disconnected(inner: Arc<Inner>, registered: Registered) {
         return; // reconnected here since
     }
     // Removed only if still ours: the proxy may have registered again through another
-    // control plane on the same store.
+    // control plane on the same store. On a platform, its source removes workloads.
     let namespace = &registered.workload.namespace;
     let ours =
         |w: &Resource| w.metadata.annotations.get(REGISTRATION) == Some(&registered.registration);
-    match write::delete_if(inner.store.as_ref(), Kind::Workload, namespace, &name, ours).await {
-        Ok(Some(_)) => tracing::info!(workload = %name, "workload removed after its grace period"),
-        Ok(None) => tracing::info!(workload = %name, "workload registered again elsewhere; kept"),
-        Err(e) => tracing::warn!(workload = %name, error = %e, "cannot remove the workload"),
+    if inner.settings.platform.is_none() {
+        match write::delete_if(inner.store.as_ref(), Kind::Workload, namespace, &name, ours).await {
+            Ok(Some(_)) => {
+                tracing::info!(workload = %name, "workload removed after its grace period")
+            }
+            Ok(None) => {
+                tracing::info!(workload = %name, "workload registered again elsewhere; kept")
+            }
+            Err(e) => tracing::warn!(workload = %name, error = %e, "cannot remove the workload"),
+        }
     }
     inner.registry.remove(&name);
     if let Ok(mut sessions) = inner.sessions.lock() {

@@ -1,0 +1,195 @@
+//! Proxies prove their Pods with projected ServiceAccount tokens, which the control
+//! plane checks with the API server's TokenReview: a real API server, real tokens from
+//! the TokenRequest API, sessions opened by hand over gRPC.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use trellis_api::proto::v1::{
+    control_message, proxy_api_client::ProxyApiClient, proxy_message, Hello, ProxyMessage, Workload,
+};
+use trellis_control::server::ControlSettings;
+use trellis_kubernetes::control::KubernetesControlPlane;
+use trellis_testkit::kube::KubeCluster;
+
+const SHOP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: books, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ratings, namespace: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: books-1, namespace: shop, labels: {app: books}}
+spec:
+  serviceAccountName: books
+  containers: [{name: books, image: books}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: books-2, namespace: shop, labels: {app: books}}
+spec:
+  serviceAccountName: books
+  containers: [{name: books, image: books}]
+"#;
+
+/// A token of `account` for `audience`, bound to Pod `pod`, from the TokenRequest API.
+fn token(cluster: &KubeCluster, account: &str, audience: &str, pod: &str) -> String {
+    let args = [
+        "-n",
+        "shop",
+        "create",
+        "token",
+        account,
+        "--audience",
+        audience,
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        pod,
+    ];
+    cluster.kubectl_ok(&args, None).trim().to_string()
+}
+
+/// Opens a session as Pod `pod` running as `account` and returns the identity the
+/// control plane gives it, or the refusal.
+async fn session(
+    cp: &KubernetesControlPlane,
+    token: &str,
+    pod: &str,
+    account: &str,
+) -> Result<String, tonic::Status> {
+    let mut client = ProxyApiClient::connect(format!("http://{}", cp.control.grpc_addr))
+        .await
+        .expect("connect");
+    let (tx, rx) = mpsc::channel(4);
+    let hello = Hello {
+        token: token.into(),
+        workload: Some(Workload {
+            name: pod.into(),
+            namespace: "shop".into(),
+            service: "books".into(),
+            service_account: account.into(),
+            address: "10.244.0.9".into(),
+            inbound_port: 7143,
+            app_port: 8080,
+            ..Default::default()
+        }),
+        proxy_version: "test".into(),
+        ..Default::default()
+    };
+    tx.send(ProxyMessage {
+        message: Some(proxy_message::Message::Hello(hello)),
+    })
+    .await
+    .expect("hello");
+    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("an answer in time")?
+        .and_then(|m| m.message);
+    match first {
+        Some(control_message::Message::SessionInfo(info)) => Ok(info.identity),
+        other => panic!("the first message must be SessionInfo, got {other:?}"),
+    }
+}
+
+fn refused(result: Result<String, tonic::Status>, says: &str) {
+    match result {
+        Ok(identity) => {
+            panic!("a session was let in as {identity}; expected a refusal saying {says:?}")
+        }
+        Err(status) => {
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+            assert!(
+                status.message().contains(says),
+                "{:?} does not say {says:?}",
+                status.message()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_token_proves_its_own_service_account_and_pod_only() {
+    let cluster = KubeCluster::start().await;
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(SHOP));
+    let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
+        .await
+        .expect("a client");
+    let data = tempfile::tempdir().expect("data dir");
+    let settings = ControlSettings {
+        data_dir: data.path().to_path_buf(),
+        store: Default::default(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        grace: Duration::from_millis(200),
+        ca: Default::default(),
+    };
+    let cp = KubernetesControlPlane::start(client, settings, None)
+        .await
+        .expect("control plane");
+
+    let books_1 = token(&cluster, "books", "trellis", "books-1");
+    let identity = session(&cp, &books_1, "books-1", "books")
+        .await
+        .expect("books-1 let in");
+    assert_eq!(identity, "spiffe://trellis.local/ns/shop/sa/books");
+
+    // The same token never proves another account, nor another Pod of the same one.
+    refused(
+        session(&cp, &books_1, "books-1", "ratings").await,
+        "system:serviceaccount:shop:books",
+    );
+    refused(
+        session(&cp, &books_1, "books-2", "books").await,
+        "not bound to Pod shop/books-2",
+    );
+    // A token for another audience, or a forged one, proves nothing.
+    let other = token(&cluster, "books", "somebody-else", "books-1");
+    refused(
+        session(&cp, &other, "books-1", "books").await,
+        "refused the token",
+    );
+    // Its signature changed in one character, well inside (the last one may carry only
+    // padding bits).
+    let at = books_1.rfind('.').expect("a JWT") + 10;
+    let flipped = if &books_1[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{flipped}{}", &books_1[..at], &books_1[at + 1..]);
+    refused(
+        session(&cp, &forged, "books-1", "books").await,
+        "refused the token",
+    );
+    refused(session(&cp, "", "books-1", "books").await, "no token");
+
+    // Once the Pod is gone, its token is worthless: at once, or once the API server's
+    // cache of successful reviews (10 s) lets go of it.
+    let delete = [
+        "-n",
+        "shop",
+        "delete",
+        "pod",
+        "books-1",
+        "--grace-period=0",
+        "--force",
+    ];
+    cluster.kubectl_ok(&delete, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        let result = session(&cp, &books_1, "books-1", "books").await;
+        if result.is_err() || tokio::time::Instant::now() > deadline {
+            break result;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    refused(last, "refused the token");
+}
