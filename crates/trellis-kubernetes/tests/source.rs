@@ -234,6 +234,38 @@ spec:
         .collect();
     assert_eq!(weights, [("books", 90), ("books-v2", 10)]);
 
+    // Its status says so under Trellis's name: accepted, and books-v2 does not exist.
+    let conditions = |route: &str| {
+        let path = "jsonpath={range .status.parents[?(@.controllerName==\"trellis.dev/mesh\")].conditions[*]}{.type}={.status}/{.reason}/{.observedGeneration} {end}";
+        cluster.kubectl_ok(&["-n", "shop", "get", "httproute", route, "-o", path], None)
+    };
+    assert_eventually!(
+        conditions("books-canary")
+            == "Accepted=True/Accepted/1 ResolvedRefs=False/BackendNotFound/1 ",
+        "status: {}",
+        conditions("books-canary")
+    );
+    // A route Trellis cannot read stays out of the mesh and says why.
+    let unsupported = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: books-sticky, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: books, port: 9080}]
+  rules:
+  - backendRefs: [{name: books, port: 9080}]
+    sessionPersistence: {sessionName: books, type: Cookie}
+"#;
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(unsupported));
+    assert_eventually!(
+        conditions("books-sticky") == "Accepted=False/UnsupportedValue/1 ",
+        "status: {}",
+        conditions("books-sticky")
+    );
+    assert!(stored(&store, Kind::HTTPRoute, "shop", "books-sticky")
+        .await
+        .is_none());
+
     // Deleting the Service takes it, and its virtual IP, out of the mesh.
     cluster.kubectl_ok(&["-n", "shop", "delete", "service", "books"], None);
     assert_eventually!(stored(&store, Kind::Service, "shop", "books")

@@ -12,6 +12,7 @@
 //! install) is retried with a growing back-off and logged; the rest of the mesh works
 //! without it.
 
+mod status;
 pub mod translate;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,8 @@ use trellis_api::{Kind, ObjectRef};
 use trellis_control::api::storage;
 use trellis_control::store::{Expect, Store};
 
+use self::status::StatusWriter;
+pub use self::status::CONTROLLER_NAME;
 use self::translate::{translate, ClusterState, Translated};
 
 /// How long changes are collected before the cluster state is translated again.
@@ -91,6 +94,7 @@ impl KubernetesSource {
             .collect();
         let refusals = Refusals::default();
         let mirror = Mirror {
+            status: StatusWriter::new(client.clone()),
             store,
             written: BTreeMap::new(),
             refusals: refusals.clone(),
@@ -183,6 +187,7 @@ struct Mirror {
     /// What this mirror wrote last, by key: only differences are written.
     written: BTreeMap<String, Vec<u8>>,
     refusals: Refusals,
+    status: StatusWriter,
 }
 
 impl Mirror {
@@ -190,7 +195,9 @@ impl Mirror {
         loop {
             changed.notified().await;
             tokio::time::sleep(DEBOUNCE).await;
-            let translated = translate(&read());
+            let state = read();
+            let translated = translate(&state);
+            self.status.write(&state, &translated).await;
             if let Err(e) = self.write(translated).await {
                 tracing::warn!(error = %e, "cannot write the cluster's state to the store; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
