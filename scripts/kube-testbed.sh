@@ -32,7 +32,8 @@ work=$(mktemp -d)
 # binaries are kept, and CI machines have little disk to spare.
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOCACHE="$work/build-cache" GOMODCACHE="$work/modules"
 trap 'go clean -modcache >/dev/null 2>&1; rm -rf "$work"' EXIT
-cd "$work"
+mkdir "$work/module"
+cd "$work/module"
 
 echo "building Kubernetes $version test bed into $cache (several minutes)" >&2
 go mod init trellis.dev/kubernetes-testbed >/dev/null 2>&1
