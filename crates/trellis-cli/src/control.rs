@@ -63,6 +63,10 @@ pub struct ControlArgs {
     /// Pod's ServiceAccount.
     #[arg(long, requires = "kubernetes")]
     pub kubeconfig: Option<PathBuf>,
+    /// The namespace the control plane runs in (with --kubernetes): the Secret that
+    /// holds the mesh's CA for every replica lives there.
+    #[arg(long, env = "TRELLIS_NAMESPACE", default_value = "trellis-system")]
+    pub kubernetes_namespace: String,
 }
 
 /// How to reach an etcd cluster, beside its URL.
@@ -160,7 +164,13 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     let dashboard: ExtraRoutes = Box::new(trellis_dashboard::router);
     let (cp, _source) = if args.kubernetes {
         let client = trellis_kubernetes::client::connect(args.kubeconfig.as_deref()).await?;
-        let on_cluster = KubernetesControlPlane::start(client, settings, Some(dashboard)).await?;
+        let on_cluster = KubernetesControlPlane::start(
+            client,
+            &args.kubernetes_namespace,
+            settings,
+            Some(dashboard),
+        )
+        .await?;
         (on_cluster.control, Some(on_cluster.source))
     } else {
         (

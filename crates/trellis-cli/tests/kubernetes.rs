@@ -15,6 +15,10 @@ use trellis_testkit::kube::KubeCluster;
 const SHOP: &str = r#"
 apiVersion: v1
 kind: Namespace
+metadata: {name: trellis-system}
+---
+apiVersion: v1
+kind: Namespace
 metadata: {name: shop}
 ---
 apiVersion: v1

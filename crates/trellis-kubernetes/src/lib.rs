@@ -8,3 +8,4 @@ pub mod client;
 pub mod control;
 pub mod identity;
 pub mod source;
+pub mod state;

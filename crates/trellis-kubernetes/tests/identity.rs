@@ -17,6 +17,10 @@ use trellis_testkit::kube::KubeCluster;
 const SHOP: &str = r#"
 apiVersion: v1
 kind: Namespace
+metadata: {name: trellis-system}
+---
+apiVersion: v1
+kind: Namespace
 metadata: {name: shop}
 ---
 apiVersion: v1
@@ -103,6 +107,17 @@ async fn session(
     }
 }
 
+fn settings(data_dir: &std::path::Path) -> ControlSettings {
+    ControlSettings {
+        data_dir: data_dir.to_path_buf(),
+        store: Default::default(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        grace: Duration::from_millis(200),
+        ca: Default::default(),
+    }
+}
+
 fn refused(result: Result<String, tonic::Status>, says: &str) {
     match result {
         Ok(identity) => {
@@ -127,15 +142,7 @@ async fn a_pod_token_proves_its_own_service_account_and_pod_only() {
         .await
         .expect("a client");
     let data = tempfile::tempdir().expect("data dir");
-    let settings = ControlSettings {
-        data_dir: data.path().to_path_buf(),
-        store: Default::default(),
-        http_addr: "127.0.0.1:0".parse().expect("addr"),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-        grace: Duration::from_millis(200),
-        ca: Default::default(),
-    };
-    let cp = KubernetesControlPlane::start(client, settings, None)
+    let cp = KubernetesControlPlane::start(client, "trellis-system", settings(data.path()), None)
         .await
         .expect("control plane");
 
@@ -192,4 +199,63 @@ async fn a_pod_token_proves_its_own_service_account_and_pod_only() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     refused(last, "refused the token");
+}
+
+/// Replicas starting together agree on one CA and one admin token, through the Secret
+/// the first of them creates; a replica started later adopts them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_mesh_ca_through_a_secret() {
+    let cluster = KubeCluster::start().await;
+    cluster.kubectl_ok(&["create", "namespace", "trellis-system"], None);
+    let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
+        .await
+        .expect("a client");
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("data dir"))
+        .collect();
+    let start = |i: usize| {
+        KubernetesControlPlane::start(
+            client.clone(),
+            "trellis-system",
+            settings(dirs[i].path()),
+            None,
+        )
+    };
+    let (a, b) = tokio::join!(start(0), start(1));
+    let (a, b) = (a.expect("replica a"), b.expect("replica b"));
+    let c = start(2).await.expect("replica c");
+    let shared = async |cp: &KubernetesControlPlane| {
+        let bundle = cp
+            .store
+            .get("/ca/bundle")
+            .await
+            .expect("store")
+            .expect("a bundle");
+        (
+            String::from_utf8_lossy(&bundle.value).into_owned(),
+            cp.control.token.clone(),
+        )
+    };
+    let (bundle_a, token_a) = shared(&a).await;
+    assert!(bundle_a.contains("BEGIN CERTIFICATE"), "{bundle_a}");
+    assert_eq!(shared(&b).await, (bundle_a.clone(), token_a.clone()));
+    assert_eq!(shared(&c).await, (bundle_a, token_a));
+    let secret = cluster.kubectl_ok(
+        &[
+            "-n",
+            "trellis-system",
+            "get",
+            "secret",
+            "trellis-control-state",
+            "-o",
+            "jsonpath={.data}",
+        ],
+        None,
+    );
+    for key in ["ca.signer", "ca.bundle", "ca.token-key", "admin.token"] {
+        assert!(
+            secret.contains(key),
+            "{key} missing from the Secret: {secret}"
+        );
+    }
 }
