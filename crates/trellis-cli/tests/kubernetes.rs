@@ -142,6 +142,22 @@ async fn trellis_get_and_describe_read_the_cluster_through_the_control_plane() {
     })
     .await;
 
+    // Writes go to the cluster, not to one replica's memory: `trellis apply` and
+    // `trellis delete` say so and change nothing.
+    let file = data.path().join("route.yaml");
+    std::fs::write(&file, SHOP.split("---").last().expect("the route")).expect("write");
+    let (ok, out, err) = control
+        .trellis(&["apply", "-f", file.to_str().expect("path")], Some(&token))
+        .await;
+    assert!(!ok && err.contains("kubectl apply"), "apply: {out}{err}");
+    let (ok, out, err) = control
+        .trellis(
+            &["delete", "httproute", "books-v2", "-n", "shop"],
+            Some(&token),
+        )
+        .await;
+    assert!(!ok && err.contains("kubectl"), "delete: {out}{err}");
+
     // A route deleted with kubectl leaves the control plane's view.
     cluster.kubectl_ok(&["-n", "shop", "delete", "httproute", "books-v2"], None);
     eventually("the route gone", async || {

@@ -171,6 +171,7 @@ impl ControlPlane {
         let registry = Arc::new(Registry::new());
         let mut push_settings = PushSettings::new(token.clone());
         push_settings.grace = settings.grace;
+        let platform_name = platform.as_ref().map(|p| p.name());
         push_settings.platform = platform;
         let weak_store = Arc::downgrade(&store);
         let push = PushService::new(store.clone(), registry.clone(), ca.clone(), push_settings);
@@ -213,6 +214,12 @@ impl ControlPlane {
             telemetry: Some(telemetry.clone()),
             taps: Some(push.taps()),
         });
+        if let Some(name) = platform_name {
+            router = router.layer(axum::middleware::from_fn_with_state(
+                name,
+                refuse_resource_writes,
+            ));
+        }
         if let Some(extra) = extra {
             router = router.merge(extra(http_addr));
         }
@@ -279,4 +286,31 @@ impl Drop for ControlPlane {
             task.abort();
         }
     }
+}
+
+/// On a platform, the resources are the platform's (Kubernetes: its objects, written
+/// with kubectl): a write through the API would live in one replica's memory only,
+/// so it is refused, saying where to write instead.
+async fn refuse_resource_writes(
+    axum::extract::State(platform): axum::extract::State<&'static str>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    let path = request.uri().path();
+    let writes = (path == "/api/v1/apply" && request.method() == Method::POST)
+        || (path.starts_with("/api/v1/resources/") && request.method() == Method::DELETE);
+    if !writes {
+        return next.run(request).await;
+    }
+    let error = format!(
+        "this control plane runs on {platform}, whose objects are the mesh's resources: \
+         write them there (on Kubernetes, `kubectl apply` or `kubectl delete`)"
+    );
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({ "error": error })),
+    )
+        .into_response()
 }
