@@ -11,7 +11,7 @@ use trellis_control::ca::CaSettings;
 use trellis_control::server::{ControlPlane, ControlSettings, ExtraRoutes, StoreSettings};
 use trellis_control::store::etcd::{EtcdAuth, EtcdSettings, EtcdTls};
 use trellis_identity::{CaPem, SealingKey};
-use trellis_kubernetes::control::KubernetesControlPlane;
+use trellis_kubernetes::control::{KubernetesControlPlane, KubernetesSettings};
 
 /// Flags of `trellis control`.
 #[derive(Debug, clap::Args)]
@@ -166,7 +166,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         let client = trellis_kubernetes::client::connect(args.kubeconfig.as_deref()).await?;
         let on_cluster = KubernetesControlPlane::start(
             client,
-            &args.kubernetes_namespace,
+            KubernetesSettings::new(&args.kubernetes_namespace),
             settings,
             Some(dashboard),
         )

@@ -4,7 +4,9 @@
 //! credentials are their Pods' ServiceAccount tokens ([`crate::identity`]). The rest —
 //! compiler, push, CA, HTTP API, dashboard — is the universal-mode control plane.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::Client;
 use trellis_control::secrets::Secrets;
@@ -12,12 +14,33 @@ use trellis_control::server::{ControlPlane, ControlSettings, ExtraRoutes};
 use trellis_control::store::{MemoryStore, Store};
 
 use crate::identity::KubernetesPlatform;
+use crate::lease::{Leadership, LEASE_DURATION};
 use crate::source::KubernetesSource;
+
+/// Where the control plane runs in the cluster.
+#[derive(Debug, Clone)]
+pub struct KubernetesSettings {
+    /// Its own namespace: the Secret with the mesh's CA and the Lease are there.
+    pub namespace: String,
+    /// How long the leader's Lease holds without renewal ([`crate::lease`]).
+    pub lease_duration: Duration,
+}
+
+impl KubernetesSettings {
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            lease_duration: LEASE_DURATION,
+        }
+    }
+}
 
 /// A control plane serving the mesh a cluster describes. Stops on drop.
 pub struct KubernetesControlPlane {
     pub control: ControlPlane,
     pub source: KubernetesSource,
+    /// Its part in the replicas' election.
+    pub leadership: Leadership,
     /// The cluster mirrored, and the state shared through the Secret.
     pub store: Arc<dyn Store>,
 }
@@ -25,16 +48,23 @@ pub struct KubernetesControlPlane {
 impl KubernetesControlPlane {
     /// Starts watching the cluster through `client` and serving the proxies; the
     /// control plane's own state is shared with the other replicas through a Secret
-    /// in `namespace` ([`crate::state`]).
+    /// in its namespace ([`crate::state`]), and they elect the one that writes status.
     pub async fn start(
         client: Client,
-        namespace: &str,
+        cluster: KubernetesSettings,
         settings: ControlSettings,
         extra: Option<ExtraRoutes>,
     ) -> anyhow::Result<Self> {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let namespace = cluster.namespace.as_str();
         crate::state::load_or_create(&client, namespace, store.as_ref(), &settings).await?;
-        let source = KubernetesSource::start(client.clone(), store.clone());
+        let leadership = Leadership::campaign(
+            client.clone(),
+            namespace,
+            replica_identity(),
+            cluster.lease_duration,
+        );
+        let source = KubernetesSource::start(client.clone(), store.clone(), leadership.leading());
         let secrets = Secrets::new(store.clone(), settings.ca.encryption_key.clone());
         let token = trellis_control::api::token::share(&secrets, &settings.data_dir).await?;
         let platform = Arc::new(KubernetesPlatform::new(client));
@@ -44,7 +74,17 @@ impl KubernetesControlPlane {
         Ok(Self {
             control,
             source,
+            leadership,
             store,
         })
     }
+}
+
+/// This replica's name in the election: its Pod's name (`HOSTNAME`) and a number that
+/// tells replicas in one process apart.
+fn replica_identity() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "trellis-control".into());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{host}-{}-{n}", std::process::id())
 }

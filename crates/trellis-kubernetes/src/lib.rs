@@ -7,5 +7,6 @@
 pub mod client;
 pub mod control;
 pub mod identity;
+pub mod lease;
 pub mod source;
 pub mod state;

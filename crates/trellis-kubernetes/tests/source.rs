@@ -81,7 +81,8 @@ async fn services_ready_pods_and_routes_become_the_mesh_and_leave_it() {
         .await
         .expect("a client");
     let store = Arc::new(MemoryStore::new());
-    let _source = KubernetesSource::start(client, store.clone());
+    let (_leads, leading) = tokio::sync::watch::channel(true);
+    let _source = KubernetesSource::start(client, store.clone(), leading);
 
     // The Service, with its ClusterIP as the virtual IP and each port's protocol.
     assert_eventually!(stored(&store, Kind::Service, "shop", "books")

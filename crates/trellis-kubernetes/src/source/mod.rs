@@ -25,7 +25,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use trellis_api::{Kind, ObjectRef};
 use trellis_control::api::storage;
@@ -76,10 +76,23 @@ pub struct KubernetesSource {
 }
 
 impl KubernetesSource {
-    /// Starts watching the cluster through `client` and mirroring it into `store`.
-    pub fn start(client: Client, store: Arc<dyn Store>) -> Self {
+    /// Starts watching the cluster through `client` and mirroring it into `store`;
+    /// status is written back while `leading` says this replica leads.
+    pub fn start(
+        client: Client,
+        store: Arc<dyn Store>,
+        mut leading: watch::Receiver<bool>,
+    ) -> Self {
         let changed = Arc::new(Notify::new());
         let mut tasks = Vec::new();
+        // A new leader writes every status at once.
+        let wake = changed.clone();
+        let status_leading = leading.clone();
+        tasks.push(tokio::spawn(async move {
+            while leading.changed().await.is_ok() {
+                wake.notify_one();
+            }
+        }));
         let services = watch::<Service>(Api::all(client.clone()), (), &changed, &mut tasks);
         let pods = watch::<Pod>(Api::all(client.clone()), (), &changed, &mut tasks);
         let slices = watch::<EndpointSlice>(Api::all(client.clone()), (), &changed, &mut tasks);
@@ -95,6 +108,7 @@ impl KubernetesSource {
         let refusals = Refusals::default();
         let mirror = Mirror {
             status: StatusWriter::new(client.clone()),
+            leading: status_leading,
             store,
             written: BTreeMap::new(),
             refusals: refusals.clone(),
@@ -188,6 +202,7 @@ struct Mirror {
     written: BTreeMap<String, Vec<u8>>,
     refusals: Refusals,
     status: StatusWriter,
+    leading: watch::Receiver<bool>,
 }
 
 impl Mirror {
@@ -197,7 +212,11 @@ impl Mirror {
             tokio::time::sleep(DEBOUNCE).await;
             let state = read();
             let translated = translate(&state);
-            self.status.write(&state, &translated).await;
+            if *self.leading.borrow() {
+                self.status.write(&state, &translated).await;
+            } else {
+                self.status.forget();
+            }
             if let Err(e) = self.write(translated).await {
                 tracing::warn!(error = %e, "cannot write the cluster's state to the store; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -37,6 +37,12 @@ impl StatusWriter {
         }
     }
 
+    /// Forgets what it wrote: another replica writes status now, and this one rewrites
+    /// everything if it leads again.
+    pub fn forget(&mut self) {
+        self.written.clear();
+    }
+
     /// Writes the status of every route and `trellis.dev` object of `state` whose
     /// status changed.
     pub async fn write(&mut self, state: &ClusterState, translated: &Translated) {

@@ -1,6 +1,7 @@
-//! Proxies prove their Pods with projected ServiceAccount tokens, which the control
-//! plane checks with the API server's TokenReview: a real API server, real tokens from
-//! the TokenRequest API, sessions opened by hand over gRPC.
+//! The control plane on a real API server: proxies prove their Pods with projected
+//! ServiceAccount tokens (real tokens from the TokenRequest API, checked with
+//! TokenReview; sessions opened by hand over gRPC), and replicas share the CA through a
+//! Secret and elect one status writer on a Lease.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use trellis_api::proto::v1::{
     control_message, proxy_api_client::ProxyApiClient, proxy_message, Hello, ProxyMessage, Workload,
 };
 use trellis_control::server::ControlSettings;
-use trellis_kubernetes::control::KubernetesControlPlane;
+use trellis_kubernetes::control::{KubernetesControlPlane, KubernetesSettings};
 use trellis_testkit::kube::KubeCluster;
 
 const SHOP: &str = r#"
@@ -142,9 +143,14 @@ async fn a_pod_token_proves_its_own_service_account_and_pod_only() {
         .await
         .expect("a client");
     let data = tempfile::tempdir().expect("data dir");
-    let cp = KubernetesControlPlane::start(client, "trellis-system", settings(data.path()), None)
-        .await
-        .expect("control plane");
+    let cp = KubernetesControlPlane::start(
+        client,
+        KubernetesSettings::new("trellis-system"),
+        settings(data.path()),
+        None,
+    )
+    .await
+    .expect("control plane");
 
     let books_1 = token(&cluster, "books", "trellis", "books-1");
     let identity = session(&cp, &books_1, "books-1", "books")
@@ -216,7 +222,7 @@ async fn replicas_share_the_mesh_ca_through_a_secret() {
     let start = |i: usize| {
         KubernetesControlPlane::start(
             client.clone(),
-            "trellis-system",
+            KubernetesSettings::new("trellis-system"),
             settings(dirs[i].path()),
             None,
         )
@@ -258,4 +264,93 @@ async fn replicas_share_the_mesh_ca_through_a_secret() {
             "{key} missing from the Secret: {secret}"
         );
     }
+}
+
+/// One replica leads and writes status; when it goes, another takes the Lease over once
+/// it runs out and writes the status of what changes next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_writes_status_and_another_takes_over_when_it_goes() {
+    let cluster = KubeCluster::start().await;
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(SHOP));
+    let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
+        .await
+        .expect("a client");
+    let mut on_cluster = KubernetesSettings::new("trellis-system");
+    on_cluster.lease_duration = Duration::from_secs(2);
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("data dir"))
+        .collect();
+    let start = |i: usize| {
+        KubernetesControlPlane::start(
+            client.clone(),
+            on_cluster.clone(),
+            settings(dirs[i].path()),
+            None,
+        )
+    };
+    let (a, b) = tokio::join!(start(0), start(1));
+    let mut replicas = vec![a.expect("replica a"), b.expect("replica b")];
+    let leaders = |replicas: &[KubernetesControlPlane]| {
+        replicas
+            .iter()
+            .filter(|r| *r.leadership.leading().borrow())
+            .count()
+    };
+    trellis_testkit::assert_eventually!(leaders(&replicas) == 1, "no single leader");
+    let holder = cluster.kubectl_ok(
+        &[
+            "-n",
+            "trellis-system",
+            "get",
+            "lease",
+            "trellis-control",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
+    assert!(!holder.is_empty());
+
+    // The leader goes; the other takes over within a few Lease durations.
+    let leader = replicas
+        .iter()
+        .position(|r| *r.leadership.leading().borrow())
+        .expect("a leader");
+    drop(replicas.remove(leader));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !*replicas[0].leadership.leading().borrow() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody took the Lease over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: books, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: books}]
+  rules: [{backendRefs: [{name: books, port: 9080}]}]
+"#;
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(route));
+    let accepted = || {
+        cluster.kubectl_ok(
+            &[
+                "-n",
+                "shop",
+                "get",
+                "httproute",
+                "books",
+                "-o",
+                "jsonpath={.status.parents[0].conditions[?(@.type==\"Accepted\")].status}",
+            ],
+            None,
+        )
+    };
+    trellis_testkit::assert_eventually!(
+        accepted() == "True",
+        "the new leader wrote no status: {:?}",
+        accepted()
+    );
 }
