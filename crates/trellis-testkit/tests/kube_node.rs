@@ -343,3 +343,52 @@ async fn a_failing_init_container_fails_the_pod_and_an_unknown_image_waits() {
     let (_, message) = waiting(get(&pods, "unknown-image").await).expect("waiting");
     assert!(message.contains("registry.example/nothing:1"), "{message}");
 }
+
+const ECHO: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      automountServiceAccountToken: false
+      containers:
+      - name: echo
+        image: shell
+        args: ["-c", "exec python3 -m http.server 8080"]
+        readinessProbe: {tcpSocket: {port: 8080}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployments_pods_are_scheduled_to_the_node_and_run() {
+    let cluster = KubeCluster::start().await;
+    let options = NodeOptions::new()
+        .image("shell", ["/bin/sh"])
+        .schedule_unbound();
+    let agent = NodeAgent::start(&cluster, "node-c", options)
+        .await
+        .expect("the node agent starts");
+    let client = admin_client(&cluster).await.expect("a client");
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(ECHO));
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let ready_on_node = || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=echo"))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        list.iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("node-c"))
+            .filter(|p| condition(p, "Ready").as_deref() == Some("True"))
+            .count()
+    };
+    assert_eventually!(
+        ready_on_node().await == 2,
+        "{} of 2 replicas ready on node-c\n{}",
+        ready_on_node().await,
+        agent.all_logs()
+    );
+}

@@ -64,6 +64,7 @@ pub struct NodeOptions {
     env: Vec<(String, String)>,
     host_aliases: Vec<(Ipv4Addr, String)>,
     nameserver: Option<Ipv4Addr>,
+    schedule: bool,
 }
 
 impl Default for NodeOptions {
@@ -75,6 +76,7 @@ impl Default for NodeOptions {
             env: Vec::new(),
             host_aliases: Vec::new(),
             nameserver: None,
+            schedule: false,
         }
     }
 }
@@ -143,6 +145,14 @@ impl NodeOptions {
     /// control plane's Service, say.
     pub fn host_alias(mut self, ip: Ipv4Addr, name: &str) -> Self {
         self.host_aliases.push((ip, name.to_string()));
+        self
+    }
+
+    /// Binds every Pod that no node is chosen for (a Deployment's, say: no scheduler
+    /// runs here) to this node, as the scheduler would. With several agents doing
+    /// so, each Pod goes to whichever binds it first.
+    pub fn schedule_unbound(mut self) -> Self {
+        self.schedule = true;
         self
     }
 
@@ -351,7 +361,16 @@ impl NodeAgent {
             pods: Mutex::new(HashMap::new()),
             dir: dir.path().to_path_buf(),
         });
-        let watch = tokio::spawn(watch_pods(shared.clone(), name.to_string()));
+        let mut watch = tokio::spawn(watch_pods(shared.clone(), name.to_string()));
+        if shared.options.schedule {
+            let scheduler = tokio::spawn(schedule(client, name.to_string()));
+            let pods = watch;
+            // One handle for both tasks, so that dropping the agent aborts both.
+            watch = tokio::spawn(async move {
+                let _scheduler = AbortOnDrop(scheduler);
+                let _ = pods.await;
+            });
+        }
         Ok(Self {
             name: name.to_string(),
             shared,
@@ -527,6 +546,47 @@ async fn watch_pods(shared: Arc<Shared>, node: String) {
             }
             Err(err) => tracing::warn!(%err, node, "node agent: watching Pods"),
         }
+    }
+}
+
+/// Binds each Pod that has no node to `node` (the scheduler's `pods/binding`).
+async fn schedule(client: Client, node: String) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let config = watcher::Config::default().fields("spec.nodeName=");
+    let mut events = std::pin::pin!(watcher::watcher(pods, config)
+        .default_backoff()
+        .applied_objects());
+    while let Some(event) = events.next().await {
+        let Ok(pod) = event else { continue };
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let (Some(namespace), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+            continue;
+        };
+        let binding = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let bound: Result<serde_json::Value, _> = api
+            .create_subresource("binding", name, &PostParams::default(), &binding)
+            .await;
+        // A conflict means another node bound it first.
+        if let Err(err) = bound {
+            tracing::debug!(%err, pod = %name, node, "node agent: binding a Pod");
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
