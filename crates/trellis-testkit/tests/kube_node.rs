@@ -134,6 +134,14 @@ fn pids_in(netns: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Whether the process runs (a zombie waiting for its parent to reap it does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_runs_in_order_serves_its_service_and_goes_when_deleted() {
     let cluster = KubeCluster::start().await;
@@ -255,10 +263,7 @@ async fn a_pod_runs_in_order_serves_its_service_and_goes_when_deleted() {
         get(&pods, "web").await.map(|p| p.metadata)
     );
     for pid in pids {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "process {pid} of the Pod still runs"
-        );
+        assert!(!alive(pid), "process {pid} of the Pod still runs");
     }
     let namespaces = std::process::Command::new("ip")
         .args(["netns", "list"])
@@ -391,4 +396,30 @@ async fn a_deployments_pods_are_scheduled_to_the_node_and_run() {
         ready_on_node().await,
         agent.all_logs()
     );
+
+    // Dropping the agent stops the Pods' processes and removes their namespaces.
+    let list = pods
+        .list(&ListParams::default().labels("app=echo"))
+        .await
+        .expect("the Pods");
+    let namespaces: Vec<String> = list
+        .items
+        .iter()
+        .filter_map(|p| agent.netns(("default", p.metadata.name.as_deref()?)))
+        .collect();
+    assert_eq!(namespaces.len(), 2, "{namespaces:?}");
+    let pids: Vec<u32> = namespaces.iter().flat_map(|n| pids_in(n)).collect();
+    assert_eq!(pids.len(), 2, "one server per Pod: {pids:?}");
+    drop(agent);
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived the agent");
+    }
+    let left = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let left = String::from_utf8_lossy(&left.stdout);
+    for namespace in namespaces {
+        assert!(!left.contains(&namespace), "{namespace} outlived the agent");
+    }
 }

@@ -35,6 +35,7 @@ mod volumes;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -212,6 +213,8 @@ struct Shared {
     /// Each running Pod's namespace, by UID.
     hosts: Mutex<HashMap<String, Host>>,
     groups: Arc<Mutex<HashSet<u32>>>,
+    /// Set when the agent drops: no container starts again.
+    stopping: Arc<AtomicBool>,
     pods: Mutex<HashMap<String, PodHandle>>,
     /// Logs under `logs/`, volumes and working directories under `pods/`.
     dir: PathBuf,
@@ -358,6 +361,7 @@ impl NodeAgent {
             free: Mutex::new(free),
             hosts: Mutex::new(HashMap::new()),
             groups: Arc::new(Mutex::new(HashSet::new())),
+            stopping: Arc::new(AtomicBool::new(false)),
             pods: Mutex::new(HashMap::new()),
             dir: dir.path().to_path_buf(),
         });
@@ -368,7 +372,8 @@ impl NodeAgent {
             // One handle for both tasks, so that dropping the agent aborts both.
             watch = tokio::spawn(async move {
                 let _scheduler = AbortOnDrop(scheduler);
-                let _ = pods.await;
+                let mut pods = AbortOnDrop(pods);
+                let _ = (&mut pods.0).await;
             });
         }
         Ok(Self {
@@ -430,7 +435,7 @@ impl NodeAgent {
     }
 
     /// Runs a command in a running Pod's network namespace (`kubectl exec`, without
-    /// the container's mounts) and waits for it.
+    /// the container's mounts) and waits for it, blocking the thread.
     pub fn exec(
         &self,
         pod: impl Into<PodKey>,
@@ -635,6 +640,7 @@ fn gone(shared: &Shared, uid: &str) {
 
 impl Drop for NodeAgent {
     fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
         self.watch.abort();
         for handle in lock(&self.shared.pods).values() {
             handle.task.abort();
@@ -648,6 +654,8 @@ impl Drop for NodeAgent {
         while std::time::Instant::now() < deadline && !groups.iter().all(|p| process::exited(*p)) {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // With any a restart started meanwhile.
+        let groups: Vec<u32> = lock(&self.shared.groups).iter().copied().collect();
         for pgid in &groups {
             process::signal_group(*pgid, rustix::process::Signal::KILL);
         }

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,6 +81,8 @@ pub struct PodSide {
     pub netns: String,
     /// The process groups alive on the node, so that dropping the agent stops them.
     pub groups: Arc<Mutex<HashSet<u32>>>,
+    /// Set when the agent stops: no process starts (again).
+    pub stopping: Arc<AtomicBool>,
 }
 
 impl PodSide {
@@ -171,6 +174,10 @@ async fn supervise(
 ) {
     let mut backoff = BACKOFF.0;
     loop {
+        if side.stopping.load(Ordering::SeqCst) {
+            side.update(&name, |c| c.done = true);
+            return;
+        }
         let since = now();
         let (exit_code, reason) = match launch.spawn() {
             Ok(child) => run_once(&side, &name, child, gates, &mut stop).await,

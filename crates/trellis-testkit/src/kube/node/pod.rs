@@ -65,6 +65,14 @@ pub async fn run(
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &namespace);
     let work = shared.dir.join("pods").join(&uid);
     let logs = shared.log_dir(&namespace, &name);
+    if deleting(&input.borrow()) {
+        // Marked for deletion before this node ran it: nothing to stop.
+        if !input.borrow().gone {
+            finish_deletion(&api, &name, &uid).await;
+        }
+        lock(&shared.pods).remove(&uid);
+        return;
+    }
 
     let state = PodRun {
         failed: None,
@@ -90,6 +98,7 @@ pub async fn run(
                 pod_ip: *address,
                 netns: netns.clone(),
                 groups: shared.groups.clone(),
+                stopping: shared.stopping.clone(),
             };
             let pod = with_ips(&pod, *address, shared.gateway);
             let start = start_containers(&shared, &pod, &side, &work, &logs, &mut running);
@@ -121,22 +130,27 @@ pub async fn run(
     }
     let _ = std::fs::remove_dir_all(&work);
     if !gone {
-        // Graceful deletion ends when the node says the Pod's containers are gone.
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(uid.clone()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        if let Err(err) = api.delete(&name, &params).await {
-            if !is_not_found(&err) {
-                tracing::warn!(pod = %name, %err, "node agent: cannot finish deleting a Pod");
-            }
-        }
+        finish_deletion(&api, &name, &uid).await;
     }
     lock(&shared.pods).remove(&uid);
+}
+
+/// Deletes the Pod at once: graceful deletion ends when the node says the Pod's
+/// containers are gone.
+async fn finish_deletion(api: &Api<Pod>, name: &str, uid: &str) {
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    if let Err(err) = api.delete(name, &params).await {
+        if !is_not_found(&err) {
+            tracing::warn!(pod = %name, %err, "node agent: cannot finish deleting a Pod");
+        }
+    }
 }
 
 /// The containers as the agent first reports them: all waiting.

@@ -70,6 +70,8 @@ impl Launch {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.workdir)
             .process_group(0)
+            // Should its task be dropped without stopping it (the runtime ends).
+            .kill_on_drop(true)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
