@@ -111,22 +111,35 @@ impl Topology {
         ip(&["link", "set", &bridge, "up"])?;
         for (i, name) in hosts.iter().enumerate() {
             let address = Ipv4Addr::new(10, a, b, 2 + i as u8);
-            topology.add_host(name, i, address)?;
+            let host = topology.make_host(name, address)?;
+            topology.hosts.push(host);
         }
         Ok(topology)
     }
 
-    fn names(&self, i: usize, name: &str) -> (String, String, String) {
+    /// The namespace and the two veth ends of a host, named after the last octet of
+    /// its address (unique on the /24).
+    fn names(&self, octet: u8, name: &str) -> (String, String, String) {
         let netns = format!("trellis-{}-{name}", self.tag);
         (
             netns,
-            format!("th{}{i}", self.tag),
-            format!("tp{}{i}", self.tag),
+            format!("th{}{octet}", self.tag),
+            format!("tp{}{octet}", self.tag),
         )
     }
 
-    fn add_host(&mut self, name: &str, i: usize, address: Ipv4Addr) -> Result<(), NetnsError> {
-        let (netns, outside, inside) = self.names(i, name);
+    /// Adds a host at `address` (on the bridge's /24, used by no other host) after the
+    /// topology was made, owned by the caller: dropping it stops its processes and
+    /// removes its namespace and veth pair. The node agent makes one per Pod this way.
+    pub fn new_host(&self, name: &str, address: Ipv4Addr) -> Result<Host, NetnsError> {
+        let (_, outside, _) = self.names(address.octets()[3], name);
+        // Leftovers of a crashed run with the same pid.
+        let _ = ip(&["link", "del", &outside]);
+        self.make_host(name, address)
+    }
+
+    fn make_host(&self, name: &str, address: Ipv4Addr) -> Result<Host, NetnsError> {
+        let (netns, outside, inside) = self.names(address.octets()[3], name);
         let namespace = Namespace::new(&netns)?;
         ip(&[
             "link", "add", &outside, "type", "veth", "peer", "name", &inside,
@@ -137,12 +150,11 @@ impl Topology {
         namespace.ip(&["addr", "add", &format!("{address}/24"), "dev", &inside])?;
         namespace.ip(&["link", "set", &inside, "up"])?;
         namespace.ip(&["route", "add", "default", "via", &self.gateway.to_string()])?;
-        self.hosts.push(Host {
+        Ok(Host {
             name: name.to_string(),
             address,
             namespace,
-        });
-        Ok(())
+        })
     }
 
     /// The bridge's name, for pods (`trellis run --transparent --pod-bridge`) to join.
@@ -166,7 +178,7 @@ impl Topology {
 
     fn cleanup_names(&self, hosts: &[&str]) {
         for (i, name) in hosts.iter().enumerate() {
-            let (netns, outside, _) = self.names(i, name);
+            let (netns, outside, _) = self.names(2 + i as u8, name);
             let _ = ip(&["link", "del", &outside]);
             let _ = ip(&["netns", "del", &netns]);
         }

@@ -8,6 +8,8 @@
 //! mesh depends on: EndpointSlices, namespaces, garbage collection, ServiceAccounts,
 //! Deployments and ReplicaSets.
 
+pub mod node;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
