@@ -7,6 +7,7 @@
 pub mod client;
 pub mod control;
 pub mod identity;
+pub mod inject;
 pub mod lease;
 pub mod source;
 pub mod state;
