@@ -8,6 +8,7 @@ mod demo;
 mod edges;
 mod explain;
 mod identity;
+mod inject;
 mod iptables;
 mod pod;
 mod pod_sidecar;
@@ -102,6 +103,9 @@ enum Command {
     /// namespace's TCP through its sidecar, as an init container does on Kubernetes.
     #[command(subcommand)]
     Iptables(iptables::IptablesCommand),
+    /// Add the Trellis sidecar to the Pods and Pod templates of Kubernetes manifests, as
+    /// the admission webhook does: `trellis inject -f app.yaml | kubectl apply -f -`.
+    Inject(inject::InjectArgs),
     /// Golden signals over a window: success rate, requests per second and latency
     /// percentiles per service, workload or route, from the proxies' metrics.
     Stat(stat::StatArgs),
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
             Command::Ca(command) => identity::ca(command).await,
             Command::Check(args) => identity::check(args).await,
             Command::Iptables(command) => iptables::run(command),
+            Command::Inject(args) => inject::run(args),
             Command::Dashboard(args) => dashboard::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::DemoApp(app) => trellis_demo::run_app(app).await,
