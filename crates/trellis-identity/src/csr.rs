@@ -49,6 +49,28 @@ impl WorkloadKey {
             .map_err(|e| KeyError::Csr(e.to_string()))
     }
 
+    /// A PEM certificate signing request for a server known by DNS names (the
+    /// control plane's admission webhook, which the API server calls by its Service's
+    /// name): the names are the subject alternative names, the first one also the
+    /// subject's common name.
+    pub fn server_csr(&self, dns_names: &[String]) -> Result<String, KeyError> {
+        let Some(first) = dns_names.first() else {
+            return Err(KeyError::Csr(
+                "a server certificate needs a DNS name".to_owned(),
+            ));
+        };
+        let mut params = CertificateParams::new(dns_names.to_vec())
+            .map_err(|e| KeyError::Csr(format!("{dns_names:?}: {e}")))?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, first.as_str());
+        params
+            .serialize_request(&self.key)
+            .and_then(|csr| csr.pem())
+            .map_err(|e| KeyError::Csr(e.to_string()))
+    }
+
     /// The private key in PKCS#8 form, for rustls.
     pub fn private_key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
@@ -190,6 +212,42 @@ mod tests {
             key.public_key_der()
         );
         assert!(format!("{key:?}").contains("P-256"));
+    }
+
+    #[test]
+    fn server_csr_names_the_dns_names() {
+        let key = WorkloadKey::generate().expect("key");
+        let names = [
+            "trellis-control.mesh.svc".to_owned(),
+            "trellis-control.mesh.svc.cluster.local".to_owned(),
+        ];
+        let pem = key.server_csr(&names).expect("csr");
+        let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes()).expect("PEM");
+        let (_, csr) = X509CertificationRequest::from_der(der.as_ref()).expect("DER");
+        csr.verify_signature().expect("self-signed by the key");
+        let mut dns = Vec::new();
+        for ext in csr.requested_extensions().into_iter().flatten() {
+            if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                for name in &san.general_names {
+                    if let GeneralName::DNSName(name) = name {
+                        dns.push((*name).to_owned());
+                    }
+                }
+            }
+        }
+        assert_eq!(dns, names);
+        assert!(csr
+            .certification_request_info
+            .subject
+            .to_string()
+            .contains("trellis-control.mesh.svc"));
+        // A workload CA never signs it: it names no SPIFFE ID.
+        let err = check_csr(&pem, &id("mesh", "trellis-control")).expect_err("DNS names");
+        assert!(
+            matches!(err, CsrError::UnexpectedSan { kind: "DNS", .. }),
+            "{err:?}"
+        );
+        assert!(key.server_csr(&[]).is_err());
     }
 
     #[test]

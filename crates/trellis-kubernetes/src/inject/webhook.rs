@@ -35,6 +35,7 @@ use axum::{Json, Router};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::DynamicObject;
 use serde_json::Value;
+use trellis_identity::{KeyError, WorkloadKey};
 
 use super::{patch_for, Decision, InjectError, InjectSettings};
 
@@ -57,6 +58,12 @@ pub fn serving_names(namespace: &str) -> Vec<String> {
         format!("{SERVICE}.{namespace}.svc"),
         format!("{SERVICE}.{namespace}.svc.cluster.local"),
     ]
+}
+
+/// A certificate signing request, PEM, for the webhook's serving certificate in
+/// `namespace`: the [`serving_names`] as DNS names, signed with `key`.
+pub fn certificate_request(namespace: &str, key: &WorkloadKey) -> Result<String, KeyError> {
+    key.server_csr(&serving_names(namespace))
 }
 
 async fn admit(State(settings): State<Arc<InjectSettings>>, body: Bytes) -> Response {

@@ -211,3 +211,13 @@ fn serving_names_are_the_services_dns_names() {
         ]
     );
 }
+
+#[test]
+fn the_certificate_request_is_for_the_serving_names() {
+    let key = WorkloadKey::generate().expect("key");
+    let pem = certificate_request("mesh", &key).expect("csr");
+    assert!(
+        pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{pem}"
+    );
+}
