@@ -194,6 +194,9 @@ pub enum InjectError {
     /// The object is not a Pod (or its template) as Kubernetes defines one.
     #[error("not a Pod: {0}")]
     NotAPod(#[source] serde_json::Error),
+    /// The Pod read does not serialize back (never seen: the types are plain data).
+    #[error("cannot encode the Pod: {0}")]
+    Encode(#[source] serde_json::Error),
     /// One of the `trellis.dev/*` annotations has a value that means nothing.
     #[error(transparent)]
     Annotation(#[from] AnnotationError),
@@ -305,18 +308,16 @@ pub fn patch_for(
 ) -> Result<Injection, InjectError> {
     let mut template: PodTemplateSpec =
         serde_json::from_value(object.clone()).map_err(InjectError::NotAPod)?;
-    let before = to_value(&template);
+    let before = serde_json::to_value(&template).map_err(InjectError::Encode)?;
     let decision = inject_template(&mut template, namespace, settings)?;
     let patch = match decision {
-        Decision::Injected => patch::diff(&before, &to_value(&template)),
+        Decision::Injected => {
+            let after = serde_json::to_value(&template).map_err(InjectError::Encode)?;
+            patch::diff(&before, &after)
+        }
         Decision::Skipped(_) => json_patch::Patch(Vec::new()),
     };
     Ok(Injection { decision, patch })
-}
-
-fn to_value(template: &PodTemplateSpec) -> Value {
-    // A PodTemplateSpec is plain data (strings, numbers, maps): it always serializes.
-    serde_json::to_value(template).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ pub fn review(body: &[u8], settings: &InjectSettings) -> Result<AdmissionRespons
             tracing::info!(namespace = ?request.namespace, name = %request.name, "refused: {e}");
             return Ok(allowed.deny(format!("Trellis sidecar injection: {e}")));
         }
-        Err(e @ InjectError::NotAPod(_)) => {
+        Err(e @ (InjectError::NotAPod(_) | InjectError::Encode(_))) => {
             tracing::warn!(namespace = ?request.namespace, name = %request.name, "not injected: {e}");
             let mut answer = allowed;
             answer.warnings = Some(vec![format!(
