@@ -58,7 +58,18 @@ impl PodOptions {
             Some(value) => parse_quantity(key, value).map(Some),
             None => Ok(default.clone()),
         };
-        let defaults = &settings.resources;
+        // A limit the Pod sets without a request drops the default request: Kubernetes
+        // then makes the request the limit, and a limit below the default request
+        // (which the API server would refuse) is what the author meant.
+        let request_default = |limit_key: &str, default: &Option<String>| match get(limit_key) {
+            Some(_) => None,
+            None => default.clone(),
+        };
+        let defaults = ProxyResources {
+            cpu_request: request_default(PROXY_CPU_LIMIT, &settings.resources.cpu_request),
+            memory_request: request_default(PROXY_MEMORY_LIMIT, &settings.resources.memory_request),
+            ..settings.resources.clone()
+        };
         let log_level = match get(PROXY_LOG_LEVEL) {
             Some("") => {
                 return Err(AnnotationError {
@@ -218,6 +229,22 @@ mod tests {
             }
         );
         assert_eq!(options.log_level, "trellis_proxy=debug");
+    }
+
+    #[test]
+    fn a_limit_alone_drops_the_default_request() {
+        let options = read(&[(PROXY_MEMORY_LIMIT, "32Mi")]).expect("reads");
+        assert_eq!(
+            options.resources,
+            ProxyResources {
+                cpu_request: Some("100m".into()),
+                memory_request: None,
+                cpu_limit: None,
+                memory_limit: Some("32Mi".into()),
+            }
+        );
+        let both = read(&[(PROXY_CPU_LIMIT, "1"), (PROXY_CPU, "200m")]).expect("reads");
+        assert_eq!(both.resources.cpu_request.as_deref(), Some("200m"));
     }
 
     #[test]
