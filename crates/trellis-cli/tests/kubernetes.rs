@@ -503,5 +503,44 @@ spec:
         );
         let plain = dry_run_create(&cluster, &opted_out).expect("admitted");
         assert!(plain["spec"].get("initContainers").is_none(), "{plain}");
+
+        // The Pods a controller makes from a template (named by generateName) too.
+        let deployment = DEPLOYMENT
+            .split("---")
+            .next()
+            .expect("the Deployment")
+            .replace("namespace: default", "namespace: shop")
+            .replace("replicas: 2", "replicas: 1");
+        kubectl(&cluster, &["apply", "-f", "-"], Some(&deployment)).expect("Deployment");
+        let pod_of_deployment = || {
+            let out = kubectl(
+                &cluster,
+                &["get", "pods", "-n", "shop", "-l", "app=web", "-o", "json"],
+                None,
+            )
+            .unwrap_or_default();
+            let pods: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+            pods["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["metadata"]["generateName"].is_string())
+                .cloned()
+        };
+        assert_eventually!(
+            pod_of_deployment().is_some(),
+            "the ReplicaSet never made a Pod{}",
+            cluster.log_tail("kube-controller-manager")
+        );
+        let pod = pod_of_deployment().expect("a Pod");
+        assert_eq!(
+            names(&pod["spec"]["initContainers"]),
+            ["trellis-init", "trellis-proxy"]
+        );
+        let capture_args = pod["spec"]["initContainers"][0]["args"].to_string();
+        assert!(
+            capture_args.contains(r#""--exclude-outbound-ports","5432""#),
+            "{capture_args}"
+        );
     }
 }
