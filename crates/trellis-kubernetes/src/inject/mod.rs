@@ -166,7 +166,8 @@ pub enum Decision {
 pub enum SkipReason {
     /// `trellis.dev/inject: disabled` on the Pod, as a label or an annotation.
     OptedOut,
-    /// It carries `trellis.dev/injected` or already has a `trellis-proxy` container.
+    /// It carries `trellis.dev/injected` or already has a `trellis-proxy` or
+    /// `trellis-init` container.
     AlreadyInjected,
     /// It shares its node's network: capturing its traffic would capture the node's.
     HostNetwork,
@@ -180,7 +181,7 @@ impl std::fmt::Display for SkipReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             SkipReason::OptedOut => "the Pod says trellis.dev/inject: disabled",
-            SkipReason::AlreadyInjected => "the Pod already has the Trellis proxy",
+            SkipReason::AlreadyInjected => "the Pod already has the Trellis containers",
             SkipReason::HostNetwork => "the Pod uses the host's network",
             SkipReason::ControlPlaneNamespace => "the Pod is in the control plane's namespace",
             SkipReason::NoSpec => "the Pod has no spec",
@@ -247,13 +248,15 @@ fn skip_reason(
     {
         return Some(SkipReason::OptedOut);
     }
-    let has_proxy = spec
+    // Either container alone is enough: adding the pair again would repeat a name,
+    // which the API server refuses.
+    let has_ours = spec
         .init_containers
         .iter()
         .chain(Some(&spec.containers))
         .flatten()
-        .any(|c| c.name == PROXY_CONTAINER);
-    if has_proxy || says(&meta.annotations, INJECTED).is_some() {
+        .any(|c| c.name == PROXY_CONTAINER || c.name == INIT_CONTAINER);
+    if has_ours || says(&meta.annotations, INJECTED).is_some() {
         return Some(SkipReason::AlreadyInjected);
     }
     if spec.host_network == Some(true) {

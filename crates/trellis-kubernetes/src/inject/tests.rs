@@ -268,6 +268,14 @@ fn injecting_twice_is_injecting_once() {
         inject_template(&mut stripped, Some("shop"), &InjectSettings::new()).expect("valid");
     assert_eq!(decision, Decision::Skipped(SkipReason::AlreadyInjected));
     assert_eq!(stripped, before);
+    // So is the capture container alone (someone removed the proxy).
+    let mut capture_only = once.clone();
+    capture_only.metadata.as_mut().expect("meta").annotations = None;
+    let spec = capture_only.spec.as_mut().expect("spec");
+    spec.init_containers.as_mut().expect("init").remove(1);
+    let decision =
+        inject_template(&mut capture_only, Some("shop"), &InjectSettings::new()).expect("valid");
+    assert_eq!(decision, Decision::Skipped(SkipReason::AlreadyInjected));
 }
 
 #[test]
