@@ -544,3 +544,195 @@ spec:
         );
     }
 }
+
+/// The whole path on Kubernetes: Pods injected by `trellis inject`, run by the test
+/// kit's node agent as network-namespace pods (capture init container, native sidecar
+/// running `trellis proxy --kubernetes` as uid 1337, the app), identities from their
+/// ServiceAccount tokens through TokenReview, and a call from web's Pod to books'
+/// ClusterIP captured, sent over mTLS to books' sidecar and answered by books.
+mod mesh {
+    use std::time::Duration;
+
+    use trellis_control::server::ControlSettings;
+    use trellis_kubernetes::control::{KubernetesControlPlane, KubernetesSettings};
+    use trellis_testkit::kube::node::{NodeAgent, NodeOptions};
+    use trellis_testkit::kube::KubeCluster;
+
+    use super::support::control::trellis_binary;
+
+    const SHOP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: trellis-system}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: books, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: books, namespace: shop}
+spec:
+  selector: {app: books}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+"#;
+
+    const PODS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: books-1, namespace: shop, labels: {app: books}}
+spec:
+  nodeName: node-a
+  serviceAccountName: books
+  containers:
+  - name: books
+    image: trellis
+    args: [sample-server, --listen, "0.0.0.0:8080", --name, books]
+    ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec:
+  nodeName: node-a
+  serviceAccountName: web
+  containers:
+  - name: web
+    image: trellis
+    args: [sample-server, --listen, "0.0.0.0:8080", --name, web]
+    ports: [{containerPort: 8080}]
+"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
+        let cluster = KubeCluster::start().await;
+        cluster.kubectl_ok(&["apply", "-f", "-"], Some(SHOP));
+        let options = NodeOptions::new().image("trellis", [trellis_binary()]);
+        let agent = NodeAgent::start(&cluster, "node-a", options)
+            .await
+            .expect("node agent");
+
+        let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
+            .await
+            .expect("a client");
+        let data = tempfile::tempdir().expect("data dir");
+        let settings = ControlSettings {
+            data_dir: data.path().to_path_buf(),
+            store: Default::default(),
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            // Where the Pods reach it: the node's address on their bridge.
+            grpc_addr: std::net::SocketAddr::new(agent.node_ip().into(), 0),
+            grace: Duration::from_secs(10),
+            ca: Default::default(),
+        };
+        let cp = KubernetesControlPlane::start(
+            client,
+            KubernetesSettings::new("trellis-system"),
+            settings,
+            None,
+        )
+        .await
+        .expect("control plane");
+
+        let control = format!("http://{}", cp.control.grpc_addr);
+        let injected = std::process::Command::new(trellis_binary())
+            .args([
+                "inject",
+                "-f",
+                "-",
+                "--image",
+                "trellis",
+                "--control-grpc",
+                &control,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(PODS.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("trellis inject");
+        assert!(injected.status.success(), "trellis inject failed");
+        let injected = String::from_utf8(injected.stdout).expect("UTF-8");
+        cluster.kubectl_ok(&["apply", "-f", "-"], Some(&injected));
+        let ready = || {
+            cluster
+                .run_kubectl(
+                    &[
+                        "-n",
+                        "shop",
+                        "wait",
+                        "--for=condition=Ready",
+                        "pod",
+                        "--all",
+                        "--timeout=60s",
+                    ],
+                    None,
+                )
+                .is_ok()
+        };
+        assert!(
+            ready(),
+            "the Pods never became ready:\n{}",
+            agent.all_logs()
+        );
+
+        let books = cluster.kubectl_ok(
+            &[
+                "-n",
+                "shop",
+                "get",
+                "service",
+                "books",
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ],
+            None,
+        );
+        let url = format!("http://{books}:9080/");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let answer = loop {
+            let out = agent
+                .exec("shop/web-1", "curl", &["-sS", "-m", "5", "-i", &url])
+                .expect("curl in web's Pod");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains("hello from books") || tokio::time::Instant::now() > deadline {
+                break format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert!(
+            answer.contains("hello from books"),
+            "web's call to books: {answer}\n{}",
+            agent.all_logs()
+        );
+        // Both sidecars are connected, as the Pods they proved with their tokens.
+        let proxies = cp.control.registry.list();
+        let identities: Vec<_> = proxies
+            .iter()
+            .map(|p| (p.workload.as_str(), p.identity.as_str()))
+            .collect();
+        assert!(
+            identities.contains(&("books-1", "spiffe://trellis.local/ns/shop/sa/books")),
+            "{identities:?}"
+        );
+        assert!(
+            identities.contains(&("web-1", "spiffe://trellis.local/ns/shop/sa/web")),
+            "{identities:?}"
+        );
+    }
+}

@@ -325,12 +325,16 @@ impl KubeCluster {
             .args([
                 "--controllers",
                 "endpointslice-controller,namespace-controller,garbage-collector-controller,\
-                 serviceaccount-controller,deployment-controller,replicaset-controller",
+                 serviceaccount-controller,deployment-controller,replicaset-controller,\
+                 root-ca-certificate-publisher-controller",
             ])
             .args(["--bind-address", "127.0.0.1"])
             .args(["--secure-port", &free_port().to_string()])
             .arg("--leader-elect=false")
             .args(["--service-cluster-ip-range", SERVICE_CIDR])
+            // What `kube-root-ca.crt` in every namespace holds, for automounted tokens.
+            .arg("--root-ca-file")
+            .arg(&self.pki.ca)
             // Controllers react at once rather than on the production batching periods.
             .args(["--endpointslice-updates-batch-period", "0s"])
             .args(["--v", "1"])

@@ -294,8 +294,18 @@ impl Launching<'_> {
             };
             std::fs::create_dir_all(&workdir)
                 .map_err(|e| SpecError(format!("working directory {}: {e}", workdir.display())))?;
+            // The user the container runs as: its own securityContext, else the Pod's.
+            let run_as_user = (container.security_context.as_ref())
+                .and_then(|c| c.run_as_user)
+                .or_else(|| {
+                    (self.pod.spec.as_ref())
+                        .and_then(|s| s.security_context.as_ref())
+                        .and_then(|c| c.run_as_user)
+                })
+                .and_then(|uid| u32::try_from(uid).ok());
             let launch = Launch {
                 netns: self.side.netns.clone(),
+                run_as_user,
                 line,
                 env,
                 mounts: volumes::mounts(container, self.volumes)?,

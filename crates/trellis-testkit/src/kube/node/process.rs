@@ -25,6 +25,9 @@ pub struct Mount {
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub netns: String,
+    /// `securityContext.runAsUser`: the process drops to that user (and group) after
+    /// the mounts, which need root. The capture rules exempt the proxy by its user.
+    pub run_as_user: Option<u32>,
     pub line: Vec<String>,
     pub env: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
@@ -63,6 +66,18 @@ impl Launch {
                 command.arg(&mount.source).arg(&mount.target);
             }
             command.arg("--");
+        }
+        if let Some(uid) = self.run_as_user {
+            let uid = uid.to_string();
+            command.args([
+                "setpriv",
+                "--reuid",
+                &uid,
+                "--regid",
+                &uid,
+                "--clear-groups",
+                "--",
+            ]);
         }
         command
             .args(&self.line)
