@@ -139,24 +139,67 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// The Gateway API's own pattern for a duration (GEP-2257). It admits exactly what
+/// [`Duration::from_str`](std::str::FromStr) reads except a total past 99999 hours
+/// (`99999h99999m`), which only the parse refuses.
+pub const PATTERN: &str = "^([0-9]{1,5}(h|m|s|ms)){1,4}$";
+
+/// A string of the Gateway API's form, as the custom resource definitions carry it.
+#[cfg(feature = "schemars")]
+impl schemars::JsonSchema for Duration {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": PATTERN,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Durations the Gateway API accepts, and their length in milliseconds.
+    const VALID: [(&str, u64); 9] = [
+        ("10s", 10_000),
+        ("500ms", 500),
+        ("1h30m", 5_400_000),
+        ("1h", 3_600_000),
+        ("0s", 0),
+        ("1m1s1ms", 61_001),
+        ("1h1m1s1ms", 3_661_001),
+        ("99999ms", 99_999),
+        ("2s500ms", 2_500),
+    ];
+
+    /// Strings the Gateway API refuses as durations.
+    const INVALID: [&str; 13] = [
+        "",
+        "10",
+        "s",
+        "1.5s",
+        "-1s",
+        "1d",
+        "100000s",
+        "1h1m1s1ms1h",
+        "1 s",
+        " 1s",
+        "1S",
+        "ms",
+        "1sm",
+    ];
+
     #[test]
     fn parses_gateway_api_durations() {
-        let cases = [
-            ("10s", 10_000),
-            ("500ms", 500),
-            ("1h30m", 5_400_000),
-            ("1h", 3_600_000),
-            ("0s", 0),
-            ("1m1s1ms", 61_001),
-            ("1h1m1s1ms", 3_661_001),
-            ("99999ms", 99_999),
-            ("2s500ms", 2_500),
-        ];
-        for (input, ms) in cases {
+        for (input, ms) in VALID {
             assert_eq!(
                 input.parse::<Duration>(),
                 Ok(Duration::from_millis(ms)),
@@ -167,24 +210,23 @@ mod tests {
 
     #[test]
     fn refuses_what_the_gateway_api_refuses() {
-        let cases = [
-            "",
-            "10",
-            "s",
-            "1.5s",
-            "-1s",
-            "1d",
-            "100000s",
-            "1h1m1s1ms1h",
-            "1 s",
-            " 1s",
-            "1S",
-            "ms",
-            "1sm",
-        ];
-        for input in cases {
+        for input in INVALID {
             assert!(input.parse::<Duration>().is_err(), "{input:?} parsed");
         }
+    }
+
+    #[test]
+    fn pattern_admits_what_parses() {
+        let pattern = regex::Regex::new(PATTERN).expect("the pattern compiles");
+        let inputs = VALID.iter().map(|(input, _)| *input).chain(INVALID);
+        for input in inputs {
+            assert_eq!(
+                pattern.is_match(input),
+                input.parse::<Duration>().is_ok(),
+                "{input:?}"
+            );
+        }
+        assert!(pattern.is_match("99999h99999m") && "99999h99999m".parse::<Duration>().is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub const MAX_EXTERNAL_ITEMS: usize = 16;
 
 /// Hosts outside the mesh and the ports they are called on.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExternalServiceSpec {
     /// Exact DNS names (`api.payments.example`); one to 16. Each gets a virtual IP
@@ -38,15 +39,18 @@ pub struct ExternalServiceSpec {
 
 /// An IP address of a `static` ExternalService.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct StaticAddress(#[serde(deserialize_with = "ip_serde::deserialize")] pub IpAddr);
 
 /// One port of an ExternalService.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExternalPort {
     /// The port the applications call, 1 to 65535.
     #[serde(deserialize_with = "int_serde::required_port")]
+    #[cfg_attr(feature = "schemars", schemars(range(min = 1)))]
     pub port: u16,
     /// What the applications speak on it. Default `tls`.
     #[serde(default)]
@@ -58,6 +62,8 @@ pub struct ExternalPort {
         deserialize_with = "int_serde::optional_port",
         skip_serializing_if = "Option::is_none"
     )]
+    // Absent or a port: `optional_port` reads no null, so the schema allows none.
+    #[cfg_attr(feature = "schemars", schemars(with = "u16", range(min = 1)))]
     pub target_port: Option<u16>,
 }
 
@@ -70,6 +76,7 @@ impl ExternalPort {
 
 /// What the applications speak on an external port, and so what the proxy does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ExternalProtocol {
     /// The application's own TLS, passed through unopened; the ClientHello's server
@@ -99,6 +106,7 @@ impl ExternalProtocol {
 
 /// How the proxy finds an external host's addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Resolution {
     /// The proxy resolves the host name when it opens a connection.
@@ -110,6 +118,7 @@ pub enum Resolution {
 
 /// What the proxy checks when it opens TLS to the host.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OriginationTls {
     /// Server name sent (SNI) and checked against the certificate. Default: the host

@@ -20,6 +20,7 @@ const MAX_DELAY_SECS: u64 = 3600;
 
 /// Faults for the requests of the route named by `targetRef`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultInjectionSpec {
     /// The HTTPRoute or GRPCRoute, in the fault's namespace.
@@ -37,6 +38,7 @@ pub struct FaultInjectionSpec {
 
 /// Conditions a request must all meet to get the faults.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultMatch {
     /// Header conditions, all of which must hold.
@@ -50,6 +52,7 @@ pub struct FaultMatch {
 
 /// Callers, by identity or namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultSources {
     /// SPIFFE IDs (`spiffe://trellis.local/ns/shop/sa/web`).
@@ -61,6 +64,7 @@ pub struct FaultSources {
 
 /// A delay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultDelay {
     /// How long; more than 0s, at most 1h.
@@ -72,6 +76,7 @@ pub struct FaultDelay {
 
 /// An abort: the status a request is answered with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultAbort {
     /// HTTP status, 400 to 599. gRPC calls get the matching gRPC status.

@@ -14,6 +14,10 @@
 //! evaluation of authorization policies, and [`routing`] the one evaluation of route
 //! matches, that the proxy and `trellis explain` share.
 //!
+//! With the `schemars` feature, the specs of the `trellis.dev` kinds and everything in
+//! them also describe themselves as JSON Schemas, matching what serde reads and writes;
+//! trellis-kubernetes makes its CustomResourceDefinitions from them.
+//!
 //! This crate is the contract between the control plane and the proxy: it must not
 //! depend on `trellis-proxy` or `trellis-control`.
 

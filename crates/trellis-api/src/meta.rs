@@ -65,10 +65,20 @@ impl ObjectMeta {
 
 /// The observed state of a resource, written by the control plane.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Status {
     /// Latest observations, at most one per condition type.
     #[serde(default)]
+    // A map keyed by type, so that server-side apply merges one writer's conditions
+    // with another's instead of replacing the list.
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(extend(
+            "x-kubernetes-list-type" = "map",
+            "x-kubernetes-list-map-keys" = ["type"]
+        ))
+    )]
     pub conditions: Vec<Condition>,
     /// A Service's stable virtual IP, which mesh DNS answers for its names and
     /// transparent sidecars route by. Unset for other kinds, and until assigned.
@@ -119,6 +129,7 @@ impl Status {
 
 /// One observation about a resource, as in Kubernetes `metav1.Condition`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Condition {
     /// What is observed (`Accepted`, `ResolvedRefs`, `Ready`).
@@ -142,6 +153,7 @@ pub struct Condition {
 
 /// Whether a condition holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum ConditionStatus {
     True,
     False,

@@ -18,6 +18,7 @@ pub const DEFAULT_TRUST_DOMAIN: &str = "trellis.local";
 
 /// Mesh-wide settings. Cluster-wide; the control plane reads the one named `default`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MeshConfigSpec {
     /// SPIFFE trust domain of workload identities
@@ -48,6 +49,7 @@ pub struct MeshConfigSpec {
 
 /// Mesh-wide tracing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TracingSpec {
     /// Share of new traces recorded, 0 to 1. Default 0.01; a request that arrives with a
@@ -60,6 +62,7 @@ pub struct TracingSpec {
 
 /// Where spans are exported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OtlpSpec {
     /// `http://host:4317` (gRPC) or `http://host:4318` (HTTP).
@@ -70,6 +73,7 @@ pub struct OtlpSpec {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OtlpProtocol {
     #[default]
@@ -80,8 +84,9 @@ pub enum OtlpProtocol {
 /// A number from 0 to 1 (validation refuses anything else, NaN included, which is why
 /// it can be `Eq`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(transparent)]
-pub struct Ratio(pub f64);
+pub struct Ratio(#[cfg_attr(feature = "schemars", schemars(range(min = 0, max = 1)))] pub f64);
 
 impl Eq for Ratio {}
 
@@ -105,6 +110,7 @@ impl Default for MeshConfigSpec {
 
 /// Outbound traffic to destinations that are not Services of the mesh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressConfig {
     /// Default `allowAny`.
@@ -115,6 +121,7 @@ pub struct EgressConfig {
 /// What a sidecar does with a captured connection whose destination is no Service's
 /// virtual IP and no workload of the mesh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum EgressMode {
     /// Pass it through to the address the application dialled, as plain TCP.
@@ -130,6 +137,7 @@ fn default_trust_domain() -> String {
 
 /// Mutual TLS settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MtlsConfig {
     /// Default `permissive`.
@@ -139,6 +147,7 @@ pub struct MtlsConfig {
 
 /// Whether inbound proxies accept plaintext.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum MtlsMode {
     /// Accept mTLS and plaintext; plaintext is counted.
@@ -150,6 +159,7 @@ pub enum MtlsMode {
 
 /// The verdict for requests no authorization policy matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DefaultAuthorization {
     #[default]
@@ -159,6 +169,7 @@ pub enum DefaultAuthorization {
 
 /// Access log settings: one line per request a sidecar answers, inbound and outbound.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogConfig {
     /// Line format. Default `json`.
@@ -176,6 +187,7 @@ pub struct AccessLogConfig {
 
 /// One service whose sidecars log requests, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogService {
     pub name: String,
@@ -199,6 +211,7 @@ pub const ACCESS_LOG_STDOUT: &str = "stdout";
 
 /// Access log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AccessLogFormat {
     /// One JSON object per request.
@@ -254,6 +267,7 @@ fn check_access_log_output(at: &str, output: &str) -> Checked {
 
 /// The sidecars' metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsSpec {
     /// Request series (distinct label sets of `trellis_requests_total`) a sidecar keeps
@@ -264,6 +278,7 @@ pub struct MetricsSpec {
 
 /// Settings for traffic to the Service named by `targetRef`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendPolicySpec {
     /// The Service the policy applies to, in the policy's namespace.
@@ -308,6 +323,7 @@ pub struct BackendPolicySpec {
 
 /// Zone preference of the Service's callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Locality {
     /// Every ready endpoint, whatever its zone.
@@ -323,6 +339,7 @@ pub enum Locality {
 
 /// When a caller's traffic starts leaving its zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ZoneFailover {
     /// 1 to 100. While at least this share of the zone's endpoints is healthy, all
@@ -339,6 +356,7 @@ impl ZoneFailover {
 
 /// The object a policy attaches to (Gateway API `LocalPolicyTargetReference`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyTargetReference {
     /// API group: empty (core, the default) or `trellis.dev`.
@@ -364,6 +382,7 @@ impl PolicyTargetReference {
 
 /// Load balancer settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerConfig {
     /// The algorithm.
@@ -376,6 +395,7 @@ pub struct LoadBalancerConfig {
 
 /// The request attribute a consistent hash keys on; exactly one.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HashOn {
     /// A header's value (name case-insensitive).
@@ -392,6 +412,7 @@ pub struct HashOn {
 
 /// How a backend spreads requests over its endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum LoadBalancerType {
     /// Power of two choices over peak-EWMA latency weighted by outstanding requests.
@@ -409,6 +430,7 @@ pub enum LoadBalancerType {
 
 /// The HTTP version spoken to endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendProtocol {
     Http1,

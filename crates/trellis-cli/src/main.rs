@@ -9,6 +9,7 @@ mod edges;
 mod explain;
 mod identity;
 mod inject;
+mod install;
 mod iptables;
 mod pod;
 mod pod_sidecar;
@@ -131,6 +132,12 @@ enum Command {
     /// service under `trellis run`, with light traffic; print what to try. Ctrl-C stops
     /// everything.
     Demo(demo::DemoArgs),
+    /// Print the manifests that install Trellis on a platform (`install kubernetes`).
+    #[command(subcommand)]
+    Install(install::InstallCommand),
+    /// Print what to delete to remove Trellis from a platform (`uninstall kubernetes`).
+    #[command(subcommand)]
+    Uninstall(install::UninstallCommand),
     /// Run one service of the demo's bookshop (used by `trellis demo`).
     #[command(hide = true)]
     DemoApp(trellis_demo::DemoApp),
@@ -174,6 +181,8 @@ fn main() -> ExitCode {
             Command::Inject(args) => inject::run(args),
             Command::Dashboard(args) => dashboard::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Install(command) => install::install(command),
+            Command::Uninstall(command) => install::uninstall(command),
             Command::DemoApp(app) => trellis_demo::run_app(app).await,
         }
     });

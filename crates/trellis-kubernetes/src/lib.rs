@@ -6,8 +6,11 @@
 //! and the control plane serves the proxies from them unchanged.
 pub mod client;
 pub mod control;
+pub mod crd;
 pub mod identity;
 pub mod inject;
+pub mod install;
 pub mod lease;
 pub mod source;
 pub mod state;
+pub mod yaml;

@@ -15,6 +15,7 @@ use crate::validate;
 /// Allow policies target the Service, it is allowed only if one of them matches;
 /// otherwise the MeshConfig's `defaultAuthorization` decides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicySpec {
     /// The Service the policy protects, in the policy's namespace.
@@ -31,6 +32,7 @@ pub struct AuthorizationPolicySpec {
 
 /// What a matching request gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum AuthorizationAction {
     #[default]
     Allow,

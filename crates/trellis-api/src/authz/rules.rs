@@ -20,6 +20,7 @@ const MAX_IDENTITY_LEN: usize = 2048;
 /// none) and any `to` entry matches the request (or there is none). `{}` matches every
 /// request.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
     /// Callers; empty: any caller, with or without an identity.
@@ -33,6 +34,7 @@ pub struct Rule {
 /// A set of callers. Every field given must match (any of its values). A caller without
 /// a verified identity (plaintext) matches no entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
     /// SPIFFE IDs (`spiffe://trellis.local/ns/shop/sa/web`), or prefixes of them ending
@@ -48,6 +50,7 @@ pub struct Source {
 /// connection only `ports` can be known: an entry naming methods, paths or headers never
 /// matches in an Allow policy and always matches in a Deny policy, so both fail closed.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Operation {
     /// Ports the application receives the request on (a Service port's `targetPort`).
@@ -56,11 +59,17 @@ pub struct Operation {
         deserialize_with = "int_serde::port_list",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[cfg_attr(feature = "schemars", schemars(inner(range(min = 1))))]
     pub ports: Vec<u16>,
     /// HTTP methods, upper case (`GET`, `POST`; gRPC calls are `POST`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
     /// Request paths, compared after normalization (see [`super::normalize_path`]).
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(description = "Request paths, compared after normalization: \
+                                `/public/../admin`, `//admin` and `/%61dmin` are all `/admin`.")
+    )]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathPattern>,
     /// Request headers with a value.
@@ -70,6 +79,7 @@ pub struct Operation {
 
 /// A condition on the request path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum PathPattern {
     /// The whole path.
@@ -82,6 +92,7 @@ pub enum PathPattern {
 /// A header that must be present with exactly this value (one of its values, when the
 /// request repeats it). Names are compared case-insensitively.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderPattern {
     pub name: String,

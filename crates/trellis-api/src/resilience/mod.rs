@@ -14,14 +14,16 @@ use crate::validate;
 /// A positive number, such as a latency tolerance (validation refuses NaN and
 /// infinities, which is why it can be `Eq`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(transparent)]
-pub struct Factor(pub f64);
+pub struct Factor(#[cfg_attr(feature = "schemars", schemars(range(min = 1)))] pub f64);
 
 impl Eq for Factor {}
 
 /// `retryBudget`: retries may add at most `ratio` of the live request rate, plus
 /// `minPerSecond`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudgetSpec {
     /// Default `true`.
@@ -40,6 +42,7 @@ pub struct RetryBudgetSpec {
 
 /// `circuitBreaker`: limits per backend in each caller's proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakerSpec {
     /// Default `true`.
@@ -58,6 +61,7 @@ pub struct CircuitBreakerSpec {
 
 /// `outlierDetection`: passive health.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetectionSpec {
     /// Default `true`.
@@ -88,6 +92,7 @@ pub struct OutlierDetectionSpec {
 
 /// `adaptiveConcurrency`: a concurrency limit learned from latency.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdaptiveConcurrencySpec {
     /// Default `true`.
@@ -109,6 +114,7 @@ pub struct AdaptiveConcurrencySpec {
 
 /// How a health check probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum HealthCheckType {
     #[default]
@@ -119,6 +125,7 @@ pub enum HealthCheckType {
 
 /// `healthCheck`: active probes of every endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheckSpec {
     /// Default `http`.
@@ -257,6 +264,7 @@ impl HealthCheckSpec {
 /// `RateLimitPolicy`: request rates a Service accepts, enforced by each of its
 /// replicas' sidecars on arrival.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitPolicySpec {
     /// The Service whose replicas enforce the limits, in the policy's namespace.
@@ -274,6 +282,7 @@ pub struct RateLimitPolicySpec {
 
 /// What a local limit keeps one bucket per.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RateLimitKey {
     /// One bucket for the whole Service (per replica).
@@ -287,6 +296,7 @@ pub enum RateLimitKey {
 
 /// One token bucket per key: the shape of `local` and `global` limits alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenBucket {
     /// Average requests per second allowed, at least 1.

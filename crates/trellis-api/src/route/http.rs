@@ -106,6 +106,7 @@ pub enum PathMatchType {
 
 /// How a header or query parameter value is compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum MatchType {
     /// The value equals the given value.
     #[default]
@@ -116,6 +117,7 @@ pub enum MatchType {
 
 /// A condition on a request header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HTTPHeaderMatch {
     /// How `value` is compared. Default `Exact`.
