@@ -93,16 +93,31 @@ impl KubernetesSource {
                 wake.notify_one();
             }
         }));
-        let services = watch::<Service>(Api::all(client.clone()), (), &changed, &mut tasks);
-        let pods = watch::<Pod>(Api::all(client.clone()), (), &changed, &mut tasks);
-        let slices = watch::<EndpointSlice>(Api::all(client.clone()), (), &changed, &mut tasks);
+        let services = watch::<Service>(
+            "Service",
+            Api::all(client.clone()),
+            (),
+            &changed,
+            &mut tasks,
+        );
+        let pods = watch::<Pod>("Pod", Api::all(client.clone()), (), &changed, &mut tasks);
+        let slices = watch::<EndpointSlice>(
+            "EndpointSlice",
+            Api::all(client.clone()),
+            (),
+            &changed,
+            &mut tasks,
+        );
         let documents: Vec<(Kind, reflector::Store<DynamicObject>)> = ROUTE_KINDS
             .into_iter()
             .chain(trellis_kinds())
             .map(|kind| {
                 let resource = api_resource(kind);
                 let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-                (kind, watch(api, resource, &changed, &mut tasks))
+                (
+                    kind,
+                    watch(kind.name(), api, resource, &changed, &mut tasks),
+                )
             })
             .collect();
         let refusals = Refusals::default();
@@ -152,6 +167,7 @@ where
 
 /// Starts a watch of `api` into a local cache, waking `changed` on every event.
 fn watch<K>(
+    what: &'static str,
     api: Api<K>,
     dyntype: K::DynamicType,
     changed: &Arc<Notify>,
@@ -170,7 +186,6 @@ where
     let writer = reflector::store::Writer::new(dyntype);
     let reader = writer.as_reader();
     let changed = changed.clone();
-    let what = std::any::type_name::<K>();
     tasks.push(tokio::spawn(async move {
         let events = watcher(api, watcher::Config::default())
             .default_backoff()
@@ -186,7 +201,7 @@ where
                 // Logged once per outage, not at every retry of the back-off.
                 Err(e) if !failing => {
                     failing = true;
-                    tracing::warn!(kind = what, error = %e, "cannot watch the cluster; retrying");
+                    tracing::warn!(kind = what, error = %e, "cannot watch the cluster (is its CRD installed?); retrying");
                 }
                 Err(_) => {}
             }
