@@ -1,0 +1,288 @@
+//! The whole path on Kubernetes: Pods injected by `trellis inject`, run by the test
+//! kit's node agent as network-namespace pods (capture init container, native sidecar
+//! running `trellis proxy --kubernetes` as uid 1337, the app), identities from their
+//! ServiceAccount tokens through TokenReview, and a call from web's Pod to books'
+//! ClusterIP captured, sent over mTLS to books' sidecar and answered by books; under
+//! strict mTLS, and with a route that moves books' traffic to v2.
+
+use std::time::Duration;
+
+use trellis_control::server::ControlSettings;
+use trellis_kubernetes::control::{KubernetesControlPlane, KubernetesSettings};
+use trellis_testkit::kube::node::{NodeAgent, NodeOptions};
+use trellis_testkit::kube::KubeCluster;
+
+use crate::support::control::trellis_binary;
+
+const SHOP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: trellis-system}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: shop}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: books, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: books, namespace: shop}
+spec:
+  selector: {app: books}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: books-v2, namespace: shop}
+spec:
+  selector: {app: books-v2}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: default}
+spec:
+  mtls: {mode: strict}
+"#;
+
+/// Every call to books goes to books-v2: a canary at its last step.
+const CANARY: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: books-canary, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: books, port: 9080}]
+  rules:
+  - backendRefs: [{name: books, port: 9080, weight: 0}, {name: books-v2, port: 9080, weight: 100}]
+"#;
+
+const PODS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: books-1, namespace: shop, labels: {app: books}}
+spec:
+  nodeName: node-a
+  serviceAccountName: books
+  containers:
+  - name: books
+    image: trellis
+    args: [sample-server, --listen, "0.0.0.0:8080", --name, books]
+    ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: books-v2-1, namespace: shop, labels: {app: books-v2}}
+spec:
+  nodeName: node-a
+  serviceAccountName: books
+  containers:
+  - name: books
+    image: trellis
+    args: [sample-server, --listen, "0.0.0.0:8080", --name, books-v2]
+    ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec:
+  nodeName: node-a
+  serviceAccountName: web
+  containers:
+  - name: web
+    image: trellis
+    args: [sample-server, --listen, "0.0.0.0:8080", --name, web]
+    ports: [{containerPort: 8080}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
+    let cluster = KubeCluster::start().await;
+    // Trellis's CRDs, as `trellis install kubernetes` installs them.
+    let crds = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/crds.yaml"
+    );
+    cluster.kubectl_ok(&["apply", "--server-side", "-f", crds], None);
+    cluster.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            crds,
+        ],
+        None,
+    );
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(SHOP));
+    let options = NodeOptions::new().image("trellis", [trellis_binary()]);
+    let agent = NodeAgent::start(&cluster, "node-a", options)
+        .await
+        .expect("node agent");
+
+    let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
+        .await
+        .expect("a client");
+    let data = tempfile::tempdir().expect("data dir");
+    let settings = ControlSettings {
+        data_dir: data.path().to_path_buf(),
+        store: Default::default(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        // Where the Pods reach it: the node's address on their bridge.
+        grpc_addr: std::net::SocketAddr::new(agent.node_ip().into(), 0),
+        grace: Duration::from_secs(10),
+        ca: Default::default(),
+    };
+    let cp = KubernetesControlPlane::start(
+        client,
+        KubernetesSettings::new("trellis-system"),
+        settings,
+        None,
+    )
+    .await
+    .expect("control plane");
+
+    let control = format!("http://{}", cp.control.grpc_addr);
+    let injected = std::process::Command::new(trellis_binary())
+        .args([
+            "inject",
+            "-f",
+            "-",
+            "--image",
+            "trellis",
+            "--control-grpc",
+            &control,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(PODS.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("trellis inject");
+    assert!(injected.status.success(), "trellis inject failed");
+    let injected = String::from_utf8(injected.stdout).expect("UTF-8");
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(&injected));
+    let ready = || {
+        cluster
+            .run_kubectl(
+                &[
+                    "-n",
+                    "shop",
+                    "wait",
+                    "--for=condition=Ready",
+                    "pod",
+                    "--all",
+                    "--timeout=60s",
+                ],
+                None,
+            )
+            .is_ok()
+    };
+    assert!(
+        ready(),
+        "the Pods never became ready:\n{}",
+        agent.all_logs()
+    );
+
+    let books = cluster.kubectl_ok(
+        &[
+            "-n",
+            "shop",
+            "get",
+            "service",
+            "books",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+        None,
+    );
+    let url = format!("http://{books}:9080/");
+    let call_books = async |want: &str| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let answer = loop {
+            let out = agent
+                .exec("shop/web-1", "curl", &["-sS", "-m", "5", "-i", &url])
+                .expect("curl in web's Pod");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains(want) || tokio::time::Instant::now() > deadline {
+                break format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert!(
+            answer.contains(want),
+            "web's call to books: {answer}\n{}",
+            agent.all_logs()
+        );
+    };
+    call_books("hello from books\n").await;
+
+    // Strict mTLS: books' Pod refuses plaintext from outside the mesh (the node's
+    // own address, where nothing captures), where permissive mode would answer.
+    let books_ip = cluster.kubectl_ok(
+        &[
+            "-n",
+            "shop",
+            "get",
+            "pod",
+            "books-1",
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+        None,
+    );
+    let direct = format!("http://{books_ip}:8080/");
+    let plaintext = std::process::Command::new("curl")
+        .args(["-sS", "-m", "5", &direct])
+        .output()
+        .expect("curl from the node");
+    let said = String::from_utf8_lossy(&plaintext.stdout);
+    assert!(
+        !plaintext.status.success() && !said.contains("hello"),
+        "plaintext reached books under strict mTLS: {said}"
+    );
+
+    // A route applied with kubectl moves books' traffic to books-v2, and says so.
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(CANARY));
+    call_books("hello from books-v2").await;
+    let accepted = cluster.kubectl_ok(
+        &[
+            "-n",
+            "shop",
+            "get",
+            "httproute",
+            "books-canary",
+            "-o",
+            "jsonpath={.status.parents[0].conditions[?(@.type==\"Accepted\")].status}",
+        ],
+        None,
+    );
+    assert_eq!(accepted, "True");
+    // Both sidecars are connected, as the Pods they proved with their tokens.
+    let proxies = cp.control.registry.list();
+    let identities: Vec<_> = proxies
+        .iter()
+        .map(|p| (p.workload.as_str(), p.identity.as_str()))
+        .collect();
+    assert!(
+        identities.contains(&("books-1", "spiffe://trellis.local/ns/shop/sa/books")),
+        "{identities:?}"
+    );
+    assert!(
+        identities.contains(&("web-1", "spiffe://trellis.local/ns/shop/sa/web")),
+        "{identities:?}"
+    );
+}
