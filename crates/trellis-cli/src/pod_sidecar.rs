@@ -9,19 +9,16 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use trellis_api::proto::v1::Workload;
+use trellis_kubernetes::inject::{CapturePorts, DEFAULT_CONTROL_GRPC, TOKEN_DIR};
 use trellis_proxy::config::defaults;
 use trellis_proxy::control::{self, ControlSettings, LocalSettings};
 
-/// Where the sidecar serves `/ready`, `/live` and `/metrics`: on every address, for the
-/// kubelet's probes and for scrapes.
-pub const ADMIN_ADDRESS: &str = "0.0.0.0:15020";
-/// The capture rules' inbound and outbound ports (`trellis iptables install`'s defaults).
-pub const INBOUND_PORT: u16 = 7143;
-pub const OUTBOUND_PORT: u16 = 7140;
-/// The control plane's gRPC address when `TRELLIS_CONTROL_GRPC` is unset.
-pub const DEFAULT_CONTROL: &str = "http://trellis-control.trellis-system.svc:7100";
-/// Where the projected token is mounted when `TRELLIS_TOKEN_FILE` is unset.
-pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/trellis.dev/serviceaccount/token";
+/// The ports the injector sets up: the capture rules' inbound and outbound ports, and
+/// the admin port the probes use (`/ready`, `/live`, `/metrics`), served on every
+/// address for the kubelet and for scrapes.
+fn ports() -> CapturePorts {
+    CapturePorts::default()
+}
 
 /// The sidecar's settings, read from the container's environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,13 +71,13 @@ impl PodEnvironment {
                 .unwrap_or_else(|| "default".into()),
             control: var("TRELLIS_CONTROL_GRPC")
                 .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| DEFAULT_CONTROL.into())
+                .unwrap_or_else(|| DEFAULT_CONTROL_GRPC.into())
                 .split(',')
                 .map(str::to_string)
                 .collect(),
             token_file: var("TRELLIS_TOKEN_FILE")
                 .filter(|s| !s.is_empty())
-                .map_or_else(|| PathBuf::from(DEFAULT_TOKEN_FILE), PathBuf::from),
+                .map_or_else(|| PathBuf::from(TOKEN_DIR).join("token"), PathBuf::from),
             app_port,
         })
     }
@@ -93,9 +90,9 @@ impl PodEnvironment {
             service: self.service.clone(),
             service_account: self.service_account.clone(),
             address: self.address.to_string(),
-            inbound_port: u32::from(INBOUND_PORT),
+            inbound_port: u32::from(ports().inbound),
             app_port: u32::from(self.app_port),
-            outbound_port: u32::from(OUTBOUND_PORT),
+            outbound_port: u32::from(ports().outbound),
             ..Default::default()
         }
     }
@@ -110,7 +107,7 @@ pub async fn run() -> anyhow::Result<()> {
             env.token_file.display()
         )
     })?;
-    let admin: SocketAddr = ADMIN_ADDRESS.parse().context("admin address")?;
+    let admin = SocketAddr::from(([0, 0, 0, 0], ports().admin));
     let settings = ControlSettings {
         addresses: env.control.clone(),
         token: token.trim().to_string(),
@@ -176,8 +173,11 @@ mod tests {
             (workload.inbound_port, workload.outbound_port),
             (7143, 7140)
         );
-        assert_eq!(read.control, [DEFAULT_CONTROL]);
-        assert_eq!(read.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
+        assert_eq!(read.control, [DEFAULT_CONTROL_GRPC]);
+        assert_eq!(
+            read.token_file,
+            PathBuf::from("/var/run/secrets/trellis.dev/serviceaccount/token")
+        );
     }
 
     #[test]

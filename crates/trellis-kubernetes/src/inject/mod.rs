@@ -101,8 +101,9 @@ impl Default for InjectSettings {
 
 /// The image repository of the default image.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/trellis-mesh/trellis";
-/// The control plane's gRPC URL inside a cluster where `trellis install` put it.
-pub const DEFAULT_CONTROL_GRPC: &str = "https://trellis-control.trellis-system.svc:7100";
+/// The control plane's gRPC URL inside a cluster where `trellis install` put it: plain
+/// gRPC, as proxies speak it to the control plane in universal mode too.
+pub const DEFAULT_CONTROL_GRPC: &str = "http://trellis-control.trellis-system.svc:7100";
 /// The namespace `trellis install` puts the control plane in.
 pub const DEFAULT_CONTROL_NAMESPACE: &str = "trellis-system";
 /// The proxy's user id. The capture rules exempt it (`--proxy-uid`), so the proxy's
