@@ -53,13 +53,25 @@ spec:
     restartPolicy: Always
 "#;
 
-/// The Pod's status as a kubelet reports it: an IP, and whether it is ready.
-fn pod_status(ready: bool) -> String {
+/// Reports books-1's status as a kubelet would: an IP, and whether it is ready.
+fn set_ready(cluster: &KubeCluster, ready: bool) {
     let status = if ready { "True" } else { "False" };
-    format!(
+    let status = format!(
         r#"{{"status":{{"phase":"Running","podIP":"10.244.0.7","podIPs":[{{"ip":"10.244.0.7"}}],
         "conditions":[{{"type":"Ready","status":"{status}"}},{{"type":"ContainersReady","status":"{status}"}}]}}}}"#
-    )
+    );
+    let patch = [
+        "-n",
+        "shop",
+        "patch",
+        "pod",
+        "books-1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ];
+    cluster.kubectl_ok(&patch, None);
 }
 
 async fn stored(
@@ -130,21 +142,7 @@ async fn services_ready_pods_and_routes_become_the_mesh_and_leave_it() {
     assert!(stored(&store, Kind::Workload, "shop", "books-1")
         .await
         .is_none());
-    let status = pod_status(true);
-    cluster.kubectl_ok(
-        &[
-            "-n",
-            "shop",
-            "patch",
-            "pod",
-            "books-1",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ],
-        None,
-    );
+    set_ready(&cluster, true);
     assert_eventually!(
         stored(&store, Kind::Workload, "shop", "books-1")
             .await
@@ -182,26 +180,19 @@ async fn services_ready_pods_and_routes_become_the_mesh_and_leave_it() {
     );
 
     // Marked not ready, it leaves the mesh; ready again, it is back.
-    let status = pod_status(false);
-    cluster.kubectl_ok(
-        &[
-            "-n",
-            "shop",
-            "patch",
-            "pod",
-            "books-1",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ],
-        None,
-    );
+    set_ready(&cluster, false);
     assert_eventually!(
         stored(&store, Kind::Workload, "shop", "books-1")
             .await
             .is_none(),
         "a Pod marked not ready stayed in the endpoints"
+    );
+    set_ready(&cluster, true);
+    assert_eventually!(
+        stored(&store, Kind::Workload, "shop", "books-1")
+            .await
+            .is_some(),
+        "a Pod ready again never came back"
     );
 
     // A GAMMA route: an HTTPRoute whose parent is the Service.

@@ -8,7 +8,7 @@
 //! `UnsupportedValue` and the parse error as its message. Only a status that changed
 //! is written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -54,7 +54,7 @@ impl StatusWriter {
             .collect();
         let refused: HashMap<&ObjectRef, &String> =
             translated.refused.iter().map(|(o, why)| (o, why)).collect();
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for (kind, object) in &state.documents {
             let object_ref = ObjectRef {
                 kind: *kind,
@@ -80,7 +80,7 @@ impl StatusWriter {
                 .map(|t| t.0.to_string())
                 .unwrap_or_else(trellis_control::registry::now_rfc3339);
             let status = status_value(*kind, object, &conditions, &since);
-            seen.push(object_ref.clone());
+            seen.insert(object_ref.clone());
             if self.written.get(&object_ref) == Some(&status) {
                 continue;
             }
