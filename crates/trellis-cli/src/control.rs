@@ -12,6 +12,10 @@ use trellis_control::server::{ControlPlane, ControlSettings, ExtraRoutes, StoreS
 use trellis_control::store::etcd::{EtcdAuth, EtcdSettings, EtcdTls};
 use trellis_identity::{CaPem, SealingKey};
 use trellis_kubernetes::control::{KubernetesControlPlane, KubernetesSettings};
+use trellis_kubernetes::inject::serving::WebhookSettings;
+use trellis_kubernetes::inject::webhook::SERVICE;
+use trellis_kubernetes::inject::InjectSettings;
+use trellis_kubernetes::install::GRPC_PORT;
 
 /// Flags of `trellis control`.
 #[derive(Debug, clap::Args)]
@@ -67,6 +71,35 @@ pub struct ControlArgs {
     /// holds the mesh's CA for every replica lives there.
     #[arg(long, env = "TRELLIS_NAMESPACE", default_value = "trellis-system")]
     pub kubernetes_namespace: String,
+    /// Serve the sidecar-injection webhook over TLS on this address (with
+    /// --kubernetes), with a certificate from the mesh CA for the Service
+    /// `trellis-control`, and keep the webhook configuration's caBundle current.
+    #[arg(long, requires = "kubernetes", value_name = "ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// The image the injected containers run (with --webhook-addr): the one holding
+    /// this `trellis` binary.
+    #[arg(long, env = "TRELLIS_IMAGE")]
+    pub inject_image: Option<String>,
+    /// The gRPC URL injected proxies reach the control plane by (with
+    /// --webhook-addr). Default: the Service `trellis-control` in its namespace.
+    #[arg(long, requires = "webhook_addr", value_name = "URL")]
+    pub inject_control_grpc: Option<String>,
+}
+
+/// What the webhook injects: this control plane's namespace, and the proxies' image
+/// and control-plane URL as given or defaulted.
+fn inject_settings(args: &ControlArgs) -> InjectSettings {
+    let namespace = &args.kubernetes_namespace;
+    let mut inject = InjectSettings::new();
+    if let Some(image) = &args.inject_image {
+        inject.image.clone_from(image);
+    }
+    inject.control_grpc = args
+        .inject_control_grpc
+        .clone()
+        .unwrap_or_else(|| format!("http://{SERVICE}.{namespace}.svc:{GRPC_PORT}"));
+    inject.control_namespace.clone_from(namespace);
+    inject
 }
 
 /// How to reach an etcd cluster, beside its URL.
@@ -127,7 +160,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         Some(url) => StoreSettings::Etcd(Box::new(args.etcd.settings(url)?)),
         None => StoreSettings::Embedded,
     };
-    let data_dir = match args.data_dir {
+    let data_dir = match args.data_dir.clone() {
         Some(dir) => dir,
         None => default_data_dir().context("no data directory: pass --data-dir or set HOME")?,
     };
@@ -162,16 +195,25 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     };
     // The dashboard shares the HTTP API's listener and reads through the API.
     let dashboard: ExtraRoutes = Box::new(trellis_dashboard::router);
-    let (cp, _source) = if args.kubernetes {
+    // On Kubernetes, what runs beside the control plane: the cluster's mirror, the
+    // replica's part in the election and the webhook, kept until it stops.
+    let (cp, on_cluster) = if args.kubernetes {
         let client = trellis_kubernetes::client::connect(args.kubeconfig.as_deref()).await?;
-        let on_cluster = KubernetesControlPlane::start(
-            client,
-            KubernetesSettings::new(&args.kubernetes_namespace),
-            settings,
-            Some(dashboard),
-        )
-        .await?;
-        (on_cluster.control, Some(on_cluster.source))
+        let mut cluster = KubernetesSettings::new(&args.kubernetes_namespace);
+        cluster.webhook = args.webhook_addr.map(|addr| WebhookSettings {
+            addr,
+            inject: inject_settings(&args),
+        });
+        let on_cluster =
+            KubernetesControlPlane::start(client, cluster, settings, Some(dashboard)).await?;
+        let KubernetesControlPlane {
+            control,
+            source,
+            leadership,
+            webhook,
+            ..
+        } = on_cluster;
+        (control, Some((source, leadership, webhook)))
     } else {
         (
             ControlPlane::start_serving(settings, Some(dashboard)).await?,
@@ -185,6 +227,9 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         crate::dashboard::url(&format!("http://{}", cp.http_addr))
     );
     println!("  proxy API  http://{}", cp.grpc_addr);
+    if let Some((_, _, Some(webhook))) = &on_cluster {
+        println!("  webhook    https://{}", webhook.addr);
+    }
     println!("  store      {store_line}");
     println!("  data       {}", data_dir.display());
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -193,6 +238,8 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("control plane stopping; proxies keep their configuration");
+    // The mirror holds the store: it goes first, so the store can close.
+    drop(on_cluster);
     cp.stop().await;
     Ok(())
 }

@@ -102,6 +102,9 @@ pub struct ControlPlane {
     pub grpc_addr: SocketAddr,
     pub token: String,
     pub registry: Arc<Registry>,
+    /// The mesh's CA, for what the control plane serves over TLS besides the proxies'
+    /// API (on Kubernetes, the admission webhook).
+    pub ca: Arc<MeshCa>,
     tasks: Vec<JoinHandle<()>>,
     /// Membership of the store's election; leaves it when dropped.
     pub membership: Arc<Membership>,
@@ -250,6 +253,7 @@ impl ControlPlane {
             grpc_addr,
             token,
             registry,
+            ca,
             tasks: vec![
                 http_task,
                 grpc_task,

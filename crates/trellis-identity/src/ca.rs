@@ -15,7 +15,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
 use crate::bundle::TrustBundle;
-use crate::csr::check_csr;
+use crate::csr::{check_csr, check_server_csr};
 use crate::error::{CaError, CsrError, PemError};
 use crate::spiffe::{validate_trust_domain, SpiffeId};
 use crate::x509::{self, CertInfo};
@@ -60,6 +60,28 @@ pub struct IssuedCert {
     pub not_after: SystemTime,
     /// Serial number, lowercase hexadecimal.
     pub serial: String,
+}
+
+/// A TLS server's certificate the CA just signed ([`CertificateAuthority::sign_server_csr`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCert {
+    /// The DNS names certified.
+    pub names: Vec<String>,
+    /// The leaf followed by the intermediates up to, not including, the root.
+    pub chain_pem: String,
+    /// Start of validity (backdated for clock skew).
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+}
+
+/// A signed leaf, before it is told apart as a workload's or a server's.
+struct Leaf {
+    cert_pem: String,
+    chain_pem: String,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    serial: String,
 }
 
 /// A certificate authority able to sign workload certificates.
@@ -239,6 +261,72 @@ impl CertificateAuthority {
                 });
             }
         }
+        let public_key = check_csr(csr_pem, expected)?;
+        let uri = SanType::URI(
+            expected
+                .to_uri()
+                .try_into()
+                .map_err(|e: rcgen::Error| CsrError::Signing(e.to_string()))?,
+        );
+        let usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let leaf = self.sign_leaf(&public_key, vec![uri], usages, now, validity)?;
+        Ok(IssuedCert {
+            id: expected.clone(),
+            cert_pem: leaf.cert_pem,
+            chain_pem: leaf.chain_pem,
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+            serial: leaf.serial,
+        })
+    }
+
+    /// Signs `csr_pem` for a TLS server known by DNS names (the control plane's
+    /// admission webhook, which the API server calls by its Service's name), valid
+    /// from now for `validity`.
+    ///
+    /// Refuses a request that does not parse or verify, that names no DNS name, a
+    /// name outside `allowed`, or any URI, IP or e-mail name, or that asks to be a CA.
+    /// The leaf is for TLS servers only and carries no SPIFFE ID, so no proxy takes
+    /// it for a workload.
+    pub fn sign_server_csr(
+        &self,
+        csr_pem: &str,
+        allowed: &[String],
+        validity: Duration,
+    ) -> Result<ServerCert, CsrError> {
+        let (public_key, names) = check_server_csr(csr_pem, allowed)?;
+        let sans = names
+            .iter()
+            .map(|name| {
+                name.clone()
+                    .try_into()
+                    .map(SanType::DnsName)
+                    .map_err(|e: rcgen::Error| CsrError::Signing(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = self.sign_leaf(&public_key, sans, usages, SystemTime::now(), validity)?;
+        Ok(ServerCert {
+            names,
+            chain_pem: leaf.chain_pem,
+            not_before: leaf.not_before,
+            not_after: leaf.not_after,
+        })
+    }
+
+    /// A leaf for `public_key` with `sans`, for `usages`, valid from `now` for
+    /// `validity` (cut short at the chain's end), chained to this CA's intermediates.
+    fn sign_leaf(
+        &self,
+        public_key: &rcgen::SubjectPublicKeyInfo,
+        sans: Vec<SanType>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        now: SystemTime,
+        validity: Duration,
+    ) -> Result<Leaf, CsrError> {
         let invalid = || CsrError::InvalidValidity {
             seconds: validity.as_secs(),
         };
@@ -248,35 +336,25 @@ impl CertificateAuthority {
         let not_after = checked_end(now, validity)
             .ok_or_else(invalid)?
             .min(self.chain_not_after);
-        let public_key = check_csr(csr_pem, expected)?;
-
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names =
-            vec![SanType::URI(expected.to_uri().try_into().map_err(
-                |e: rcgen::Error| CsrError::Signing(e.to_string()),
-            )?)];
+        params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial().map_err(CsrError::Signing)?);
         params.not_before = x509_time(now - MAX_BACKDATE.min(validity)).ok_or_else(invalid)?;
         params.not_after = x509_time(not_after).ok_or_else(invalid)?;
 
         let cert = params
-            .signed_by(&public_key, &self.issuer)
+            .signed_by(public_key, &self.issuer)
             .map_err(|e| CsrError::Signing(e.to_string()))?;
         let info = CertInfo::from_der(cert.der()).map_err(|e| CsrError::Signing(e.to_string()))?;
         let leaf = cert.der().clone();
-        let chain_pem = x509::certs_to_pem(std::iter::once(&leaf).chain(self.intermediates()));
-        Ok(IssuedCert {
-            id: expected.clone(),
+        Ok(Leaf {
             cert_pem: x509::pem_encode("CERTIFICATE", &leaf),
-            chain_pem,
+            chain_pem: x509::certs_to_pem(std::iter::once(&leaf).chain(self.intermediates())),
             not_before: info.not_before,
             not_after: info.not_after,
             serial: info.serial,

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
@@ -329,4 +330,110 @@ fn ca_without_trust_domain_signs_any_domain() {
         verify_chain(&ca.trust_bundle(), &issued.chain_pem),
         Ok(elsewhere)
     );
+}
+
+fn webhook_names() -> Vec<String> {
+    vec![
+        "trellis-control.mesh.svc".to_owned(),
+        "trellis-control.mesh.svc.cluster.local".to_owned(),
+    ]
+}
+
+#[test]
+fn server_certificate_is_for_its_dns_names_and_serving_only() {
+    let ca = root();
+    let names = webhook_names();
+    let csr = WorkloadKey::generate()
+        .expect("key")
+        .server_csr(&names)
+        .expect("csr");
+    let cert = ca.sign_server_csr(&csr, &names, HOUR).expect("signed");
+    assert_eq!(cert.names, names);
+    let chain = ders(&cert.chain_pem);
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).expect("parses");
+    assert!(!leaf.is_ca());
+    let eku = leaf
+        .extended_key_usage()
+        .expect("parses")
+        .expect("has EKU")
+        .value;
+    assert!(eku.server_auth && !eku.client_auth);
+
+    // A TLS client that trusts the mesh's root (the API server, given the caBundle)
+    // accepts it for the Service's name, and for no other.
+    let mut roots = rustls::RootCertStore::empty();
+    for root in ders(&ca.trust_bundle().to_pem()) {
+        roots.add(root).expect("root");
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .expect("verifier");
+    let verify = |name: &str| {
+        rustls::client::danger::ServerCertVerifier::verify_server_cert(
+            verifier.as_ref(),
+            &chain[0],
+            &chain[1..],
+            &rustls_pki_types::ServerName::try_from(name.to_owned()).expect("name"),
+            &[],
+            rustls_pki_types::UnixTime::now(),
+        )
+    };
+    verify("trellis-control.mesh.svc").expect("valid for the Service's name");
+    assert!(verify("books.shop.svc").is_err());
+
+    // It is no workload identity: a proxy refuses it as a peer.
+    assert!(verify_chain(&ca.trust_bundle(), &cert.chain_pem).is_err());
+}
+
+#[test]
+fn server_csr_refusals() {
+    let ca = root();
+    let allowed = webhook_names();
+    let key = WorkloadKey::generate().expect("key");
+    let foreign = key.server_csr(&["books.shop.svc".to_owned()]).expect("csr");
+    assert!(matches!(
+        ca.sign_server_csr(&foreign, &allowed, HOUR),
+        Err(CsrError::NameNotAllowed { name, .. }) if name == "books.shop.svc"
+    ));
+    let workload = key.csr(&id("cart")).expect("csr");
+    assert!(matches!(
+        ca.sign_server_csr(&workload, &allowed, HOUR),
+        Err(CsrError::UnexpectedSan { kind: "URI", .. })
+    ));
+    let server = key.server_csr(&allowed).expect("csr");
+    assert!(matches!(
+        ca.sign_server_csr(&server, &allowed, Duration::ZERO),
+        Err(CsrError::InvalidValidity { seconds: 0 })
+    ));
+    // A workload's request never gets a DNS name: the server CSR is refused there.
+    assert!(matches!(
+        ca.sign_csr(&server, &id("cart"), HOUR),
+        Err(CsrError::UnexpectedSan { kind: "DNS", .. })
+    ));
+    let no_names = CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .serialize_request(&KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key"))
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    assert!(matches!(
+        ca.sign_server_csr(&no_names, &allowed, HOUR),
+        Err(CsrError::MissingDnsName)
+    ));
+}
+
+#[test]
+fn a_server_key_is_certified_only_by_its_own_chain() {
+    let ca = root();
+    let names = webhook_names();
+    let key = WorkloadKey::generate().expect("key");
+    let other = WorkloadKey::generate().expect("key");
+    let csr = key.server_csr(&names).expect("csr");
+    let cert = ca.sign_server_csr(&csr, &names, HOUR).expect("signed");
+    assert!(key.certified(&cert.chain_pem).is_ok());
+    assert!(other.certified(&cert.chain_pem).is_err());
+    assert!(key.certified("not a certificate").is_err());
 }

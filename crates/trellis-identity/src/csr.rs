@@ -11,7 +11,7 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
-use crate::error::{CsrError, KeyError};
+use crate::error::{CredentialsError, CsrError, KeyError};
 use crate::spiffe::SpiffeId;
 
 /// A workload's private key: ECDSA P-256, generated in this process.
@@ -71,6 +71,19 @@ impl WorkloadKey {
             .map_err(|e| KeyError::Csr(e.to_string()))
     }
 
+    /// This key with `chain_pem`, the chain that certifies it (leaf first), as a TLS
+    /// server presents them: for a server known by DNS names ([`Self::server_csr`]).
+    /// Fails if the chain does not parse or its leaf certifies another key.
+    pub fn certified(
+        &self,
+        chain_pem: &str,
+    ) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, CredentialsError> {
+        let chain = crate::x509::certs_from_pem(chain_pem)?;
+        rustls::sign::CertifiedKey::from_der(chain, self.private_key_der(), &crate::tls::provider())
+            .map(std::sync::Arc::new)
+            .map_err(|e| CredentialsError::KeyMismatch(e.to_string()))
+    }
+
     /// The private key in PKCS#8 form, for rustls.
     pub fn private_key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
@@ -90,13 +103,17 @@ impl fmt::Debug for WorkloadKey {
     }
 }
 
-/// Parses a CSR and checks everything the CA requires before signing: it decodes,
-/// its self-signature verifies, it names exactly `expected` and nothing else, and
-/// it does not ask to be a CA. Returns the public key to certify.
-pub(crate) fn check_csr(
-    csr_pem: &str,
-    expected: &SpiffeId,
-) -> Result<rcgen::SubjectPublicKeyInfo, CsrError> {
+/// What a request whose self-signature verifies asks for.
+struct Request {
+    uris: Vec<String>,
+    dns_names: Vec<String>,
+    public_key: rcgen::SubjectPublicKeyInfo,
+}
+
+/// Decodes a PEM CSR, verifies its self-signature and reads its subject alternative
+/// names. A name that is neither a URI nor a DNS name, or a request to be a CA, is
+/// refused here: no certificate the mesh CA signs carries one.
+fn read_request(csr_pem: &str) -> Result<Request, CsrError> {
     let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(|e| {
         CsrError::Malformed {
             reason: format!("no PEM \"CERTIFICATE REQUEST\" block ({e})"),
@@ -117,13 +134,14 @@ pub(crate) fn check_csr(
     };
     csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
 
-    let mut uris = Vec::new();
+    let (mut uris, mut dns_names) = (Vec::new(), Vec::new());
     for ext in csr.requested_extensions().into_iter().flatten() {
         match ext {
             ParsedExtension::SubjectAlternativeName(san) => {
                 for name in &san.general_names {
                     match name {
-                        GeneralName::URI(uri) => uris.push(*uri),
+                        GeneralName::URI(uri) => uris.push((*uri).to_owned()),
+                        GeneralName::DNSName(dns) => dns_names.push((*dns).to_owned()),
                         other => {
                             let (kind, value) = describe(other);
                             return Err(CsrError::UnexpectedSan { kind, value });
@@ -138,18 +156,43 @@ pub(crate) fn check_csr(
                 })
             }
             // Other requested extensions (key usage and the like) are ignored: the
-            // CA decides what a workload certificate allows.
+            // CA decides what a certificate allows.
             _ => {}
         }
     }
+    let public_key =
+        rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
+            .map_err(|e| CsrError::UnsupportedKey {
+                reason: e.to_string(),
+            })?;
+    Ok(Request {
+        uris,
+        dns_names,
+        public_key,
+    })
+}
 
-    let uri = match uris.as_slice() {
+/// Parses a CSR and checks everything the CA requires before signing: it decodes,
+/// its self-signature verifies, it names exactly `expected` and nothing else, and
+/// it does not ask to be a CA. Returns the public key to certify.
+pub(crate) fn check_csr(
+    csr_pem: &str,
+    expected: &SpiffeId,
+) -> Result<rcgen::SubjectPublicKeyInfo, CsrError> {
+    let request = read_request(csr_pem)?;
+    if let Some(dns) = request.dns_names.first() {
+        return Err(CsrError::UnexpectedSan {
+            kind: "DNS",
+            value: dns.clone(),
+        });
+    }
+    let uri = match request.uris.as_slice() {
         [] => {
             return Err(CsrError::MissingSpiffeId {
                 expected: expected.clone(),
             })
         }
-        [uri] => *uri,
+        [uri] => uri,
         several => {
             return Err(CsrError::SeveralUris {
                 count: several.len(),
@@ -158,7 +201,7 @@ pub(crate) fn check_csr(
         }
     };
     let requested: SpiffeId = uri.parse().map_err(|source| CsrError::InvalidSpiffeId {
-        uri: uri.to_owned(),
+        uri: uri.clone(),
         source,
     })?;
     if &requested != expected {
@@ -167,12 +210,34 @@ pub(crate) fn check_csr(
             requested,
         });
     }
+    Ok(request.public_key)
+}
 
-    rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw).map_err(
-        |e| CsrError::UnsupportedKey {
-            reason: e.to_string(),
-        },
-    )
+/// Checks a server's CSR ([`WorkloadKey::server_csr`]): it decodes, its
+/// self-signature verifies, it names at least one DNS name, only names in `allowed`,
+/// and no URI (a server certificate is never a workload identity). Returns the public
+/// key to certify and the names.
+pub(crate) fn check_server_csr(
+    csr_pem: &str,
+    allowed: &[String],
+) -> Result<(rcgen::SubjectPublicKeyInfo, Vec<String>), CsrError> {
+    let request = read_request(csr_pem)?;
+    if let Some(uri) = request.uris.first() {
+        return Err(CsrError::UnexpectedSan {
+            kind: "URI",
+            value: uri.clone(),
+        });
+    }
+    if request.dns_names.is_empty() {
+        return Err(CsrError::MissingDnsName);
+    }
+    if let Some(name) = request.dns_names.iter().find(|n| !allowed.contains(n)) {
+        return Err(CsrError::NameNotAllowed {
+            name: name.clone(),
+            allowed: allowed.to_vec(),
+        });
+    }
+    Ok((request.public_key, request.dns_names))
 }
 
 fn describe(name: &GeneralName<'_>) -> (&'static str, String) {

@@ -105,9 +105,10 @@ pub enum CsrError {
         expected: SpiffeId,
     },
     /// The request carries a subject alternative name other than a URI (DNS name, IP
-    /// address, e-mail): workload certificates name only a SPIFFE ID.
+    /// address, e-mail) a workload certificate may not carry (it names only a SPIFFE
+    /// ID), or a URI a server certificate may not carry.
     #[error(
-        "certificate signing request has a {kind} SAN {value:?}; only one URI SAN is accepted"
+        "certificate signing request has a {kind} SAN {value:?}, which this certificate may not carry"
     )]
     UnexpectedSan {
         /// The kind of name (`DNS`, `IP`, `email`, `other`).
@@ -140,6 +141,17 @@ pub enum CsrError {
         trust_domain: String,
         /// The identity requested.
         requested: SpiffeId,
+    },
+    /// A server's request names no DNS name.
+    #[error("certificate signing request for a server names no DNS name")]
+    MissingDnsName,
+    /// A server's request names a DNS name it may not have.
+    #[error("certificate signing request names {name:?}, which is not one of {allowed:?}")]
+    NameNotAllowed {
+        /// The name requested.
+        name: String,
+        /// The names the server may have.
+        allowed: Vec<String>,
     },
     /// The request asks for a CA certificate.
     #[error("certificate signing request asks for a CA certificate; workloads get leaf certificates only")]

@@ -40,7 +40,7 @@ mod verify;
 mod x509;
 
 pub use crate::bundle::TrustBundle;
-pub use crate::ca::{CaPem, CertificateAuthority, IssuedCert};
+pub use crate::ca::{CaPem, CertificateAuthority, IssuedCert, ServerCert};
 pub use crate::csr::WorkloadKey;
 pub use crate::error::{
     CaError, CredentialsError, CsrError, KeyError, PeerIdentityError, PemError, SpiffeIdError,

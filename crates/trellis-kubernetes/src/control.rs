@@ -14,6 +14,7 @@ use trellis_control::server::{ControlPlane, ControlSettings, ExtraRoutes};
 use trellis_control::store::{MemoryStore, Store};
 
 use crate::identity::KubernetesPlatform;
+use crate::inject::serving::{WebhookServer, WebhookSettings};
 use crate::lease::{Leadership, LEASE_DURATION};
 use crate::source::KubernetesSource;
 
@@ -24,6 +25,9 @@ pub struct KubernetesSettings {
     pub namespace: String,
     /// How long the leader's Lease holds without renewal ([`crate::lease`]).
     pub lease_duration: Duration,
+    /// The injection webhook to serve; `None` serves none (Pods are then injected
+    /// offline, with `trellis inject`).
+    pub webhook: Option<WebhookSettings>,
 }
 
 impl KubernetesSettings {
@@ -31,6 +35,7 @@ impl KubernetesSettings {
         Self {
             namespace: namespace.into(),
             lease_duration: LEASE_DURATION,
+            webhook: None,
         }
     }
 }
@@ -43,6 +48,8 @@ pub struct KubernetesControlPlane {
     pub leadership: Leadership,
     /// The cluster mirrored, and the state shared through the Secret.
     pub store: Arc<dyn Store>,
+    /// The injection webhook, when it serves one.
+    pub webhook: Option<WebhookServer>,
 }
 
 impl KubernetesControlPlane {
@@ -67,15 +74,29 @@ impl KubernetesControlPlane {
         let source = KubernetesSource::start(client.clone(), store.clone(), leadership.leading());
         let secrets = Secrets::new(store.clone(), settings.ca.encryption_key.clone());
         let token = trellis_control::api::token::share(&secrets, &settings.data_dir).await?;
-        let platform = Arc::new(KubernetesPlatform::new(client));
+        let platform = Arc::new(KubernetesPlatform::new(client.clone()));
         let control =
             ControlPlane::start_on_platform(store.clone(), token, settings, platform, extra)
                 .await?;
+        let webhook = match cluster.webhook {
+            Some(webhook) => Some(
+                WebhookServer::start(
+                    webhook,
+                    namespace,
+                    control.ca.clone(),
+                    client,
+                    leadership.leading(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         Ok(Self {
             control,
             source,
             leadership,
             store,
+            webhook,
         })
     }
 }

@@ -1,22 +1,21 @@
 //! Sidecar injection: `trellis inject -f` on manifests the API server then accepts,
-//! and the admission webhook, served over TLS on loopback and registered with a
-//! MutatingWebhookConfiguration, on Pods created with kubectl.
+//! and the admission webhook, served over TLS by the control plane with a certificate
+//! from the mesh CA, called by the API server through the Service and webhook
+//! configuration `trellis install` writes, on Pods created with kubectl.
 
-use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
-use trellis_identity::rustls::{self, ServerConfig};
-use trellis_kubernetes::inject::{webhook, InjectSettings};
+use trellis_control::server::ControlSettings;
+use trellis_kubernetes::control::{KubernetesControlPlane, KubernetesSettings};
+use trellis_kubernetes::inject::serving::WebhookSettings;
+use trellis_kubernetes::inject::InjectSettings;
+use trellis_kubernetes::install::{InstallSettings, Manifests, DEFAULT_NAMESPACE};
 use trellis_testkit::assert_eventually;
+use trellis_testkit::kube::node::{NodeAgent, NodeOptions};
 use trellis_testkit::kube::KubeCluster;
-use trellis_testkit::tls::https::TestCa;
 
 const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 
@@ -155,67 +154,67 @@ async fn trellis_inject_gives_manifests_the_api_server_accepts() {
     assert_eq!(init[1]["restartPolicy"], "Always");
 }
 
-/// Serves the webhook over TLS on a loopback port, with a certificate for
-/// 127.0.0.1 from `ca`.
-async fn serve_webhook(ca: &TestCa) -> SocketAddr {
-    let (cert, key) = ca.issue(&["127.0.0.1"]);
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .expect("a serving certificate");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let app = webhook::router(Arc::new(InjectSettings::new()));
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| {
-                        app.clone().oneshot(request.map(axum::body::Body::new))
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
+/// The control plane's webhook behind the Service `trellis install` declares: the
+/// install's Service without its selector (the control plane runs in this process,
+/// not in a Pod), an EndpointSlice for it at the node's address, and the install's
+/// webhook configuration, whose `caBundle` the control plane fills in.
+async fn serve_injection(cluster: &KubeCluster) -> (NodeAgent, KubernetesControlPlane) {
+    // A node only for its address, which the API server reaches and which is not
+    // loopback (endpoints may not be).
+    let agent = NodeAgent::start(cluster, "node-a", NodeOptions::new())
+        .await
+        .expect("node agent");
+    let install = Manifests::new(&InstallSettings::default());
+    let namespace = serde_json::to_string(&install.namespace).expect("JSON");
+    kubectl(cluster, &["apply", "-f", "-"], Some(&namespace)).expect("namespace");
 
-fn webhook_configuration(addr: SocketAddr, ca_pem: &str) -> String {
-    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "trellis-sidecar-injector"},
-        "webhooks": [{
-            "name": "inject.trellis.dev",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Fail",
-            "timeoutSeconds": 10,
-            "clientConfig": {"url": format!("https://{addr}/inject"), "caBundle": ca_bundle},
-            "rules": [{
-                "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                "resources": ["pods"], "scope": "Namespaced"
-            }],
-            "namespaceSelector": {"matchLabels": {"trellis.dev/inject": "enabled"}},
-            "objectSelector": {"matchExpressions": [
-                {"key": "trellis.dev/inject", "operator": "NotIn", "values": ["disabled"]}
-            ]}
-        }]
-    })
-    .to_string()
+    let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
+        .await
+        .expect("a client");
+    let data = tempfile::tempdir().expect("data dir");
+    let node = std::net::SocketAddr::new(agent.node_ip().into(), 0);
+    let mut on_cluster = KubernetesSettings::new(DEFAULT_NAMESPACE);
+    on_cluster.webhook = Some(WebhookSettings {
+        addr: node,
+        inject: InjectSettings::new(),
+    });
+    let settings = ControlSettings {
+        data_dir: data.keep(),
+        store: Default::default(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        grpc_addr: node,
+        grace: Duration::from_secs(10),
+        ca: Default::default(),
+    };
+    let cp = KubernetesControlPlane::start(client, on_cluster, settings, None)
+        .await
+        .expect("control plane");
+    let webhook_port = cp.webhook.as_ref().expect("the webhook").addr.port();
+
+    let mut service = install.service.clone();
+    service.spec.as_mut().expect("spec").selector = None;
+    let endpoints = json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "trellis-control-webhook",
+            "namespace": DEFAULT_NAMESPACE,
+            "labels": {"kubernetes.io/service-name": "trellis-control"}
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [agent.node_ip().to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "webhook", "port": webhook_port, "protocol": "TCP"}]
+    });
+    let objects = [
+        serde_json::to_value(&service).expect("JSON"),
+        endpoints,
+        serde_json::to_value(&install.webhook).expect("JSON"),
+    ];
+    for object in objects {
+        kubectl(cluster, &["apply", "-f", "-"], Some(&object.to_string()))
+            .unwrap_or_else(|e| panic!("{object} is refused: {e}"));
+    }
+    (agent, cp)
 }
 
 /// What the API server would store for `pod` now (a server-side dry run).
@@ -231,14 +230,7 @@ fn dry_run_create(cluster: &KubeCluster, pod: &str) -> Result<Value, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_in_an_injected_namespace_gets_the_sidecar_once() {
     let cluster = KubeCluster::start().await;
-    let ca = TestCa::new("trellis webhook test CA");
-    let addr = serve_webhook(&ca).await;
-    kubectl(
-        &cluster,
-        &["apply", "-f", "-"],
-        Some(&webhook_configuration(addr, &ca.cert_pem)),
-    )
-    .expect("the webhook configuration is accepted");
+    let (_agent, control) = serve_injection(&cluster).await;
     kubectl(&cluster, &["create", "namespace", "shop"], None).expect("namespace");
     kubectl(
         &cluster,
@@ -247,8 +239,9 @@ async fn a_pod_in_an_injected_namespace_gets_the_sidecar_once() {
     )
     .expect("label");
 
-    // The API server picks the configuration up (and the controller manager makes
-    // the namespace's default ServiceAccount) a moment later.
+    // The API server picks the configuration up once the control plane has written
+    // its caBundle (and the controller manager makes the namespace's default
+    // ServiceAccount) a moment later.
     assert_eventually!(
         dry_run_create(&cluster, POD)
             .is_ok_and(|pod| names(&pod["spec"]["initContainers"]).len() == 2),
@@ -364,4 +357,41 @@ async fn a_pod_in_an_injected_namespace_gets_the_sidecar_once() {
         capture_args.contains(r#""--exclude-outbound-ports","5432""#),
         "{capture_args}"
     );
+
+    // The caBundle is the mesh's trust bundle, written there by the control plane.
+    let configuration = kubectl(
+        &cluster,
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "trellis",
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .expect("the webhook configuration");
+    let configuration: Value = serde_json::from_str(&configuration).expect("JSON");
+    let bundle = control.control.ca.trust_bundle().to_pem();
+    for webhook in configuration["webhooks"].as_array().expect("webhooks") {
+        let encoded = webhook["clientConfig"]["caBundle"]
+            .as_str()
+            .expect("a caBundle");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("base64");
+        assert_eq!(String::from_utf8(decoded).expect("PEM"), bundle);
+    }
+
+    // With the control plane gone, `failurePolicy: Fail` keeps a Pod of an injected
+    // namespace from starting without its sidecar, and says why; a Pod that opted out
+    // is not sent to the webhook, so it is still created.
+    drop(control);
+    let late = POD.replace("name: web\n", "name: late\n");
+    let refused = dry_run_create(&cluster, &late).expect_err("created without its sidecar");
+    assert!(
+        refused.contains("failed calling webhook") && refused.contains("inject.trellis.dev"),
+        "{refused}"
+    );
+    dry_run_create(&cluster, &opted_out).expect("an opted-out Pod needs no webhook");
 }

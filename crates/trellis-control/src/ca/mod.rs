@@ -215,6 +215,21 @@ impl MeshCa {
             .sign_csr(csr_pem, identity, self.settings.workload_validity)
     }
 
+    /// Signs `csr_pem` for a TLS server of the control plane known by DNS names
+    /// (the admission webhook): only names in `allowed`, for as long as a workload's
+    /// certificate. The current trust bundle verifies it.
+    pub fn sign_server(
+        &self,
+        csr_pem: &str,
+        allowed: &[String],
+    ) -> Result<trellis_identity::ServerCert, CsrError> {
+        self.current.load().signer.sign_server_csr(
+            csr_pem,
+            allowed,
+            self.settings.workload_validity,
+        )
+    }
+
     /// A bootstrap token bound to `identity`, valid for `ttl`.
     pub fn issue_token(
         &self,

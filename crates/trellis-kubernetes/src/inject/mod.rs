@@ -19,9 +19,11 @@
 //! with ([`webhook`]) and `trellis inject -f` applies to manifests. Injecting twice is
 //! injecting once: an injected Pod is recognised and left alone.
 
+pub mod ca_bundle;
 mod containers;
 pub mod options;
 pub mod patch;
+pub mod serving;
 pub mod webhook;
 
 use std::collections::BTreeMap;

@@ -98,6 +98,8 @@ fn container(settings: &InstallSettings) -> Container {
         format!("0.0.0.0:{HTTP_PORT}"),
         "--grpc-addr".to_string(),
         format!("0.0.0.0:{GRPC_PORT}"),
+        "--webhook-addr".to_string(),
+        format!("0.0.0.0:{WEBHOOK_PORT}"),
     ];
     Container {
         name: "control".to_string(),

@@ -47,7 +47,9 @@ pub(super) fn cluster_role() -> ClusterRole {
     let mut webhook = rule(
         &["admissionregistration.k8s.io"],
         &["mutatingwebhookconfigurations"],
-        &["get", "patch"],
+        // list and watch by name (a field selector on metadata.name), which the
+        // resource name restricts as it does get and patch.
+        &["get", "list", "watch", "patch"],
     );
     webhook.resource_names = Some(vec![WEBHOOK_CONFIGURATION.to_string()]);
     ClusterRole {

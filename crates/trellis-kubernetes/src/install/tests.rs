@@ -119,6 +119,9 @@ fn deployment_runs_the_control_plane_unprivileged() {
     assert!(args
         .windows(2)
         .any(|w| w == ["--http-addr", "0.0.0.0:7180"]));
+    assert!(args
+        .windows(2)
+        .any(|w| w == ["--webhook-addr", "0.0.0.0:7443"]));
     let ports: Vec<(&str, i32)> = container
         .ports
         .iter()
@@ -377,7 +380,9 @@ fn permissions_are_what_the_control_plane_needs_and_no_more() {
             false,
         ),
         ("patch", ADMISSION, WEBHOOKS, "trellis", true, false),
+        ("watch", ADMISSION, WEBHOOKS, "trellis", true, false),
         ("patch", ADMISSION, WEBHOOKS, "other", false, false),
+        ("watch", ADMISSION, WEBHOOKS, "other", false, false),
         ("delete", ADMISSION, WEBHOOKS, "trellis", false, false),
         ("create", "events.k8s.io", "events", "", true, false),
         ("get", "", "secrets", "", false, true),

@@ -305,6 +305,9 @@ impl KubeCluster {
             // No kubelet serves the `kubernetes` Service's endpoints, and the reconciler
             // would point them at a loopback address no Pod can reach.
             .args(["--endpoint-reconciler-type", "none"])
+            // Webhooks are called at an endpoint of their Service, as in clusters
+            // without a Service proxy on the API server's host: no ClusterIP routes.
+            .arg("--enable-aggregator-routing=true")
             .arg("--allow-privileged=true")
             .args(["--v", "1"])
             .stdin(Stdio::null())
