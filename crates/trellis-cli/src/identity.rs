@@ -154,10 +154,28 @@ pub struct CheckArgs {
     cert_within: String,
     #[command(flatten)]
     client: ClientArgs,
+    #[command(flatten)]
+    pub kubernetes: crate::check_kubernetes::KubernetesCheckArgs,
 }
 
-/// `trellis check`: what expires soon. Exit code 1 when anything does.
+/// `trellis check`: what expires soon (and with --kubernetes, whether the cluster is
+/// ready for Trellis or Trellis works in it). Exit code 1 when anything is wrong.
 pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
+    if args.kubernetes.kubernetes {
+        return crate::check_kubernetes::run(&args).await;
+    }
+    let findings = control_plane_findings(&args).await?;
+    for line in &findings.lines {
+        println!("{line}");
+    }
+    if findings.warnings > 0 {
+        anyhow::bail!("{} warning(s)", findings.warnings);
+    }
+    Ok(())
+}
+
+/// What the control plane's API says about its CA and its proxies' certificates.
+pub async fn control_plane_findings(args: &CheckArgs) -> anyhow::Result<Findings> {
     let ca_within = crate::control::parse_duration(&args.ca_within)
         .map_err(|e| anyhow::anyhow!("--ca-within: {e}"))?
         .as_secs();
@@ -167,14 +185,39 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client)?;
     let ca = client.get("/api/v1/ca").await?;
     let proxies = client.get("/api/v1/proxies").await?;
-    let findings = expiry_findings(&ca, &proxies, ca_within, cert_within, now_secs());
-    for line in &findings.lines {
-        println!("{line}");
+    let mut findings = expiry_findings(&ca, &proxies, ca_within, cert_within, now_secs());
+    if args.kubernetes.kubernetes {
+        sync_findings(&mut findings, &proxies);
     }
-    if findings.warnings > 0 {
-        anyhow::bail!("{} warning(s)", findings.warnings);
+    Ok(findings)
+}
+
+/// Whether every connected proxy serves the latest configuration.
+fn sync_findings(findings: &mut Findings, proxies: &Value) {
+    let items = proxies["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let behind: Vec<String> = items
+        .iter()
+        .filter(|p| p["state"] != "synced")
+        .map(|p| {
+            format!(
+                "{}/{} ({})",
+                text(&p["namespace"]),
+                text(&p["workload"]),
+                text(&p["state"])
+            )
+        })
+        .collect();
+    if behind.is_empty() {
+        findings.note(
+            false,
+            format!("{} proxies connected, all synced", items.len()),
+        );
+    } else {
+        findings.note(true, format!("proxies not synced: {}", behind.join(", ")));
     }
-    Ok(())
 }
 
 fn now_secs() -> u64 {
@@ -185,9 +228,9 @@ fn now_secs() -> u64 {
 
 /// What `check` prints, and how many lines are warnings.
 #[derive(Debug, Default, PartialEq)]
-struct Findings {
-    lines: Vec<String>,
-    warnings: usize,
+pub struct Findings {
+    pub lines: Vec<String>,
+    pub warnings: usize,
 }
 
 impl Findings {

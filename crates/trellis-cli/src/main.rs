@@ -1,6 +1,7 @@
 //! The `trellis` command. Thin: it parses arguments, sets up logging and hands over to
 //! the library that does the work.
 
+mod check_kubernetes;
 mod client;
 mod control;
 mod dashboard;

@@ -173,6 +173,7 @@ async fn trellis_get_and_describe_read_the_cluster_through_the_control_plane() {
 
 /// Sidecar injection, install, and the whole path through injected sidecars.
 mod kubernetes {
+    mod check;
     mod inject;
     mod install;
     mod mesh;

@@ -4,6 +4,7 @@
 //! Services, EndpointSlices, Pods and Gateway API routes, and Trellis's own kinds as
 //! custom resources, become the same resources the compiler reads in universal mode,
 //! and the control plane serves the proxies from them unchanged.
+pub mod check;
 pub mod client;
 pub mod control;
 pub mod crd;

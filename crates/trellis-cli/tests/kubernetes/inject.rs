@@ -158,7 +158,7 @@ async fn trellis_inject_gives_manifests_the_api_server_accepts() {
 /// install's Service without its selector (the control plane runs in this process,
 /// not in a Pod), an EndpointSlice for it at the node's address, and the install's
 /// webhook configuration, whose `caBundle` the control plane fills in.
-async fn serve_injection(cluster: &KubeCluster) -> (NodeAgent, KubernetesControlPlane) {
+pub(crate) async fn serve_injection(cluster: &KubeCluster) -> (NodeAgent, KubernetesControlPlane) {
     // A node only for its address, which the API server reaches and which is not
     // loopback (endpoints may not be).
     let agent = NodeAgent::start(cluster, "node-a", NodeOptions::new())

@@ -39,7 +39,7 @@ use self::translate::{translate, ClusterState, Translated};
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// The Gateway API kinds read from the cluster, all at version `v1`.
-const ROUTE_KINDS: [Kind; 4] = [
+pub const ROUTE_KINDS: [Kind; 4] = [
     Kind::HTTPRoute,
     Kind::GRPCRoute,
     Kind::TCPRoute,
