@@ -177,4 +177,5 @@ mod kubernetes {
     mod inject;
     mod install;
     mod mesh;
+    mod replicas;
 }

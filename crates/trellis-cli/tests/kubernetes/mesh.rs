@@ -53,7 +53,7 @@ spec:
 "#;
 
 /// Every call to books goes to books-v2: a canary at its last step.
-const CANARY: &str = r#"
+pub(crate) const CANARY: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: books-canary, namespace: shop}
@@ -101,10 +101,10 @@ spec:
     ports: [{containerPort: 8080}]
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
-    let cluster = KubeCluster::start().await;
-    // Trellis's CRDs, as `trellis install kubernetes` installs them.
+/// The shop's Namespaces, ServiceAccounts and Services under strict mTLS, with
+/// Trellis's CRDs as `trellis install kubernetes` installs them, and a node agent to
+/// run its Pods.
+pub(crate) async fn shop(cluster: &KubeCluster) -> NodeAgent {
     let crds = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/kubernetes/crds.yaml"
@@ -122,33 +122,27 @@ async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
     );
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(SHOP));
     let options = NodeOptions::new().image("trellis", [trellis_binary()]);
-    let agent = NodeAgent::start(&cluster, "node-a", options)
+    NodeAgent::start(cluster, "node-a", options)
         .await
-        .expect("node agent");
+        .expect("node agent")
+}
 
-    let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
-        .await
-        .expect("a client");
-    let data = tempfile::tempdir().expect("data dir");
-    let settings = ControlSettings {
-        data_dir: data.path().to_path_buf(),
+/// Control-plane settings for a replica in this process, its data directory in the
+/// cluster's: proxies reach its gRPC API at the node's address on the Pods' bridge.
+fn control_settings(cluster: &KubeCluster, agent: &NodeAgent) -> ControlSettings {
+    ControlSettings {
+        data_dir: cluster.dir().join("control"),
         store: Default::default(),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
-        // Where the Pods reach it: the node's address on their bridge.
         grpc_addr: std::net::SocketAddr::new(agent.node_ip().into(), 0),
         grace: Duration::from_secs(10),
         ca: Default::default(),
-    };
-    let cp = KubernetesControlPlane::start(
-        client,
-        KubernetesSettings::new("trellis-system"),
-        settings,
-        None,
-    )
-    .await
-    .expect("control plane");
+    }
+}
 
-    let control = format!("http://{}", cp.control.grpc_addr);
+/// The shop's Pods, injected by `trellis inject` with `control` (the proxies'
+/// control-plane URLs, comma-separated), created, and ready.
+pub(crate) fn run_pods(cluster: &KubeCluster, agent: &NodeAgent, control: &str) {
     let injected = std::process::Command::new(trellis_binary())
         .args([
             "inject",
@@ -157,7 +151,7 @@ async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
             "--image",
             "trellis",
             "--control-grpc",
-            &control,
+            control,
         ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -175,28 +169,27 @@ async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
     assert!(injected.status.success(), "trellis inject failed");
     let injected = String::from_utf8(injected.stdout).expect("UTF-8");
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(&injected));
-    let ready = || {
-        cluster
-            .run_kubectl(
-                &[
-                    "-n",
-                    "shop",
-                    "wait",
-                    "--for=condition=Ready",
-                    "pod",
-                    "--all",
-                    "--timeout=60s",
-                ],
-                None,
-            )
-            .is_ok()
-    };
+    let ready = cluster.run_kubectl(
+        &[
+            "-n",
+            "shop",
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "--all",
+            "--timeout=60s",
+        ],
+        None,
+    );
     assert!(
-        ready(),
+        ready.is_ok(),
         "the Pods never became ready:\n{}",
         agent.all_logs()
     );
+}
 
+/// books' URL by its ClusterIP.
+pub(crate) fn books_url(cluster: &KubeCluster) -> String {
     let books = cluster.kubectl_ok(
         &[
             "-n",
@@ -209,25 +202,67 @@ async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
         ],
         None,
     );
-    let url = format!("http://{books}:9080/");
-    let call_books = async |want: &str| {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let answer = loop {
-            let out = agent
-                .exec("shop/web-1", "curl", &["-sS", "-m", "5", "-i", &url])
-                .expect("curl in web's Pod");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if text.contains(want) || tokio::time::Instant::now() > deadline {
-                break format!("{text}{}", String::from_utf8_lossy(&out.stderr));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
-        assert!(
-            answer.contains(want),
-            "web's call to books: {answer}\n{}",
-            agent.all_logs()
-        );
+    format!("http://{books}:9080/")
+}
+
+/// Calls `url` from web's Pod until the answer contains `want` (30 s at most).
+pub(crate) async fn call_from_web(agent: &NodeAgent, url: &str, want: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let out = agent
+            .exec("shop/web-1", "curl", &["-sS", "-m", "5", "-i", url])
+            .expect("curl in web's Pod");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains(want) || tokio::time::Instant::now() > deadline {
+            break format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    assert!(
+        answer.contains(want),
+        "web's call to books: {answer}\n{}",
+        agent.all_logs()
+    );
+}
+
+/// The status of the route `books-canary`'s `Accepted` condition.
+pub(crate) fn canary_accepted(cluster: &KubeCluster) -> String {
+    cluster.kubectl_ok(
+        &[
+            "-n",
+            "shop",
+            "get",
+            "httproute",
+            "books-canary",
+            "-o",
+            "jsonpath={.status.parents[0].conditions[?(@.type==\"Accepted\")].status}",
+        ],
+        None,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
+    let cluster = KubeCluster::start().await;
+    let agent = shop(&cluster).await;
+    let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
+        .await
+        .expect("a client");
+    let cp = KubernetesControlPlane::start(
+        client,
+        KubernetesSettings::new("trellis-system"),
+        control_settings(&cluster, &agent),
+        None,
+    )
+    .await
+    .expect("control plane");
+    run_pods(
+        &cluster,
+        &agent,
+        &format!("http://{}", cp.control.grpc_addr),
+    );
+    let url = books_url(&cluster);
+    let call_books = async |want: &str| call_from_web(&agent, &url, want).await;
     call_books("hello from books\n").await;
 
     // Strict mTLS: books' Pod refuses plaintext from outside the mesh (the node's
@@ -258,19 +293,7 @@ async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
     // A route applied with kubectl moves books' traffic to books-v2, and says so.
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(CANARY));
     call_books("hello from books-v2").await;
-    let accepted = cluster.kubectl_ok(
-        &[
-            "-n",
-            "shop",
-            "get",
-            "httproute",
-            "books-canary",
-            "-o",
-            "jsonpath={.status.parents[0].conditions[?(@.type==\"Accepted\")].status}",
-        ],
-        None,
-    );
-    assert_eq!(accepted, "True");
+    assert_eq!(canary_accepted(&cluster), "True");
     // Both sidecars are connected, as the Pods they proved with their tokens.
     let proxies = cp.control.registry.list();
     let identities: Vec<_> = proxies
