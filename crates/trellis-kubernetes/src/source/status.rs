@@ -1,6 +1,7 @@
 //! Status written back to the cluster, under Trellis's controller name: for a Gateway
 //! API route, its entry in `status.parents` per parent Service (other controllers'
-//! entries are kept as they are); for a `trellis.dev` object, `status.conditions`.
+//! entries are kept as they are); for a `trellis.dev` object, its conditions in
+//! `status.conditions` (conditions of other types are kept as they are).
 //!
 //! The conditions are those `trellis describe` shows ([`Existing::status_of`]):
 //! `Accepted` and `ResolvedRefs` with the Gateway API's reasons and the object's
@@ -131,7 +132,27 @@ fn status_value(
         kind,
         Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute | Kind::TLSRoute
     ) {
-        return json!({ "conditions": conditions });
+        // Conditions of other types are someone else's (a policy engine's, say): they
+        // are kept as last read, Trellis's own replaced.
+        let ours: HashSet<&str> = conditions
+            .iter()
+            .filter_map(|c| c.get("type").and_then(Value::as_str))
+            .collect();
+        let mut all: Vec<Value> = object
+            .data
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                c.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| !ours.contains(t))
+            })
+            .cloned()
+            .collect();
+        all.extend(conditions);
+        return json!({ "conditions": all });
     }
     let mut parents: Vec<Value> = object
         .data
@@ -182,4 +203,69 @@ fn condition_value(c: &Condition, since: &str) -> Value {
         value["observedGeneration"] = json!(generation);
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(data: Value) -> DynamicObject {
+        serde_json::from_value(data).expect("an object")
+    }
+
+    #[test]
+    fn a_trellis_objects_conditions_of_other_types_are_kept() {
+        let policy = object(json!({
+            "apiVersion": "trellis.dev/v1alpha1", "kind": "BackendPolicy",
+            "metadata": {"name": "books", "namespace": "shop"},
+            "status": {"conditions": [
+                {"type": "Accepted", "status": "False", "reason": "Old"},
+                {"type": "example.com/Audited", "status": "True", "reason": "Checked"}
+            ]}
+        }));
+        let accepted = Condition::accepted().observed_at(Some(3));
+        let status = status_value(
+            Kind::BackendPolicy,
+            &policy,
+            &[accepted],
+            "2026-01-01T00:00:00Z",
+        );
+        let conditions = status["conditions"].as_array().expect("conditions");
+        let types: Vec<&str> = conditions
+            .iter()
+            .map(|c| c["type"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(types, ["example.com/Audited", "Accepted"]);
+        assert_eq!(conditions[1]["status"], "True");
+        assert_eq!(conditions[1]["observedGeneration"], 3);
+    }
+
+    #[test]
+    fn a_routes_other_parents_are_kept_and_trellis_entries_replaced() {
+        let route = object(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "books", "namespace": "shop"},
+            "spec": {"parentRefs": [
+                {"group": "", "kind": "Service", "name": "books"},
+                {"name": "edge"}
+            ]},
+            "status": {"parents": [
+                {"parentRef": {"name": "edge"}, "controllerName": "example.com/gateway", "conditions": []},
+                {"parentRef": {"kind": "Service", "name": "books"}, "controllerName": CONTROLLER_NAME,
+                 "conditions": [{"type": "Accepted", "status": "False"}]}
+            ]}
+        }));
+        let status = status_value(
+            Kind::HTTPRoute,
+            &route,
+            &[Condition::accepted()],
+            "2026-01-01T00:00:00Z",
+        );
+        let parents = status["parents"].as_array().expect("parents");
+        assert_eq!(parents.len(), 2, "{status}");
+        assert_eq!(parents[0]["controllerName"], "example.com/gateway");
+        assert_eq!(parents[1]["controllerName"], CONTROLLER_NAME);
+        assert_eq!(parents[1]["parentRef"]["name"], "books");
+        assert_eq!(parents[1]["conditions"][0]["status"], "True");
+    }
 }

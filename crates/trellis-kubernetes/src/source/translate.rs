@@ -17,6 +17,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::DynamicObject;
 use kube::ResourceExt;
 use serde_json::{json, Value};
@@ -56,7 +57,7 @@ pub struct Translated {
 pub fn translate(state: &ClusterState) -> Translated {
     let mut out = Translated::default();
     for service in &state.services {
-        if let Some(resource) = service_resource(service) {
+        if let Some(resource) = service_resource(service, &state.pods) {
             if let Some(ip) = cluster_ip(service) {
                 out.virtual_ips.push((resource.object_ref(), ip));
             }
@@ -86,8 +87,9 @@ pub fn translate(state: &ClusterState) -> Translated {
 }
 
 /// A Service's ports and selector as Trellis reads them; `None` without a selector
-/// (its endpoints are managed by hand, which the mesh does not follow yet).
-pub fn service_resource(service: &Service) -> Option<Resource> {
+/// (its endpoints are managed by hand, which the mesh does not follow yet). A named
+/// `targetPort` is resolved through `pods` ([`named_target_port`]).
+pub fn service_resource(service: &Service, pods: &[Pod]) -> Option<Resource> {
     let spec = service.spec.as_ref()?;
     let selector = spec.selector.clone().filter(|s| !s.is_empty())?;
     let ports = spec
@@ -98,12 +100,11 @@ pub fn service_resource(service: &Service) -> Option<Resource> {
         .filter_map(|p| {
             let port = u16::try_from(p.port).ok()?;
             let target_port = match &p.target_port {
-                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
-                    u16::try_from(*n).ok()
+                Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+                Some(IntOrString::String(name)) => {
+                    named_target_port(service, &selector, name, pods)
                 }
-                // A named port is resolved per Pod by Kubernetes; the mesh keeps the
-                // Service port, which the sidecar serves on every Pod alike.
-                _ => None,
+                None => None,
             };
             Some(ServicePort {
                 name: p.name.clone(),
@@ -120,6 +121,47 @@ pub fn service_resource(service: &Service) -> Option<Resource> {
         ports,
     };
     Some(Resource::new(metadata, Spec::Service(spec)))
+}
+
+/// The number a named `targetPort` stands for: the container port of that name on the
+/// Service's Pods. Kubernetes resolves it per Pod; the mesh has one target port per
+/// Service port, so it takes the number most Pods give (the smaller on a tie, as
+/// during a rollout that renumbers the port), and the Service port while no Pod names
+/// it.
+fn named_target_port(
+    service: &Service,
+    selector: &BTreeMap<String, String>,
+    name: &str,
+    pods: &[Pod],
+) -> Option<u16> {
+    let namespace = service.metadata.namespace.as_deref();
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    let selected = pods.iter().filter(|pod| {
+        pod.metadata.namespace.as_deref() == namespace
+            && selector.iter().all(|(k, v)| {
+                pod.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(k))
+                    == Some(v)
+            })
+    });
+    for pod in selected {
+        let containers = pod.spec.iter().flat_map(|s| &s.containers);
+        let number = containers
+            .filter(|c| c.name != SIDECAR_CONTAINER)
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| u16::try_from(p.container_port).ok());
+        if let Some(number) = number {
+            *counts.entry(number).or_default() += 1;
+        }
+    }
+    let most = counts.values().copied().max()?;
+    counts
+        .into_iter()
+        .find(|(_, count)| *count == most)
+        .map(|(port, _)| port)
 }
 
 /// The protocol of a Service port: its `appProtocol` (`http`, `kubernetes.io/h2c`,
@@ -308,4 +350,74 @@ fn meta_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
     out.generation = meta.generation.and_then(|g| u64::try_from(g).ok());
     out.creation_timestamp = meta.creation_timestamp.as_ref().map(|t| t.0.to_string());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(target_port: Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "books", "namespace": "shop"},
+            "spec": {"selector": {"app": "books"},
+                     "ports": [{"name": "http", "port": 9080, "targetPort": target_port}]}
+        }))
+        .expect("a Service")
+    }
+
+    fn pod(namespace: &str, app: &str, port_name: &str, port: u16) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("{app}-{port}"), "namespace": namespace,
+                         "labels": {"app": app}},
+            "spec": {"containers": [
+                {"name": SIDECAR_CONTAINER, "ports": [{"name": port_name, "containerPort": 15020}]},
+                {"name": "app", "ports": [{"name": port_name, "containerPort": port}]}
+            ]}
+        }))
+        .expect("a Pod")
+    }
+
+    fn target_port(service: &Service, pods: &[Pod]) -> Option<u16> {
+        let resource = service_resource(service, pods).expect("a Service");
+        let Spec::Service(spec) = resource.spec else {
+            panic!("not a Service: {resource:?}");
+        };
+        spec.ports[0].target_port
+    }
+
+    #[test]
+    fn a_named_target_port_is_the_number_the_services_pods_give_it() {
+        let named = service(json!("web"));
+        assert_eq!(target_port(&service(json!(8080)), &[]), Some(8080));
+        // No Pod names it yet: the Service port stands.
+        assert_eq!(target_port(&named, &[]), None);
+        let pods = [
+            pod("shop", "books", "web", 8080),
+            pod("shop", "books", "web", 8080),
+            pod("shop", "books", "web", 8081),
+            // Not the Service's: another namespace, another app.
+            pod("other", "books", "web", 7000),
+            pod("other", "books", "web", 7000),
+            pod("shop", "ratings", "web", 7000),
+            pod("shop", "ratings", "web", 7000),
+        ];
+        assert_eq!(target_port(&named, &pods), Some(8080));
+        // A rollout half way: the smaller number on a tie. The sidecar's own port of
+        // the same name is never taken.
+        assert_eq!(
+            target_port(
+                &named,
+                &[
+                    pod("shop", "books", "web", 8081),
+                    pod("shop", "books", "web", 8080)
+                ]
+            ),
+            Some(8080)
+        );
+        assert_eq!(
+            target_port(&service(json!("admin")), &pods),
+            None,
+            "no container port is named admin"
+        );
+    }
 }
