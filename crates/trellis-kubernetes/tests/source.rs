@@ -6,6 +6,7 @@ use std::sync::Arc;
 use trellis_api::{Kind, Spec};
 use trellis_control::api::storage;
 use trellis_control::store::{MemoryStore, Store};
+use trellis_kubernetes::source::grants::NOT_PERMITTED;
 use trellis_kubernetes::source::KubernetesSource;
 use trellis_testkit::assert_eventually;
 use trellis_testkit::kube::KubeCluster;
@@ -74,6 +75,17 @@ fn set_ready(cluster: &KubeCluster, ready: bool) {
     cluster.kubectl_ok(&patch, None);
 }
 
+/// A source mirroring `cluster` into a new store, leading (so it writes status).
+async fn mirror(cluster: &KubeCluster) -> (Arc<MemoryStore>, KubernetesSource) {
+    let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
+        .await
+        .expect("a client");
+    let store = Arc::new(MemoryStore::new());
+    let (_leads, leading) = tokio::sync::watch::channel(true);
+    let source = KubernetesSource::start(client, store.clone(), leading);
+    (store, source)
+}
+
 async fn stored(
     store: &MemoryStore,
     kind: Kind,
@@ -89,12 +101,7 @@ async fn stored(
 async fn services_ready_pods_and_routes_become_the_mesh_and_leave_it() {
     let cluster = KubeCluster::start().await;
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(SHOP));
-    let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
-        .await
-        .expect("a client");
-    let store = Arc::new(MemoryStore::new());
-    let (_leads, leading) = tokio::sync::watch::channel(true);
-    let _source = KubernetesSource::start(client, store.clone(), leading);
+    let (store, _source) = mirror(&cluster).await;
 
     // The Service, with its ClusterIP as the virtual IP and each port's protocol.
     assert_eventually!(stored(&store, Kind::Service, "shop", "books")
@@ -268,4 +275,96 @@ spec:
         .await
         .expect("store")
         .is_none());
+}
+
+/// A route in shop whose backend is the Service ratings of reviews.
+const CROSS_NAMESPACE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: reviews}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: reviews}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: books-ratings, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: books, port: 9080}]
+  rules:
+  - backendRefs: [{name: ratings, namespace: reviews, port: 9080}]
+"#;
+
+const GRANT: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: shop-routes, namespace: reviews}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop}]
+  to: [{group: "", kind: Service, name: ratings}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_in_another_namespace_needs_a_reference_grant_there() {
+    let cluster = KubeCluster::start().await;
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(SHOP));
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(CROSS_NAMESPACE));
+    let (store, _source) = mirror(&cluster).await;
+
+    let backend = async || {
+        let route = stored(&store, Kind::HTTPRoute, "shop", "books-ratings").await?;
+        let Spec::HTTPRoute(spec) = route.spec else {
+            return None;
+        };
+        Some(spec.rules[0].backend_refs[0].name.clone())
+    };
+    let resolved = || {
+        let path = "jsonpath={range .status.parents[?(@.controllerName==\"trellis.dev/mesh\")].conditions[?(@.type==\"ResolvedRefs\")]}{.status}/{.reason}{end}";
+        cluster.kubectl_ok(
+            &[
+                "-n",
+                "shop",
+                "get",
+                "httproute",
+                "books-ratings",
+                "-o",
+                path,
+            ],
+            None,
+        )
+    };
+    // Without a grant in reviews, the backend resolves to no Service (its share of
+    // requests fails) and the status says why.
+    assert_eventually!(
+        backend().await.as_deref() == Some(NOT_PERMITTED),
+        "stored backend: {:?}",
+        backend().await
+    );
+    assert_eventually!(
+        resolved() == "False/RefNotPermitted",
+        "status: {}",
+        resolved()
+    );
+    // reviews grants shop's HTTPRoutes its Service: the route reaches ratings.
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(GRANT));
+    assert_eventually!(
+        backend().await.as_deref() == Some("ratings"),
+        "stored backend: {:?}",
+        backend().await
+    );
+    assert_eventually!(resolved() == "True/ResolvedRefs", "status: {}", resolved());
+    // Taking the grant back refuses it again.
+    cluster.kubectl_ok(
+        &["-n", "reviews", "delete", "referencegrant", "shop-routes"],
+        None,
+    );
+    assert_eventually!(
+        backend().await.as_deref() == Some(NOT_PERMITTED),
+        "stored backend: {:?}",
+        backend().await
+    );
 }

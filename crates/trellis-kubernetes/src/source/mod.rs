@@ -12,6 +12,7 @@
 //! install) is retried with a growing back-off and logged; the rest of the mesh works
 //! without it.
 
+pub mod grants;
 mod status;
 pub mod translate;
 
@@ -120,6 +121,17 @@ impl KubernetesSource {
                 )
             })
             .collect();
+        let grant_resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1beta1", "ReferenceGrant"),
+            "referencegrants",
+        );
+        let grants = watch(
+            "ReferenceGrant",
+            Api::<DynamicObject>::all_with(client.clone(), &grant_resource),
+            grant_resource,
+            &changed,
+            &mut tasks,
+        );
         let refusals = Refusals::default();
         let mirror = Mirror {
             status: StatusWriter::new(client.clone()),
@@ -139,6 +151,7 @@ impl KubernetesSource {
                         store.state().into_iter().map(|o| (*kind, (*o).clone()))
                     })
                     .collect(),
+                reference_grants: cloned(&grants),
             }
         })));
         Self { tasks, refusals }

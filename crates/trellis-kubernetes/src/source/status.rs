@@ -55,6 +55,11 @@ impl StatusWriter {
             .collect();
         let refused: HashMap<&ObjectRef, &String> =
             translated.refused.iter().map(|(o, why)| (o, why)).collect();
+        let not_permitted: HashMap<&ObjectRef, &Vec<String>> = translated
+            .not_permitted
+            .iter()
+            .map(|(o, refs)| (o, refs))
+            .collect();
         let mut seen = HashSet::new();
         for (kind, object) in &state.documents {
             let object_ref = ObjectRef {
@@ -67,7 +72,13 @@ impl StatusWriter {
                 .generation
                 .and_then(|g| u64::try_from(g).ok());
             let conditions = match (by_ref.get(&object_ref), refused.get(&object_ref)) {
-                (Some(resource), _) => existing.status_of(resource).conditions,
+                (Some(resource), _) => {
+                    let mut conditions = existing.status_of(resource).conditions;
+                    if let Some(refs) = not_permitted.get(&object_ref) {
+                        refuse_references(&mut conditions, refs);
+                    }
+                    conditions
+                }
                 (None, Some(why)) => {
                     vec![Condition::not_accepted("UnsupportedValue", why.as_str())
                         .observed_at(generation)]
@@ -113,6 +124,19 @@ impl StatusWriter {
         api.patch_status(&object.name_any(), &PatchParams::default(), &patch)
             .await
             .map(|_| ())
+    }
+}
+
+/// `ResolvedRefs=False`, reason `RefNotPermitted`, for a route with backends no
+/// ReferenceGrant permits ([`super::grants`]).
+fn refuse_references(conditions: &mut [Condition], refs: &[String]) {
+    for condition in conditions.iter_mut().filter(|c| c.type_ == "ResolvedRefs") {
+        condition.status = ConditionStatus::False;
+        condition.reason = "RefNotPermitted".to_owned();
+        condition.message = format!(
+            "no ReferenceGrant in their namespace permits these backends: {}",
+            refs.join(", ")
+        );
     }
 }
 

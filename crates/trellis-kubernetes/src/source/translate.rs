@@ -10,7 +10,9 @@
 //!   condition; a Pod that is not ready is left out, so it leaves every endpoint list;
 //! - a Gateway API **route** (HTTPRoute, GRPCRoute, TCPRoute, TLSRoute) and each
 //!   `trellis.dev` kind are read as the same document `trellis apply` takes; one that
-//!   Trellis cannot read is reported, not dropped silently ([`Translated::refused`]).
+//!   Trellis cannot read is reported, not dropped silently ([`Translated::refused`]);
+//!   a route's backend in another namespace needs a ReferenceGrant there
+//!   ([`super::grants`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -24,6 +26,8 @@ use serde_json::{json, Value};
 use trellis_api::meta::ObjectMeta;
 use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadPort, WorkloadSpec};
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
+
+use super::grants;
 
 /// The name of the injected sidecar container.
 pub const SIDECAR_CONTAINER: &str = "trellis-proxy";
@@ -41,6 +45,8 @@ pub struct ClusterState {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// Gateway API routes and `trellis.dev` objects, with their kind.
     pub documents: Vec<(Kind, DynamicObject)>,
+    /// Gateway API ReferenceGrants ([`super::grants`]).
+    pub reference_grants: Vec<DynamicObject>,
 }
 
 /// The mesh's resources made from a [`ClusterState`].
@@ -51,6 +57,9 @@ pub struct Translated {
     pub virtual_ips: Vec<(ObjectRef, IpAddr)>,
     /// Objects Trellis could not read, and why (for their status).
     pub refused: Vec<(ObjectRef, String)>,
+    /// Routes with backends in other namespaces no ReferenceGrant permits, and which
+    /// (`namespace/name`).
+    pub not_permitted: Vec<(ObjectRef, Vec<String>)>,
 }
 
 /// Translates everything at once.
@@ -71,16 +80,21 @@ pub fn translate(state: &ClusterState) -> Translated {
         }
     }
     for (kind, object) in &state.documents {
-        match document_resource(*kind, object) {
+        let object_ref = ObjectRef {
+            kind: *kind,
+            namespace: object.namespace().unwrap_or_default(),
+            name: object.name_any(),
+        };
+        let mut gated = object.clone();
+        if let Some(spec) = gated.data.get_mut("spec") {
+            let refused = grants::gate(spec, *kind, &object_ref.namespace, &state.reference_grants);
+            if !refused.is_empty() {
+                out.not_permitted.push((object_ref.clone(), refused));
+            }
+        }
+        match document_resource(*kind, &gated) {
             Ok(resource) => out.resources.push(resource),
-            Err(why) => out.refused.push((
-                ObjectRef {
-                    kind: *kind,
-                    namespace: object.namespace().unwrap_or_default(),
-                    name: object.name_any(),
-                },
-                why,
-            )),
+            Err(why) => out.refused.push((object_ref, why)),
         }
     }
     out
