@@ -52,6 +52,17 @@ spec:
   mtls: {mode: strict}
 "#;
 
+/// A quarter of the calls to books go to books-v2: a canary on its way.
+const SPLIT: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: books-canary, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: books, port: 9080}]
+  rules:
+  - backendRefs: [{name: books, port: 9080, weight: 75}, {name: books-v2, port: 9080, weight: 25}]
+"#;
+
 /// Every call to books goes to books-v2: a canary at its last step.
 pub(crate) const CANARY: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -290,7 +301,36 @@ async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
         "plaintext reached books under strict mTLS: {said}"
     );
 
-    // A route applied with kubectl moves books' traffic to books-v2, and says so.
+    // A route applied with kubectl splits books' traffic 75/25 with books-v2: over
+    // 200 calls, once it is in force, every call is answered and about a quarter by
+    // v2 (the bounds are four standard deviations of the binomial either side).
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(SPLIT));
+    call_books("hello from books-v2").await;
+    let script = format!(
+        "v1=0; v2=0; other=0; for i in $(seq 200); do \
+           case \"$(curl -sS -m 5 {url})\" in \
+             'hello from books-v2'*) v2=$((v2+1));; 'hello from books'*) v1=$((v1+1));; \
+             *) other=$((other+1));; esac; \
+         done; echo $v1 $v2 $other"
+    );
+    let counts = agent
+        .exec("shop/web-1", "sh", &["-c", &script])
+        .expect("sh in web's Pod");
+    let counts = String::from_utf8_lossy(&counts.stdout).into_owned();
+    let [v1, v2, other] = counts
+        .split_whitespace()
+        .map(|n| n.parse::<u32>().expect("a count"))
+        .collect::<Vec<_>>()[..]
+    else {
+        panic!("counts: {counts:?}");
+    };
+    assert_eq!((v1 + v2, other), (200, 0), "v1, v2, other: {counts}");
+    assert!(
+        (25..=75).contains(&v2),
+        "books-v2 answered {v2} of 200 calls"
+    );
+
+    // The canary's last step moves every call to books-v2, and says so.
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(CANARY));
     call_books("hello from books-v2").await;
     assert_eq!(canary_accepted(&cluster), "True");
