@@ -86,6 +86,21 @@ pub struct ControlArgs {
     pub inject_control_grpc: Option<String>,
 }
 
+/// A control plane as it runs: on its store, or on a Kubernetes cluster.
+enum Running {
+    Universal(ControlPlane),
+    Kubernetes(KubernetesControlPlane),
+}
+
+impl Running {
+    fn control(&self) -> &ControlPlane {
+        match self {
+            Self::Universal(cp) => cp,
+            Self::Kubernetes(on_cluster) => &on_cluster.control,
+        }
+    }
+}
+
 /// What the webhook injects: this control plane's namespace, and the proxies' image
 /// and control-plane URL as given or defaulted.
 fn inject_settings(args: &ControlArgs) -> InjectSettings {
@@ -195,31 +210,20 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     };
     // The dashboard shares the HTTP API's listener and reads through the API.
     let dashboard: ExtraRoutes = Box::new(trellis_dashboard::router);
-    // On Kubernetes, what runs beside the control plane: the cluster's mirror, the
-    // replica's part in the election and the webhook, kept until it stops.
-    let (cp, on_cluster) = if args.kubernetes {
+    let running = if args.kubernetes {
         let client = trellis_kubernetes::client::connect(args.kubeconfig.as_deref()).await?;
         let mut cluster = KubernetesSettings::new(&args.kubernetes_namespace);
         cluster.webhook = args.webhook_addr.map(|addr| WebhookSettings {
             addr,
             inject: inject_settings(&args),
         });
-        let on_cluster =
-            KubernetesControlPlane::start(client, cluster, settings, Some(dashboard)).await?;
-        let KubernetesControlPlane {
-            control,
-            source,
-            leadership,
-            webhook,
-            ..
-        } = on_cluster;
-        (control, Some((source, leadership, webhook)))
-    } else {
-        (
-            ControlPlane::start_serving(settings, Some(dashboard)).await?,
-            None,
+        Running::Kubernetes(
+            KubernetesControlPlane::start(client, cluster, settings, Some(dashboard)).await?,
         )
+    } else {
+        Running::Universal(ControlPlane::start_serving(settings, Some(dashboard)).await?)
     };
+    let cp = running.control();
     println!("control plane running");
     println!("  HTTP API   http://{}", cp.http_addr);
     println!(
@@ -227,7 +231,11 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         crate::dashboard::url(&format!("http://{}", cp.http_addr))
     );
     println!("  proxy API  http://{}", cp.grpc_addr);
-    if let Some((_, _, Some(webhook))) = &on_cluster {
+    if let Running::Kubernetes(KubernetesControlPlane {
+        webhook: Some(webhook),
+        ..
+    }) = &running
+    {
         println!("  webhook    https://{}", webhook.addr);
     }
     println!("  store      {store_line}");
@@ -238,9 +246,10 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     tracing::info!("control plane stopping; proxies keep their configuration");
-    // The mirror holds the store: it goes first, so the store can close.
-    drop(on_cluster);
-    cp.stop().await;
+    match running {
+        Running::Universal(cp) => cp.stop().await,
+        Running::Kubernetes(cp) => cp.stop().await,
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
+use tokio::task::JoinHandle;
 use trellis_control::secrets::Secrets;
 use trellis_control::server::{ControlPlane, ControlSettings, ExtraRoutes};
 use trellis_control::store::{MemoryStore, Store};
@@ -50,6 +51,17 @@ pub struct KubernetesControlPlane {
     pub store: Arc<dyn Store>,
     /// The injection webhook, when it serves one.
     pub webhook: Option<WebhookServer>,
+    /// Keeps the store's CA and the Secret equal ([`crate::state::share`]).
+    state: AbortOnDrop,
+}
+
+/// A task that stops when its owner goes.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl KubernetesControlPlane {
@@ -65,6 +77,11 @@ impl KubernetesControlPlane {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let namespace = cluster.namespace.as_str();
         crate::state::load_or_create(&client, namespace, store.as_ref(), &settings).await?;
+        let state = AbortOnDrop(tokio::spawn(crate::state::share(
+            client.clone(),
+            namespace.to_owned(),
+            store.clone(),
+        )));
         let leadership = Leadership::campaign(
             client.clone(),
             namespace,
@@ -97,7 +114,26 @@ impl KubernetesControlPlane {
             leadership,
             store,
             webhook,
+            state,
         })
+    }
+}
+
+impl KubernetesControlPlane {
+    /// Stops following the cluster, then stops serving: proxies keep their
+    /// configuration. Returns once the store is closed, or after a few seconds.
+    pub async fn stop(self) {
+        let Self {
+            control,
+            source,
+            leadership,
+            store,
+            webhook,
+            state,
+        } = self;
+        // What holds the store goes first, so that it can close.
+        drop((state, webhook, leadership, source, store));
+        control.stop().await;
     }
 }
 

@@ -9,15 +9,25 @@
 //! when one is given (`--ca-encryption-key`), else in plaintext, where whoever reads
 //! the Secret can mint identities (restrict it with RBAC, as the install does).
 //!
-//! Not yet: a trust-anchor rotation started on one replica is not written back to the
-//! Secret, so on Kubernetes rotate by replacing the Secret and restarting the replicas.
+//! While they run, [`share`] keeps each replica's store and the Secret equal: what a
+//! replica changes (a trust-anchor rotation started through its API, or a step of one
+//! it paces) is written to the Secret, and what the Secret holds is written into the
+//! store, where the CA follows it ([`MeshCa::follow_store`]). So a rotation started on
+//! one replica reaches every replica's proxies, and survives restarts. Each key is
+//! written only when it differs; concurrent writers agree, since every replica takes
+//! the same rotation steps from the same record.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt as _;
 use kube::{Api, Client};
 use trellis_control::ca::MeshCa;
 use trellis_control::secrets::Secrets;
@@ -85,6 +95,100 @@ pub async fn load_or_create(
             .put(&key, value.0, Expect::Any)
             .await
             .map_err(|e| anyhow::anyhow!("cannot seed the store with {key}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// How long to wait before watching again after the store or the API server failed.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Keeps the shared keys of `store` and the Secret in `namespace` equal, both ways,
+/// until the task is aborted.
+pub async fn share(client: Client, namespace: String, store: Arc<dyn Store>) {
+    let secrets: Api<Secret> = Api::namespaced(client, &namespace);
+    let by_name = watcher::Config::default().fields(&format!("metadata.name={SECRET}"));
+    let changes = watcher(secrets.clone(), by_name).default_backoff();
+    let mut changes = std::pin::pin!(changes);
+    loop {
+        let watch = match store.revision().await {
+            // The CA's keys are the ones that change (the admin token never does).
+            Ok(revision) => store.watch("/ca/", revision).await,
+            Err(e) => Err(e),
+        };
+        let mut local = match watch {
+            Ok(watch) => watch,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the store; trying again");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                event = local.next() => match event {
+                    Ok(_) => {
+                        if let Err(e) = to_secret(&secrets, store.as_ref()).await {
+                            tracing::warn!(error = %e, "cannot write the CA's state to the Secret {namespace}/{SECRET}; retrying");
+                            tokio::time::sleep(RETRY).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "store watch ended; watching again");
+                        break;
+                    }
+                },
+                event = changes.next() => match event {
+                    Some(Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret))) => {
+                        if let Err(e) = to_store(&secret, store.as_ref()).await {
+                            tracing::warn!(error = %e, "cannot take the Secret's state into the store");
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => tracing::debug!(error = %e, "watching the Secret"),
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+/// Writes the shared keys the Secret lacks or holds otherwise, with a merge patch of
+/// those keys alone.
+async fn to_secret(secrets: &Api<Secret>, store: &dyn Store) -> anyhow::Result<()> {
+    let held = secrets.get(SECRET).await?.data.unwrap_or_default();
+    let mut changed = serde_json::Map::new();
+    for prefix in SHARED {
+        let (entries, _) = store.list(prefix).await?;
+        for entry in entries {
+            let name = secret_key(&entry.key);
+            let value = ByteString(entry.value.to_vec());
+            if held.get(&name) != Some(&value) {
+                changed.insert(name, serde_json::to_value(&value)?);
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = changed.keys().cloned().collect();
+    let patch = Patch::Merge(serde_json::json!({ "data": changed }));
+    secrets
+        .patch(SECRET, &PatchParams::default(), &patch)
+        .await?;
+    tracing::info!(?keys, "wrote the CA's state to the Secret");
+    Ok(())
+}
+
+/// Writes the Secret's shared keys the store lacks or holds otherwise.
+async fn to_store(secret: &Secret, store: &dyn Store) -> anyhow::Result<()> {
+    for (name, value) in secret.data.iter().flatten() {
+        let Some(key) = store_key(name) else {
+            continue;
+        };
+        let held = store.get(&key).await?;
+        if held.as_ref().map(|v| v.value.as_ref()) != Some(value.0.as_slice()) {
+            store.put(&key, value.0.clone(), Expect::Any).await?;
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use trellis_api::proto::v1::{
 };
 use trellis_control::server::ControlSettings;
 use trellis_kubernetes::control::{KubernetesControlPlane, KubernetesSettings};
+use trellis_testkit::assert_eventually;
 use trellis_testkit::kube::KubeCluster;
 
 const SHOP: &str = r#"
@@ -119,6 +120,20 @@ fn settings(data_dir: &std::path::Path) -> ControlSettings {
     }
 }
 
+/// A replica in `trellis-system`, its data in `dir`.
+async fn replica(
+    client: &kube::Client,
+    dir: &std::path::Path,
+) -> anyhow::Result<KubernetesControlPlane> {
+    KubernetesControlPlane::start(
+        client.clone(),
+        KubernetesSettings::new("trellis-system"),
+        settings(dir),
+        None,
+    )
+    .await
+}
+
 fn refused(result: Result<String, tonic::Status>, says: &str) {
     match result {
         Ok(identity) => {
@@ -219,14 +234,7 @@ async fn replicas_share_the_mesh_ca_through_a_secret() {
     let dirs: Vec<_> = (0..3)
         .map(|_| tempfile::tempdir().expect("data dir"))
         .collect();
-    let start = |i: usize| {
-        KubernetesControlPlane::start(
-            client.clone(),
-            KubernetesSettings::new("trellis-system"),
-            settings(dirs[i].path()),
-            None,
-        )
-    };
+    let start = |i: usize| replica(&client, dirs[i].path());
     let (a, b) = tokio::join!(start(0), start(1));
     let (a, b) = (a.expect("replica a"), b.expect("replica b"));
     let c = start(2).await.expect("replica c");
@@ -352,5 +360,64 @@ spec:
         accepted() == "True",
         "the new leader wrote no status: {:?}",
         accepted()
+    );
+}
+
+/// A trust-anchor rotation started on one replica reaches the Secret, the other
+/// replicas' CAs (so their proxies trust the new root too) and replicas started later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_started_on_one_replica_reaches_the_others_through_the_secret() {
+    let cluster = KubeCluster::start().await;
+    cluster.kubectl_ok(&["create", "namespace", "trellis-system"], None);
+    let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
+        .await
+        .expect("a client");
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("data dir"))
+        .collect();
+    let start = |i: usize| replica(&client, dirs[i].path());
+    let a = start(0).await.expect("replica a");
+    let b = start(1).await.expect("replica b");
+    let roots = |cp: &KubernetesControlPlane| {
+        cp.control
+            .ca
+            .trust_bundle()
+            .to_pem()
+            .matches("BEGIN CERTIFICATE")
+            .count()
+    };
+    assert_eq!((roots(&a), roots(&b)), (1, 1));
+
+    a.control
+        .ca
+        .rotate(Duration::from_secs(3600))
+        .await
+        .expect("a rotation starts");
+    assert_eq!(roots(&a), 2, "the new root is trusted beside the old");
+    let secret = || {
+        cluster.kubectl_ok(
+            &[
+                "-n",
+                "trellis-system",
+                "get",
+                "secret",
+                "trellis-control-state",
+                "-o",
+                "jsonpath={.data}",
+            ],
+            None,
+        )
+    };
+    assert_eventually!(secret().contains("ca.rotation"), "Secret: {}", secret());
+    assert_eventually!(roots(&b) == 2, "replica b trusts {} roots", roots(&b));
+    let c = start(2).await.expect("replica c");
+    assert_eq!(
+        roots(&c),
+        2,
+        "a replica started later has the rotated bundle"
+    );
+    assert_eq!(
+        a.control.ca.trust_bundle().to_pem(),
+        c.control.ca.trust_bundle().to_pem()
     );
 }
