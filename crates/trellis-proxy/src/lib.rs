@@ -24,6 +24,7 @@ pub mod flow;
 pub mod head;
 pub mod http;
 pub mod io;
+pub mod linger;
 mod listener;
 pub mod resilience;
 pub mod retry;

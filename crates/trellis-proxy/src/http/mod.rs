@@ -137,6 +137,8 @@ pub async fn serve<I>(
         },
         Version::Http2 => Heads::Http2(FrameScanner::default()),
     };
+    // Closed lingering, so an error answered last reaches the client (`linger`).
+    let io = crate::linger::Lingering::new(io);
     let io = TrackedIo::new(HeadIo::new(io, clock.clone(), heads), activity.clone());
     let mut drain = drain;
 
