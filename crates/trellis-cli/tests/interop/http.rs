@@ -1,6 +1,7 @@
 //! HTTP through the mesh with curl and Java's `HttpClient` against Python's
 //! `http.server` (peers/http_server.py): large bodies, h2c offers, HTTP/2 prior
-//! knowledge, chunked uploads, 20,000 small chunks, and `http_proxy` with CONNECT.
+//! knowledge, chunked uploads, 20,000 small chunks, `http_proxy` with CONNECT, and
+//! `https_proxy` with curl's own TLS inside the tunnel to a declared external host.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -266,4 +267,46 @@ async fn java_http_client_with_its_h2c_offer_gets_and_posts_intact() {
     );
     assert!(report.contains("ok post HTTP_1_1 3145745\n"), "{report}");
     files.assert_mtls().await;
+}
+
+/// A host outside the mesh, declared as an ExternalService at a loopback HTTPS server.
+const PAYMENTS: &str = "api.payments.example";
+
+#[tokio::test]
+async fn curl_tunnels_its_own_tls_to_a_declared_external_host_through_https_proxy() {
+    require_programs(&["curl"], "curl");
+    let mut mesh = Mesh::start().await;
+    let ca = trellis_testkit::tls::https::TestCa::new("payments test CA");
+    let payments = trellis_testkit::tls::https::HttpsServer::start(&ca, &[PAYMENTS])
+        .await
+        .expect("the payments server");
+    let port = payments.addr().port();
+    mesh.apply(&format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: ExternalService\nmetadata: {{name: payments}}\nspec:\n  hosts: [{PAYMENTS}]\n  resolution: static\n  addresses: [127.0.0.1]\n  ports: [{{port: 443, protocol: tls, targetPort: {port}}}]\n"
+    ))
+    .await;
+    let caller = mesh.caller(&[]).await;
+    let ca_file = mesh.dir.path().join("payments-ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).expect("CA file");
+    // curl honours https_proxy: CONNECT api.payments.example:443, then its own TLS,
+    // checked against the payments CA, inside the tunnel the sidecar opens.
+    let https = |url: &str| {
+        let mut command = curl_command(None);
+        command
+            .env("https_proxy", format!("http://{}", caller.http_proxy))
+            .arg("--cacert")
+            .arg(&ca_file)
+            .args(["-w", "\n%{http_connect} %{http_code}", url]);
+        command
+    };
+    let printed = run_client(https(&format!("https://{PAYMENTS}/charge"))).await;
+    assert_eq!(
+        printed,
+        format!("sni={PAYMENTS} host={PAYMENTS}\n200 200"),
+        "what curl printed"
+    );
+    assert_eq!(payments.server_names(), vec![Some(PAYMENTS.to_string())]);
+    // A host the mesh does not know gets no tunnel: curl says so and exits 56.
+    let (status, printed, _) = run_to_end(https("https://undeclared.example/"), None).await;
+    assert_eq!((status.code(), printed.trim()), (Some(56), "403 000"));
 }

@@ -119,15 +119,18 @@ impl MeshIndex {
         let mut routes = Vec::new();
         let mut backends = Vec::new();
         for (service, spec) in &self.tables.external {
-            let http_ports = spec
-                .ports
-                .iter()
-                .filter(|p| matches!(p.protocol, ExternalProtocol::Http | ExternalProtocol::Https));
-            for port in http_ports {
+            for port in &spec.ports {
+                let plain_http = matches!(
+                    port.protocol,
+                    ExternalProtocol::Http | ExternalProtocol::Https
+                );
                 for host in &spec.hosts {
                     let name = egress_name(service, host, port.port);
+                    // `host:port` is what a CONNECT names, and an absolute URL off port
+                    // 80. A tls or tcp port is only reached through a tunnel, whose
+                    // bytes (the client's own TLS) pass through unopened.
                     let mut hosts = vec![format!("{host}:{}", port.port)];
-                    if port.port == 80 {
+                    if plain_http && port.port == 80 {
                         hosts.insert(0, host.clone());
                     }
                     routes.push(route(&name, &name, hosts));

@@ -185,7 +185,7 @@ fn listener_and_backend_names_come_from_one_place() {
 }
 
 #[test]
-fn the_http_proxy_reaches_http_and_https_ports_by_host() {
+fn the_http_proxy_reaches_every_port_by_host_and_tls_and_tcp_by_tunnel_only() {
     let mut explicit = proxy("shop", "web", 8080, &[]);
     explicit.http_proxy_port = 7150;
     let config = compile_with_vips(&yaml(PAYMENTS), &explicit);
@@ -195,14 +195,17 @@ fn the_http_proxy_reaches_http_and_https_ports_by_host() {
     assert_eq!(
         routes(l),
         [
+            "egress-finance-ledger-ledger.example-5432 | host:ledger.example:5432 | egress-finance-ledger-ledger.example-5432=1",
             "egress-finance-ledger-ledger.example-8080 | host:ledger.example:8080 | egress-finance-ledger-ledger.example-8080=1",
+            "egress-shop-payments-api.payments.example-443 | host:api.payments.example:443 | egress-shop-payments-api.payments.example-443=1",
             "egress-shop-payments-api.payments.example-80 | host:api.payments.example,api.payments.example:80 | egress-shop-payments-api.payments.example-80=1",
         ]
     );
     let b = backend(&config, "egress-shop-payments-api.payments.example-80");
     assert!(b.originate_tls.is_some());
-    // No tls or tcp port: an HTTP proxy carries neither.
-    assert!(config.backends.iter().all(|b| !b.name.ends_with("-443")));
+    // The tls port is a tunnel's: the client's own TLS passes through, unopened.
+    let b = backend(&config, "egress-shop-payments-api.payments.example-443");
+    assert!(b.originate_tls.is_none());
     assert!(config.external_hosts.is_empty());
 
     let registry_only = format!(
