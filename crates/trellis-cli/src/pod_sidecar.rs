@@ -116,6 +116,7 @@ pub async fn run() -> anyhow::Result<()> {
             admin,
             drain_timeout: defaults::drain_timeout(),
             max_header_bytes: defaults::max_header_bytes(),
+            header_read_timeout: defaults::header_read_timeout(),
             // The capture rules let the proxy's own connections through by its user.
             socket_mark: None,
             resolver: None,

@@ -53,6 +53,15 @@ pub struct SidecarArgs {
     /// Admin address of the sidecar (port 0: a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
+    /// How long a client may take to send a request head (the request line and
+    /// headers) before its connection is closed without an answer: slow-header
+    /// clients hold no connection longer. `10s`, `500ms`.
+    #[arg(long, default_value = "10s")]
+    pub header_read_timeout: trellis_proxy::config::Duration,
+    /// The largest request head, in bytes, the sidecar accepts (`431` beyond it),
+    /// 8192 to 1048576.
+    #[arg(long, default_value_t = defaults::max_header_bytes() as u32, value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
+    pub max_header_bytes: u32,
     /// The zone (failure domain) the workload runs in; callers whose BackendPolicy
     /// says `locality: prefer-zone` keep to their own zone while enough of it is
     /// healthy.
@@ -150,7 +159,8 @@ pub async fn start(
         local: LocalSettings {
             admin: args.admin,
             drain_timeout: defaults::drain_timeout(),
-            max_header_bytes: defaults::max_header_bytes(),
+            max_header_bytes: args.max_header_bytes as usize,
+            header_read_timeout: args.header_read_timeout,
             socket_mark: capture.map(|c| c.mark),
             resolver: capture.and_then(|c| c.dns_upstream),
         },

@@ -38,11 +38,23 @@ fn trellis_run(
     inbound: u16,
     app: &[&str],
 ) -> std::process::Child {
+    trellis_run_with(cp, app_port, inbound, &[], app)
+}
+
+/// [`trellis_run`] with more of `trellis run`'s flags.
+fn trellis_run_with(
+    cp: &ControlPlane,
+    app_port: u16,
+    inbound: u16,
+    flags: &[&str],
+    app: &[&str],
+) -> std::process::Child {
     Command::new(TRELLIS)
         .args(["run", "--service", "books", "--port", &app_port.to_string()])
         .args(["--inbound-port", &inbound.to_string(), "--token", TOKEN])
         // Only the HTTP API's URL: the sidecar asks it where the proxy API is.
         .args(["--control", &format!("http://{}", cp.http_addr)])
+        .args(flags)
         .arg("--")
         .args(app)
         .env("TRELLIS_LOG", "warn")
@@ -230,6 +242,16 @@ fn run_books(cp: &ControlPlane) -> std::process::Child {
 
 /// [`run_books`] with the app on `app_port` and the sidecar's inbound on `inbound`.
 fn run_books_on(cp: &ControlPlane, app_port: u16, inbound: u16) -> std::process::Child {
+    run_books_with(cp, app_port, inbound, &[])
+}
+
+/// [`run_books_on`] with more of `trellis run`'s flags.
+fn run_books_with(
+    cp: &ControlPlane,
+    app_port: u16,
+    inbound: u16,
+    flags: &[&str],
+) -> std::process::Child {
     let listen = format!("127.0.0.1:{app_port}");
     let app = [
         TRELLIS,
@@ -239,7 +261,7 @@ fn run_books_on(cp: &ControlPlane, app_port: u16, inbound: u16) -> std::process:
         "--name",
         "books",
     ];
-    trellis_run(cp, app_port, inbound, &app)
+    trellis_run_with(cp, app_port, inbound, flags, &app)
 }
 
 /// `trellis run` of a `batch` job with no port, calling `books`, running `script`.
@@ -396,4 +418,50 @@ async fn exit_with_parent_stops_the_workload_when_its_parent_is_killed() {
         std::net::TcpStream::connect(&listen).is_err(),
         "the app outlived its supervisor"
     );
+}
+
+/// `--header-read-timeout` bounds how long a client may take over a request head: one
+/// that sends half a head and stops is closed, without an answer, after it (1 s here,
+/// where the default would wait 10 s), while a whole head is served as before; a head
+/// past `--max-header-bytes` is refused with 431.
+#[tokio::test]
+async fn a_slow_request_head_is_cut_at_the_header_read_timeout_given() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let cp = control_plane().await;
+    let (app_port, inbound) = (free_port(), free_port());
+    let flags = ["--header-read-timeout", "1s", "--max-header-bytes", "8192"];
+    let mut child = run_books_with(&cp, app_port, inbound, &flags);
+    assert_eventually!(cp
+        .registry
+        .list()
+        .iter()
+        .any(|p| p.service == "books" && p.state == SyncState::Synced));
+    let url = format!("http://127.0.0.1:{inbound}/");
+    let resp = HttpClient::http1().get(&url).await.expect("a whole head");
+    assert_eq!(resp.text(), "hello from books\n");
+
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", inbound))
+        .await
+        .expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: books\r\n")
+        .await
+        .expect("half a head");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "still open after 5 s");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+
+    // A head past --max-header-bytes is refused.
+    let big = HttpClient::http1()
+        .send(
+            http::Request::get(&url)
+                .header("x-large", "a".repeat(10_000))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(big.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let _ = child.kill();
+    let _ = child.wait();
 }

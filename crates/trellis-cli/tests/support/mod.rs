@@ -114,6 +114,7 @@ impl SidecarSpec<'_> {
                 admin: SocketAddr::from(([127, 0, 0, 1], 0)),
                 drain_timeout: ConfigDuration::from_secs(5),
                 max_header_bytes: 64 * 1024,
+                header_read_timeout: ConfigDuration::from_secs(10),
                 socket_mark: None,
                 resolver: None,
             },

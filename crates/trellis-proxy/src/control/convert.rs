@@ -23,6 +23,9 @@ pub struct LocalSettings {
     pub admin: SocketAddr,
     pub drain_timeout: Duration,
     pub max_header_bytes: usize,
+    /// How long a request head may take on a listener the control plane gives no
+    /// header-read timeout (it gives none unless told).
+    pub header_read_timeout: Duration,
     /// `SO_MARK` for the proxy's own connections (transparent capture skips it).
     pub socket_mark: Option<u32>,
     /// The DNS server that resolves endpoints given by name; `None`: the host's.
@@ -38,7 +41,7 @@ pub fn to_proxy_config(
         .listeners
         .iter()
         .enumerate()
-        .map(|(i, l)| listener(l, &format!("listeners[{i}]")))
+        .map(|(i, l)| listener(l, &format!("listeners[{i}]"), local))
         .collect::<Result<Vec<_>, _>>()?;
     let backends = wire
         .backends
@@ -162,7 +165,11 @@ fn millis(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
 }
 
-fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::ConfigError> {
+fn listener(
+    l: &wire::Listener,
+    at: &str,
+    local: &LocalSettings,
+) -> Result<ListenerConfig, config::ConfigError> {
     Ok(ListenerConfig {
         name: l.name.clone(),
         address: address(&l.address, &format!("{at}.address"))?,
@@ -176,8 +183,7 @@ fn listener(l: &wire::Listener, at: &str) -> Result<ListenerConfig, config::Conf
         },
         detect_timeout: millis(l.detect_timeout_ms).unwrap_or_else(defaults::detect_timeout),
         idle_timeout: millis(l.idle_timeout_ms).unwrap_or_else(defaults::listener_idle_timeout),
-        header_read_timeout: millis(l.header_read_timeout_ms)
-            .unwrap_or_else(defaults::header_read_timeout),
+        header_read_timeout: millis(l.header_read_timeout_ms).unwrap_or(local.header_read_timeout),
         routes: l.routes.iter().map(route).collect(),
         mtls: match l.mtls() {
             wire::MtlsMode::Disabled => config::MtlsMode::Disabled,
@@ -428,6 +434,7 @@ mod tests {
             admin: "127.0.0.1:0".parse().expect("addr"),
             drain_timeout: Duration::from_secs(1),
             max_header_bytes: 65536,
+            header_read_timeout: Duration::from_secs(7),
             socket_mark: None,
             resolver: None,
         }
@@ -621,6 +628,17 @@ mod tests {
         assert_eq!(
             tls.ca_file.as_deref(),
             Some(std::path::Path::new("/etc/trellis/payments-ca.pem"))
+        );
+    }
+
+    #[test]
+    fn a_listener_without_a_header_read_timeout_takes_the_sidecars() {
+        let mut wire = sample();
+        wire.listeners[0].header_read_timeout_ms = None;
+        let config = to_proxy_config(&wire, &local()).expect("valid");
+        assert_eq!(
+            config.listeners[0].header_read_timeout,
+            Duration::from_secs(7)
         );
     }
 
