@@ -13,25 +13,18 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use trellis_api::proto::v1::{
-    control_message, proxy_api_client::ProxyApiClient, proxy_message, Ack, Hello, ProxyMessage,
-    Upstream, Workload,
-};
+use trellis_api::proto::v1::{Hello, Upstream, Workload};
 use trellis_api::service::{WorkloadPort, WorkloadSpec};
 use trellis_api::{parse_documents, ObjectMeta, Resource, Spec};
 use trellis_control::api::write;
 use trellis_control::server::{ControlPlane, ControlSettings};
 use trellis_control::store::{EtcdSettings, EtcdStore, MemoryStore, Store};
+use trellis_testkit::proxies::{percentile, rss_mib, SimulatedProxies};
 
 const TOKEN: &str = "push-scale";
-
-/// When each proxy received which version.
-type Received = Arc<Mutex<Vec<Vec<(u64, Instant)>>>>;
 
 fn arg(n: usize, default: usize) -> usize {
     std::env::args()
@@ -77,23 +70,10 @@ fn route(weight_v2: u32) -> String {
     )
 }
 
-/// Keeps one simulated proxy's session up, reconnecting with jittered backoff as a
-/// real proxy does.
-async fn proxy(grpc: String, i: usize, services: usize, received: Received) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        session(&grpc, i, services, &received).await;
-        tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn session(grpc: &str, i: usize, services: usize, received: &Received) {
-    let Ok(mut client) = ProxyApiClient::connect(grpc.to_string()).await else {
-        return;
-    };
-    let (tx, rx) = mpsc::channel(4);
-    let hello = Hello {
+/// The `Hello` of simulated proxy `i`: it calls `shared`, the service whose route
+/// changes, and one more.
+fn hello(i: usize, services: usize) -> Hello {
+    Hello {
         token: TOKEN.into(),
         workload: Some(Workload {
             name: format!("proxy-{i}"),
@@ -102,7 +82,6 @@ async fn session(grpc: &str, i: usize, services: usize, received: &Received) {
             address: "127.0.0.1".into(),
             inbound_port: 7143,
             app_port: 8080,
-            // Every proxy calls `shared`, the service whose route changes, and one more.
             upstreams: vec![
                 Upstream {
                     service: "shared".into(),
@@ -120,79 +99,7 @@ async fn session(grpc: &str, i: usize, services: usize, received: &Received) {
         proxy_version: "bench".into(),
         serving_version: 0,
         admin_address: String::new(),
-    };
-    let hello = ProxyMessage {
-        message: Some(proxy_message::Message::Hello(hello)),
-    };
-    if tx.send(hello).await.is_err() {
-        return;
     }
-    let Ok(response) = client.session(ReceiverStream::new(rx)).await else {
-        return;
-    };
-    let mut inbound = response.into_inner();
-    while let Ok(Some(message)) = inbound.message().await {
-        if let Some(control_message::Message::Snapshot(snapshot)) = message.message {
-            if let Ok(mut r) = received.lock() {
-                r[i].push((snapshot.version, Instant::now()));
-            }
-            let ack = ProxyMessage {
-                message: Some(proxy_message::Message::Ack(Ack {
-                    version: snapshot.version,
-                })),
-            };
-            if tx.send(ack).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Milliseconds from `start` until each proxy first held a version ≥ `version`.
-fn delays(received: &Received, version: u64, start: Instant) -> Vec<f64> {
-    let r = received.lock().map(|r| r.clone()).unwrap_or_default();
-    let mut out: Vec<f64> = r
-        .iter()
-        .filter_map(|got| got.iter().find(|(v, _)| *v >= version))
-        .map(|(_, at)| at.saturating_duration_since(start).as_secs_f64() * 1e3)
-        .collect();
-    out.sort_by(|a, b| a.total_cmp(b));
-    out
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
-async fn wait_all(received: &Received, version: u64, proxies: usize, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let done = received.lock().map_or(0, |r| {
-            r.iter()
-                .filter(|got| got.iter().any(|(v, _)| *v >= version))
-                .count()
-        });
-        if done == proxies {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    false
 }
 
 #[tokio::main]
@@ -241,14 +148,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|cp| format!("http://{}", cp.grpc_addr))
         .collect();
 
-    let received: Received = Arc::new(Mutex::new(vec![Vec::new(); proxies]));
     let started = Instant::now();
-    for i in 0..proxies {
-        let grpc = grpcs[i % grpcs.len()].clone();
-        tokio::spawn(proxy(grpc, i, services, received.clone()));
-    }
+    // Each snapshot is labelled with its version, the store's revision.
+    let fleet = SimulatedProxies::spawn(
+        (0..proxies)
+            .map(|i| (grpcs[i % grpcs.len()].clone(), hello(i, services)))
+            .collect(),
+        Arc::new(|snapshot| snapshot.version),
+    );
     let registered = store.revision().await?;
-    let synced = wait_all(&received, registered, proxies, Duration::from_secs(120)).await;
+    let synced = fleet
+        .wait_all(|v| v >= registered, Duration::from_secs(120))
+        .await;
     let sync_time = started.elapsed();
 
     let mut rows = Vec::new();
@@ -259,8 +170,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             write::apply(store.as_ref(), doc).await?;
         }
         let version = store.revision().await?;
-        let all = wait_all(&received, version, proxies, Duration::from_secs(30)).await;
-        let d = delays(&received, version, start);
+        let all = fleet
+            .wait_all(|v| v >= version, Duration::from_secs(30))
+            .await;
+        let d = fleet.delays_ms(|v| v >= version, start);
         rows.push((
             round + 1,
             d.len(),
@@ -294,7 +207,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "| peak RSS, control plane and simulated proxies together | {:.1} MiB |",
-        peak_rss_mib()
+        rss_mib("self").0
     );
     for cp in planes {
         cp.stop().await;

@@ -5,7 +5,8 @@
 //! echo service ([`grpc`]), an HTTPS server with a CA of its own ([`tls::https`]), a
 //! DNS server with one answer ([`dns`]) — the clients that talk to them, a bounded load
 //! generator ([`load`]), hosts as network namespaces on a bridge ([`netns`]), real
-//! etcd clusters for the control plane's etcd store ([`etcd`]) and the
+//! etcd clusters for the control plane's etcd store ([`etcd`]), simulated proxies for
+//! the control plane's push benchmarks ([`proxies`]) and the
 //! [`assert_eventually!`] macro that replaces sleeps in tests. Every server binds
 //! `127.0.0.1:0`, runs on the caller's tokio runtime and stops when its handle is
 //! dropped; etcd members and namespace hosts go when theirs are.
@@ -19,6 +20,7 @@ pub mod http;
 pub mod kube;
 pub mod load;
 pub mod netns;
+pub mod proxies;
 pub mod tcp;
 pub mod tls;
 
