@@ -53,6 +53,7 @@ use self::container::lock;
 use self::pod::PodInput;
 pub use self::spec::Image;
 use self::spec::{Executables, SpecError};
+pub use self::volumes::bound_token;
 use super::KubeCluster;
 use crate::netns::{Host, Topology};
 
@@ -482,7 +483,10 @@ fn read_dir(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Creates the Node and reports it Ready, with the node's address.
-async fn register(
+/// Registers the Node `name` with the Ready condition and `address` as its
+/// `InternalIP`, as a kubelet does on start (the EndpointSlice controller only takes
+/// Pods bound to a Node that exists).
+pub async fn register(
     client: &Client,
     name: &str,
     address: Ipv4Addr,

@@ -18,6 +18,7 @@ use kube::{Api, Client};
 
 use super::process::Mount;
 use super::spec::{field_ref, SpecError};
+use super::NodeError;
 
 /// A volume's files, by volume name.
 pub type Volumes = HashMap<String, PathBuf>;
@@ -272,6 +273,23 @@ async fn write_token(
     projection: &ServiceAccountTokenProjection,
     dir: &Path,
 ) -> Result<(), SpecError> {
+    let audiences = projection.audience.iter().cloned().collect();
+    let expiration = projection.expiration_seconds.unwrap_or(3600);
+    let token = bound_token(client, pod, audiences, expiration)
+        .await
+        .map_err(|e| SpecError(e.0))?;
+    write(dir, &projection.path, token.as_bytes())
+}
+
+/// A token of the Pod's ServiceAccount from the TokenRequest API, bound to the Pod (the
+/// API server refuses it once the Pod is gone), for `audiences`, valid
+/// `expiration_seconds`: what the kubelet projects into a Pod.
+pub async fn bound_token(
+    client: &Client,
+    pod: &Pod,
+    audiences: Vec<String>,
+    expiration_seconds: i64,
+) -> Result<String, NodeError> {
     let account = pod
         .spec
         .as_ref()
@@ -279,8 +297,8 @@ async fn write_token(
         .unwrap_or_else(|| "default".to_string());
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
-            audiences: Some(projection.audience.iter().cloned().collect()),
-            expiration_seconds: Some(projection.expiration_seconds.unwrap_or(3600)),
+            audiences: Some(audiences),
+            expiration_seconds: Some(expiration_seconds),
             bound_object_ref: Some(BoundObjectReference {
                 api_version: Some("v1".to_string()),
                 kind: Some("Pod".to_string()),
@@ -294,12 +312,11 @@ async fn write_token(
     let answer = api
         .create_token_request(&account, &PostParams::default(), &request)
         .await
-        .map_err(|e| SpecError(format!("TokenRequest for serviceaccount {account:?}: {e}")))?;
-    let token = answer
+        .map_err(|e| NodeError(format!("TokenRequest for serviceaccount {account:?}: {e}")))?;
+    answer
         .status
         .and_then(|s| s.token)
-        .ok_or_else(|| SpecError(format!("TokenRequest for {account:?} returned no token")))?;
-    write(dir, &projection.path, token.as_bytes())
+        .ok_or_else(|| NodeError(format!("TokenRequest for {account:?} returned no token")))
 }
 
 /// The bind mounts of `container`'s `volumeMounts`.
