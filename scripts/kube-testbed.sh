@@ -3,8 +3,10 @@
 # kubectl) from the Go module k8s.io/kubernetes at one pinned release, and caches them
 # under ~/.cache/trellis/kubernetes/<version>/, so only a fresh machine builds (several
 # minutes on two cores), with the Gateway API's CRDs (experimental channel) from the Go
-# module sigs.k8s.io/gateway-api beside them in gateway-api/. Prints the cache
-# directory. Safe to run again.
+# module sigs.k8s.io/gateway-api beside them in gateway-api/, and the mesh (GAMMA)
+# conformance manifests of the same release from the Go module
+# sigs.k8s.io/gateway-api/conformance in gateway-api-conformance/ (tests/gamma.rs runs
+# their cases). Prints the cache directory. Safe to run again.
 #
 # k8s.io/kubernetes replaces its own k8s.io/* modules with ./staging, which a module
 # that requires it cannot see; the wrapper module below pins each of them to the
@@ -16,6 +18,28 @@ gateway_api=${TRELLIS_GATEWAY_API_VERSION:-v1.6.3}
 staging=v0${version#v1}
 cache=${TRELLIS_KUBERNETES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/trellis/kubernetes/$version}
 binaries=(kube-apiserver kube-controller-manager kubectl)
+
+# The conformance manifests have a marker of their own, so a machine that built the
+# binaries before they were cached only fetches them (a second or two). Not inside
+# gateway-api/: the test bed applies every file there.
+conformance=$cache/gateway-api-conformance
+if [ ! -f "$conformance/$gateway_api" ]; then
+  command -v go >/dev/null || { echo "error: Go is needed to fetch the Gateway API conformance manifests" >&2; exit 1; }
+  fetch=$(mktemp -d)
+  (
+    export GOFLAGS=-mod=mod GOTOOLCHAIN=local GOMODCACHE="$fetch/modules"
+    trap 'go clean -modcache >/dev/null 2>&1; rm -rf "$fetch"' EXIT
+    cd "$fetch"
+    dir=$(go mod download -json "sigs.k8s.io/gateway-api/conformance@$gateway_api" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+    [ -f "$dir/mesh/manifests.yaml" ] || { echo "error: no mesh/manifests.yaml in sigs.k8s.io/gateway-api/conformance@$gateway_api" >&2; exit 1; }
+    rm -rf "$conformance"
+    mkdir -p "$conformance/mesh" "$conformance/tests/mesh"
+    cp "$dir/mesh/manifests.yaml" "$conformance/mesh/"
+    cp "$dir"/tests/mesh/*.yaml "$conformance/tests/mesh/"
+    chmod -R u+w "$conformance"
+    touch "$conformance/$gateway_api"
+  )
+fi
 
 have_all() {
   for b in "${binaries[@]}"; do [ -x "$cache/$b" ] || return 1; done
