@@ -14,6 +14,7 @@
 //! It must not depend on `trellis-proxy`: the proxy's tests depend on it.
 
 pub mod dns;
+pub mod echo;
 pub mod etcd;
 pub mod grpc;
 pub mod http;

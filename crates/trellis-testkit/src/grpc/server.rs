@@ -57,7 +57,13 @@ struct Echo {
 impl GrpcServer {
     /// Binds `127.0.0.1:0` and starts serving, answering as `name`.
     pub async fn start(name: &str) -> io::Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), name).await
+    }
+
+    /// Binds `addr` and starts serving, answering as `name`; for an application that
+    /// needs a known port.
+    pub async fn start_on(addr: SocketAddr, name: &str) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let echo = Echo {
             name: name.into(),
