@@ -168,9 +168,11 @@ async fn services_ready_pods_and_routes_become_the_mesh_and_leave_it() {
         spec.inbound_port,
         Some(trellis_control::compile::DEFAULT_INBOUND_PORT)
     );
+    // The declared container port, then the Service's other target port, which
+    // Kubernetes reaches whether or not the Pod declares it.
     assert_eq!(
         spec.ports.iter().map(|p| p.port).collect::<Vec<_>>(),
-        [8080]
+        [8080, 9090]
     );
     assert_eq!(
         workload.metadata.labels.get("version").map(String::as_str),

@@ -113,6 +113,9 @@ pub(super) struct Tables {
     pub external: Vec<(ServiceKey, ExternalServiceSpec)>,
     /// The virtual-IP keys of their hosts, sorted, each once.
     pub external_hosts: Vec<ServiceKey>,
+    /// The first port of each workload written by a platform's source, by namespace
+    /// and name: the application port of a proxy that declared none.
+    pub workload_ports: HashMap<(String, String), u16>,
 }
 
 /// What the MeshConfig decides for every proxy.
@@ -226,7 +229,18 @@ impl Tables {
             .collect();
         external_hosts.sort();
         external_hosts.dedup();
+        let workload_ports = workloads
+            .iter()
+            .filter_map(|(r, w)| {
+                let port = w.ports.first()?.port;
+                Some((
+                    (r.metadata.namespace.clone(), r.metadata.name.clone()),
+                    port,
+                ))
+            })
+            .collect();
         let mut tables = Tables {
+            workload_ports,
             external,
             external_hosts,
             services: services(&declared, &workloads, &mesh.trust_domain),

@@ -223,6 +223,24 @@ impl MeshIndex {
 
     /// The configuration `proxy` needs, from what it said in its `Hello`.
     pub fn compile(&self, proxy: &Workload) -> ProxyConfig {
+        // A Pod's sidecar knows its application's ports only from the containers'
+        // declared ports, which Kubernetes does not require; the workload the
+        // platform's source wrote also has its Services' target ports.
+        let declared;
+        let proxy = match self
+            .tables
+            .workload_ports
+            .get(&(or_default(&proxy.namespace).to_string(), proxy.name.clone()))
+        {
+            Some(port) if proxy.app_port == 0 => {
+                declared = Workload {
+                    app_port: u32::from(*port),
+                    ..proxy.clone()
+                };
+                &declared
+            }
+            _ => proxy,
+        };
         let namespace = or_default(&proxy.namespace);
         let own = ServiceKey::new(namespace, &proxy.service);
         let caller = Caller {

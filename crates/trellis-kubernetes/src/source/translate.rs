@@ -75,7 +75,10 @@ pub fn translate(state: &ClusterState) -> Translated {
     }
     let readiness = endpoint_readiness(&state.endpoint_slices);
     for pod in &state.pods {
-        if let Some(resource) = workload_resource(pod, &readiness) {
+        if let Some(mut resource) = workload_resource(pod, &readiness) {
+            if let Spec::Workload(workload) = &mut resource.spec {
+                add_service_target_ports(workload, pod, &state.services);
+            }
             out.resources.push(resource);
         }
     }
@@ -297,6 +300,40 @@ pub fn workload_resource(
     Some(Resource::new(metadata, Spec::Workload(workload)))
 }
 
+/// Adds to a Pod's workload the numeric `targetPort` of every Service of its namespace
+/// that selects it. Declaring `containerPort`s is optional in Kubernetes (the Gateway
+/// API's conformance echo Pods declare none), and a Service reaches a Pod on its
+/// `targetPort` whether or not the Pod declares it, so the mesh does too.
+fn add_service_target_ports(workload: &mut WorkloadSpec, pod: &Pod, services: &[Service]) {
+    let namespace = pod.namespace();
+    let labels = pod.labels();
+    let selecting = services.iter().filter(|service| {
+        let selector = service.spec.as_ref().and_then(|s| s.selector.as_ref());
+        service.namespace() == namespace
+            && selector.is_some_and(|selector| {
+                !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+    });
+    let target_ports = selecting
+        .flat_map(|service| service.spec.iter().flat_map(|s| s.ports.iter().flatten()))
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|p| match &p.target_port {
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                u16::try_from(*n).ok()
+            }
+            _ => None,
+        });
+    for port in target_ports {
+        if !workload.ports.iter().any(|p| p.port == port) {
+            workload.ports.push(WorkloadPort {
+                name: None,
+                port,
+                app_protocol: None,
+            });
+        }
+    }
+}
+
 fn pod_condition(pod: &Pod, type_: &str) -> bool {
     pod.status
         .as_ref()
@@ -433,5 +470,66 @@ mod tests {
             None,
             "no container port is named admin"
         );
+    }
+
+    fn object<T: serde::de::DeserializeOwned>(value: Value) -> T {
+        serde_json::from_value(value).expect("a valid object")
+    }
+
+    #[test]
+    fn a_pod_declaring_no_ports_is_reached_on_its_services_target_ports() {
+        let pod: Pod = object(json!({
+            "metadata": {"name": "echo-1", "namespace": "shop", "labels": {"app": "echo"}},
+            "spec": {"containers": [{"name": "echo"}, {"name": SIDECAR_CONTAINER}]},
+            "status": {"podIP": "10.244.0.9", "conditions": [{"type": "Ready", "status": "True"}]}
+        }));
+        let service = |name: &str, namespace: &str, selector: Value, ports: Value| -> Service {
+            object(json!({
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"selector": selector, "ports": ports}
+            }))
+        };
+        let state = ClusterState {
+            services: vec![
+                service(
+                    "echo",
+                    "shop",
+                    json!({"app": "echo"}),
+                    json!([{"port": 80, "targetPort": 8080}, {"port": 7070, "targetPort": 7070},
+                           {"port": 53, "targetPort": 5353, "protocol": "UDP"}]),
+                ),
+                // Another namespace, another selector, a named port: none of them count.
+                service(
+                    "echo",
+                    "other",
+                    json!({"app": "echo"}),
+                    json!([{"port": 1, "targetPort": 1111}]),
+                ),
+                service(
+                    "web",
+                    "shop",
+                    json!({"app": "web"}),
+                    json!([{"port": 2, "targetPort": 2222}]),
+                ),
+                service(
+                    "named",
+                    "shop",
+                    json!({"app": "echo"}),
+                    json!([{"port": 3, "targetPort": "http"}]),
+                ),
+            ],
+            pods: vec![pod],
+            ..ClusterState::default()
+        };
+        let translated = translate(&state);
+        let ports: Vec<u16> = translated
+            .resources
+            .iter()
+            .find_map(|r| match &r.spec {
+                Spec::Workload(w) => Some(w.ports.iter().map(|p| p.port).collect()),
+                _ => None,
+            })
+            .expect("the Pod's workload");
+        assert_eq!(ports, vec![8080, 7070]);
     }
 }

@@ -142,3 +142,22 @@ fn application_without_a_port_gets_no_endpoint() {
     let config = compile(&[], &proxy("default", "web", 0, &[]));
     assert!(backend(&config, "local-app").endpoints.is_empty());
 }
+
+#[test]
+fn a_proxy_declaring_no_app_port_forwards_to_its_workloads_first_port() {
+    // A Pod whose containers declare no ports: its sidecar says app port 0, while the
+    // workload the platform wrote for it has its Services' target ports (8080 here).
+    let mut resources = yaml(SERVICES);
+    resources.push(workload(
+        "shop",
+        "web-0",
+        &[("app", "web")],
+        "10.0.0.1",
+        Some(true),
+    ));
+    let config = compile(&resources, &proxy("shop", "web", 0, &[]));
+    assert_eq!(endpoints(backend(&config, "local-app")), ["127.0.0.1:8080"]);
+    // Without such a workload, there is nothing to forward to.
+    let config = compile(&yaml(SERVICES), &proxy("shop", "web", 0, &[]));
+    assert!(endpoints(backend(&config, "local-app")).is_empty());
+}
