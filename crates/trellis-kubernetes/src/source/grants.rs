@@ -6,6 +6,10 @@
 //! requests that would have gone to it must fail, not move to the other backends. So
 //! it is renamed to [`NOT_PERMITTED`], a name no Kubernetes Service can have, and the
 //! mesh finds no such Service; the route's `ResolvedRefs` says `RefNotPermitted`.
+//!
+//! A backend that is one of the route's own parent Services needs no grant: a consumer
+//! route (GAMMA) changes how its namespace calls a Service it can call anyway, and
+//! sends there (the Gateway API's mesh conformance case `MeshConsumerRoute`).
 
 use kube::api::DynamicObject;
 use kube::ResourceExt;
@@ -68,6 +72,7 @@ pub fn gate(
     grants: &[DynamicObject],
 ) -> Vec<String> {
     let mut refused = Vec::new();
+    let parents = parent_services(spec, namespace);
     let rules = spec
         .get_mut("rules")
         .and_then(Value::as_array_mut)
@@ -99,6 +104,7 @@ pub fn gate(
                 .unwrap_or_default();
             if target == namespace
                 || !is_service
+                || parents.iter().any(|(ns, n)| ns == target && n == name)
                 || permitted(grants, kind, namespace, target, name)
             {
                 continue;
@@ -108,6 +114,24 @@ pub fn gate(
         }
     }
     refused
+}
+
+/// The `(namespace, name)` of each Service the route's `parentRefs` name.
+fn parent_services(spec: &Value, namespace: &str) -> Vec<(String, String)> {
+    let field = |r: &Value, name: &str| r.get(name).and_then(Value::as_str).map(str::to_string);
+    spec.get("parentRefs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            field(r, "group").unwrap_or_default().is_empty()
+                && field(r, "kind").as_deref() == Some("Service")
+        })
+        .filter_map(|r| {
+            let ns = field(r, "namespace").unwrap_or_else(|| namespace.to_string());
+            Some((ns, field(r, "name")?))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -180,5 +204,27 @@ mod tests {
             &[grant("reviews", "shop", None)],
         );
         assert_eq!(grpc, ["reviews/ratings"]);
+    }
+
+    #[test]
+    fn a_consumer_route_needs_no_grant_to_send_to_its_parent_service() {
+        let mut spec = route();
+        spec["parentRefs"] = json!([
+            {"group": "", "kind": "Service", "name": "ratings", "namespace": "reviews"}
+        ]);
+        assert!(gate(&mut spec, Kind::HTTPRoute, "shop", &[]).is_empty());
+        assert_eq!(spec["rules"][0]["backendRefs"][2]["name"], "ratings");
+        // A parent of another kind (a Gateway) or another Service: a grant is needed.
+        for parent in [
+            json!({"group": GATEWAY_GROUP, "kind": "Gateway", "name": "ratings", "namespace": "reviews"}),
+            json!({"group": "", "kind": "Service", "name": "details", "namespace": "reviews"}),
+        ] {
+            let mut spec = route();
+            spec["parentRefs"] = json!([parent]);
+            assert_eq!(
+                gate(&mut spec, Kind::HTTPRoute, "shop", &[]),
+                ["reviews/ratings"]
+            );
+        }
     }
 }
