@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod demo;
+pub mod kube;
 pub mod webdriver;
 
 use std::net::SocketAddr;

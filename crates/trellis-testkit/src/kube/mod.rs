@@ -67,6 +67,22 @@ pub fn testbed_dir() -> PathBuf {
     dir
 }
 
+/// The Gateway API's mesh conformance manifests (`mesh/manifests.yaml`, the base, and
+/// `tests/mesh/*.yaml`, one per case) of [`GATEWAY_API_VERSION`], cached beside the
+/// test bed by `scripts/kube-testbed.sh`, or a panic that says how to fetch them.
+pub fn gateway_conformance_dir() -> PathBuf {
+    let dir = testbed_dir().join("gateway-api-conformance");
+    if !dir.join(GATEWAY_API_VERSION).is_file() {
+        panic!(
+            "the Gateway API {GATEWAY_API_VERSION} conformance manifests are not in {}: run \
+             scripts/kube-testbed.sh (or scripts/setup.sh, which runs it), which fetches \
+             them from the Go module sigs.k8s.io/gateway-api/conformance",
+            dir.display()
+        );
+    }
+    dir
+}
+
 /// The PKI of a test cluster: a CA, the API server's serving certificate, the admin's
 /// client certificate and the ServiceAccount token signing key, as PEM files.
 struct Pki {
