@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use trellis_control::server::ControlSettings;
 use trellis_kubernetes::control::{KubernetesControlPlane, KubernetesSettings};
 use trellis_testkit::kube::node::{NodeAgent, NodeOptions};
 use trellis_testkit::kube::KubeCluster;
 
 use crate::support::control::trellis_binary;
+use crate::support::kube::{control_settings, inject, install_crds};
 
 const SHOP: &str = r#"
 apiVersion: v1
@@ -116,21 +116,7 @@ spec:
 /// Trellis's CRDs as `trellis install kubernetes` installs them, and a node agent to
 /// run its Pods.
 pub(crate) async fn shop(cluster: &KubeCluster) -> NodeAgent {
-    let crds = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/kubernetes/crds.yaml"
-    );
-    cluster.kubectl_ok(&["apply", "--server-side", "-f", crds], None);
-    cluster.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crds,
-        ],
-        None,
-    );
+    install_crds(cluster);
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(SHOP));
     let options = NodeOptions::new().image("trellis", [trellis_binary()]);
     NodeAgent::start(cluster, "node-a", options)
@@ -138,47 +124,10 @@ pub(crate) async fn shop(cluster: &KubeCluster) -> NodeAgent {
         .expect("node agent")
 }
 
-/// Control-plane settings for a replica in this process, its data directory in the
-/// cluster's: proxies reach its gRPC API at the node's address on the Pods' bridge.
-fn control_settings(cluster: &KubeCluster, agent: &NodeAgent) -> ControlSettings {
-    ControlSettings {
-        data_dir: cluster.dir().join("control"),
-        store: Default::default(),
-        http_addr: "127.0.0.1:0".parse().expect("addr"),
-        grpc_addr: std::net::SocketAddr::new(agent.node_ip().into(), 0),
-        grace: Duration::from_secs(10),
-        ca: Default::default(),
-    }
-}
-
 /// The shop's Pods, injected by `trellis inject` with `control` (the proxies'
 /// control-plane URLs, comma-separated), created, and ready.
 pub(crate) fn run_pods(cluster: &KubeCluster, agent: &NodeAgent, control: &str) {
-    let injected = std::process::Command::new(trellis_binary())
-        .args([
-            "inject",
-            "-f",
-            "-",
-            "--image",
-            "trellis",
-            "--control-grpc",
-            control,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(PODS.as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("trellis inject");
-    assert!(injected.status.success(), "trellis inject failed");
-    let injected = String::from_utf8(injected.stdout).expect("UTF-8");
+    let injected = inject(PODS, control);
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(&injected));
     let ready = cluster.run_kubectl(
         &[

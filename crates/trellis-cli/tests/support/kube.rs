@@ -19,7 +19,6 @@ pub struct MeshedCluster {
     pub cp: KubernetesControlPlane,
     pub agent: NodeAgent,
     pub cluster: KubeCluster,
-    _data: tempfile::TempDir,
 }
 
 impl MeshedCluster {
@@ -27,22 +26,7 @@ impl MeshedCluster {
     /// (the `trellis` image runs the binary under test), and the control plane.
     pub async fn start(options: NodeOptions) -> Self {
         let cluster = KubeCluster::start().await;
-        // Trellis's CRDs, as `trellis install kubernetes` installs them.
-        let crds = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../deploy/kubernetes/crds.yaml"
-        );
-        cluster.kubectl_ok(&["apply", "--server-side", "-f", crds], None);
-        cluster.kubectl_ok(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "-f",
-                crds,
-            ],
-            None,
-        );
+        install_crds(&cluster);
         cluster.kubectl_ok(&["create", "namespace", CONTROL_NAMESPACE], None);
         let options = options.image("trellis", [trellis_binary()]);
         let agent = NodeAgent::start(&cluster, "node-a", options)
@@ -52,16 +36,7 @@ impl MeshedCluster {
         let client = trellis_kubernetes::client::connect(Some(cluster.kubeconfig()))
             .await
             .expect("a client");
-        let data = tempfile::tempdir().expect("data dir");
-        let settings = ControlSettings {
-            data_dir: data.path().to_path_buf(),
-            store: Default::default(),
-            http_addr: "127.0.0.1:0".parse().expect("addr"),
-            // Where the Pods reach it: the node's address on their bridge.
-            grpc_addr: std::net::SocketAddr::new(agent.node_ip().into(), 0),
-            grace: Duration::from_secs(10),
-            ca: Default::default(),
-        };
+        let settings = control_settings(&cluster, &agent);
         let cp = KubernetesControlPlane::start(
             client,
             KubernetesSettings::new(CONTROL_NAMESPACE),
@@ -70,68 +45,16 @@ impl MeshedCluster {
         )
         .await
         .expect("control plane");
-        Self {
-            cp,
-            agent,
-            cluster,
-            _data: data,
-        }
+        Self { cp, agent, cluster }
     }
 
     /// `manifests` through `trellis inject` (sidecars pointed at this control plane,
     /// image `trellis`), then applied.
     pub fn inject_and_apply(&self, manifests: &str) {
-        use std::io::Write as _;
         let control = format!("http://{}", self.cp.control.grpc_addr);
-        let injected = std::process::Command::new(trellis_binary())
-            .args([
-                "inject",
-                "-f",
-                "-",
-                "--image",
-                "trellis",
-                "--control-grpc",
-                &control,
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                child
-                    .stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(manifests.as_bytes())?;
-                child.wait_with_output()
-            })
-            .expect("trellis inject");
-        assert!(injected.status.success(), "trellis inject failed");
-        let injected = String::from_utf8(injected.stdout).expect("UTF-8");
+        let injected = inject(manifests, &control);
         self.cluster
             .kubectl_ok(&["apply", "-f", "-"], Some(&injected));
-    }
-
-    /// Waits for every Pod of `namespace` to be Ready; panics with every container's
-    /// log if they are not within a minute.
-    pub fn wait_ready(&self, namespace: &str) {
-        let waited = self.cluster.run_kubectl(
-            &[
-                "-n",
-                namespace,
-                "wait",
-                "--for=condition=Ready",
-                "pod",
-                "--all",
-                "--timeout=60s",
-            ],
-            None,
-        );
-        if let Err(e) = waited {
-            panic!(
-                "the Pods of {namespace} never became ready: {e}\n{}",
-                self.agent.all_logs()
-            );
-        }
     }
 
     /// A field of an object, by kubectl's JSONPath.
@@ -151,4 +74,66 @@ impl MeshedCluster {
             "{.spec.clusterIP}",
         )
     }
+}
+
+/// Trellis's CRDs, as `trellis install kubernetes` installs them, established.
+pub fn install_crds(cluster: &KubeCluster) {
+    let crds = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/crds.yaml"
+    );
+    cluster.kubectl_ok(&["apply", "--server-side", "-f", crds], None);
+    cluster.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            crds,
+        ],
+        None,
+    );
+}
+
+/// Control-plane settings for a replica in this process, its data directory in the
+/// cluster's: proxies reach its gRPC API at the node's address on the Pods' bridge.
+pub fn control_settings(cluster: &KubeCluster, agent: &NodeAgent) -> ControlSettings {
+    ControlSettings {
+        data_dir: cluster.dir().join("control"),
+        store: Default::default(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        grpc_addr: std::net::SocketAddr::new(agent.node_ip().into(), 0),
+        grace: Duration::from_secs(10),
+        ca: Default::default(),
+    }
+}
+
+/// `manifests` through `trellis inject`, the sidecars (image `trellis`) pointed at
+/// `control` (control-plane URLs, comma-separated).
+pub fn inject(manifests: &str, control: &str) -> String {
+    use std::io::Write as _;
+    let injected = std::process::Command::new(trellis_binary())
+        .args([
+            "inject",
+            "-f",
+            "-",
+            "--image",
+            "trellis",
+            "--control-grpc",
+            control,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(manifests.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("trellis inject");
+    assert!(injected.status.success(), "trellis inject failed");
+    String::from_utf8(injected.stdout).expect("UTF-8")
 }
