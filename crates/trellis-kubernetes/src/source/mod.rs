@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt as _};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use trellis_api::{Kind, ObjectRef};
@@ -35,6 +35,9 @@ use trellis_control::store::{Expect, Store};
 use self::status::StatusWriter;
 pub use self::status::CONTROLLER_NAME;
 use self::translate::{translate, ClusterState, Translated};
+
+/// kubectl's copy of an object it applied, which Trellis never reads.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// How long changes are collected before the cluster state is translated again.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -202,6 +205,12 @@ where
     tasks.push(tokio::spawn(async move {
         let events = watcher(api, watcher::Config::default())
             .default_backoff()
+            // What Trellis never reads is not cached: at thousands of Pods the
+            // field-manager records and kubectl's copy of each object are most of it.
+            .modify(|object: &mut K| {
+                object.managed_fields_mut().clear();
+                object.annotations_mut().remove(LAST_APPLIED);
+            })
             .reflect(writer);
         futures_util::pin_mut!(events);
         let mut failing = false;
