@@ -52,27 +52,20 @@ spec:
   mtls: {mode: strict}
 "#;
 
-/// A quarter of the calls to books go to books-v2: a canary on its way.
-const SPLIT: &str = r#"
+/// The route `books-canary`, sending calls to books and books-v2 in these weights.
+pub(crate) fn canary(books: u32, books_v2: u32) -> String {
+    format!(
+        r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {name: books-canary, namespace: shop}
+metadata: {{name: books-canary, namespace: shop}}
 spec:
-  parentRefs: [{group: "", kind: Service, name: books, port: 9080}]
+  parentRefs: [{{group: "", kind: Service, name: books, port: 9080}}]
   rules:
-  - backendRefs: [{name: books, port: 9080, weight: 75}, {name: books-v2, port: 9080, weight: 25}]
-"#;
-
-/// Every call to books goes to books-v2: a canary at its last step.
-pub(crate) const CANARY: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: books-canary, namespace: shop}
-spec:
-  parentRefs: [{group: "", kind: Service, name: books, port: 9080}]
-  rules:
-  - backendRefs: [{name: books, port: 9080, weight: 0}, {name: books-v2, port: 9080, weight: 100}]
-"#;
+  - backendRefs: [{{name: books, port: 9080, weight: {books}}}, {{name: books-v2, port: 9080, weight: {books_v2}}}]
+"#
+    )
+}
 
 const PODS: &str = r#"
 apiVersion: v1
@@ -253,7 +246,7 @@ async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
     // A route applied with kubectl splits books' traffic 75/25 with books-v2: over
     // 200 calls, once it is in force, every call is answered and about a quarter by
     // v2 (the bounds are four standard deviations of the binomial either side).
-    cluster.kubectl_ok(&["apply", "-f", "-"], Some(SPLIT));
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(&canary(75, 25)));
     call_books("hello from books-v2").await;
     let script = format!(
         "v1=0; v2=0; other=0; for i in $(seq 200); do \
@@ -280,7 +273,7 @@ async fn web_calls_books_by_its_cluster_ip_through_injected_sidecars() {
     );
 
     // The canary's last step moves every call to books-v2, and says so.
-    cluster.kubectl_ok(&["apply", "-f", "-"], Some(CANARY));
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(&canary(0, 100)));
     call_books("hello from books-v2").await;
     assert_eq!(canary_accepted(&cluster), "True");
     // Both sidecars are connected, as the Pods they proved with their tokens.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use trellis_testkit::kube::node::NodeAgent;
 use trellis_testkit::kube::KubeCluster;
 
-use super::mesh::{books_url, call_from_web, canary_accepted, run_pods, shop, CANARY};
+use super::mesh::{books_url, call_from_web, canary, canary_accepted, run_pods, shop};
 use crate::support::control::trellis_binary;
 
 /// A `trellis control --kubernetes` process; killed on drop.
@@ -125,7 +125,7 @@ async fn a_replica_killed_under_load_fails_no_request() {
 
     // The proxies now follow the second replica: a route reaches them through it,
     // and once the dead replica's Lease runs out it marks the route Accepted.
-    cluster.kubectl_ok(&["apply", "-f", "-"], Some(CANARY));
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(&canary(0, 100)));
     call_from_web(&agent, &url, "hello from books-v2").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
     while canary_accepted(&cluster) != "True" && tokio::time::Instant::now() < deadline {
