@@ -8,3 +8,5 @@
 pub mod v1 {
     include!("proto/trellis.mesh.v1.rs");
 }
+
+mod delta;

@@ -99,6 +99,7 @@ fn hello(i: usize, services: usize) -> Hello {
         proxy_version: "bench".into(),
         serving_version: 0,
         admin_address: String::new(),
+        accepts_delta: true,
     }
 }
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use crate::compile::Compiled;
 use serde::Serialize;
-use trellis_api::proto::v1::ProxyConfig;
 
 /// Where a proxy's configuration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,7 +60,7 @@ pub struct Registry {
     proxies: RwLock<BTreeMap<String, ProxyStatus>>,
     /// The configuration last sent to each proxy, shared with its session (no copy),
     /// to tell which proxies hold a resource and in what compiled form.
-    sent: RwLock<BTreeMap<String, Arc<ProxyConfig>>>,
+    sent: RwLock<BTreeMap<String, Arc<Compiled>>>,
 }
 
 impl Registry {
@@ -106,14 +106,14 @@ impl Registry {
     }
 
     /// Records the configuration just sent to a known proxy.
-    pub fn record_sent(&self, workload: &str, config: Arc<ProxyConfig>) {
+    pub fn record_sent(&self, workload: &str, config: Arc<Compiled>) {
         if let Ok(mut sent) = self.sent.write() {
             sent.insert(workload.to_string(), config);
         }
     }
 
     /// Every proxy with the configuration it was last sent (`None` before the first).
-    pub fn with_configs(&self) -> Vec<(ProxyStatus, Option<Arc<ProxyConfig>>)> {
+    pub fn with_configs(&self) -> Vec<(ProxyStatus, Option<Arc<Compiled>>)> {
         let proxies = self.list();
         let Ok(sent) = self.sent.read() else {
             return Vec::new();

@@ -12,6 +12,9 @@ use trellis_api::proto::v1::{
     control_message, proxy_api_client::ProxyApiClient, proxy_message, Certificate,
     CertificateRequest, ControlMessage, Hello, MeshService, ProxyMessage, SessionInfo, Workload,
 };
+
+#[path = "sessions/deltas.rs"]
+mod deltas;
 use trellis_control::server::{ControlPlane, ControlSettings};
 use trellis_control::store::{MemoryStore, Store};
 use trellis_identity::{Credentials, SpiffeId, TrustBundle, WorkloadKey};
@@ -70,6 +73,16 @@ async fn open_as(
     token: &str,
     workload: Workload,
 ) -> Result<Session, tonic::Status> {
+    open_with(cp, token, workload, false).await
+}
+
+/// A session whose proxy takes snapshots as deltas when `accepts_delta`.
+async fn open_with(
+    cp: &ControlPlane,
+    token: &str,
+    workload: Workload,
+    accepts_delta: bool,
+) -> Result<Session, tonic::Status> {
     let mut client = ProxyApiClient::connect(format!("http://{}", cp.grpc_addr))
         .await
         .expect("connect");
@@ -80,6 +93,7 @@ async fn open_as(
         proxy_version: "test".into(),
         serving_version: 0,
         admin_address: String::new(),
+        accepts_delta,
     };
     tx.send(ProxyMessage {
         message: Some(proxy_message::Message::Hello(hello)),
@@ -394,9 +408,17 @@ async fn the_leader_removes_workloads_whose_control_plane_is_gone() {
 
 /// A transparent proxy of `service`: it gets the Services with their virtual IPs.
 async fn open_transparent(cp: &ControlPlane, service: &str) -> Session {
-    let mut w = workload(service);
-    w.outbound_port = 7140;
-    open_as(cp, ADMIN, w).await.expect("session")
+    open_as(cp, ADMIN, transparent(service))
+        .await
+        .expect("session")
+}
+
+/// Workload `<service>-1` in transparent mode.
+fn transparent(service: &str) -> Workload {
+    Workload {
+        outbound_port: 7140,
+        ..workload(service)
+    }
 }
 
 #[tokio::test]

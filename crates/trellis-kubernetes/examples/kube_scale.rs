@@ -184,11 +184,10 @@ fn split_weight(services: usize) -> impl Fn(&Snapshot) -> u64 + Send + Sync {
     let ns = namespace(0, services);
     let (v1, v2) = (format!("svc-1.{ns}"), format!("svc-2.{ns}"));
     move |snapshot| {
-        let routes = snapshot
-            .config
-            .iter()
-            .flat_map(|c| &c.listeners)
-            .flat_map(|l| &l.routes);
+        // Whole, or as the listeners that changed.
+        let listeners = snapshot.config.iter().flat_map(|c| &c.listeners);
+        let changed = snapshot.delta.iter().flat_map(|d| &d.listeners);
+        let routes = listeners.chain(changed).flat_map(|l| &l.routes);
         routes
             .filter(|r| r.backends.iter().any(|b| b.name == v1))
             .find_map(|r| r.backends.iter().find(|b| b.name == v2))
@@ -354,6 +353,7 @@ async fn pod_hello(
         proxy_version: "bench".into(),
         serving_version: 0,
         admin_address: String::new(),
+        accepts_delta: true,
     })
 }
 

@@ -87,6 +87,10 @@ pub struct Hello {
     /// the control plane can scrape it and tell Prometheus where to. Empty: unknown.
     #[prost(string, tag = "5")]
     pub admin_address: ::prost::alloc::string::String,
+    /// The proxy applies `Snapshot.delta`. A proxy that does not say so is always sent
+    /// whole configurations.
+    #[prost(bool, tag = "6")]
+    pub accepts_delta: bool,
 }
 /// One instance of a service, with its sidecar.
 #[allow(clippy::all)]
@@ -251,7 +255,9 @@ pub struct TrustBundle {
     #[prost(string, tag = "1")]
     pub roots_pem: ::prost::alloc::string::String,
 }
-/// A complete configuration for one proxy. Versions only grow.
+/// A proxy's configuration at one version, whole (`config`) or as the changes from the
+/// snapshot sent before it on the same session (`delta`). Versions only grow. The first
+/// snapshot of a session is always whole.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Snapshot {
@@ -259,6 +265,29 @@ pub struct Snapshot {
     pub version: u64,
     #[prost(message, optional, tag = "2")]
     pub config: ::core::option::Option<ProxyConfig>,
+    #[prost(message, optional, tag = "3")]
+    pub delta: ::core::option::Option<ConfigDelta>,
+}
+/// What changed in a proxy's configuration since the previous snapshot of the session,
+/// whose version is `base_version`. Listeners and backends are named uniquely within a
+/// configuration: each one listed replaces (or adds) the one of its name.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ConfigDelta {
+    #[prost(uint64, tag = "1")]
+    pub base_version: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub listeners: ::prost::alloc::vec::Vec<Listener>,
+    #[prost(string, repeated, tag = "3")]
+    pub removed_listeners: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(message, repeated, tag = "4")]
+    pub backends: ::prost::alloc::vec::Vec<Backend>,
+    #[prost(string, repeated, tag = "5")]
+    pub removed_backends: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Set when any field other than listeners and backends changed: those fields, whole
+    /// (its own `listeners` and `backends` are empty and ignored).
+    #[prost(message, optional, tag = "6")]
+    pub others: ::core::option::Option<ProxyConfig>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

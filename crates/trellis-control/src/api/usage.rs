@@ -27,15 +27,15 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use trellis_api::external::ExternalServiceSpec;
 use trellis_api::proto::v1::{
-    AuthorizationAction, Backend, BackendProtocol, Listener, LoadBalancer, ProxyConfig, Route,
+    AuthorizationAction, Backend, BackendProtocol, Listener, LoadBalancer, Route,
 };
 use trellis_api::{Kind, Resource, Spec};
 
 use super::handlers::{find_one, Items};
 use super::{ApiError, ApiState};
 use crate::compile::{
-    backend_name, describe_match, egress_name, ServiceKey, DEFAULT_INBOUND_PORT, DEFAULT_ROUTE,
-    INBOUND_LISTENER,
+    backend_name, describe_match, egress_name, Compiled, ServiceKey, DEFAULT_INBOUND_PORT,
+    DEFAULT_ROUTE, INBOUND_LISTENER,
 };
 use crate::registry::{ProxyStatus, SyncState};
 
@@ -91,14 +91,13 @@ fn holder(status: ProxyStatus, revision: u64, compiled: Vec<Value>) -> Holder {
 }
 
 /// The parts of `config` that came from `resource`.
-fn pieces(resource: &Resource, proxy: &ProxyStatus, config: &ProxyConfig) -> Vec<Value> {
+fn pieces(resource: &Resource, proxy: &ProxyStatus, config: &Compiled) -> Vec<Value> {
     let meta = &resource.metadata;
     match (&resource.kind, &resource.spec) {
         (Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute | Kind::TLSRoute, _) => {
             let prefix = format!("{}.{}.", meta.namespace, meta.name);
             config
-                .listeners
-                .iter()
+                .listeners()
                 .flat_map(|l| l.routes.iter().map(move |r| (l, r)))
                 .filter(|(_, r)| r.name.starts_with(&prefix))
                 .map(|(l, r)| route(l, r))
@@ -112,8 +111,7 @@ fn pieces(resource: &Resource, proxy: &ProxyStatus, config: &ProxyConfig) -> Vec
         (Kind::AuthorizationPolicy, _) => {
             let name = format!("{}/{}", meta.namespace, meta.name);
             config
-                .listeners
-                .iter()
+                .listeners()
                 .filter_map(|l| {
                     let authz = l.authorization.as_ref()?;
                     let policy = authz.policies.iter().find(|p| p.name == name)?;
@@ -130,8 +128,7 @@ fn pieces(resource: &Resource, proxy: &ProxyStatus, config: &ProxyConfig) -> Vec
         (Kind::FaultInjection, _) => {
             let name = format!("{}/{}", meta.namespace, meta.name);
             config
-                .listeners
-                .iter()
+                .listeners()
                 .flat_map(|l| l.routes.iter().map(move |r| (l, r)))
                 .filter(|(_, r)| r.fault.as_ref().is_some_and(|f| f.name == name))
                 .map(|(l, r)| route(l, r))
@@ -144,16 +141,14 @@ fn pieces(resource: &Resource, proxy: &ProxyStatus, config: &ProxyConfig) -> Vec
             )
             .to_string();
             let mut found: Vec<Value> = config
-                .backends
-                .iter()
+                .backends()
                 .filter(|b| b.endpoints.iter().any(|e| e.address == endpoint))
                 .map(|b| json!({"backend": b.name, "endpoint": endpoint}))
                 .collect();
             if proxy.workload == meta.name && proxy.namespace == meta.namespace {
                 found.extend(
                     config
-                        .listeners
-                        .iter()
+                        .listeners()
                         .filter(|l| l.name == INBOUND_LISTENER)
                         .map(listener),
                 );
@@ -168,17 +163,17 @@ fn pieces(resource: &Resource, proxy: &ProxyStatus, config: &ProxyConfig) -> Vec
 }
 
 /// An ExternalService's egress listeners and backends, one per host and port.
-fn external(config: &ProxyConfig, key: &ServiceKey, spec: &ExternalServiceSpec) -> Vec<Value> {
+fn external(config: &Compiled, key: &ServiceKey, spec: &ExternalServiceSpec) -> Vec<Value> {
     let mut found = Vec::new();
     for host in &spec.hosts {
         let virtual_ip = config
-            .external_hosts
+            .external_hosts()
             .iter()
             .find(|h| h.host.eq_ignore_ascii_case(host))
             .map(|h| h.virtual_ip.as_str());
         for port in &spec.ports {
             let name = egress_name(key, host, port.port);
-            let Some(b) = config.backends.iter().find(|b| b.name == name) else {
+            let Some(b) = config.backends().find(|b| b.name == name) else {
                 continue;
             };
             let endpoints: Vec<String> = b
@@ -207,18 +202,16 @@ fn external(config: &ProxyConfig, key: &ServiceKey, spec: &ExternalServiceSpec) 
 }
 
 /// A Service's backend and the listeners that call it through a local port.
-fn service(config: &ProxyConfig, key: &ServiceKey) -> Vec<Value> {
+fn service(config: &Compiled, key: &ServiceKey) -> Vec<Value> {
     let name = backend_name(key);
     let mut found: Vec<Value> = config
-        .backends
-        .iter()
+        .backends()
         .filter(|b| b.name == name)
         .map(backend)
         .collect();
     found.extend(
         config
-            .listeners
-            .iter()
+            .listeners()
             .filter(|l| {
                 l.name != INBOUND_LISTENER
                     && l.routes

@@ -21,6 +21,11 @@ pub(super) struct ScopedFault {
 }
 
 impl ScopedFault {
+    /// Whether the fault applies to some callers only.
+    pub fn is_scoped(&self) -> bool {
+        self.sources.is_some()
+    }
+
     /// Whether the fault applies to calls from the workload with this SPIFFE ID in
     /// this namespace.
     pub fn applies_to(&self, identity: &str, namespace: &str) -> bool {

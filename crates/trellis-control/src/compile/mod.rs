@@ -66,6 +66,7 @@
 //! Service on two ports), the later one's name ends in `-<localPort>`.
 
 mod authz;
+mod compiled;
 mod egress;
 mod fault;
 mod filters;
@@ -73,6 +74,7 @@ mod index;
 pub(crate) mod names;
 mod ratelimit;
 mod routes;
+pub mod shared;
 mod transparent;
 
 #[cfg(test)]
@@ -93,6 +95,7 @@ use trellis_api::{Kind, ObjectRef, Resource, Spec};
 
 use crate::vip::VipTable;
 
+pub use self::compiled::Compiled;
 pub use self::egress::{egress_name, external_host_key, EXTERNAL_VIP_NAMESPACE};
 pub use self::index::workload_identity;
 use self::index::{ServiceEntry, Tables};
@@ -191,6 +194,8 @@ pub fn compile(state: &MeshState, proxy: &Workload) -> ProxyConfig {
 pub struct MeshIndex {
     tables: Tables,
     vips: VipTable,
+    /// The shared parts compiled so far.
+    shared: shared::SharedCache,
 }
 
 impl MeshIndex {
@@ -198,6 +203,7 @@ impl MeshIndex {
         Self {
             tables: Tables::build(&state.resources),
             vips: VipTable::new(),
+            shared: shared::SharedCache::default(),
         }
     }
 
@@ -214,6 +220,7 @@ impl MeshIndex {
     /// The Services' virtual IPs ([`crate::vip`]), which transparent sidecars route by.
     pub fn set_vips(&mut self, vips: VipTable) {
         self.vips = vips;
+        self.shared.clear();
     }
 
     /// A Service's virtual IP, once assigned.
@@ -223,6 +230,12 @@ impl MeshIndex {
 
     /// The configuration `proxy` needs, from what it said in its `Hello`.
     pub fn compile(&self, proxy: &Workload) -> ProxyConfig {
+        self.compile_parts(proxy).to_config()
+    }
+
+    /// The configuration `proxy` needs, with the part it shares with other proxies
+    /// compiled once for all of them ([`shared`]).
+    pub fn compile_parts(&self, proxy: &Workload) -> Compiled {
         // A Pod's sidecar knows its application's ports only from the containers'
         // declared ports, which Kubernetes does not require; the workload the
         // platform's source wrote also has its Services' target ports.
@@ -308,39 +321,29 @@ impl MeshIndex {
         let outbound_port = u16::try_from(proxy.outbound_port)
             .ok()
             .filter(|p| *p != 0 && !ports.contains(p));
-        let mut services = Vec::new();
-        let mut external_hosts = Vec::new();
-        if let Some(port) = outbound_port {
-            let mut transparent = self.transparent(&caller, port, &mut names, &mut reach);
-            let egress = self.egress(&mut names);
-            let table = transparent
-                .listeners
-                .iter_mut()
-                .find(|l| l.name == TRANSPARENT_LISTENER)
-                .and_then(|l| l.original_destination.as_mut());
-            if let Some(table) = table {
-                table.targets.extend(egress.targets);
-            }
-            listeners.extend(transparent.listeners);
-            listeners.extend(egress.listeners);
-            backends.extend(egress.backends);
-            services = transparent.services;
-            external_hosts = egress.hosts;
-        }
-
+        let shared = outbound_port
+            .map(|port| self.shared_outbound(&self.outbound_key(&caller, port, &names)));
+        // A backend the shared part already has as this proxy needs it is not
+        // compiled again; one its listeners need as HTTP/2 and the shared part has not
+        // is, and replaces it.
+        let shared_reach = shared.as_ref().map(|s| &s.reach);
         backends.extend(
             reach
                 .iter()
+                .filter(|(key, h2)| {
+                    shared_reach
+                        .and_then(|r| r.get(*key))
+                        .is_none_or(|shared_h2| **h2 && !shared_h2)
+                })
                 .map(|(key, h2)| self.backend(key, *h2, caller.zone)),
         );
         listeners.sort_by(|a, b| a.name.cmp(&b.name));
         backends.sort_by(|a, b| a.name.cmp(&b.name));
-        // The HTTP proxy and transparent mode may both hold an ExternalService port.
         backends.dedup_by(|a, b| a.name == b.name);
-        ProxyConfig {
+        let own = ProxyConfig {
             listeners,
             backends,
-            services,
+            services: Vec::new(),
             tracing: self.tables.mesh.tracing.as_ref().map(|t| Tracing {
                 endpoint: t.otlp.endpoint.clone(),
                 protocol: match t.otlp.protocol {
@@ -361,8 +364,9 @@ impl MeshIndex {
                 })
             }),
             max_request_series: self.tables.mesh.max_request_series,
-            external_hosts,
-        }
+            external_hosts: Vec::new(),
+        };
+        Compiled { own, shared }
     }
 
     fn service(&self, key: &ServiceKey) -> Option<&ServiceEntry> {

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use trellis_api::meta::DEFAULT_NAMESPACE;
 use trellis_api::proto::v1::{
-    control_message, proxy_message, Certificate, ControlMessage, Hello, ProxyConfig, ProxyMessage,
-    SessionInfo, Snapshot, TapStop, TrustBundle, Workload,
+    control_message, proxy_message, Certificate, ControlMessage, Hello, ProxyMessage, SessionInfo,
+    Snapshot, TapStop, TrustBundle, Workload,
 };
 use trellis_api::service::{WorkloadPort, WorkloadSpec};
 use trellis_api::{Kind, ObjectMeta, Resource, Spec};
@@ -26,7 +26,7 @@ use super::Inner;
 use crate::api::auth::tokens_match;
 use crate::api::{storage, write};
 use crate::ca::CaVersion;
-use crate::compile::APP_LABEL;
+use crate::compile::{Compiled, APP_LABEL};
 use crate::registry::{now_rfc3339, ProxyStatus, SyncState};
 
 /// A workload accepted from a `Hello`, with the session number it got and the
@@ -37,6 +37,8 @@ pub struct Registered {
     pub identity: SpiffeId,
     /// This registration's mark on the Workload resource ([`REGISTRATION`]).
     pub registration: String,
+    /// The proxy applies snapshots sent as changes.
+    pub accepts_delta: bool,
 }
 
 /// Annotation on a Workload naming the session that registered it last:
@@ -165,6 +167,7 @@ pub async fn register(inner: &Inner, hello: &Hello) -> Result<Registered, Status
         session,
         identity,
         registration,
+        accepts_delta: hello.accepts_delta,
     })
 }
 
@@ -225,7 +228,7 @@ pub async fn run(
     let mut stopping = inner.stopping.subscribe();
     let mut ca = inner.ca.subscribe();
     let mut ca_seen = ca.borrow_and_update().clone();
-    let mut last_sent: Option<Arc<ProxyConfig>> = None;
+    let mut sent = Sent::default();
     let mut tap_updates = inner.taps.subscribe();
     let mut running_taps = std::collections::HashSet::new();
     // The proxy's latest CSR, re-signed when the signer changes (rotation).
@@ -253,12 +256,8 @@ pub async fn run(
         let version = mesh.borrow_and_update().clone();
         // Revision 0 is the empty state before the first read of the store.
         if version.revision > 0 {
-            let config = version.index.compile(&registered.workload);
-            if last_sent.as_deref() != Some(&config) {
-                let snapshot = Snapshot {
-                    version: version.revision,
-                    config: Some(config.clone()),
-                };
+            let config = Arc::new(version.index.compile_parts(&registered.workload));
+            if let Some(snapshot) = sent.next(config.clone(), version.revision, &registered) {
                 let message = ControlMessage {
                     message: Some(control_message::Message::Snapshot(snapshot)),
                 };
@@ -273,9 +272,7 @@ pub async fn run(
                         SyncState::Pending
                     };
                 });
-                let config = Arc::new(config);
-                inner.registry.record_sent(&name, config.clone());
-                last_sent = Some(config);
+                inner.registry.record_sent(&name, config);
             }
         }
         let reply = tokio::select! {
@@ -297,7 +294,12 @@ pub async fn run(
                 reply
             }
             message = inbound.message() => match message {
-                Ok(Some(message)) => answer(&inner, &registered, message, &mut last_csr),
+                Ok(Some(message)) => {
+                    if matches!(message.message, Some(proxy_message::Message::Nack(_))) {
+                        sent.whole_next = true;
+                    }
+                    answer(&inner, &registered, message, &mut last_csr)
+                }
                 Ok(None) => break,
                 Err(status) => {
                     tracing::debug!(workload = %name, %status, "proxy stream failed");
@@ -312,6 +314,39 @@ pub async fn run(
         }
     }
     disconnected(inner, registered).await;
+}
+
+/// What a session sent its proxy last, which the next snapshot is a delta from.
+#[derive(Default)]
+struct Sent {
+    last: Option<(u64, Arc<Compiled>)>,
+    /// The proxy refused a snapshot: the next is sent whole, whatever it holds now.
+    whole_next: bool,
+}
+
+impl Sent {
+    /// The snapshot that brings the proxy to `config` at `version`: the changes alone
+    /// when the proxy takes them, `None` when nothing changed.
+    fn next(
+        &mut self,
+        config: Arc<Compiled>,
+        version: u64,
+        registered: &Registered,
+    ) -> Option<Snapshot> {
+        let delta = match &self.last {
+            None => None,
+            Some((base_version, base)) => Some(config.delta_from(base, *base_version)?),
+        };
+        let delta = delta.filter(|_| registered.accepts_delta && !self.whole_next);
+        let snapshot = Snapshot {
+            version,
+            config: delta.is_none().then(|| config.to_config()),
+            delta,
+        };
+        self.last = Some((version, config));
+        self.whole_next = false;
+        Some(snapshot)
+    }
 }
 
 /// Records an ACK or NACK; signs a CSR. Returns what to send back.

@@ -59,6 +59,7 @@ async fn a_replica_that_rejoins_restores_its_live_sessions_workloads() {
         proxy_version: "test".into(),
         serving_version: 0,
         admin_address: String::new(),
+        accepts_delta: false,
     };
     session::register(&push.inner, &hello)
         .await

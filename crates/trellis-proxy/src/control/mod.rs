@@ -163,6 +163,7 @@ async fn session(
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),
         serving_version: *serving.borrow(),
         admin_address: admin_address(proxy.admin_addr(), &settings.workload.address),
+        accepts_delta: true,
     };
     let _ = tx.try_send(message(proxy_message::Message::Hello(hello)));
     let mut inbound = client
@@ -179,6 +180,8 @@ async fn session(
     let taps = proxy.taps();
     taps.clear();
     let mut tap_events = taps.events().await;
+    // The configuration as last sent, which the next delta applies to.
+    let mut received = None;
     let ended = loop {
         let renewal = identity.renewal();
         let reply = tokio::select! {
@@ -197,7 +200,7 @@ async fn session(
                 };
                 match msg.message {
                     Some(control_message::Message::Snapshot(snapshot)) => {
-                        Some(apply(proxy, &settings.local, &snapshot, serving).await)
+                        Some(apply(proxy, &settings.local, snapshot, &mut received, serving).await)
                     }
                     Some(control_message::Message::TapStart(start)) => {
                         tracing::info!(tap = %start.id, "tap started");
@@ -226,21 +229,24 @@ async fn session(
     Err(ended)
 }
 
-/// Applies one snapshot and says how it went.
+/// Applies one snapshot and says how it went. `received` is the configuration the
+/// session sent last, which a delta applies to; it follows what was sent, whether or not
+/// the proxy could serve it, as the control plane's record of what it sent does.
 async fn apply(
     proxy: &Proxy,
     local: &LocalSettings,
-    snapshot: &wire::Snapshot,
+    snapshot: wire::Snapshot,
+    received: &mut Option<(u64, wire::ProxyConfig)>,
     serving: &watch::Sender<u64>,
 ) -> proxy_message::Message {
     let version = snapshot.version;
     let serving_version = *serving.borrow();
-    if version == serving_version {
-        return proxy_message::Message::Ack(wire::Ack { version });
-    }
-    let result = match &snapshot.config {
-        None => Err("the snapshot has no configuration".to_string()),
-        Some(config) => match to_proxy_config(config, local) {
+    let result = match whole(snapshot, received) {
+        Err(e) => Err(e),
+        Ok(_) if version == serving_version => {
+            return proxy_message::Message::Ack(wire::Ack { version })
+        }
+        Ok(config) => match to_proxy_config(config, local) {
             Err(e) => Err(e.to_string()),
             Ok(config) => proxy.reload(config).await.map_err(|e| e.to_string()),
         },
@@ -258,8 +264,112 @@ async fn apply(
     }
 }
 
+/// The whole configuration `snapshot` gives: its own, or its delta applied to what was
+/// received before. A delta that does not follow what was received leaves nothing to
+/// apply the next one to, so the control plane, seeing the NACK, sends the next whole.
+fn whole(
+    snapshot: wire::Snapshot,
+    received: &mut Option<(u64, wire::ProxyConfig)>,
+) -> Result<&wire::ProxyConfig, String> {
+    let version = snapshot.version;
+    match (snapshot.config, snapshot.delta) {
+        (Some(config), _) => Ok(&received.insert((version, config)).1),
+        (None, Some(delta)) => match received.take() {
+            Some((base_version, mut base)) if base_version == delta.base_version => {
+                base.apply_delta(delta);
+                Ok(&received.insert((version, base)).1)
+            }
+            Some((base_version, _)) => Err(format!(
+                "the snapshot changes version {}, but the proxy holds version {base_version}",
+                delta.base_version
+            )),
+            None => Err("the snapshot is a change, but the proxy holds no configuration".into()),
+        },
+        (None, None) => Err("the snapshot has no configuration".into()),
+    }
+}
+
 fn message(message: proxy_message::Message) -> wire::ProxyMessage {
     wire::ProxyMessage {
         message: Some(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{whole, wire};
+
+    fn listener(name: &str) -> wire::Listener {
+        wire::Listener {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn whole_snapshot(version: u64, listeners: &[&str]) -> wire::Snapshot {
+        wire::Snapshot {
+            version,
+            config: Some(wire::ProxyConfig {
+                listeners: listeners.iter().map(|n| listener(n)).collect(),
+                ..Default::default()
+            }),
+            delta: None,
+        }
+    }
+
+    fn delta(version: u64, base_version: u64, added: &str) -> wire::Snapshot {
+        wire::Snapshot {
+            version,
+            config: None,
+            delta: Some(wire::ConfigDelta {
+                base_version,
+                listeners: vec![listener(added)],
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn names(config: &wire::ProxyConfig) -> Vec<&str> {
+        config.listeners.iter().map(|l| l.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_delta_applies_to_the_configuration_received_before_it() {
+        let mut received = None;
+        let config = whole(whole_snapshot(3, &["a", "c"]), &mut received).expect("whole");
+        assert_eq!(names(config), ["a", "c"]);
+        let config = whole(delta(5, 3, "b"), &mut received).expect("delta");
+        assert_eq!(names(config), ["a", "b", "c"]);
+        assert_eq!(received.as_ref().map(|r| r.0), Some(5));
+    }
+
+    #[test]
+    fn a_delta_that_does_not_follow_is_refused_and_leaves_no_base() {
+        let mut received = None;
+        let error = whole(delta(5, 3, "b"), &mut received).expect_err("no base");
+        assert!(error.contains("holds no configuration"), "{error}");
+
+        whole(whole_snapshot(3, &["a"]), &mut received).expect("whole");
+        let error = whole(delta(7, 4, "b"), &mut received).expect_err("another base");
+        assert!(
+            error.contains("changes version 4, but the proxy holds version 3"),
+            "{error}"
+        );
+        // Nothing to apply the next delta to until a whole snapshot comes.
+        assert!(received.is_none());
+        assert!(whole(delta(8, 7, "c"), &mut received).is_err());
+        let config = whole(whole_snapshot(9, &["a", "b"]), &mut received).expect("whole");
+        assert_eq!(names(config), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_snapshot_with_neither_part_is_refused() {
+        let empty = wire::Snapshot {
+            version: 1,
+            config: None,
+            delta: None,
+        };
+        let error = whole(empty, &mut None).expect_err("empty");
+        assert!(error.contains("no configuration"), "{error}");
     }
 }

@@ -341,7 +341,7 @@ async fn describe_shows_the_proxies_holding_a_policy() {
         admin_address: String::new(),
     });
     api.registry
-        .record_sent("cart-1", Arc::new(compile(&state, &proxy)));
+        .record_sent("cart-1", Arc::new(compile(&state, &proxy).into()));
     let (status, body) = api
         .get("/api/v1/resources/authz/shop/deny-admin/proxies")
         .await;

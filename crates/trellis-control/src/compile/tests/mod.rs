@@ -14,6 +14,7 @@ mod policy;
 mod precedence;
 mod protocols;
 mod reach;
+mod shared;
 mod transparent;
 
 use std::collections::HashSet;
