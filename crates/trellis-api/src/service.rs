@@ -49,6 +49,30 @@ pub struct ServiceSpec {
     /// Ports the Service listens on; at least one. With more than one, each is named.
     #[serde(default)]
     pub ports: Vec<ServicePort>,
+    /// What a request to one of its ports gets when routes are attached to that port and
+    /// none matches. Default `service`.
+    #[serde(default, skip_serializing_if = "Unmatched::is_default")]
+    pub unmatched: Unmatched,
+}
+
+/// What a request that no route attached to its Service's port matches gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Unmatched {
+    /// It goes to the Service's own workloads, as if no route were attached: routes
+    /// only divert the requests they match.
+    #[default]
+    Service,
+    /// It gets 404, as the Gateway API's mesh routing (GAMMA) says: once routes are
+    /// attached to a port, they alone say where its requests go. Services read from
+    /// Kubernetes take this.
+    NotFound,
+}
+
+impl Unmatched {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One port of a Service.

@@ -80,12 +80,7 @@ pub fn all() -> Vec<Case> {
             get("echo", "/?animal=shark").status(404),
             get("echo", "/path4?animal=kraken").status(404),
             get("echo", "/path5?animal=hydra").backend("echo-v1"),
-        ])
-        .known_gap(
-            "a request no rule of a Service's routes matches goes to the Service itself \
-             (Trellis keeps a catch-all route after the attached ones), where GAMMA answers 404",
-            "wants 404",
-        ),
+        ]),
         Case::new(
             "MeshHTTPRouteNamedRule",
             MeshHttp,
@@ -260,26 +255,20 @@ pub fn all() -> Vec<Case> {
                 .no_response_header("X-Header-Set")
                 .backend("echo-v1"),
         ]),
-        Case::new("MeshPorts", MeshHttp, Some("mesh-ports.yaml"))
-            .requests([
-                get("echo-v1", "/")
-                    .response_header("X-Header-Set", "v1")
-                    .backend("echo-v1"),
-                get("echo-v1:8080", "/")
-                    .no_response_header("X-Header-Set")
-                    .backend("echo-v1"),
-                get("echo-v2", "/")
-                    .response_header("X-Header-Set", "v2")
-                    .backend("echo-v2"),
-                get("echo-v2:8080", "/")
-                    .response_header("X-Header-Set", "v2")
-                    .backend("echo-v2"),
-            ])
-            .known_gap(
-                "a parentRef's port is not honoured: a route attached to a Service applies to \
-             every port of it",
-                "echo-v1:8080/: response header X-Header-Set: \"v1\", wants none",
-            ),
+        Case::new("MeshPorts", MeshHttp, Some("mesh-ports.yaml")).requests([
+            get("echo-v1", "/")
+                .response_header("X-Header-Set", "v1")
+                .backend("echo-v1"),
+            get("echo-v1:8080", "/")
+                .no_response_header("X-Header-Set")
+                .backend("echo-v1"),
+            get("echo-v2", "/")
+                .response_header("X-Header-Set", "v2")
+                .backend("echo-v2"),
+            get("echo-v2:8080", "/")
+                .response_header("X-Header-Set", "v2")
+                .backend("echo-v2"),
+        ]),
         Case::new(
             "MeshConsumerRoute",
             MeshHttp,

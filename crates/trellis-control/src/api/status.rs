@@ -3,8 +3,8 @@
 //!
 //! - `Accepted=True` on every resource (only valid resources are ever written), except
 //!   a route none of whose `parentRefs` takes effect: `Accepted=False` with reason
-//!   `NoMatchingParent` when each names a port (or `sectionName`) other than the routed
-//!   port of its declared Service (its first), as the compiler attaches routes.
+//!   `NoMatchingParent` when each names a port (or `sectionName`) its declared Service
+//!   does not have, as the compiler attaches routes.
 //! - `ResolvedRefs` on the kinds that refer to others (routes, `BackendPolicy`,
 //!   `AuthorizationPolicy`, `FaultInjection`): `True` when every object of
 //!   [`Resource::references`] exists, else `False` with a message listing the missing
@@ -33,8 +33,8 @@ pub struct Existing {
     objects: HashSet<ObjectRef>,
     /// Services' and external hosts' virtual IPs, shown in their status.
     vips: VipTable,
-    /// The routed port (the first) of each declared Service.
-    routed_ports: HashMap<ObjectRef, ServicePort>,
+    /// The ports of each declared Service.
+    declared_ports: HashMap<ObjectRef, Vec<ServicePort>>,
 }
 
 impl Existing {
@@ -53,17 +53,17 @@ impl Existing {
                 })
             });
         objects.extend(implied);
-        let routed_ports = all
+        let declared_ports = all
             .iter()
             .filter_map(|r| match &r.spec {
-                Spec::Service(s) => Some((r.object_ref(), s.ports.first()?.clone())),
+                Spec::Service(s) if !s.ports.is_empty() => Some((r.object_ref(), s.ports.clone())),
                 _ => None,
             })
             .collect();
         Self {
             objects,
             vips: VipTable::new(),
-            routed_ports,
+            declared_ports,
         }
     }
 
@@ -73,9 +73,9 @@ impl Existing {
         self
     }
 
-    /// Why a parentRef takes no effect: it names a port or section other than the
-    /// routed one of its declared Service. `None` when it takes effect, or its Service
-    /// is undeclared (any port attaches) or missing (reported in `ResolvedRefs`).
+    /// Why a parentRef takes no effect: it names a port or section its declared Service
+    /// does not have. `None` when it takes effect, or its Service is undeclared (any
+    /// port attaches) or missing (reported in `ResolvedRefs`).
     fn unmatched_parent(&self, parent: &ParentReference, route_ns: &str) -> Option<String> {
         let service = ObjectRef {
             kind: Kind::Service,
@@ -85,24 +85,24 @@ impl Existing {
                 .unwrap_or_else(|| route_ns.to_string()),
             name: parent.name.clone(),
         };
-        let routed = self.routed_ports.get(&service)?;
-        let port_ok = parent.port.is_none_or(|p| p == routed.port);
-        let section_ok = parent
-            .section_name
-            .as_ref()
-            .is_none_or(|s| routed.name.as_ref() == Some(s));
-        if port_ok && section_ok {
+        let ports = self.declared_ports.get(&service)?;
+        let matches = ports.iter().any(|declared| {
+            parent.port.is_none_or(|p| p == declared.port)
+                && parent
+                    .section_name
+                    .as_ref()
+                    .is_none_or(|s| declared.name.as_ref() == Some(s))
+        });
+        if matches {
             return None;
         }
         let named = match (&parent.section_name, parent.port) {
-            (Some(s), _) => format!("section {s:?}"),
+            (Some(s), Some(p)) => format!("port {p} named {s:?}"),
+            (Some(s), None) => format!("port named {s:?}"),
             (None, Some(p)) => format!("port {p}"),
-            (None, None) => "no port".to_string(),
+            (None, None) => "port".to_string(),
         };
-        Some(format!(
-            "{service} routes its port {} only, not {named}",
-            routed.port
-        ))
+        Some(format!("{service} has no {named}"))
     }
 
     /// `Accepted` of a route: `False` when no parentRef takes effect.
@@ -318,7 +318,7 @@ spec:
     }
 
     #[test]
-    fn routes_whose_parents_name_other_ports_are_not_accepted() {
+    fn routes_whose_parents_name_ports_the_service_lacks_are_not_accepted() {
         let service = "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {selector: {app: web}, ports: [{name: http, port: 80}, {name: admin, port: 9000}]}\n";
         let route = |parents: &str| {
             let doc = format!(
@@ -344,9 +344,22 @@ spec:
             ),
             (
                 "[{name: web, port: 9000}]",
+                ConditionStatus::True,
+                "Accepted",
+                "",
+            ),
+            (
+                "[{name: web, port: 9001}]",
                 ConditionStatus::False,
                 "NoMatchingParent",
-                "Service shop/web routes its port 80 only, not port 9000",
+                "Service shop/web has no port 9001",
+            ),
+            (
+                "[{name: web, sectionName: metrics}, {name: web, port: 80, sectionName: admin}]",
+                ConditionStatus::False,
+                "NoMatchingParent",
+                "Service shop/web has no port named \"metrics\"; \
+                 Service shop/web has no port 80 named \"admin\"",
             ),
             (
                 "[{name: web, sectionName: admin}, {name: web, port: 80}]",

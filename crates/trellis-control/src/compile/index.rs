@@ -23,7 +23,7 @@ use trellis_api::proto::v1::{
 };
 use trellis_api::resilience::ResilienceSpec;
 use trellis_api::route::ParentReference;
-use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadSpec};
+use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, Unmatched, WorkloadSpec};
 use trellis_api::{ConditionStatus, Kind, ObjectRef, Resource, Spec};
 
 use super::authz;
@@ -47,6 +47,8 @@ pub(super) struct ServiceEntry {
     /// How many workloads it selects in each zone, ready or not: a zone's capacity,
     /// against which callers weigh how much of it is healthy.
     pub zone_sizes: BTreeMap<String, u32>,
+    /// What a request its attached routes do not match gets.
+    pub unmatched: Unmatched,
 }
 
 impl ServiceEntry {
@@ -270,16 +272,26 @@ impl Tables {
                 Spec::TLSRoute(s) => &s.parent_refs,
                 _ => continue,
             };
-            let mut keys: Vec<ServiceKey> = parents
+            let mut keys: Vec<(ServiceKey, Option<u16>)> = parents
                 .iter()
-                .filter(|p| self.attaches(p, ns))
-                .map(|p| ServiceKey::new(p.namespace.as_deref().unwrap_or(ns), &p.name))
+                .filter_map(|p| {
+                    let port = self.parent_port(p, ns)?;
+                    let key = ServiceKey::new(p.namespace.as_deref().unwrap_or(ns), &p.name);
+                    Some((key, port))
+                })
                 .collect();
-            // A route naming one Service twice (two ports) attaches once.
+            // A route naming one Service twice attaches once per port; once to the
+            // whole Service when one parentRef names no port.
             keys.sort();
             keys.dedup();
+            let whole: Vec<ServiceKey> = keys
+                .iter()
+                .filter(|(_, port)| port.is_none())
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.retain(|(key, port)| port.is_none() || !whole.contains(key));
             let fault = faults.get(&r.object_ref());
-            for parent in keys {
+            for (parent, port) in keys {
                 let timeout = self
                     .policies
                     .get(&parent)
@@ -298,6 +310,7 @@ impl Tables {
                 };
                 for c in &mut candidates {
                     c.fault = fault.cloned();
+                    c.port = port;
                 }
                 list.extend(candidates);
             }
@@ -314,26 +327,32 @@ impl Tables {
         }
     }
 
-    /// Whether a parentRef takes effect for the traffic the compiler routes: a
-    /// Service's primary port. A parentRef that names another port (by number or by
-    /// `sectionName`) routes traffic this Service's upstreams never carry. Implicit and
-    /// undeclared Services have no known port numbers, so any parentRef attaches.
-    fn attaches(&self, parent: &ParentReference, route_ns: &str) -> bool {
+    /// The Service port a parentRef attaches to: `Some(None)` for every port (no
+    /// `port` or `sectionName`, or a Service whose port numbers are not known: an
+    /// implicit or undeclared one), `Some(Some(port))` for one port, `None` when it
+    /// names a port the Service does not have.
+    fn parent_port(&self, parent: &ParentReference, route_ns: &str) -> Option<Option<u16>> {
         if parent.port.is_none() && parent.section_name.is_none() {
-            return true;
+            return Some(None);
         }
         let key = ServiceKey::new(
             parent.namespace.as_deref().unwrap_or(route_ns),
             &parent.name,
         );
-        let Some(port) = self.services.get(&key).and_then(ServiceEntry::primary_port) else {
-            return true;
+        let ports = match self.services.get(&key) {
+            Some(entry) if !entry.ports.is_empty() => &entry.ports,
+            _ => return Some(None),
         };
-        parent.port.is_none_or(|p| p == port.port)
-            && parent
-                .section_name
-                .as_ref()
-                .is_none_or(|s| port.name.as_ref() == Some(s))
+        ports
+            .iter()
+            .find(|port| {
+                parent.port.is_none_or(|p| p == port.port)
+                    && parent
+                        .section_name
+                        .as_ref()
+                        .is_none_or(|s| port.name.as_ref() == Some(s))
+            })
+            .map(|port| Some(port.port))
     }
 }
 
@@ -372,31 +391,30 @@ fn services(
         }
     }
 
-    let mut selectors: HashMap<ServiceKey, (Vec<ServicePort>, BTreeMap<String, String>)> =
-        HashMap::new();
+    // Each Service as declared; an implicit one selects its name's `app` label.
+    let mut specs: HashMap<ServiceKey, ServiceSpec> = HashMap::new();
     for (key, spec) in declared {
-        selectors
-            .entry(key.clone())
-            .or_insert_with(|| (spec.ports.clone(), spec.selector.clone()));
+        specs.entry(key.clone()).or_insert_with(|| (*spec).clone());
     }
     for (r, _) in workloads {
         if let Some(key) = service_of(r) {
-            selectors.entry(key).or_insert_with_key(|key| {
-                let selector = BTreeMap::from([(APP_LABEL.to_string(), key.name.clone())]);
-                (Vec::new(), selector)
+            specs.entry(key).or_insert_with_key(|key| ServiceSpec {
+                selector: BTreeMap::from([(APP_LABEL.to_string(), key.name.clone())]),
+                ..ServiceSpec::default()
             });
         }
     }
 
-    selectors
+    specs
         .into_iter()
-        .map(|(key, (ports, selector))| {
-            let selected = endpoints(&key.namespace, &selector, &refs, &by_label);
+        .map(|(key, spec)| {
+            let selected = endpoints(&key.namespace, &spec.selector, &refs, &by_label);
             let entry = ServiceEntry {
-                ports,
+                ports: spec.ports,
                 endpoints: selected.endpoints,
                 app_addresses: selected.app_addresses,
                 zone_sizes: selected.zone_sizes,
+                unmatched: spec.unmatched,
             };
             (key, entry)
         })

@@ -21,12 +21,15 @@
 //!   protocol from the target Service's `appProtocol`. Its routes come from the
 //!   HTTPRoutes (`http`, `http2`), GRPCRoutes (`grpc`), TCPRoutes (`tcp`) or TLSRoutes
 //!   (`tls`: one route per hostname, an exact name before a wildcard) whose
-//!   `parentRefs` name that Service, one route per match, ordered by the Gateway API's
-//!   precedence (an exact path, then the longest prefix or regular expression, then a
-//!   method, then most headers, then most query parameters; for gRPC the longest
-//!   service, then method, then most headers; ties to the oldest route, then by
-//!   `namespace/name`), then a catch-all route to the Service itself. A TCP listener
-//!   holds one route: the oldest TCPRoute's first rule, else the catch-all. A route in
+//!   `parentRefs` name that Service (with no port, or its primary port: a parentRef's
+//!   `port` or `sectionName` attaches to that port only), one route per match, ordered
+//!   by the Gateway API's precedence (an exact path, then the longest prefix or regular
+//!   expression, then a method, then most headers, then most query parameters; for
+//!   gRPC the longest service, then method, then most headers; ties to the oldest
+//!   route, then by `namespace/name`), then a catch-all route to the Service itself,
+//!   left out when the Service says `unmatched: notFound` and a route applies
+//!   (`ports.rs`). A TCP listener holds one route: the oldest TCPRoute's first rule,
+//!   else the catch-all. A route in
 //!   another namespace than its Service (a GAMMA consumer route) applies only to
 //!   proxies in the route's namespace.
 //! - **Backends** named `<service>.<namespace>` ([`backend_name`]) for each upstream
@@ -56,7 +59,9 @@
 //!   `originalDestination` table whose targets map each Service's virtual IP (any port) and
 //!   its workloads' application addresses (`address:port`) to an unbound listener
 //!   `transparent-<namespace>-<service>` holding the routes an upstream listener for that
-//!   Service would hold, and the MeshConfig's `egress.mode` for every other destination.
+//!   Service would hold, each `VIP:port` routed otherwise (another port's routes or
+//!   protocol) to a listener `…-<port>` of its own, and the MeshConfig's `egress.mode`
+//!   for every other destination.
 //!   The config then also lists every Service with its virtual IP (`services`), for the
 //!   sidecar's DNS, and holds a backend for every Service.
 //!
@@ -72,6 +77,7 @@ mod fault;
 mod filters;
 mod index;
 pub(crate) mod names;
+mod ports;
 mod ratelimit;
 mod routes;
 pub mod shared;
@@ -547,76 +553,15 @@ impl MeshIndex {
             .1
     }
 
-    /// The routes for calls from `caller` to `target`, and the protocol they are for;
-    /// records the Services they send to in `reach`.
+    /// The routes for calls from `caller` to `target` on its primary port, and the
+    /// protocol they are for; records the Services they send to in `reach`.
     fn outbound_routes(
         &self,
         target: &ServiceKey,
         caller: &Caller<'_>,
         reach: &mut BTreeMap<ServiceKey, bool>,
     ) -> (AppProtocol, Vec<Route>) {
-        let namespace = caller.namespace;
-        let protocol = self
-            .service(target)
-            .map_or(AppProtocol::Http, ServiceEntry::protocol);
-        let attached = self.tables.attached.get(target);
-        let candidates = attached.map_or(&[][..], |a| match protocol {
-            AppProtocol::Http | AppProtocol::Http2 => &a.http[..],
-            AppProtocol::Grpc => &a.grpc[..],
-            AppProtocol::Tcp => &a.tcp[..],
-            AppProtocol::Tls => &a.tls[..],
-        });
-        let mut applicable = candidates.iter().filter(|c| c.applies_to(namespace));
-
-        let policy_timeout = self
-            .tables
-            .policies
-            .get(target)
-            .and_then(|p| p.request_timeout_ms);
-        let catch_all = Route {
-            name: DEFAULT_ROUTE.to_string(),
-            r#match: None,
-            backends: vec![WeightedBackend {
-                name: backend_name(target),
-                weight: 1,
-                ..Default::default()
-            }],
-            timeout_ms: policy_timeout.filter(|_| !protocol.is_opaque()),
-            ..Default::default()
-        };
-        let grpc = protocol == AppProtocol::Grpc;
-        let mut note = |key: &ServiceKey| {
-            let h2 = reach.entry(key.clone()).or_insert(false);
-            *h2 |= grpc;
-        };
-        note(target);
-
-        let routes = if protocol == AppProtocol::Tcp {
-            // A TCP listener has exactly one route: bytes carry nothing to match on.
-            match applicable.next() {
-                Some(c) => {
-                    c.backends.iter().for_each(&mut note);
-                    vec![c.route.clone()]
-                }
-                None => vec![catch_all],
-            }
-        } else {
-            let mut routes: Vec<Route> = applicable
-                .map(|c| {
-                    c.backends.iter().for_each(&mut note);
-                    let mut route = c.route.clone();
-                    route.fault = c
-                        .fault
-                        .as_ref()
-                        .filter(|f| f.applies_to(&caller.identity, caller.namespace))
-                        .map(|f| f.fault.clone());
-                    route
-                })
-                .collect();
-            routes.push(catch_all);
-            routes
-        };
-        (protocol, routes)
+        self.port_routes(target, None, caller, reach)
     }
 
     /// The backend for `key`; `grpc` when a gRPC listener sends to it. With a

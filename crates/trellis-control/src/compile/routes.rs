@@ -67,6 +67,8 @@ pub(super) struct Candidate {
     /// GAMMA defines it): the namespace whose proxies it applies to. `None` for a
     /// producer route, which applies to every proxy.
     pub consumer: Option<String>,
+    /// The parent Service's port it is attached to; `None`: every port.
+    pub port: Option<u16>,
     pub route: Route,
     /// The Services the route sends to, each a backend the proxy then needs.
     pub backends: Vec<ServiceKey>,
@@ -78,6 +80,15 @@ impl Candidate {
     /// Whether the route applies to a proxy in `namespace`.
     pub fn applies_to(&self, namespace: &str) -> bool {
         self.consumer.as_deref().is_none_or(|ns| ns == namespace)
+    }
+
+    /// Whether the route serves the parent's port `port`; `None`: a Service whose port
+    /// numbers are not known, which every route serves.
+    pub fn serves(&self, port: Option<u16>) -> bool {
+        match (self.port, port) {
+            (Some(mine), Some(port)) => mine == port,
+            _ => true,
+        }
     }
 }
 
@@ -215,6 +226,7 @@ impl<'a> Base<'a> {
                 matched,
             },
             consumer: (m.namespace != self.parent.namespace).then(|| m.namespace.clone()),
+            port: None,
             route: Route {
                 name: rule.name.clone(),
                 r#match: route_match,

@@ -1,13 +1,21 @@
 //! Transparent mode: the listener that takes a sidecar's captured outbound connections
 //! and routes each by the address its application dialled, and the Service table the
 //! sidecar's DNS answers from.
+//!
+//! Each Service gets an unbound listener `transparent-<namespace>-<service>` for its
+//! virtual IP (every port) and its workloads' application addresses, with the routes
+//! of its primary port. A port routed otherwise (routes attached to that port only, or
+//! another protocol) gets a listener of its own, `…-<port>`, for `VIP:port`, which the
+//! original-destination table prefers to the bare VIP; ports routed alike share one.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use trellis_api::proto::v1::{
     DestinationTarget, Listener, ListenerProtocol, MeshService, MtlsMode, OriginalDestination,
+    Route,
 };
+use trellis_api::service::AppProtocol;
 
 use super::names::config_name;
 use super::{listener_protocol, Caller, MeshIndex, ServiceKey, TRANSPARENT_LISTENER};
@@ -58,24 +66,39 @@ impl MeshIndex {
             if addresses.is_empty() {
                 continue;
             }
-            let name = config_name(&format!("transparent-{}-{}", key.namespace, key.name));
-            if !names.insert(name.clone()) {
-                continue;
+            let base = format!("transparent-{}-{}", key.namespace, key.name);
+            for (i, group) in self.port_groups(key, caller, reach).into_iter().enumerate() {
+                // The first group holds the primary port: the virtual IP on every port
+                // and the workloads' addresses. Each other one, its ports of the VIP.
+                let (name, addresses) = match (i, vip) {
+                    (0, _) => (config_name(&base), std::mem::take(&mut addresses)),
+                    (_, Some(ip)) => (
+                        config_name(&format!("{base}-{}", group.ports[0])),
+                        group
+                            .ports
+                            .iter()
+                            .map(|p| SocketAddr::new(ip.into(), *p).to_string())
+                            .collect(),
+                    ),
+                    (_, None) => continue,
+                };
+                if !names.insert(name.clone()) {
+                    continue;
+                }
+                listeners.push(Listener {
+                    name: name.clone(),
+                    address: UNBOUND.to_string(),
+                    protocol: listener_protocol(group.protocol) as i32,
+                    routes: group.routes,
+                    mtls: MtlsMode::Disabled as i32,
+                    unbound: true,
+                    ..Default::default()
+                });
+                targets.push(DestinationTarget {
+                    addresses,
+                    listener: name,
+                });
             }
-            let (protocol, routes) = self.outbound_routes(key, caller, reach);
-            listeners.push(Listener {
-                name: name.clone(),
-                address: UNBOUND.to_string(),
-                protocol: listener_protocol(protocol) as i32,
-                routes,
-                mtls: MtlsMode::Disabled as i32,
-                unbound: true,
-                ..Default::default()
-            });
-            targets.push(DestinationTarget {
-                addresses,
-                listener: name,
-            });
         }
         listeners.push(Listener {
             name: TRANSPARENT_LISTENER.to_string(),
@@ -92,5 +115,54 @@ impl MeshIndex {
             listeners,
             services,
         }
+    }
+}
+
+/// Ports of one Service that are routed alike: the same protocol and routes.
+struct PortGroup {
+    /// Declared order; empty for a Service whose ports are not known.
+    ports: Vec<u16>,
+    protocol: AppProtocol,
+    routes: Vec<Route>,
+}
+
+impl MeshIndex {
+    /// The Service's ports grouped by how they are routed, the primary port's group
+    /// first; one group for a Service whose ports are not known. Ports alike share a
+    /// listener, so a Service whose routes attach to no port in particular keeps one.
+    fn port_groups(
+        &self,
+        key: &ServiceKey,
+        caller: &Caller<'_>,
+        reach: &mut BTreeMap<ServiceKey, bool>,
+    ) -> Vec<PortGroup> {
+        let declared: Vec<u16> = self
+            .service(key)
+            .map(|s| s.ports.iter().map(|p| p.port).collect())
+            .unwrap_or_default();
+        if declared.is_empty() {
+            let (protocol, routes) = self.port_routes(key, None, caller, reach);
+            return vec![PortGroup {
+                ports: Vec::new(),
+                protocol,
+                routes,
+            }];
+        }
+        let mut groups: Vec<PortGroup> = Vec::new();
+        for port in declared {
+            let (protocol, routes) = self.port_routes(key, Some(port), caller, reach);
+            match groups
+                .iter_mut()
+                .find(|g| g.protocol == protocol && g.routes == routes)
+            {
+                Some(group) => group.ports.push(port),
+                None => groups.push(PortGroup {
+                    ports: vec![port],
+                    protocol,
+                    routes,
+                }),
+            }
+        }
+        groups
     }
 }

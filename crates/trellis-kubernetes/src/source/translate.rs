@@ -1,7 +1,8 @@
 //! Cluster objects into the mesh's resources: a pure function of what the watches hold.
 //!
 //! - a core **Service** with a selector becomes a Trellis `Service` (selector, ports,
-//!   `appProtocol` from the port's `appProtocol` or its name's prefix), and its
+//!   `appProtocol` from the port's `appProtocol` or its name's prefix, and
+//!   `unmatched: notFound`, as GAMMA routes a request no route matches), and its
 //!   ClusterIP the Service's virtual IP;
 //! - a **Pod** that carries the Trellis sidecar, has an IP and is ready becomes a
 //!   `Workload` at that IP, with the Pod's labels, ServiceAccount and zone, reached on
@@ -24,7 +25,9 @@ use kube::api::DynamicObject;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 use trellis_api::meta::ObjectMeta;
-use trellis_api::service::{AppProtocol, ServicePort, ServiceSpec, WorkloadPort, WorkloadSpec};
+use trellis_api::service::{
+    AppProtocol, ServicePort, ServiceSpec, Unmatched, WorkloadPort, WorkloadSpec,
+};
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
 
 use super::grants;
@@ -136,6 +139,8 @@ pub fn service_resource(service: &Service, pods: &[Pod]) -> Option<Resource> {
     let spec = ServiceSpec {
         selector: selector.into_iter().collect(),
         ports,
+        // A Service's routes are GAMMA's here: what they do not match gets 404.
+        unmatched: Unmatched::NotFound,
     };
     Some(Resource::new(metadata, Spec::Service(spec)))
 }

@@ -11,6 +11,7 @@ mod inbound;
 mod locality;
 mod outbound;
 mod policy;
+mod ports;
 mod precedence;
 mod protocols;
 mod reach;
