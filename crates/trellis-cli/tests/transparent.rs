@@ -348,8 +348,8 @@ async fn an_unmodified_bookshop_runs_across_pods_with_transparent_capture() {
     let books_metrics = books_a.metrics().await;
     assert_eq!(refused(&books_metrics), before + 1, "{books_metrics}");
 
-    // A pod's own address and application port stand for its Service too: web's
-    // sidecar takes the call into the mesh, over mTLS, where the plaintext above failed.
+    // A pod's own address and application port reach that pod: web's sidecar takes the
+    // call to books-a's sidecar, over mTLS, where the plaintext above failed.
     let direct = web.get(&books_a.address, APP_PORT, "/books").await;
     assert!(
         direct

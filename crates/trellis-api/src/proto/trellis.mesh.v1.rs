@@ -429,9 +429,16 @@ pub struct DestinationTarget {
     /// `ip` (any port: a Service's virtual IP) or `ip:port` (a workload's application).
     #[prost(string, repeated, tag = "1")]
     pub addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// The (unbound) listener whose routes serve the connection.
+    /// The (unbound) listener whose routes serve the connection. Empty when `workload`
+    /// is set.
     #[prost(string, tag = "2")]
     pub listener: ::prost::alloc::string::String,
+    /// Instead of a listener: the sidecar of the workload whose application was dialled,
+    /// at `address` (its inbound listener), proving `identity`. The connection's bytes
+    /// are copied to it over mTLS (ALPN `trellis-tcp`), untouched by any route, so a
+    /// call to one workload's address reaches that workload.
+    #[prost(message, optional, tag = "3")]
+    pub workload: ::core::option::Option<Endpoint>,
 }
 /// A Service's authorization, compiled. A request is denied when a Deny policy matches
 /// it; otherwise, when Allow policies exist, allowed only if one of them matches;

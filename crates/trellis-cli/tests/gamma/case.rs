@@ -187,9 +187,6 @@ pub struct Case {
     /// Why Trellis does not pass the case yet, and a piece of the failure it gives:
     /// the run checks that the case still fails with it, so a fix is noticed.
     pub known_gap: Option<Gap>,
-    /// Why the case's outcome is not yet the same on every run: it is reported, not
-    /// asserted, until the cause is found.
-    pub unsettled: Option<&'static str>,
 }
 
 /// A case Trellis fails: why, and a piece of the failure message that shows it.
@@ -208,7 +205,6 @@ impl Case {
             requests: Vec::new(),
             weights: None,
             known_gap: None,
-            unsettled: None,
         }
     }
 
@@ -232,11 +228,6 @@ impl Case {
 
     pub fn weights(mut self, weights: Weights) -> Self {
         self.weights = Some(weights);
-        self
-    }
-
-    pub fn unsettled(mut self, why: &'static str) -> Self {
-        self.unsettled = Some(why);
         self
     }
 

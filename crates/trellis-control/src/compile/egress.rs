@@ -102,6 +102,7 @@ impl MeshIndex {
                         egress.targets.push(DestinationTarget {
                             addresses,
                             listener: name,
+                            workload: None,
                         });
                     }
                 }

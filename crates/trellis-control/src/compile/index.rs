@@ -41,9 +41,6 @@ pub(super) struct ServiceEntry {
     pub ports: Vec<ServicePort>,
     /// `address:inboundPort` of every ready workload selected, sorted, weight 1.
     pub endpoints: Vec<Endpoint>,
-    /// `address:port` of the applications of those workloads, sorted: what a client
-    /// that dials a workload directly connects to.
-    pub app_addresses: Vec<SocketAddr>,
     /// How many workloads it selects in each zone, ready or not: a zone's capacity,
     /// against which callers weigh how much of it is healthy.
     pub zone_sizes: BTreeMap<String, u32>,
@@ -118,6 +115,20 @@ pub(super) struct Tables {
     /// The first port of each workload written by a platform's source, by namespace
     /// and name: the application port of a proxy that declared none.
     pub workload_ports: HashMap<(String, String), u16>,
+    /// Every ready workload with ports, sorted by its sidecar's address: what a
+    /// transparent sidecar sends a call to that workload's own address to.
+    pub workload_sidecars: Vec<WorkloadSidecar>,
+}
+
+/// A workload's applications and the sidecar in front of them.
+#[derive(Debug)]
+pub(super) struct WorkloadSidecar {
+    /// `address:port` of each of its applications.
+    pub apps: Vec<SocketAddr>,
+    /// Its sidecar's inbound listener.
+    pub inbound: SocketAddr,
+    /// The SPIFFE ID its sidecar proves.
+    pub identity: String,
 }
 
 /// What the MeshConfig decides for every proxy.
@@ -176,8 +187,6 @@ struct WorkloadRef<'a> {
     endpoint: Option<SocketAddr>,
     /// The SPIFFE ID its proxy proves.
     identity: String,
-    /// Its applications' `address:port`.
-    app: Vec<SocketAddr>,
     zone: &'a str,
 }
 
@@ -246,6 +255,7 @@ impl Tables {
             external,
             external_hosts,
             services: services(&declared, &workloads, &mesh.trust_domain),
+            workload_sidecars: workload_sidecars(&workloads, &mesh.trust_domain),
             policies: HashMap::new(),
             authorization: authz::by_service(&authorization),
             rate_limits: ratelimit::by_service(&rate_limits),
@@ -373,11 +383,6 @@ fn services(
                 SocketAddr::new(w.address, w.inbound_port.unwrap_or(DEFAULT_INBOUND_PORT))
             }),
             identity: workload_identity(trust_domain, &r.metadata.namespace, &w.service_account),
-            app: w
-                .ports
-                .iter()
-                .map(|p| SocketAddr::new(w.address, p.port))
-                .collect(),
             zone: w.zone.as_deref().unwrap_or_default(),
         })
         .collect();
@@ -412,7 +417,6 @@ fn services(
             let entry = ServiceEntry {
                 ports: spec.ports,
                 endpoints: selected.endpoints,
-                app_addresses: selected.app_addresses,
                 zone_sizes: selected.zone_sizes,
                 unmatched: spec.unmatched,
             };
@@ -421,11 +425,40 @@ fn services(
         .collect()
 }
 
+/// The sidecars of the ready workloads that have ports, sorted by address; of two
+/// workloads claiming one address, the first by namespace and name keeps it.
+fn workload_sidecars(
+    workloads: &[(&Resource, &WorkloadSpec)],
+    trust_domain: &str,
+) -> Vec<WorkloadSidecar> {
+    let mut sidecars: Vec<(SocketAddr, &str, &str, WorkloadSidecar)> = workloads
+        .iter()
+        .filter(|(r, w)| is_ready(r) && !w.ports.is_empty())
+        .map(|(r, w)| {
+            let inbound =
+                SocketAddr::new(w.address, w.inbound_port.unwrap_or(DEFAULT_INBOUND_PORT));
+            let m = &r.metadata;
+            let sidecar = WorkloadSidecar {
+                apps: w
+                    .ports
+                    .iter()
+                    .map(|p| SocketAddr::new(w.address, p.port))
+                    .collect(),
+                inbound,
+                identity: workload_identity(trust_domain, &m.namespace, &w.service_account),
+            };
+            (inbound, m.namespace.as_str(), m.name.as_str(), sidecar)
+        })
+        .collect();
+    sidecars.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    sidecars.dedup_by_key(|s| s.0);
+    sidecars.into_iter().map(|(_, _, _, s)| s).collect()
+}
+
 /// What a Service's selector picks out.
 #[derive(Default)]
 struct Selected {
     endpoints: Vec<Endpoint>,
-    app_addresses: Vec<SocketAddr>,
     zone_sizes: BTreeMap<String, u32>,
 }
 
@@ -449,7 +482,6 @@ fn endpoints(
     let Some(candidates) = rarest else {
         return Selected::default();
     };
-    let mut app_addresses = Vec::new();
     let mut zone_sizes = BTreeMap::new();
     let mut selected: Vec<(SocketAddr, &str, &str)> = candidates
         .iter()
@@ -462,12 +494,9 @@ fn endpoints(
                 *zone_sizes.entry(w.zone.to_string()).or_insert(0) += 1;
             }
             let endpoint = w.endpoint?;
-            app_addresses.extend_from_slice(&w.app);
             Some((endpoint, w.identity.as_str(), w.zone))
         })
         .collect();
-    app_addresses.sort();
-    app_addresses.dedup();
     selected.sort();
     // Two workloads claiming one address: the first identity (in order) keeps it.
     selected.dedup_by_key(|(a, _, _)| *a);
@@ -483,7 +512,6 @@ fn endpoints(
         .collect();
     Selected {
         endpoints,
-        app_addresses,
         zone_sizes,
     }
 }

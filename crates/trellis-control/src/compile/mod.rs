@@ -56,12 +56,12 @@
 //!
 //! - **`outbound`** on `127.0.0.1:<outboundPort>` when the workload has one (transparent
 //!   mode: the application's outgoing TCP is redirected there): no routes of its own, but an
-//!   `originalDestination` table whose targets map each Service's virtual IP (any port) and
-//!   its workloads' application addresses (`address:port`) to an unbound listener
-//!   `transparent-<namespace>-<service>` holding the routes an upstream listener for that
-//!   Service would hold, each `VIP:port` routed otherwise (another port's routes or
-//!   protocol) to a listener `…-<port>` of its own, and the MeshConfig's `egress.mode`
-//!   for every other destination.
+//!   `originalDestination` table whose targets map each Service's virtual IP (any port)
+//!   to an unbound listener `transparent-<namespace>-<service>` holding the routes an
+//!   upstream listener for that Service would hold, each `VIP:port` routed otherwise
+//!   (another port's routes or protocol) to a listener `…-<port>` of its own, each ready
+//!   workload's application addresses (`address:port`) to that workload's sidecar, and
+//!   the MeshConfig's `egress.mode` for every other destination.
 //!   The config then also lists every Service with its virtual IP (`services`), for the
 //!   sidecar's DNS, and holds a backend for every Service.
 //!

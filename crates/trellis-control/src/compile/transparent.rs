@@ -3,17 +3,20 @@
 //! sidecar's DNS answers from.
 //!
 //! Each Service gets an unbound listener `transparent-<namespace>-<service>` for its
-//! virtual IP (every port) and its workloads' application addresses, with the routes
-//! of its primary port. A port routed otherwise (routes attached to that port only, or
+//! virtual IP (every port), with the routes of its primary port. A port routed otherwise (routes attached to that port only, or
 //! another protocol) gets a listener of its own, `…-<port>`, for `VIP:port`, which the
 //! original-destination table prefers to the bare VIP; ports routed alike share one.
+//!
+//! A workload's application addresses (`address:port`) are targets of their own, for
+//! that workload's sidecar: a call to one Pod's IP reaches that Pod, over mTLS, as its
+//! client sent it, not balanced over a Service that selects the Pod.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use trellis_api::proto::v1::{
-    DestinationTarget, Listener, ListenerProtocol, MeshService, MtlsMode, OriginalDestination,
-    Route,
+    DestinationTarget, Endpoint, Listener, ListenerProtocol, MeshService, MtlsMode,
+    OriginalDestination, Route,
 };
 use trellis_api::service::AppProtocol;
 
@@ -59,20 +62,16 @@ impl MeshIndex {
                     virtual_ip: ip.to_string(),
                 });
             }
-            let mut addresses: Vec<String> = vip.iter().map(ToString::to_string).collect();
-            if let Some(entry) = self.service(key) {
-                addresses.extend(entry.app_addresses.iter().map(ToString::to_string));
-            }
-            if addresses.is_empty() {
+            let Some(ip) = vip else {
                 continue;
-            }
+            };
             let base = format!("transparent-{}-{}", key.namespace, key.name);
             for (i, group) in self.port_groups(key, caller, reach).into_iter().enumerate() {
-                // The first group holds the primary port: the virtual IP on every port
-                // and the workloads' addresses. Each other one, its ports of the VIP.
-                let (name, addresses) = match (i, vip) {
-                    (0, _) => (config_name(&base), std::mem::take(&mut addresses)),
-                    (_, Some(ip)) => (
+                // The first group holds the primary port: the virtual IP on every port.
+                // Each other one, its ports of the VIP.
+                let (name, addresses) = match i {
+                    0 => (config_name(&base), vec![ip.to_string()]),
+                    _ => (
                         config_name(&format!("{base}-{}", group.ports[0])),
                         group
                             .ports
@@ -80,7 +79,6 @@ impl MeshIndex {
                             .map(|p| SocketAddr::new(ip.into(), *p).to_string())
                             .collect(),
                     ),
-                    (_, None) => continue,
                 };
                 if !names.insert(name.clone()) {
                     continue;
@@ -97,9 +95,27 @@ impl MeshIndex {
                 targets.push(DestinationTarget {
                     addresses,
                     listener: name,
+                    workload: None,
                 });
             }
         }
+        // A call to a workload's own address is for that workload, whichever Services
+        // select it: its sidecar takes the bytes as they are.
+        targets.extend(
+            self.tables
+                .workload_sidecars
+                .iter()
+                .map(|w| DestinationTarget {
+                    addresses: w.apps.iter().map(ToString::to_string).collect(),
+                    listener: String::new(),
+                    workload: Some(Endpoint {
+                        address: w.inbound.to_string(),
+                        weight: 1,
+                        identity: w.identity.clone(),
+                        ..Default::default()
+                    }),
+                }),
+        );
         listeners.push(Listener {
             name: TRANSPARENT_LISTENER.to_string(),
             address: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port).to_string(),

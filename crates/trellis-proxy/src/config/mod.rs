@@ -35,6 +35,7 @@ pub use self::filter::{
 };
 pub use self::original_dst::{
     DestinationAddress, DestinationTarget, EgressMode, MeshService, OriginalDestination,
+    WorkloadTarget,
 };
 pub use self::resilience::{
     AdaptiveConcurrencyConfig, CircuitBreakerConfig, HealthCheckConfig, HealthCheckProtocol,

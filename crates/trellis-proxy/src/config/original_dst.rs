@@ -20,14 +20,30 @@ pub struct OriginalDestination {
     pub egress: EgressMode,
 }
 
-/// Addresses served by one listener's routes.
+/// Addresses served by one listener's routes, or by one workload's sidecar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationTarget {
     /// `IP` (every port: a Service's virtual IP) or `IP:PORT`.
     pub addresses: Vec<DestinationAddress>,
-    /// An unbound listener (`bind: false`) whose routes serve these connections.
+    /// An unbound listener (`bind: false`) whose routes serve these connections. Empty
+    /// when `workload` is set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub listener: String,
+    /// Instead of a listener: the sidecar of the workload whose application these
+    /// addresses are. Connections are copied to it over mTLS, untouched by routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadTarget>,
+}
+
+/// A workload's sidecar, as the target of calls to its application's address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadTarget {
+    /// Its inbound listener.
+    pub address: SocketAddr,
+    /// The SPIFFE ID it must prove.
+    pub identity: String,
 }
 
 /// An address a client may dial: an IP on any port, or one `IP:PORT`.
@@ -109,7 +125,28 @@ impl OriginalDestination {
             ));
         }
         for (j, t) in self.targets.iter().enumerate() {
+            if t.addresses.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.originalDestination.targets[{j}].addresses"),
+                    "at least one address is required",
+                ));
+            }
             let field = format!("{at}.originalDestination.targets[{j}].listener");
+            if let Some(workload) = &t.workload {
+                if !t.listener.is_empty() {
+                    return Err(ConfigError::invalid(
+                        field,
+                        "a target names a listener or a workload, not both",
+                    ));
+                }
+                if let Err(error) = workload.identity.parse::<trellis_identity::SpiffeId>() {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.originalDestination.targets[{j}].workload.identity"),
+                        error.to_string(),
+                    ));
+                }
+                continue;
+            }
             let Some(target) = all.iter().find(|l| l.name == t.listener) else {
                 return Err(ConfigError::invalid(
                     field,
@@ -123,12 +160,6 @@ impl OriginalDestination {
                         "listener {:?} must be unbound (bind: false) and have no originalDestination",
                         t.listener
                     ),
-                ));
-            }
-            if t.addresses.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{at}.originalDestination.targets[{j}].addresses"),
-                    "at least one address is required",
                 ));
             }
         }

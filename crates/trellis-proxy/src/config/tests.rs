@@ -333,6 +333,8 @@ listeners:
       targets:
         - addresses: [240.240.0.9, "10.0.0.7:8080"]
           listener: to-web
+        - addresses: ["10.0.0.8:8080"]
+          workload: {address: "10.0.0.8:7143", identity: "spiffe://trellis.local/ns/shop/sa/web"}
   - name: to-web
     address: 0.0.0.0:0
     bind: false
@@ -359,6 +361,12 @@ fn transparent_mode_is_read_and_checked() {
             DestinationAddress::Socket("10.0.0.7:8080".parse().expect("addr")),
         ]
     );
+    let workload = table.targets[1]
+        .workload
+        .as_ref()
+        .expect("a workload target");
+    assert_eq!(workload.address.to_string(), "10.0.0.8:7143");
+    assert!(table.targets[1].listener.is_empty());
     assert!(!config.listeners[1].bind);
     assert_eq!(config.socket_mark, Some(0x7e11));
     assert_eq!(config.services[0].virtual_ip.to_string(), "240.240.0.9");
@@ -373,6 +381,12 @@ fn transparent_mode_is_read_and_checked() {
          "listeners[0].routes: an original-destination listener has no routes"),
         ("\"10.0.0.7:8080\"", "\"10.0.0.7:port\"",
          "listeners[0].originalDestination.targets[0].addresses[1]: invalid destination"),
+        ("[\"10.0.0.8:8080\"]\n          workload", "[\"10.0.0.8:8080\"]\n          listener: to-web\n          workload",
+         "listeners[0].originalDestination.targets[1].listener: a target names a listener or a workload, not both"),
+        ("sa/web\"}", "sa\"}",
+         "listeners[0].originalDestination.targets[1].workload.identity: "),
+        ("[\"10.0.0.8:8080\"]", "[]",
+         "listeners[0].originalDestination.targets[1].addresses: at least one address is required"),
     ];
     for (from, to, want) in cases {
         let yaml = TRANSPARENT.replace(from, to);

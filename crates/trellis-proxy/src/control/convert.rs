@@ -14,7 +14,7 @@ use crate::config::{
     FaultDelayConfig, HashOn, Header, HeaderModifier, ListenerConfig, ListenerProtocol,
     LoadBalancer, LocalityConfig, MeshService, Mirror, OriginalDestination, OriginateTlsConfig,
     PathMatch, PathModifier, ProxyConfig, Redirect, RetryConfig, Rewrite, RouteConfig,
-    RouteFilters, RouteMatch, ValueMatch, WeightedBackend,
+    RouteFilters, RouteMatch, ValueMatch, WeightedBackend, WorkloadTarget,
 };
 
 /// What the control plane does not decide: the proxy's own admin address and limits.
@@ -146,9 +146,23 @@ fn original_destination(
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let workload = match &t.workload {
+                Some(w) => Some(WorkloadTarget {
+                    address: w
+                        .address
+                        .parse()
+                        .map_err(|_| config::ConfigError::Invalid {
+                            field: format!("{at}.targets[{j}].workload.address"),
+                            message: format!("invalid address {:?}: expected IP:PORT", w.address),
+                        })?,
+                    identity: w.identity.clone(),
+                }),
+                None => None,
+            };
             Ok(DestinationTarget {
                 addresses,
                 listener: t.listener.clone(),
+                workload,
             })
         })
         .collect::<Result<Vec<_>, config::ConfigError>>()?;

@@ -82,21 +82,40 @@ fn destinations_map_to_their_services_listeners() {
         .as_ref()
         .expect("an original-destination table");
     assert_eq!(table.egress, EgressMode::AllowAny as i32);
+    // (listener or `sidecar <address> <identity>`, addresses)
     let targets: Vec<(String, Vec<String>)> = table
         .targets
         .iter()
-        .map(|t| (t.listener.clone(), t.addresses.clone()))
+        .map(|t| {
+            let to = match &t.workload {
+                Some(w) => format!("sidecar {} {}", w.address, w.identity),
+                None => t.listener.clone(),
+            };
+            (to, t.addresses.clone())
+        })
         .collect();
+    let target = |to: &str, addresses: &[&str]| {
+        (
+            to.to_string(),
+            addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
+    };
     assert_eq!(
         targets,
         [
-            (
-                "transparent-shop-books".to_string(),
-                vec!["240.240.0.7".to_string(), "10.0.0.7:8080".to_string()]
+            target("transparent-shop-books", &["240.240.0.7"]),
+            target("transparent-shop-db", &["240.240.0.8"]),
+            // A workload's own address goes to that workload, not to its Services.
+            target(
+                "sidecar 10.0.0.7:7143 spiffe://trellis.local/ns/shop/sa/default",
+                &["10.0.0.7:8080"]
             ),
-            (
-                "transparent-shop-db".to_string(),
-                vec!["240.240.0.8".to_string(), "10.0.0.8:8080".to_string()]
+            target(
+                "sidecar 10.0.0.8:7143 spiffe://trellis.local/ns/shop/sa/default",
+                &["10.0.0.8:8080"]
             ),
         ]
     );
