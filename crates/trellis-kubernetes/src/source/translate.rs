@@ -442,6 +442,15 @@ mod tests {
     }
 
     #[test]
+    fn a_services_routes_answer_what_they_do_not_match_with_404_as_gamma_says() {
+        let resource = service_resource(&service(json!(8080)), &[]).expect("a Service");
+        let Spec::Service(spec) = resource.spec else {
+            panic!("not a Service: {resource:?}");
+        };
+        assert_eq!(spec.unmatched, Unmatched::NotFound);
+    }
+
+    #[test]
     fn a_named_target_port_is_the_number_the_services_pods_give_it() {
         let named = service(json!("web"));
         assert_eq!(target_port(&service(json!(8080)), &[]), Some(8080));
