@@ -122,7 +122,8 @@ pub async fn run() -> anyhow::Result<()> {
             resolver: None,
         },
     };
-    let running = control::Sidecar::start(settings).await?;
+    let listeners = control::SidecarListeners::bind(ports().inbound, None, Some(ports().outbound))?;
+    let running = control::Sidecar::start(settings, listeners).await?;
     tracing::info!(pod = %env.pod, namespace = %env.namespace, service = %env.service, "sidecar started");
     crate::proxy::wait_for_stop().await?;
     let left = running.proxy.shutdown().await;

@@ -39,7 +39,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     match (args.config, args.service, args.app) {
         (Some(path), _, _) => run_file(&path).await,
         (None, Some(service), Some(app)) => {
-            let sidecar = sidecar::start(&service, app.port(), &args.sidecar, None).await?;
+            let listeners = sidecar::bind(&args.sidecar, None)?;
+            let sidecar =
+                sidecar::start(&service, app.port(), &args.sidecar, None, listeners).await?;
             wait_for_stop().await?;
             let left = sidecar.proxy.shutdown().await;
             if left > 0 {

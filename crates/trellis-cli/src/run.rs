@@ -99,15 +99,17 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     if let Some(port) = args.port {
         app.env("PORT", port.to_string());
     }
-    // In a pod the app dials Services by name and the capture takes it from there.
-    let http_proxy = match capture {
-        Some(_) => None,
-        None => {
-            let port = match args.sidecar.http_proxy_port {
-                Some(port) => port,
-                None => sidecar::free_port()?,
-            };
-            args.sidecar.http_proxy_port = Some(port);
+    // In a pod the app dials Services by name and the capture takes it from there;
+    // elsewhere it gets an HTTP proxy, on a port the kernel picks unless given.
+    if capture.is_none() {
+        args.sidecar.http_proxy_port.get_or_insert(0);
+    }
+    // Bound before the app starts, which is told the HTTP proxy's port, and before the
+    // sidecar registers with the ports it holds.
+    let listeners = sidecar::bind(&args.sidecar, capture)?;
+    let http_proxy = match (capture, listeners.http_proxy_port()) {
+        (Some(_), _) | (None, None) => None,
+        (None, Some(port)) => {
             let http_proxy = format!("http://127.0.0.1:{port}");
             // Loopback stays direct: the app's upstream ports are there.
             let no_proxy = "localhost,127.0.0.1,::1";
@@ -130,7 +132,8 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             wait_until_listening(child.insert(spawn(&mut app)?), port).await?;
         }
         let app_port = args.port.unwrap_or(0);
-        let sidecar = sidecar::start(&args.service, app_port, &args.sidecar, capture).await?;
+        let sidecar =
+            sidecar::start(&args.service, app_port, &args.sidecar, capture, listeners).await?;
         let dns = match capture {
             Some(_) => Some(serve_dns(&sidecar, &args).await?),
             None => None,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use trellis_api::proto::v1::{Upstream, Workload};
 use trellis_proxy::config::defaults;
-use trellis_proxy::control::{self, ControlSettings, LocalSettings};
+use trellis_proxy::control::{self, ControlSettings, LocalSettings, SidecarListeners};
 use trellis_proxy::Proxy;
 
 use crate::client::{Client, ClientArgs};
@@ -40,8 +40,8 @@ pub struct SidecarArgs {
     #[arg(long = "upstream", value_parser = parse_upstream)]
     pub upstreams: Vec<(String, u16)>,
     /// Loopback port of the HTTP proxy listener, which routes requests to the
-    /// upstreams by host (`http://books/...`). `trellis run` picks a free one when
-    /// unset and passes it to the app as `HTTP_PROXY`.
+    /// upstreams by host (`http://books/...`). `trellis run` binds one the kernel picks
+    /// when unset and passes it to the app as `HTTP_PROXY`.
     #[arg(long)]
     pub http_proxy_port: Option<u16>,
     /// Port of the sidecar's inbound listener (0: a free one).
@@ -112,22 +112,32 @@ pub struct Sidecar {
     running: control::Sidecar,
 }
 
-/// Starts a sidecar for `service` in front of the app on loopback port `app_port`;
-/// with `capture`, it also takes the pod's captured outbound connections.
+/// Binds the sidecar's listeners at the ports `args` and `capture` give (0 or unset
+/// inbound: one the kernel picks), before it registers: the ports it reports are then
+/// ones it holds.
+pub fn bind(args: &SidecarArgs, capture: Option<Capture>) -> anyhow::Result<SidecarListeners> {
+    let listeners = SidecarListeners::bind(
+        args.inbound_port,
+        args.http_proxy_port,
+        capture.map(|c| c.outbound_port),
+    )?;
+    Ok(listeners)
+}
+
+/// Starts a sidecar for `service` in front of the app on loopback port `app_port` on
+/// `listeners` ([`bind`]); with `capture`, it also takes the pod's captured outbound
+/// connections.
 pub async fn start(
     service: &str,
     app_port: u16,
     args: &SidecarArgs,
     capture: Option<Capture>,
+    listeners: SidecarListeners,
 ) -> anyhow::Result<Sidecar> {
     let token = registration_token(service, args).await?;
     let addresses = match args.control_grpc.is_empty() {
         false => args.control_grpc.clone(),
         true => vec![proxy_api(&args.client).await?],
-    };
-    let inbound_port = match args.inbound_port {
-        0 => free_port()?,
-        p => p,
     };
     let name = format!("{service}-{:04x}", fastrand::u16(..));
     let workload = Workload {
@@ -136,7 +146,6 @@ pub async fn start(
         service: service.to_string(),
         labels: args.labels.iter().cloned().collect(),
         address: args.address.to_string(),
-        inbound_port: u32::from(inbound_port),
         app_port: u32::from(app_port),
         upstreams: args
             .upstreams
@@ -147,15 +156,13 @@ pub async fn start(
                 local_port: u32::from(*p),
             })
             .collect(),
-        http_proxy_port: args.http_proxy_port.map_or(0, u32::from),
-        outbound_port: capture.map_or(0, |c| u32::from(c.outbound_port)),
         zone: args.zone.clone().unwrap_or_default(),
         ..Default::default()
     };
     let settings = ControlSettings {
         addresses,
         token,
-        workload: workload.clone(),
+        workload,
         local: LocalSettings {
             admin: args.admin,
             drain_timeout: defaults::drain_timeout(),
@@ -165,9 +172,11 @@ pub async fn start(
             resolver: capture.and_then(|c| c.dns_upstream),
         },
     };
-    let running = control::Sidecar::start(settings).await?;
+    let running = control::Sidecar::start(settings, listeners).await?;
     let proxy = running.proxy.clone();
-    tracing::info!(workload = %workload.name, inbound_port, admin = %proxy.admin_addr(), "sidecar started");
+    // The workload as registered, with the ports bound.
+    let workload = running.workload().clone();
+    tracing::info!(workload = %workload.name, inbound_port = workload.inbound_port, admin = %proxy.admin_addr(), "sidecar started");
     Ok(Sidecar {
         proxy,
         workload,
@@ -226,13 +235,6 @@ async fn proxy_api(client: &ClientArgs) -> anyhow::Result<String> {
                 client.control
             )
         })
-}
-
-/// A port nothing listens on now. Another process may take it before the proxy binds
-/// it, which the proxy then reports as a bind error.
-pub fn free_port() -> anyhow::Result<u16> {
-    let socket = std::net::TcpListener::bind("0.0.0.0:0").context("cannot find a free port")?;
-    Ok(socket.local_addr()?.port())
 }
 
 fn read_local_token() -> anyhow::Result<String> {

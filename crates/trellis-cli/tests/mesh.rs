@@ -9,7 +9,7 @@ use http::StatusCode;
 use trellis_control::registry::SyncState;
 use trellis_control::server::{ControlPlane, ControlSettings};
 use trellis_control::store::MemoryStore;
-use trellis_proxy::control::Sidecar;
+use trellis_proxy::control::{Sidecar, SidecarListeners};
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 
@@ -239,16 +239,22 @@ async fn holders(cp: &ControlPlane, path: &str) -> Vec<serde_json::Value> {
     body["items"].as_array().cloned().unwrap_or_default()
 }
 
-#[tokio::test]
-async fn proxies_keep_serving_when_the_control_plane_goes_away() {
-    let cp = control_plane().await;
-    let app = HttpServer::start("books", ServerProtocol::Http1)
+/// The books app behind its sidecar `books-1`, and the web app, for a sidecar to start.
+async fn books_with_a_sidecar_and_web(cp: &ControlPlane) -> ((HttpServer, Sidecar), HttpServer) {
+    let books = HttpServer::start("books", ServerProtocol::Http1)
         .await
         .expect("server");
     let web = HttpServer::start("web", ServerProtocol::Http1)
         .await
         .expect("server");
-    let _books = sidecar(&cp, "books-1", "books", &[], app.addr(), &[]).await;
+    let sidecar = sidecar(cp, "books-1", "books", &[], books.addr(), &[]).await;
+    ((books, sidecar), web)
+}
+
+#[tokio::test]
+async fn proxies_keep_serving_when_the_control_plane_goes_away() {
+    let cp = control_plane().await;
+    let (_books, web) = books_with_a_sidecar_and_web(&cp).await;
     let port = free_port();
     let _web = sidecar(&cp, "web-1", "web", &[], web.addr(), &[("books", port)]).await;
     assert_eventually!(synced(&cp, "web-1") && synced(&cp, "books-1"));
@@ -268,13 +274,7 @@ async fn proxies_keep_serving_when_the_control_plane_goes_away() {
 #[tokio::test]
 async fn a_snapshot_the_proxy_cannot_apply_is_nacked_and_the_old_config_keeps_serving() {
     let cp = control_plane().await;
-    let books = HttpServer::start("books", ServerProtocol::Http1)
-        .await
-        .expect("server");
-    let web = HttpServer::start("web", ServerProtocol::Http1)
-        .await
-        .expect("server");
-    let _books = sidecar(&cp, "books-1", "books", &[], books.addr(), &[]).await;
+    let (_books, web) = books_with_a_sidecar_and_web(&cp).await;
     // The upstream's local port is taken by someone else: binding it must fail.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken = squatter.local_addr().expect("addr").port();
@@ -519,4 +519,65 @@ async fn a_global_rate_limit_is_shared_by_the_replicas_and_follows_them() {
             "the replicas left never got half of the burst"
         );
     }
+}
+
+/// A sidecar given no ports binds its listeners on ports the kernel picks before it
+/// registers, so no other process can take them in between, and registers those: the
+/// control plane lists the inbound port, compiles listeners at the same ports, and the
+/// sidecar serves them on the sockets it holds (binding them again would fail with
+/// "address in use" and be NACKed).
+#[tokio::test]
+async fn a_sidecar_without_ports_registers_and_serves_the_ports_it_bound() {
+    let cp = control_plane().await;
+    let (_books, web) = books_with_a_sidecar_and_web(&cp).await;
+    let listeners = SidecarListeners::bind(0, Some(0), None).expect("bind");
+    let inbound = listeners.inbound_port();
+    let http_proxy = listeners.http_proxy_port().expect("an HTTP proxy port");
+    assert!(std::net::TcpListener::bind(("0.0.0.0", inbound)).is_err());
+    assert!(std::net::TcpListener::bind(("127.0.0.1", http_proxy)).is_err());
+    let grpc = format!("http://{}", cp.grpc_addr);
+    let w = SidecarSpec {
+        grpc: &grpc,
+        token: TOKEN,
+        name: "web-1",
+        service: "web",
+        labels: &[],
+        app: web.addr(),
+        upstreams: &[("books", 0)],
+    }
+    .start_on(listeners)
+    .await;
+    let registered = w.workload();
+    assert_eq!(
+        (registered.inbound_port, registered.http_proxy_port),
+        (u32::from(inbound), u32::from(http_proxy))
+    );
+    assert_eventually!(synced(&cp, "web-1"));
+    let status = cp.registry.get("web-1").expect("web-1");
+    assert_eq!(status.address, format!("127.0.0.1:{inbound}"));
+    assert_eq!(
+        w.proxy.listener_addr("inbound"),
+        Some(SocketAddr::from(([0, 0, 0, 0], inbound)))
+    );
+    assert_eq!(
+        w.proxy.listener_addr("http-proxy"),
+        Some(SocketAddr::from(([127, 0, 0, 1], http_proxy)))
+    );
+    let client = HttpClient::http1();
+    let resp = client
+        .get(&format!("http://127.0.0.1:{inbound}/"))
+        .await
+        .expect("inbound serves");
+    assert_eq!(resp.headers["x-served-by"], "web");
+    // Once books' endpoint has reached web's configuration.
+    let to_books = || {
+        http::Request::get(format!("http://127.0.0.1:{http_proxy}/"))
+            .header("host", "books")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request")
+    };
+    assert_eventually!(client
+        .send(to_books())
+        .await
+        .is_ok_and(|r| r.headers.get("x-served-by").is_some_and(|s| s == "books")));
 }

@@ -32,26 +32,22 @@ async fn control_plane() -> ControlPlane {
         .expect("control plane")
 }
 
-fn trellis_run(
-    cp: &ControlPlane,
-    app_port: u16,
-    inbound: u16,
-    app: &[&str],
-) -> std::process::Child {
-    trellis_run_with(cp, app_port, inbound, &[], app)
+/// `trellis run` of `books`, whose sidecar binds an inbound port the kernel picks and
+/// registers it ([`registered_inbound`]).
+fn trellis_run(cp: &ControlPlane, app_port: u16, app: &[&str]) -> std::process::Child {
+    trellis_run_with(cp, app_port, &[], app)
 }
 
 /// [`trellis_run`] with more of `trellis run`'s flags.
 fn trellis_run_with(
     cp: &ControlPlane,
     app_port: u16,
-    inbound: u16,
     flags: &[&str],
     app: &[&str],
 ) -> std::process::Child {
     Command::new(TRELLIS)
         .args(["run", "--service", "books", "--port", &app_port.to_string()])
-        .args(["--inbound-port", &inbound.to_string(), "--token", TOKEN])
+        .args(["--token", TOKEN])
         // Only the HTTP API's URL: the sidecar asks it where the proxy API is.
         .args(["--control", &format!("http://{}", cp.http_addr)])
         .args(flags)
@@ -64,17 +60,30 @@ fn trellis_run_with(
         .expect("spawn trellis run")
 }
 
+/// The inbound port the sidecar of `books` registered, once its configuration is
+/// applied: the control plane's proxy list names it (`address`).
+async fn registered_inbound(cp: &ControlPlane) -> u16 {
+    let synced = || {
+        cp.registry
+            .list()
+            .into_iter()
+            .find(|p| p.service == "books" && p.state == SyncState::Synced)
+    };
+    assert_eventually!(synced().is_some());
+    let address = synced().expect("synced").address;
+    let (_, port) = address.rsplit_once(':').expect("ip:port");
+    port.parse().expect("a port")
+}
+
 #[tokio::test]
 async fn runs_the_app_with_a_registered_sidecar_and_stops_both() {
     let cp = control_plane().await;
-    let (app_port, inbound) = (free_port(), free_port());
+    let app_port = free_port();
     let listen = format!("127.0.0.1:{app_port}");
-    let mut child = run_books_on(&cp, app_port, inbound);
-    assert_eventually!(cp
-        .registry
-        .list()
-        .iter()
-        .any(|p| p.service == "books" && p.state == SyncState::Synced));
+    let mut child = run_books_on(&cp, app_port);
+    let inbound = registered_inbound(&cp).await;
+    // The sidecar holds the port it registered.
+    assert!(std::net::TcpListener::bind(("0.0.0.0", inbound)).is_err());
     let resp = HttpClient::http1()
         .get(&format!("http://127.0.0.1:{inbound}/"))
         .await
@@ -105,7 +114,7 @@ async fn runs_the_app_with_a_registered_sidecar_and_stops_both() {
 #[tokio::test]
 async fn an_app_that_never_listens_is_reported() {
     let cp = control_plane().await;
-    let child = trellis_run(&cp, free_port(), free_port(), &["sh", "-c", "exit 3"]);
+    let child = trellis_run(&cp, free_port(), &["sh", "-c", "exit 3"]);
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .expect("join")
@@ -237,21 +246,16 @@ async fn through_http_proxy(proxy: &str, url: &str) -> std::io::Result<(u16, Str
 
 /// `books`, the sample server, under `trellis run`.
 fn run_books(cp: &ControlPlane) -> std::process::Child {
-    run_books_on(cp, free_port(), free_port())
+    run_books_on(cp, free_port())
 }
 
-/// [`run_books`] with the app on `app_port` and the sidecar's inbound on `inbound`.
-fn run_books_on(cp: &ControlPlane, app_port: u16, inbound: u16) -> std::process::Child {
-    run_books_with(cp, app_port, inbound, &[])
+/// [`run_books`] with the app on `app_port`.
+fn run_books_on(cp: &ControlPlane, app_port: u16) -> std::process::Child {
+    run_books_with(cp, app_port, &[])
 }
 
 /// [`run_books_on`] with more of `trellis run`'s flags.
-fn run_books_with(
-    cp: &ControlPlane,
-    app_port: u16,
-    inbound: u16,
-    flags: &[&str],
-) -> std::process::Child {
+fn run_books_with(cp: &ControlPlane, app_port: u16, flags: &[&str]) -> std::process::Child {
     let listen = format!("127.0.0.1:{app_port}");
     let app = [
         TRELLIS,
@@ -261,7 +265,7 @@ fn run_books_with(
         "--name",
         "books",
     ];
-    trellis_run_with(cp, app_port, inbound, flags, &app)
+    trellis_run_with(cp, app_port, flags, &app)
 }
 
 /// `trellis run` of a `batch` job with no port, calling `books`, running `script`.
@@ -428,14 +432,9 @@ async fn exit_with_parent_stops_the_workload_when_its_parent_is_killed() {
 async fn a_slow_request_head_is_cut_at_the_header_read_timeout_given() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let cp = control_plane().await;
-    let (app_port, inbound) = (free_port(), free_port());
     let flags = ["--header-read-timeout", "1s", "--max-header-bytes", "8192"];
-    let mut child = run_books_with(&cp, app_port, inbound, &flags);
-    assert_eventually!(cp
-        .registry
-        .list()
-        .iter()
-        .any(|p| p.service == "books" && p.state == SyncState::Synced));
+    let mut child = run_books_with(&cp, free_port(), &flags);
+    let inbound = registered_inbound(&cp).await;
     let url = format!("http://127.0.0.1:{inbound}/");
     let resp = HttpClient::http1().get(&url).await.expect("a whole head");
     assert_eq!(resp.text(), "hello from books\n");

@@ -15,7 +15,7 @@ use crate::admin;
 use crate::config::{ConfigError, ProxyConfig};
 use crate::dns::{self, DnsServer, DnsSettings};
 use crate::drain::Drain;
-use crate::listener::{self, Running};
+use crate::listener::{self, Prebound, Running};
 use crate::resilience::metrics::ResilienceMetrics;
 use crate::state::Snapshot;
 use crate::telemetry::{Metrics, ReloadLabels, WarnLimiter};
@@ -89,10 +89,18 @@ pub enum StartError {
 /// A running proxy.
 pub struct Proxy {
     shared: Arc<Shared>,
-    listeners: tokio::sync::Mutex<HashMap<String, Running>>,
+    listeners: tokio::sync::Mutex<Listeners>,
     admin_addr: SocketAddr,
     admin_task: JoinHandle<()>,
     housekeeping: JoinHandle<()>,
+}
+
+/// The listeners serving, and the sockets bound for listeners no configuration has
+/// named yet.
+#[derive(Debug, Default)]
+struct Listeners {
+    running: HashMap<String, Running>,
+    prebound: Prebound,
 }
 
 /// How often pooled connections are checked for idleness.
@@ -101,6 +109,16 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
 impl Proxy {
     /// Binds every listener and the admin server and starts serving.
     pub async fn start(config: ProxyConfig) -> Result<Proxy, StartError> {
+        Self::start_with(config, Prebound::default()).await
+    }
+
+    /// [`Proxy::start`] with sockets already bound: a listener of this configuration or
+    /// of a later one whose address is that of one of them serves on it; the others
+    /// stay bound, unserved, until a configuration names them.
+    pub async fn start_with(
+        config: ProxyConfig,
+        mut prebound: Prebound,
+    ) -> Result<Proxy, StartError> {
         config.validate()?;
         let admin_socket = listener::bind(config.admin).map_err(|error| StartError::Bind {
             what: "admin".into(),
@@ -114,7 +132,7 @@ impl Proxy {
                 addr: config.admin,
                 error,
             })?;
-        let sockets = bind_new(&config, &HashMap::new())?;
+        let sockets = bind_new(&config, &HashMap::new(), &mut prebound)?;
         let tracing = crate::trace::tracer::Tracing::default();
         tracing.configure(config.tracing.as_ref());
         let metrics = Metrics::new();
@@ -137,12 +155,15 @@ impl Proxy {
         });
         let mut running = HashMap::new();
         start_listeners(sockets, &shared, &mut running)?;
+        if !prebound.addresses().is_empty() {
+            tracing::info!(addresses = ?prebound.addresses(), "bound for listeners to come");
+        }
         let admin_task = tokio::spawn(admin::serve(admin_socket, shared.clone()));
         let housekeeping = tokio::spawn(housekeeping(shared.clone()));
         tracing::info!(admin = %admin_addr, listeners = running.len(), "proxy started");
         Ok(Proxy {
             shared,
-            listeners: tokio::sync::Mutex::new(running),
+            listeners: tokio::sync::Mutex::new(Listeners { running, prebound }),
             admin_addr,
             admin_task,
             housekeeping,
@@ -237,12 +258,13 @@ impl Proxy {
                 requested: config.admin,
             });
         }
-        let mut running = self.listeners.lock().await;
+        let mut listeners = self.listeners.lock().await;
+        let Listeners { running, prebound } = &mut *listeners;
         let kept: HashMap<String, SocketAddr> = running
             .iter()
             .map(|(name, r)| (name.clone(), r.configured))
             .collect();
-        let sockets = bind_new(&config, &kept)?;
+        let sockets = bind_new(&config, &kept, prebound)?;
         let wanted: HashMap<String, SocketAddr> = config
             .listeners
             .iter()
@@ -280,7 +302,7 @@ impl Proxy {
                 bound.remove(&name);
             }
         }
-        start_listeners(sockets, &self.shared, &mut running)?;
+        start_listeners(sockets, &self.shared, running)?;
         tracing::info!(listeners = running.len(), "configuration applied");
         Ok(())
     }
@@ -291,7 +313,7 @@ impl Proxy {
         let deadline = self.shared.state.load().config.drain_timeout.get();
         tracing::info!(?deadline, "draining");
         let left = self.shared.drain.drain(deadline).await;
-        self.listeners.lock().await.clear();
+        *self.listeners.lock().await = Listeners::default();
         self.admin_task.abort();
         self.housekeeping.abort();
         left
@@ -307,23 +329,45 @@ impl Drop for Proxy {
 
 type NewSockets = Vec<(String, SocketAddr, tokio::net::TcpListener)>;
 
-/// Binds the listeners of `config` not already running at the same address.
+/// Binds the listeners of `config` not already running at the same address, taking the
+/// socket from `prebound` where one is bound to that address. On failure, the sockets
+/// taken go back.
 fn bind_new(
     config: &ProxyConfig,
     kept: &HashMap<String, SocketAddr>,
+    prebound: &mut Prebound,
 ) -> Result<NewSockets, StartError> {
     let mut sockets = Vec::new();
+    let mut taken = Vec::new();
     // Unbound listeners are reached through an original-destination listener only.
     for l in config.listeners.iter().filter(|l| l.bind) {
         if kept.get(&l.name) == Some(&l.address) {
             continue;
         }
-        let socket = listener::bind(l.address).map_err(|error| StartError::Bind {
-            what: format!("listener {}", l.name),
-            addr: l.address,
-            error,
-        })?;
-        sockets.push((l.name.clone(), l.address, socket));
+        let socket = match prebound.take(l.address) {
+            Some(socket) => {
+                taken.push(l.address);
+                tokio::net::TcpListener::from_std(socket)
+            }
+            None => listener::bind(l.address),
+        };
+        match socket {
+            Ok(socket) => sockets.push((l.name.clone(), l.address, socket)),
+            Err(error) => {
+                for (_, address, socket) in sockets {
+                    if taken.contains(&address) {
+                        if let Ok(socket) = socket.into_std() {
+                            let _ = prebound.insert(socket);
+                        }
+                    }
+                }
+                return Err(StartError::Bind {
+                    what: format!("listener {}", l.name),
+                    addr: l.address,
+                    error,
+                });
+            }
+        }
     }
     Ok(sockets)
 }

@@ -41,3 +41,4 @@ pub mod transparent;
 
 pub use app::{Proxy, Shared, StartError};
 pub use config::ProxyConfig;
+pub use listener::Prebound;

@@ -4,6 +4,7 @@
 //! named) and hands the stream to the HTTP server or the TCP forwarder. A `tls`
 //! listener reads only the ClientHello and forwards the connection by its server name.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,13 +35,58 @@ const BACKLOG: u32 = 1024;
 /// Binds a listening socket the way a proxy needs it: address reuse so a restarted proxy
 /// can bind at once, a deep backlog for bursts.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr)?)
+}
+
+/// [`bind`] without a runtime: the socket listens (connections queue in its backlog)
+/// and is ready for the runtime that accepts on it later.
+fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG as i32)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// Listening sockets bound before the configuration that names them, keyed by the
+/// address each is bound to. A sidecar binds its listeners (port 0 for the kernel to
+/// choose) before it registers, so the ports it reports are ones it already holds; the
+/// proxy takes a socket from here when a configuration names a listener at its exact
+/// address, instead of binding that address again, which nothing else can then have
+/// taken in between.
+#[derive(Debug, Default)]
+pub struct Prebound {
+    sockets: HashMap<SocketAddr, std::net::TcpListener>,
+}
+
+impl Prebound {
+    /// Binds `addr` as the proxy binds a listener (port 0: one the kernel picks) and
+    /// keeps the socket; returns the address it is bound to.
+    pub fn bind(&mut self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        self.insert(bind_std(addr)?)
+    }
+
+    /// Keeps a listening socket bound elsewhere; returns the address it is bound to.
+    pub fn insert(&mut self, socket: std::net::TcpListener) -> std::io::Result<SocketAddr> {
+        socket.set_nonblocking(true)?;
+        let address = socket.local_addr()?;
+        self.sockets.insert(address, socket);
+        Ok(address)
+    }
+
+    /// The addresses of the sockets held, sorted.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        let mut addresses: Vec<SocketAddr> = self.sockets.keys().copied().collect();
+        addresses.sort_unstable();
+        addresses
+    }
+
+    /// The socket bound to `addr`, taken out for a listener to serve on.
+    pub(crate) fn take(&mut self, addr: SocketAddr) -> Option<std::net::TcpListener> {
+        self.sockets.remove(&addr)
+    }
 }
 
 /// A listener whose accept loop is running.

@@ -1,5 +1,6 @@
 //! What the in-process mesh tests (and the config-under-load benchmark) share: free
-//! ports and sidecars under a control plane.
+//! ports for the applications and upstreams a test names, and sidecars under a control
+//! plane, which bind their own listeners and report them.
 
 #![allow(dead_code)] // each test binary uses part of it
 
@@ -12,7 +13,7 @@ use std::net::SocketAddr;
 
 use trellis_api::proto::v1::{Upstream, Workload};
 use trellis_proxy::config::Duration as ConfigDuration;
-use trellis_proxy::control::{ControlSettings, LocalSettings, Sidecar};
+use trellis_proxy::control::{ControlSettings, LocalSettings, Sidecar, SidecarListeners};
 
 /// A loopback port nothing listens on now, for a listener started later. Picked below
 /// Linux's ephemeral range (32768 and up): a port the kernel chose for `:0` and gave
@@ -70,18 +71,19 @@ pub struct SidecarSpec<'a> {
 }
 
 impl SidecarSpec<'_> {
-    /// Starts the sidecar on a free inbound port and a free admin port. A port found
-    /// free can be taken by a test running beside this one before the sidecar binds
-    /// it, so a bind failure is tried again on another port.
+    /// Starts the sidecar with inbound and admin ports the kernel picks; the inbound
+    /// one is `sidecar.workload().inbound_port`, as registered, or
+    /// `sidecar.proxy.listener_addr("inbound")`.
     pub async fn start(&self) -> Sidecar {
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Sidecar::start(self.settings()).await {
-                Ok(sidecar) => return sidecar,
-                Err(e) => last = e.to_string(),
-            }
-        }
-        panic!("sidecar {}: {last}", self.name)
+        let listeners = SidecarListeners::bind(0, None, None).expect("inbound listener");
+        self.start_on(listeners).await
+    }
+
+    /// Starts the sidecar on `listeners`, bound before, with their ports registered.
+    pub async fn start_on(&self, listeners: SidecarListeners) -> Sidecar {
+        Sidecar::start(self.settings(), listeners)
+            .await
+            .unwrap_or_else(|e| panic!("sidecar {}: {e}", self.name))
     }
 
     fn settings(&self) -> ControlSettings {
@@ -93,7 +95,6 @@ impl SidecarSpec<'_> {
                 namespace: "default".into(),
                 service: self.service.into(),
                 address: "127.0.0.1".into(),
-                inbound_port: u32::from(free_port()),
                 app_port: u32::from(self.app.port()),
                 labels: self
                     .labels

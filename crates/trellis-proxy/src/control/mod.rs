@@ -22,7 +22,7 @@ use trellis_api::proto::v1::{
 
 pub use self::convert::{to_proxy_config, LocalSettings};
 use self::identity::IdentityState;
-pub use self::sidecar::Sidecar;
+pub use self::sidecar::{Sidecar, SidecarListeners};
 use crate::Proxy;
 
 /// How the proxy reaches its control plane and what it registers.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use trellis_proxy::ProxyConfig;
+use trellis_proxy::{Prebound, Proxy, ProxyConfig};
 use trellis_testkit::assert_eventually;
 use trellis_testkit::http::{HttpClient, HttpServer, ServerProtocol};
 use trellis_testkit::load::run_load_until;
@@ -222,4 +222,66 @@ async fn drain_gives_up_at_the_deadline() {
         .expect("shutdown returns at its deadline");
     assert_eq!(left, 1);
     stuck.abort();
+}
+
+/// A socket bound before the proxy starts serves the listener a later configuration
+/// names at its address, without a second bind (which its own open socket would make
+/// fail with "address in use"), and keeps serving across the next reloads; a reload
+/// refused for another listener gives it back for the next one.
+#[tokio::test]
+async fn a_prebound_socket_serves_the_listener_named_at_its_address() {
+    let server = HttpServer::start("app", ServerProtocol::Http1)
+        .await
+        .expect("server");
+    let mut prebound = Prebound::default();
+    let bound = prebound.bind(addr_0()).expect("bind");
+    assert_ne!(bound.port(), 0);
+    let proxy = Proxy::start_with(config_for(server.addr()), prebound)
+        .await
+        .expect("proxy starts");
+    // The port is held from the start: nothing else can bind it.
+    assert!(std::net::TcpListener::bind(bound).is_err());
+
+    let with_listener_at = |extra: &[(&str, std::net::SocketAddr)]| {
+        let mut next = config_for(server.addr());
+        for (name, address) in extra {
+            let mut listener = next.listeners[0].clone();
+            listener.name = (*name).into();
+            listener.address = *address;
+            next.listeners.push(listener);
+        }
+        next
+    };
+    // A reload that also needs an address another socket holds is refused whole.
+    let taken = std::net::TcpListener::bind(addr_0()).expect("bind");
+    let taken = taken.local_addr().expect("address");
+    let refused = with_listener_at(&[("held", bound), ("taken", taken)]);
+    assert!(proxy.reload(refused).await.is_err());
+    assert!(proxy.listener_addr("held").is_none());
+
+    proxy
+        .reload(with_listener_at(&[("held", bound)]))
+        .await
+        .expect("the prebound socket is taken, not bound again");
+    assert_eq!(proxy.listener_addr("held"), Some(bound));
+    let client = HttpClient::http1();
+    let url = format!("http://{bound}/");
+    assert_eq!(
+        client.get(&url).await.expect("served").status,
+        StatusCode::OK
+    );
+
+    // A reload that keeps the listener keeps its socket and the open connection.
+    let mut next = with_listener_at(&[("held", bound)]);
+    next.listeners[0].name = "web2".into();
+    proxy.reload(next).await.expect("reload");
+    assert_eq!(proxy.listener_addr("held"), Some(bound));
+    assert_eq!(
+        client.get(&url).await.expect("still served").status,
+        StatusCode::OK
+    );
+}
+
+fn addr_0() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
 }
