@@ -404,11 +404,11 @@ async fn main() -> Result<(), BoxError> {
     // Mirrored once a proxy is sent every Pod as an endpoint.
     let control = ControlProcess::start(&args.trellis, &cluster).await?;
     let started = Instant::now();
+    // The probe counts every endpoint of each snapshot, so it takes them whole.
+    let mut probe_hello = pod_hello(&client, 0, args.services, false).await?;
+    probe_hello.accepts_delta = false;
     let probe = SimulatedProxies::spawn(
-        vec![(
-            control.grpc.clone(),
-            pod_hello(&client, 0, args.services, false).await?,
-        )],
+        vec![(control.grpc.clone(), probe_hello)],
         Arc::new(endpoints),
     );
     let pods = args.pods() as u64;
