@@ -13,6 +13,7 @@
 //! without it.
 
 pub mod grants;
+pub mod selection;
 mod status;
 pub mod translate;
 

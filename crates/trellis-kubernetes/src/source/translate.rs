@@ -31,6 +31,7 @@ use trellis_api::service::{
 use trellis_api::{Kind, ObjectRef, Resource, Spec};
 
 use super::grants;
+use super::selection::{self, Selection};
 
 /// The name of the injected sidecar container.
 pub const SIDECAR_CONTAINER: &str = "trellis-proxy";
@@ -68,8 +69,9 @@ pub struct Translated {
 /// Translates everything at once.
 pub fn translate(state: &ClusterState) -> Translated {
     let mut out = Translated::default();
+    let selection = Selection::new(&state.services, &state.pods);
     for service in &state.services {
-        if let Some(resource) = service_resource(service, &state.pods) {
+        if let Some(resource) = service_resource(service, &selection) {
             if let Some(ip) = cluster_ip(service) {
                 out.virtual_ips.push((resource.object_ref(), ip));
             }
@@ -80,7 +82,7 @@ pub fn translate(state: &ClusterState) -> Translated {
     for pod in &state.pods {
         if let Some(mut resource) = workload_resource(pod, &readiness) {
             if let Spec::Workload(workload) = &mut resource.spec {
-                add_service_target_ports(workload, pod, &state.services);
+                add_service_target_ports(workload, pod, &selection);
             }
             out.resources.push(resource);
         }
@@ -108,10 +110,10 @@ pub fn translate(state: &ClusterState) -> Translated {
 
 /// A Service's ports and selector as Trellis reads them; `None` without a selector
 /// (its endpoints are managed by hand, which the mesh does not follow yet). A named
-/// `targetPort` is resolved through `pods` ([`named_target_port`]).
-pub fn service_resource(service: &Service, pods: &[Pod]) -> Option<Resource> {
+/// `targetPort` is resolved through the Pods it selects ([`named_target_port`]).
+pub fn service_resource(service: &Service, selection: &Selection<'_>) -> Option<Resource> {
     let spec = service.spec.as_ref()?;
-    let selector = spec.selector.clone().filter(|s| !s.is_empty())?;
+    let selector = selection::selector(service)?.clone();
     let ports = spec
         .ports
         .iter()
@@ -122,7 +124,7 @@ pub fn service_resource(service: &Service, pods: &[Pod]) -> Option<Resource> {
             let target_port = match &p.target_port {
                 Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
                 Some(IntOrString::String(name)) => {
-                    named_target_port(service, &selector, name, pods)
+                    named_target_port(name, selection.pods_of(service))
                 }
                 None => None,
             };
@@ -150,24 +152,8 @@ pub fn service_resource(service: &Service, pods: &[Pod]) -> Option<Resource> {
 /// Service port, so it takes the number most Pods give (the smaller on a tie, as
 /// during a rollout that renumbers the port), and the Service port while no Pod names
 /// it.
-fn named_target_port(
-    service: &Service,
-    selector: &BTreeMap<String, String>,
-    name: &str,
-    pods: &[Pod],
-) -> Option<u16> {
-    let namespace = service.metadata.namespace.as_deref();
+fn named_target_port<'a>(name: &str, selected: impl Iterator<Item = &'a Pod>) -> Option<u16> {
     let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
-    let selected = pods.iter().filter(|pod| {
-        pod.metadata.namespace.as_deref() == namespace
-            && selector.iter().all(|(k, v)| {
-                pod.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|labels| labels.get(k))
-                    == Some(v)
-            })
-    });
     for pod in selected {
         let containers = pod.spec.iter().flat_map(|s| &s.containers);
         let number = containers
@@ -309,17 +295,9 @@ pub fn workload_resource(
 /// that selects it. Declaring `containerPort`s is optional in Kubernetes (the Gateway
 /// API's conformance echo Pods declare none), and a Service reaches a Pod on its
 /// `targetPort` whether or not the Pod declares it, so the mesh does too.
-fn add_service_target_ports(workload: &mut WorkloadSpec, pod: &Pod, services: &[Service]) {
-    let namespace = pod.namespace();
-    let labels = pod.labels();
-    let selecting = services.iter().filter(|service| {
-        let selector = service.spec.as_ref().and_then(|s| s.selector.as_ref());
-        service.namespace() == namespace
-            && selector.is_some_and(|selector| {
-                !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-            })
-    });
-    let target_ports = selecting
+fn add_service_target_ports(workload: &mut WorkloadSpec, pod: &Pod, selection: &Selection<'_>) {
+    let target_ports = selection
+        .services_of(pod)
         .flat_map(|service| service.spec.iter().flat_map(|s| s.ports.iter().flatten()))
         .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
         .filter_map(|p| match &p.target_port {
@@ -434,7 +412,8 @@ mod tests {
     }
 
     fn target_port(service: &Service, pods: &[Pod]) -> Option<u16> {
-        let resource = service_resource(service, pods).expect("a Service");
+        let selection = Selection::new(std::slice::from_ref(service), pods);
+        let resource = service_resource(service, &selection).expect("a Service");
         let Spec::Service(spec) = resource.spec else {
             panic!("not a Service: {resource:?}");
         };
@@ -443,7 +422,9 @@ mod tests {
 
     #[test]
     fn a_services_routes_answer_what_they_do_not_match_with_404_as_gamma_says() {
-        let resource = service_resource(&service(json!(8080)), &[]).expect("a Service");
+        let service = service(json!(8080));
+        let selection = Selection::new(std::slice::from_ref(&service), &[]);
+        let resource = service_resource(&service, &selection).expect("a Service");
         let Spec::Service(spec) = resource.spec else {
             panic!("not a Service: {resource:?}");
         };
