@@ -206,10 +206,11 @@ pub struct MeshIndex {
 
 impl MeshIndex {
     pub fn new(state: &MeshState) -> Self {
+        let tables = Tables::build(&state.resources);
         Self {
-            tables: Tables::build(&state.resources),
+            shared: shared::SharedCache::new(&tables),
+            tables,
             vips: VipTable::new(),
-            shared: shared::SharedCache::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use prost::Message;
 use trellis_api::proto::v1::{Backend, ExternalHost, Listener, MeshService};
 
+use super::index::Tables;
 use super::{Caller, MeshIndex, ServiceKey, TRANSPARENT_LISTENER};
 
 /// What the shared part of a proxy's configuration depends on.
@@ -69,9 +70,29 @@ impl<T: Message> Hashed<T> {
 #[derive(Debug, Default)]
 pub(super) struct SharedCache {
     parts: Mutex<HashMap<OutboundKey, Arc<OnceLock<Arc<SharedOutbound>>>>>,
+    /// Some fault applies to some callers only, so callers' identities change what
+    /// they are compiled.
+    faults_depend_on_caller: bool,
+    /// Some Service's backend depends on the caller's zone.
+    zones_matter: bool,
 }
 
 impl SharedCache {
+    /// An empty cache for an index of `tables`.
+    pub fn new(tables: &Tables) -> Self {
+        let faults_depend_on_caller = tables.attached.values().any(|a| {
+            [&a.http, &a.grpc, &a.tcp, &a.tls]
+                .into_iter()
+                .flatten()
+                .any(|c| c.fault.as_ref().is_some_and(|f| f.is_scoped()))
+        });
+        Self {
+            parts: Mutex::default(),
+            faults_depend_on_caller,
+            zones_matter: tables.policies.values().any(|p| p.prefer_zone.is_some()),
+        }
+    }
+
     pub fn clear(&mut self) {
         if let Ok(parts) = self.parts.get_mut() {
             parts.clear();
@@ -80,25 +101,6 @@ impl SharedCache {
 }
 
 impl MeshIndex {
-    /// Whether some fault applies to some callers only, so that callers' identities
-    /// change what they are compiled.
-    fn faults_depend_on_caller(&self) -> bool {
-        self.tables.attached.values().any(|a| {
-            [&a.http, &a.grpc, &a.tcp, &a.tls]
-                .into_iter()
-                .flatten()
-                .any(|c| c.fault.as_ref().is_some_and(|f| f.is_scoped()))
-        })
-    }
-
-    /// Whether some Service's backend depends on the caller's zone.
-    fn zones_matter(&self) -> bool {
-        self.tables
-            .policies
-            .values()
-            .any(|p| p.prefer_zone.is_some())
-    }
-
     /// The key of the shared part for `caller`, whose original-destination listener is
     /// on `port` and whose own listeners took the names in `taken`.
     pub(super) fn outbound_key(
@@ -111,12 +113,12 @@ impl MeshIndex {
         taken.sort();
         OutboundKey {
             namespace: caller.namespace.to_string(),
-            identity: if self.faults_depend_on_caller() {
+            identity: if self.shared.faults_depend_on_caller {
                 caller.identity.clone()
             } else {
                 String::new()
             },
-            zone: if self.zones_matter() {
+            zone: if self.shared.zones_matter {
                 caller.zone.to_string()
             } else {
                 String::new()
