@@ -82,17 +82,7 @@ pub fn install_crds(cluster: &KubeCluster) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/kubernetes/crds.yaml"
     );
-    cluster.kubectl_ok(&["apply", "--server-side", "-f", crds], None);
-    cluster.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crds,
-        ],
-        None,
-    );
+    cluster.apply_crds(crds);
 }
 
 /// Control-plane settings for a replica in this process, its data directory in the

@@ -392,14 +392,19 @@ impl KubeCluster {
     /// waits until they are established.
     async fn install_gateway_api(&self) {
         let crds = self.bin.join("gateway-api");
-        let crds = crds.to_str().expect("a UTF-8 path");
+        self.apply_crds(crds.to_str().expect("a UTF-8 path"));
+    }
+
+    /// Applies the CRDs in `path` (a file or a directory) server-side and waits until
+    /// they are established.
+    pub fn apply_crds(&self, path: &str) {
         self.kubectl_ok(
             &[
                 "apply",
                 "--server-side",
                 "--field-manager=test-bed",
                 "-f",
-                crds,
+                path,
             ],
             None,
         );
@@ -409,7 +414,7 @@ impl KubeCluster {
                 "--for=condition=Established",
                 "--timeout=60s",
                 "-f",
-                crds,
+                path,
             ],
             None,
         );
