@@ -61,9 +61,8 @@ impl Drop for DnsServer {
 /// Binds UDP and TCP on `settings.address` (port 0: a free port, the same for both)
 /// and serves until dropped.
 pub(crate) async fn serve(settings: DnsSettings, shared: Arc<Shared>) -> io::Result<DnsServer> {
-    let udp = UdpSocket::bind(settings.address).await?;
+    let (udp, tcp) = bind_both(settings.address).await?;
     let address = udp.local_addr()?;
-    let tcp = TcpListener::bind(address).await?;
     let settings = Arc::new(settings);
     let udp_task = tokio::spawn(serve_udp(udp, settings.clone(), shared.clone()));
     let tcp_task = tokio::spawn(serve_tcp(tcp, settings, shared));
@@ -72,6 +71,29 @@ pub(crate) async fn serve(settings: DnsSettings, shared: Arc<Shared>) -> io::Res
         address,
         tasks: vec![udp_task, tcp_task],
     })
+}
+
+/// How many ports the kernel picks for UDP before giving up on finding one whose TCP
+/// twin is free too.
+const PICK_ATTEMPTS: usize = 16;
+
+/// A UDP socket and a TCP listener on one address. With port 0, the kernel picks the
+/// UDP port, and the same number may already be taken for TCP by another program:
+/// another port is picked then.
+async fn bind_both(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = UdpSocket::bind(address).await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e)
+                if address.port() == 0
+                    && e.kind() == io::ErrorKind::AddrInUse
+                    && attempt < PICK_ATTEMPTS => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn serve_udp(socket: UdpSocket, settings: Arc<DnsSettings>, shared: Arc<Shared>) {

@@ -119,3 +119,19 @@ async fn endpoints_by_name_are_resolved_by_the_upstream_not_the_mesh_dns() {
     let invalid = super::lookup_ipv4(upstream, "bad name..example").await;
     assert!(invalid.is_err());
 }
+
+#[tokio::test]
+async fn a_port_taken_for_tcp_is_reported_when_named_and_avoided_when_picked() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let named = taken.local_addr().expect("addr");
+    let error = super::bind_both(named)
+        .await
+        .expect_err("the TCP port is taken");
+    assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+
+    let (udp, tcp) = super::bind_both("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("a port free for both");
+    let port = udp.local_addr().expect("udp").port();
+    assert_eq!(tcp.local_addr().expect("tcp").port(), port);
+}
